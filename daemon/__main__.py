@@ -1,0 +1,5 @@
+"""`python -m daemon` == `gepa-stream`."""
+
+from daemon.cli import app
+
+app()

@@ -1,0 +1,154 @@
+"""The per-prompt policy file (YAML): which prompts the daemon manages and how.
+
+Loaded and validated before anything else starts, so a typo is a clear error at
+start-up, not a surprise at the first trigger.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+from schemas.durations import Duration
+from schemas.events import PromptName
+
+ModuleRef = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="`package.module:function`")]
+
+
+class _Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WindowPolicy(_Policy):
+    """The rolling window of labeled examples kept per prompt."""
+
+    max_examples: PositiveInt = 500
+    max_age: Duration = timedelta(days=7)
+    join_ttl: Duration = Field(default=timedelta(hours=1), description="how long a trace waits for its rating")
+
+
+class TriggerPolicy(_Policy):
+    """When an optimization fires (see ARCHITECTURE.md, Flow step 3)."""
+
+    min_examples: PositiveInt = 50
+    min_new_examples: Annotated[int, Field(ge=0)] = 20
+    cooldown: Duration = timedelta(minutes=10)
+    score_drop: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    max_interval: Duration | None = None
+
+
+class BudgetPolicy(_Policy):
+    max_metric_calls: PositiveInt = 150
+    max_wall_time: Duration = timedelta(minutes=30)
+    num_threads: PositiveInt = 4
+
+
+class PromotionPolicy(_Policy):
+    """The statistical gate between a candidate and the `production` alias."""
+
+    mode: Literal["auto", "manual"] = "auto"
+    min_improvement: Annotated[float, Field(ge=0.0)] = 0.05
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    min_eval_examples: PositiveInt = 20
+    holdout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
+
+
+class PromptPolicy(_Policy):
+    name: PromptName
+    backend: Literal["mlflow", "dspy"] = "mlflow"
+    program: ModuleRef | None = None
+    predict_fn: ModuleRef | None = None
+    task_model: str = "offline/support-router"
+    reflection_model: str = "offline/reflector"
+    input_keys: Annotated[list[str], Field(min_length=1)] = ["query"]
+    scorers: Annotated[list[str], Field(min_length=1)] = ["exact_match"]
+    window: WindowPolicy = WindowPolicy()
+    triggers: TriggerPolicy = TriggerPolicy()
+    budget: BudgetPolicy = BudgetPolicy()
+    promotion: PromotionPolicy = PromotionPolicy()
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> PromptPolicy:
+        if self.backend == "dspy" and self.program is None:
+            raise ValueError("backend 'dspy' needs `program: package.module:factory`")
+        if self.triggers.min_examples > self.window.max_examples:
+            raise ValueError(
+                f"triggers.min_examples ({self.triggers.min_examples}) exceeds "
+                f"window.max_examples ({self.window.max_examples}): the trigger could never fire"
+            )
+        return self
+
+
+class PolicyFile(_Policy):
+    """The whole YAML file."""
+
+    prompts: list[PromptPolicy] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PolicyFile:
+        names = [p.name for p in self.prompts]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"prompt names must be unique, repeated: {', '.join(duplicated)}")
+        return self
+
+    def prompt(self, name: str) -> PromptPolicy | None:
+        return next((p for p in self.prompts if p.name == name), None)
+
+
+class ConfigError(ValueError):
+    """An unusable config file; the message names the file, the field and the problem."""
+
+
+def load_policy_file(path: Path) -> PolicyFile:
+    """Read and validate the YAML policy file, or raise ConfigError."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    try:
+        return PolicyFile.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc, raw)}") from None
+
+
+def _describe(exc: ValidationError, raw: object) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = _location(error["loc"], raw)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "is not a known setting"
+        elif error["type"] == "missing":
+            message = "is required"
+        lines.append(f"{loc}: {message}" if loc else message)
+    return "; ".join(lines)
+
+
+def _location(loc: tuple[int | str, ...], raw: object) -> str:
+    """`('prompts', 0, 'triggers', 'cooldown')` -> `prompts[0] (support_router).triggers.cooldown`."""
+    out = ""
+    node = raw
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                out += f" ({node['name']})"
+        else:
+            if "[" in part or part in {"function-after", "function-before"}:
+                continue
+            out += f".{part}" if out else part
+            node = node.get(part) if isinstance(node, dict) else None
+    return out

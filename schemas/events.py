@@ -1,0 +1,344 @@
+"""Event models: the CloudEvents 1.0 structured-mode envelope with a typed `data` per type.
+
+Every model here is a wire contract. Data models forbid unknown fields so a typo
+in a producer becomes a dead letter naming the field instead of silent loss; a
+breaking change gets a new `type` (``...v2``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from schemas.ratings import RatingScale, normalize_rating
+
+PromptName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$"),
+    Field(description="MLflow prompt name: letters, digits, '_', '-', '.'; the Kafka key."),
+]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+JsonObject = dict[str, Any]
+
+RatingLabel = Literal["excellent", "good", "fair", "poor", "up", "down"]
+CommandAction = Literal["optimize", "approve", "reject", "rollback"]
+OptimizationStatus = Literal["requested", "started", "completed", "failed", "skipped"]
+TriggerRule = Literal["min_new_examples", "score_drop", "max_interval", "manual"]
+OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
+Backend = Literal["mlflow", "dspy"]
+PromotionDecision = Literal["promoted", "rejected", "inconclusive", "awaiting_approval", "rolled_back"]
+DeadLetterReason = Literal[
+    "not_json", "bad_envelope", "unknown_type", "invalid_data", "oversize", "unknown_prompt", "handler_error"
+]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- inbound ---------------------------------------------------------------------------------
+
+
+class TraceData(_Data):
+    """One production call of an agent that used prompt `prompt`."""
+
+    prompt: PromptName
+    prompt_version: PositiveInt | None = None
+    trace_id: Identifier
+    inputs: Annotated[JsonObject, Field(min_length=1)]
+    outputs: str | JsonObject
+    expectations: JsonObject = Field(default_factory=dict)
+    scores: dict[str, FiniteFloat] = Field(default_factory=dict)
+    feedback: str | None = None
+    model: str | None = None
+    latency_ms: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+
+
+class RatingData(_Data):
+    """An SME's verdict on one trace: a label or a number on `scale`, maybe a correction."""
+
+    prompt: PromptName
+    trace_id: Identifier
+    scale: RatingScale = "five_point"
+    rating: RatingLabel | FiniteFloat
+    correction: str | None = None
+    comment: str | None = None
+    rater: str | None = None
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _label_or_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """Labels are case-insensitive; numbers must lie on their scale (validated here so
+        the error names `data.rating`)."""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError("must be a rating label or a number")
+        if isinstance(value, str):
+            value = value.strip().lower()
+        normalize_rating(value, info.data.get("scale", "five_point"))
+        return value
+
+    @property
+    def score(self) -> float:
+        """The rating normalised to [0, 1]."""
+        return normalize_rating(self.rating, self.scale)
+
+
+class CommandData(_Data):
+    """An operator's instruction for one prompt."""
+
+    prompt: PromptName
+    action: CommandAction
+    version: PositiveInt | None = None
+    requested_by: str | None = None
+
+
+# -- outbound --------------------------------------------------------------------------------
+
+
+class TriggerInfo(_Data):
+    """Which trigger rule fired, with the numbers it compared."""
+
+    rule: TriggerRule
+    values: dict[str, float | int | str | None] = Field(default_factory=dict)
+
+
+class Budget(_Data):
+    max_metric_calls: PositiveInt | None = None
+    max_wall_time_s: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+
+
+class SnapshotRef(_Data):
+    """Where the frozen window of a request lives: chunk records on the snapshots topic."""
+
+    topic: str
+    partition: NonNegativeInt
+    offsets: Annotated[list[NonNegativeInt], Field(min_length=1)]
+    n_examples: NonNegativeInt
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class OptimizationData(_Data):
+    """The life of one optimization request: requested -> started -> completed | failed (or skipped)."""
+
+    request_id: Identifier
+    prompt: PromptName
+    status: OptimizationStatus
+    trigger: TriggerInfo | None = None
+    snapshot: SnapshotRef | None = None
+    n_train: NonNegativeInt | None = None
+    n_val: NonNegativeInt | None = None
+    budget: Budget | None = None
+    metric_calls: NonNegativeInt | None = None
+    baseline_score: UnitFloat | None = None
+    candidate_score: UnitFloat | None = None
+    version: PositiveInt | None = None
+    error: str | None = None
+
+
+class Example(_Data):
+    """A labeled example as frozen in a snapshot: a trace joined with its ratings."""
+
+    trace_id: Identifier
+    inputs: JsonObject
+    outputs: str | JsonObject | None = None
+    expectations: JsonObject = Field(default_factory=dict)
+    scores: dict[str, FiniteFloat] = Field(default_factory=dict)
+    rating: UnitFloat | None = None
+    comments: list[str] = Field(default_factory=list)
+    feedback: str | None = None
+    prompt_version: PositiveInt | None = None
+    time: AwareDatetime
+
+
+class SnapshotChunkData(_Data):
+    """One chunk of a frozen window (chunks keep every record far below Kafka's 1 MB limit)."""
+
+    request_id: Identifier
+    prompt: PromptName
+    chunk: NonNegativeInt
+    n_chunks: PositiveInt
+    examples: list[Example]
+
+
+class PromptRegisteredData(_Data):
+    prompt: PromptName
+    version: PositiveInt
+    uri: str
+    parent_version: PositiveInt | None = None
+    request_id: Identifier
+    optimizer: OptimizerName
+    baseline_score: UnitFloat | None = None
+    candidate_score: UnitFloat | None = None
+    n_train: NonNegativeInt
+    n_val: NonNegativeInt
+
+
+class PromotionData(_Data):
+    prompt: PromptName
+    decision: PromotionDecision
+    alias: str = "production"
+    from_version: PositiveInt | None = None
+    to_version: PositiveInt | None = None
+    baseline_score: UnitFloat | None = None
+    candidate_score: UnitFloat | None = None
+    improvement: FiniteFloat | None = None
+    ci_low: FiniteFloat | None = None
+    ci_high: FiniteFloat | None = None
+    n_eval: NonNegativeInt | None = None
+    request_id: Identifier | None = None
+    reason: str
+
+
+class DeadLetterData(_Data):
+    source_topic: str
+    partition: NonNegativeInt
+    offset: NonNegativeInt
+    key: str | None = None
+    payload: str
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    payload_truncated: bool = False
+    reason: DeadLetterReason
+    error: str
+    stage: Literal["parse", "validate", "route", "handle"]
+
+
+# -- the envelope ----------------------------------------------------------------------------
+
+D = TypeVar("D", bound=_Data)
+E = TypeVar("E", bound="CloudEvent[Any]")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class CloudEvent(BaseModel, Generic[D]):
+    """CloudEvents 1.0 structured mode; extension attributes are kept as extras."""
+
+    model_config = ConfigDict(extra="allow")
+
+    TYPE: ClassVar[str]
+
+    specversion: Literal["1.0"]
+    id: Identifier
+    source: Annotated[str, StringConstraints(min_length=1)]
+    type: str
+    time: AwareDatetime
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: D
+
+    @model_validator(mode="after")
+    def _subject_is_prompt(self) -> CloudEvent[D]:
+        prompt = getattr(self.data, "prompt", None)
+        if prompt is not None and self.subject != prompt:
+            raise ValueError(f"subject must equal data.prompt ({prompt!r}), got {self.subject!r}")
+        return self
+
+    @classmethod
+    def build(cls: type[E], data: Any, *, id: str | None = None, source: str = "gepa-stream", **extra: Any) -> E:
+        """A new event of this type: fresh id (unless given), current time, subject = prompt."""
+        subject = getattr(data, "prompt", None) or extra.pop("subject", None)
+        return cls(
+            specversion="1.0",
+            id=id or str(uuid.uuid4()),
+            source=source,
+            type=cls.TYPE,
+            time=_now(),
+            subject=subject,
+            data=data,
+            **extra,
+        )
+
+    @property
+    def key(self) -> bytes | None:
+        """The Kafka message key: the prompt name (co-partitions every event of a prompt)."""
+        return self.subject.encode() if self.subject else None
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class TraceEvent(CloudEvent[TraceData]):
+    TYPE: ClassVar[str] = "gepa.trace.v1"
+    type: Literal["gepa.trace.v1"]
+
+
+class RatingEvent(CloudEvent[RatingData]):
+    TYPE: ClassVar[str] = "gepa.rating.v1"
+    type: Literal["gepa.rating.v1"]
+
+
+class CommandEvent(CloudEvent[CommandData]):
+    TYPE: ClassVar[str] = "gepa.command.v1"
+    type: Literal["gepa.command.v1"]
+
+
+class OptimizationEvent(CloudEvent[OptimizationData]):
+    TYPE: ClassVar[str] = "gepa.optimization.v1"
+    type: Literal["gepa.optimization.v1"]
+
+
+class SnapshotChunkEvent(CloudEvent[SnapshotChunkData]):
+    TYPE: ClassVar[str] = "gepa.snapshot.v1"
+    type: Literal["gepa.snapshot.v1"]
+
+
+class PromptRegisteredEvent(CloudEvent[PromptRegisteredData]):
+    TYPE: ClassVar[str] = "gepa.prompt.registered.v1"
+    type: Literal["gepa.prompt.registered.v1"]
+
+
+class PromotionEvent(CloudEvent[PromotionData]):
+    TYPE: ClassVar[str] = "gepa.promotion.v1"
+    type: Literal["gepa.promotion.v1"]
+
+
+class DeadLetterEvent(CloudEvent[DeadLetterData]):
+    TYPE: ClassVar[str] = "gepa.deadletter.v1"
+    type: Literal["gepa.deadletter.v1"]
+
+
+EVENT_CLASSES: dict[str, type[CloudEvent[Any]]] = {
+    cls.TYPE: cls
+    for cls in (
+        TraceEvent,
+        RatingEvent,
+        CommandEvent,
+        OptimizationEvent,
+        SnapshotChunkEvent,
+        PromptRegisteredEvent,
+        PromotionEvent,
+        DeadLetterEvent,
+    )
+}
+
+Event = Annotated[
+    Union[
+        TraceEvent,
+        RatingEvent,
+        CommandEvent,
+        OptimizationEvent,
+        SnapshotChunkEvent,
+        PromptRegisteredEvent,
+        PromotionEvent,
+        DeadLetterEvent,
+    ],
+    Field(discriminator="type"),
+]

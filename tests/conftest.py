@@ -1,0 +1,46 @@
+"""Shared fixtures: the Kafka bootstrap address and quiet third-party libraries."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def _docker_engine_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        client.close()
+        return True
+    except Exception:  # any failure means "no engine": docker-py raises many kinds
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A real Kafka-protocol broker for the session.
+
+    1. `GEPA_STREAM_TEST_BOOTSTRAP` if set; 2. testcontainers Kafka when a Docker
+    engine answers; 3. the embedded Tansu broker.
+    """
+    configured = os.environ.get("GEPA_STREAM_TEST_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    if _docker_engine_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    from daemon.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap_servers

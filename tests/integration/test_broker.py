@@ -1,0 +1,77 @@
+"""The embedded broker and the event contract on a real Kafka-protocol broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from daemon.broker import free_port, wait_for_port
+from schemas import RatingData, RatingEvent, TraceData, TraceEvent, parse_event
+
+
+def test_1000_events_round_trip_through_the_broker(kafka_bootstrap: str) -> None:
+    topic = f"roundtrip-{os.getpid()}-{time.monotonic_ns()}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    admin.close()
+    sent = []
+    for i in range(1000):
+        prompt = f"prompt_{i % 3}"
+        if i % 2:
+            event = RatingEvent.build(RatingData(prompt=prompt, trace_id=f"t{i}", rating=1 + i % 5, rater="sme"))
+        else:
+            event = TraceEvent.build(TraceData(prompt=prompt, trace_id=f"t{i}", inputs={"q": i}, outputs=str(i)))
+        sent.append(event)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    for event in sent:
+        producer.send(topic, key=event.key, value=event.to_json())
+    producer.flush()
+    producer.close()
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in range(3)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    received = {}
+    deadline = time.monotonic() + 60
+    while len(received) < len(sent) and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                event = parse_event(record.value)
+                assert record.key == event.key
+                received[event.id] = event
+    consumer.close()
+    assert received == {e.id: e for e in sent}
+
+
+def test_broker_command_leaves_no_orphan_when_killed() -> None:
+    port = free_port()
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "broker", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30)
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}")
+        admin.create_topics([NewTopic("alive", 1, 1)])
+        assert "alive" in admin.list_topics()
+        admin.close()
+    finally:
+        cli.send_signal(signal.SIGKILL)
+        cli.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            time.sleep(0.1)
+        except OSError:
+            return
+    raise AssertionError("the broker outlived its SIGKILLed parent")
