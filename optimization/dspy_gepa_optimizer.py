@@ -1,0 +1,172 @@
+"""DSPy backend: `dspy.GEPA` over a DSPy program, scored on held-out data.
+
+`run_dspy_gepa` is the entry point for job runners (explicit split, budget,
+wall time, run directory, threads); `DSPyGepaOptimizer` is the guide's API on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import dspy
+
+from optimization.data import convert_to_dspy_examples, split_holdout
+from optimization.metrics import adapt_metric, create_dspy_metric, create_mlflow_based_metric, exact_match_metric
+from optimization.models import make_lm, parse_model
+from optimization.results import Candidate, DSPyOptimizationResult
+from optimization.run_control import RunLimits, RunMonitor, run_with_deadline
+
+__all__ = [
+    "DSPyGepaOptimizer",
+    "convert_to_dspy_examples",
+    "create_dspy_metric",
+    "create_mlflow_based_metric",
+    "extract_prompts",
+    "run_dspy_gepa",
+]
+
+AutoBudget = Literal["light", "medium", "heavy"]
+OFFLINE_REFLECTOR = "offline/reflector"
+
+
+def extract_prompts(program: dspy.Module) -> dict[str, str]:
+    """`{predictor_name: instruction}` of a program (`answer.predict` is reported as `answer`)."""
+    return {name.removesuffix(".predict"): predictor.signature.instructions for name, predictor in program.named_predictors()}
+
+
+def _reflection_lm(reflection_model: str | dspy.BaseLM | None) -> dspy.BaseLM:
+    """The reflection LM: the given one, else offline/reflector for an offline task LM, else the task LM."""
+    if isinstance(reflection_model, dspy.BaseLM):
+        return reflection_model
+    if reflection_model is not None:
+        return make_lm(reflection_model)
+    task_lm = dspy.settings.lm
+    if task_lm is None:
+        raise ValueError("reflection_model: no reflection model given and no LM configured with dspy.configure(lm=...)")
+    if str(getattr(task_lm, "model", "")).startswith("offline/"):
+        return make_lm(OFFLINE_REFLECTOR)
+    return task_lm
+
+
+def _check_examples(examples: Sequence[dspy.Example], argument: str) -> list[dspy.Example]:
+    if not examples:
+        raise ValueError(f"{argument}: no examples given")
+    for index, example in enumerate(examples):
+        if not isinstance(example, dspy.Example) or not example.inputs().keys():
+            raise ValueError(f"{argument}[{index}]: expected a dspy.Example with inputs set by .with_inputs(...)")
+    return list(examples)
+
+
+def run_dspy_gepa(
+    program: dspy.Module,
+    trainset: Sequence[dspy.Example],
+    valset: Sequence[dspy.Example],
+    metric: Callable[..., Any] | None = None,
+    *,
+    reflection_model: str | dspy.BaseLM | None = None,
+    limits: RunLimits = RunLimits(),
+    auto: AutoBudget | None = None,
+    **gepa_options: Any,
+) -> DSPyOptimizationResult:
+    """Optimize `program` with dspy.GEPA on `trainset`, selecting and scoring on `valset` (caller's split).
+
+    Budget is `limits.max_metric_calls` unless `auto` is given. Stops on a perfect
+    held-out score or the wall-time limit; resumes from `limits.run_dir`.
+    Raises OptimizationFailed when reflection/model failures left only the seed.
+    """
+    trainset = _check_examples(trainset, "trainset")
+    valset = _check_examples(valset, "valset")
+    if not list(program.named_predictors()):
+        raise ValueError("program: has no predictors to optimize")
+    monitor = RunMonitor()
+    budget = {"auto": auto} if auto else {"max_metric_calls": limits.max_metric_calls}
+    extra = dict(gepa_options.pop("gepa_kwargs", {}) or {})
+    optimizer = dspy.GEPA(
+        metric=adapt_metric(metric or exact_match_metric),
+        reflection_lm=_reflection_lm(reflection_model),
+        num_threads=limits.num_threads,
+        log_dir=limits.run_dir,
+        track_stats=True,
+        perfect_score=limits.perfect_score,
+        gepa_kwargs={**extra, "stop_callbacks": limits.stop_callbacks(), "callbacks": [monitor]},
+        **budget,
+        **gepa_options,
+    )
+    with monitor.capturing("dspy.teleprompt.gepa"):
+        optimized = run_with_deadline(lambda: optimizer.compile(program, trainset=trainset, valset=valset), limits)
+    details = optimized.detailed_results
+    monitor.check(len(details.candidates), details.val_aggregate_scores[0] >= limits.perfect_score)
+
+    def per_example(index: int) -> list[float]:
+        return [float(details.val_subscores[index].get(i, 0.0)) for i in range(len(valset))]
+
+    return DSPyOptimizationResult(
+        baseline_scores=per_example(0),
+        candidate_scores=per_example(details.best_idx),
+        metric_calls=int(details.total_metric_calls or 0),
+        candidates=[Candidate(extract_prompts(c), float(s)) for c, s in zip(details.candidates, details.val_aggregate_scores)],
+        optimized_program=optimized,
+        instructions=extract_prompts(optimized),
+    )
+
+
+class DSPyGepaOptimizer:
+    """The guide's DSPy GEPA optimizer.
+
+    `max_bootstrapped_demos`, `max_labeled_demos` and `max_rounds` are accepted
+    for compatibility with DSPy's few-shot optimizers and are not used by GEPA
+    (it optimizes instructions only). Other keyword options go to `dspy.GEPA`;
+    `reflection_model`, `max_wall_time`, `num_threads` and `run_dir` set the run.
+    """
+
+    def __init__(
+        self,
+        auto: AutoBudget = "medium",
+        max_bootstrapped_demos: int = 4,
+        max_labeled_demos: int = 8,
+        max_rounds: int = 3,
+        *,
+        reflection_model: str | dspy.BaseLM | None = None,
+        max_wall_time: float = 1800.0,
+        num_threads: int = 1,
+        run_dir: str | None = None,
+        **gepa_options: Any,
+    ) -> None:
+        if auto not in ("light", "medium", "heavy"):
+            raise ValueError(f"auto: expected 'light', 'medium' or 'heavy', got {auto!r}")
+        if reflection_model is not None and isinstance(reflection_model, str):
+            parse_model(reflection_model, "reflection_model")
+        self.auto = auto
+        self.max_bootstrapped_demos = max_bootstrapped_demos
+        self.max_labeled_demos = max_labeled_demos
+        self.max_rounds = max_rounds
+        self.reflection_model = reflection_model
+        self.limits = RunLimits(max_wall_time=max_wall_time, num_threads=num_threads, run_dir=run_dir)
+        self.gepa_options = gepa_options
+
+    def optimize(
+        self,
+        program: dspy.Module,
+        trainset: list[dspy.Example],
+        valset: list[dspy.Example] | None = None,
+        metric: Callable[..., Any] | None = None,
+    ) -> DSPyOptimizationResult:
+        """Optimize `program`; scores are on `valset`, or on a deterministic held-out split of `trainset`."""
+        trainset = _check_examples(trainset, "trainset")
+        train, held_out = (trainset, valset) if valset else split_holdout(trainset)
+        return run_dspy_gepa(
+            program,
+            train,
+            held_out,
+            metric,
+            reflection_model=self.reflection_model,
+            limits=self.limits,
+            auto=self.auto,
+            **self.gepa_options,
+        )
+
+    @staticmethod
+    def extract_prompts(program: dspy.Module) -> dict[str, str]:
+        """`{predictor_name: instruction}` of an (optimized) program."""
+        return extract_prompts(program)

@@ -1,0 +1,14 @@
+"""Errors raised by the optimizer library."""
+
+from __future__ import annotations
+
+
+class OptimizationFailed(RuntimeError):
+    """GEPA could not produce a candidate (reflection or model failures, timeout); never a silent success.
+
+    `cause` holds the underlying error message (or exception) for the caller's report.
+    """
+
+    def __init__(self, message: str, cause: BaseException | str | None = None) -> None:
+        super().__init__(message if cause is None else f"{message}: {cause}")
+        self.cause = cause

@@ -1,0 +1,101 @@
+"""Model strings: parse the accepted forms, build `dspy.LM`s, and call a model with a plain prompt.
+
+Accepted: litellm strings (`openai/gpt-4.1-mini`), MLflow URIs
+(`openai:/gpt-4.1-mini`), the guide's bare Databricks endpoint names
+(`databricks-claude-sonnet-4`), and the built-in demo/test models
+`offline/<name>[?latency_ms=N]`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+import dspy
+
+from optimization.offline import OFFLINE_MODELS, OfflineEngine, respond_to_prompt
+
+_PROVIDER_RE = re.compile(r"^(?P<provider>[A-Za-z0-9_.-]+)(?::/|/)(?P<model>\S+)$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model string: `provider`/`model`, plus the simulated latency of offline models."""
+
+    provider: str
+    model: str
+    latency_ms: float = 0.0
+
+    @property
+    def is_offline(self) -> bool:
+        """Whether this is a built-in deterministic demo/test model."""
+        return self.provider == "offline"
+
+    @property
+    def litellm(self) -> str:
+        """The litellm model string (`provider/model`)."""
+        return f"{self.provider}/{self.model}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The MLflow model URI (`provider:/model`) used by MLflow judges and optimizers."""
+        return f"{self.provider}:/{self.model}"
+
+
+def parse_model(model: str, argument: str = "model") -> ModelSpec:
+    """Parse `model`; a malformed string or unknown offline model raises ValueError naming `argument`."""
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"{argument}: expected a model string such as 'openai/gpt-4.1-mini', got {model!r}")
+    text = model.strip()
+    if re.fullmatch(r"databricks-[\w.-]+", text):
+        return ModelSpec("databricks", text)
+    text, _, query = text.partition("?")
+    match = _PROVIDER_RE.match(text)
+    if match is None:
+        raise ValueError(
+            f"{argument}: malformed model string {model!r}; use 'provider/model' (litellm), 'provider:/model' "
+            "(MLflow), a 'databricks-...' endpoint name, or 'offline/<name>'"
+        )
+    provider, name = match["provider"], match["model"]
+    if provider != "offline":
+        if query:
+            raise ValueError(f"{argument}: options after '?' are only supported for offline models ({model!r})")
+        return ModelSpec(provider, name)
+    if name not in OFFLINE_MODELS:
+        raise ValueError(f"{argument}: unknown offline model {model!r} (known: {', '.join(OFFLINE_MODELS)})")
+    options = parse_qs(query, strict_parsing=False) if query else {}
+    unknown = set(options) - {"latency_ms"}
+    if unknown:
+        raise ValueError(f"{argument}: unknown option(s) {sorted(unknown)} in {model!r} (known: latency_ms)")
+    try:
+        latency = float(options.get("latency_ms", ["0"])[0])
+    except ValueError:
+        raise ValueError(f"{argument}: latency_ms must be a number in {model!r}") from None
+    if latency < 0:
+        raise ValueError(f"{argument}: latency_ms must be >= 0 in {model!r}")
+    return ModelSpec("offline", name, latency)
+
+
+def make_lm(model: str | ModelSpec, latency_ms: float | None = None, **lm_kwargs: object) -> dspy.LM:
+    """A `dspy.LM` for a litellm string or an offline demo/test model (`latency_ms` overrides the string's)."""
+    spec = model if isinstance(model, ModelSpec) else parse_model(model)
+    if not spec.is_offline:
+        return dspy.LM(spec.litellm, **lm_kwargs)
+    delay = spec.latency_ms if latency_ms is None else latency_ms
+    return dspy.LM(spec.litellm, engine=OfflineEngine(spec.model, delay), cache=False)
+
+
+def complete_text(model: str | ModelSpec, prompt: str, latency_ms: float | None = None) -> str:
+    """Send `prompt` as one user message to `model` and return the text of its answer."""
+    spec = model if isinstance(model, ModelSpec) else parse_model(model)
+    if spec.is_offline:
+        delay = spec.latency_ms if latency_ms is None else latency_ms
+        if delay:
+            time.sleep(delay / 1000)
+        return respond_to_prompt(spec.model, prompt)
+    import litellm
+
+    response = litellm.completion(model=spec.litellm, messages=[{"role": "user", "content": prompt}])
+    return response["choices"][0]["message"]["content"] or ""

@@ -1,0 +1,129 @@
+"""A dspy custom engine serving the offline (demo/test) models without any network.
+
+It reads DSPy's chat/JSON adapter requests (instructions, input fields, output
+fields) or a plain prompt, answers with the named offline model, and can sleep
+a fixed latency per call so benchmarks can simulate a real provider.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_events
+
+from optimization.offline.reflector import propose_instruction
+from optimization.offline.rules import strip_rules
+from optimization.offline.skills import SKILLS
+
+REFLECTOR = "reflector"
+FAILING = "failing"
+JUDGE = "judge"
+OFFLINE_MODELS: tuple[str, ...] = (*SKILLS, REFLECTOR, JUDGE, FAILING)
+"""Names accepted after `offline/`: the task models, the reflector, the judge (selects the offline
+scorers of `optimization.scorers`), and `failing` (always errors)."""
+
+_FIELD_RE = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\[\[ ## \w+ ## \]\]|\Z)", re.DOTALL)
+_OUTPUT_FIELDS_RE = re.compile(r"Your output fields are:\n(.*?)(?:\n\n|\nAll interactions|\Z)", re.DOTALL)
+_OBJECTIVE_RE = re.compile(r"your objective is:\s*(.*)\Z", re.DOTALL | re.IGNORECASE)
+
+
+class OfflineModelError(RuntimeError):
+    """Raised by `offline/failing` to simulate a provider outage."""
+
+
+def _text_of(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(getattr(part, "text", "") or "" for part in content)
+
+
+def respond_to_prompt(name: str, prompt: str) -> str:
+    """Plain-text answer of offline model `name` to a formatted prompt (the template agent's call)."""
+    if name == FAILING:
+        raise OfflineModelError("offline/failing: simulated provider outage")
+    if name not in SKILLS:
+        raise ValueError(f"offline/{name} is not a task model (task models: {', '.join(SKILLS)})")
+    return SKILLS[name].answer(prompt, strip_rules(prompt))
+
+
+def respond_to_fields(name: str, instructions: str, inputs: dict[str, str], outputs: list[str]) -> dict[str, str]:
+    """Answer of offline model `name` to a DSPy signature call: one value per output field."""
+    if name == FAILING:
+        raise OfflineModelError("offline/failing: simulated provider outage")
+    if name == REFLECTOR:
+        examples = _parse_examples(inputs.get("examples_with_feedback", "[]"))
+        instruction = propose_instruction(inputs.get("current_instruction", "").strip(), examples)
+        return {field: instruction for field in outputs}
+    if name not in SKILLS:
+        raise ValueError(f"offline/{name} is not a task model (task models: {', '.join(SKILLS)})")
+    answer = SKILLS[name].answer(instructions, "\n".join(inputs.values()))
+    return {field: ("Applied the rules in my instructions." if field == "reasoning" else answer) for field in outputs}
+
+
+def _parse_examples(text: str) -> list[dict[str, Any]]:
+    try:
+        examples, _ = json.JSONDecoder().raw_decode(text.strip())
+    except json.JSONDecodeError:
+        return [{"feedback": text}]
+    return [e if isinstance(e, dict) else {"feedback": e} for e in examples] if isinstance(examples, list) else []
+
+
+class OfflineEngine:
+    """dspy engine (`dspy.LM(..., engine=OfflineEngine(name))`) for `offline/<name>`; demo/test only."""
+
+    def __init__(self, name: str, latency_ms: float = 0.0) -> None:
+        if name not in OFFLINE_MODELS:
+            raise ValueError(f"model: unknown offline model 'offline/{name}' (known: {', '.join(OFFLINE_MODELS)})")
+        self.name = name
+        self.latency_ms = latency_ms
+
+    def complete(self, request: Request) -> Response:
+        """Answer one request, after the simulated latency."""
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000)
+        system = _text_of(request.system)
+        user = next((_text_of(m.text) for m in reversed(request.messages) if m.role == "user"), "")
+        output_fields = _OUTPUT_FIELDS_RE.search(system)
+        if output_fields is None:
+            text = respond_to_prompt(self.name, "\n".join(_text_of(m.text) for m in request.messages))
+        else:
+            names = re.findall(r"\d+\. `(\w+)`", output_fields.group(1))
+            objective = _OBJECTIVE_RE.search(system)
+            fields = {key: value.split("\n\nRespond with")[0].strip() for key, value in _FIELD_RE.findall(user)}
+            values = respond_to_fields(self.name, objective.group(1) if objective else "", fields, names)
+            text = _render(values, as_json=request.config.response_format is not None or "JSON" in system)
+        return Response(
+            id=None,
+            model=f"offline/{self.name}",
+            message=Message.assistant([TextPart(text)]),
+            finish_reason="stop",
+            usage=Usage(input_tokens=0, output_tokens=0, total_tokens=0),
+        )
+
+    def stream(self, request: Request):  # noqa: ANN201 - the engine protocol's event iterator
+        """Stream the whole answer as one response's events."""
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def dump_state(self) -> dict[str, Any]:
+        """State for saving a program that uses this engine."""
+        return {"name": self.name, "latency_ms": self.latency_ms}
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> OfflineEngine:
+        """Rebuild an engine saved with `dump_state`."""
+        return cls(state["name"], state.get("latency_ms", 0.0))
+
+
+def _render(values: dict[str, str], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(values)
+    body = "\n\n".join(f"[[ ## {field} ## ]]\n{value}" for field, value in values.items())
+    return f"{body}\n\n[[ ## completed ## ]]"

@@ -1,0 +1,136 @@
+"""What every GEPA run shares: stop conditions, a wall-clock guard, and a monitor that detects seed-only runs.
+
+GEPA swallows reflection failures and then "succeeds" with the seed only; the
+monitor records proposals and errors so such runs raise `OptimizationFailed`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gepa.utils import ScoreThresholdStopper, TimeoutStopCondition
+
+from optimization.errors import OptimizationFailed
+
+T = TypeVar("T")
+
+_FAILURE_WORDS = ("failed", "exception", "error", "traceback")
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """Budget and run settings: metric calls, wall time (s), threads, resumable run directory."""
+
+    max_metric_calls: int = 100
+    max_wall_time: float = 1800.0
+    num_threads: int = 1
+    run_dir: str | None = None
+    perfect_score: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_metric_calls < 1:
+            raise ValueError(f"max_metric_calls: must be >= 1, got {self.max_metric_calls}")
+        if self.max_wall_time <= 0:
+            raise ValueError(f"max_wall_time: must be > 0 seconds, got {self.max_wall_time}")
+        if self.num_threads < 1:
+            raise ValueError(f"num_threads: must be >= 1, got {self.num_threads}")
+
+    def stop_callbacks(self) -> list[Any]:
+        """GEPA stoppers: the wall-time limit and the stop on a perfect held-out score."""
+        return [TimeoutStopCondition(self.max_wall_time), ScoreThresholdStopper(self.perfect_score)]
+
+
+@dataclass
+class RunMonitor:
+    """GEPA callback + logger: counts proposals, keeps errors, and the final state."""
+
+    proposals_started: int = 0
+    proposals_made: int = 0
+    errors: list[str] = field(default_factory=list)
+    final_state: Any = None
+
+    def on_proposal_start(self, event: dict[str, Any]) -> None:
+        """GEPA asks the reflection model for a new candidate."""
+        self.proposals_started += 1
+
+    def on_proposal_end(self, event: dict[str, Any]) -> None:
+        """The reflection model answered."""
+        self.proposals_made += 1
+
+    def on_error(self, event: dict[str, Any]) -> None:
+        """GEPA reports an exception in an iteration."""
+        self.errors.append(repr(event.get("exception")))
+
+    def on_optimization_end(self, event: dict[str, Any]) -> None:
+        """Keep GEPA's final state (candidates, per-example valset scores, metric calls)."""
+        self.final_state = event.get("final_state")
+
+    def log(self, message: str) -> None:
+        """GEPA's logger protocol: keep the lines that report a failure."""
+        if any(word in message.lower() for word in _FAILURE_WORDS):
+            self.errors.append(message.strip().splitlines()[0][:500])
+
+    def check(self, n_candidates: int, seed_is_perfect: bool) -> None:
+        """Raise OptimizationFailed when GEPA kept only the seed because reflection or the model failed."""
+        if n_candidates > 1 or seed_is_perfect:
+            return
+        if self.errors or (self.proposals_started and not self.proposals_made):
+            cause = self.errors[0] if self.errors else f"{self.proposals_started} reflection call(s) returned nothing"
+            raise OptimizationFailed("GEPA kept only the seed candidate because reflection or the model failed", cause)
+
+    @contextmanager
+    def capturing(self, logger_name: str) -> Iterator[None]:
+        """Forward the records of Python logger `logger_name` (and children) to `log` while active."""
+        monitor = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                monitor.log(record.getMessage())
+
+        handler = _Handler(logging.INFO)
+        target = logging.getLogger(logger_name)
+        previous = target.level
+        target.addHandler(handler)
+        target.setLevel(min(previous or logging.INFO, logging.INFO))
+        try:
+            yield
+        finally:
+            target.removeHandler(handler)
+            target.setLevel(previous)
+
+
+def run_with_deadline(fn: Callable[[], T], limits: RunLimits, grace: float = 60.0) -> T:
+    """Run `fn` with a hard wall-clock limit (GEPA's own limit is only checked between iterations).
+
+    After `max_wall_time + grace` seconds, a `gepa.stop` file is dropped in the run
+    directory (GEPA's graceful stop) and OptimizationFailed is raised.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as error:  # re-raised in the caller's thread
+            outcome["error"] = error
+
+    context = contextvars.copy_context()  # keeps dspy.context(...) overrides in the worker
+    worker = threading.Thread(target=context.run, args=(target,), name="gepa-run", daemon=True)
+    worker.start()
+    worker.join(limits.max_wall_time + grace)
+    if worker.is_alive():
+        if limits.run_dir:
+            Path(limits.run_dir, "gepa.stop").touch()
+        raise OptimizationFailed(f"optimization exceeded its wall-time limit of {limits.max_wall_time:g}s")
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, OptimizationFailed | ValueError):
+            raise error
+        raise OptimizationFailed("optimization run failed", error) from error
+    return outcome["value"]

@@ -1,0 +1,99 @@
+"""The SME-rating metric: scores a new output by its similarity to the rated outputs of the same input.
+
+score = s * (similarity-weighted mean rating) + (1 - s) * prior, where s is the
+highest similarity to any rated output: an output close to an 'excellent'
+answer scores near 1, close to a 'poor' one near 0, unrelated near the prior.
+SME comments become GEPA feedback. No judge model is needed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.entities import Feedback
+from mlflow.genai.scorers import Scorer, scorer
+
+from optimization.data import canonical_key
+from optimization.offline.rules import format_expected
+from optimization.scorers import output_text, tokens
+
+GOOD_RATING = 0.75
+"""Rated outputs at or above this are shown to GEPA as the answer to aim for."""
+
+
+@dataclass(frozen=True)
+class RatedExample:
+    """One SME judgement: the inputs, the output rated, its rating normalized to [0, 1], the comment."""
+
+    inputs: dict[str, Any]
+    output: str
+    rating: float
+    comment: str | None = None
+
+
+def similarity(left: str, right: str) -> float:
+    """Token-multiset overlap (Dice coefficient) in [0, 1]; 1.0 for identical texts."""
+    a, b = tokens(left), tokens(right)
+    if not a and not b:
+        return 1.0
+    counts: dict[str, int] = defaultdict(int)
+    for token in b:
+        counts[token] += 1
+    shared = 0
+    for token in a:
+        if counts[token] > 0:
+            counts[token] -= 1
+            shared += 1
+    return 2 * shared / (len(a) + len(b))
+
+
+class SMERatingMetric:
+    """Reusable metric built from rated examples; use `.score(...)`, or `.as_scorer()` for MLflow/GEPA."""
+
+    def __init__(self, rated: Sequence[RatedExample], prior: float = 0.5) -> None:
+        if not rated:
+            raise ValueError("feedback: no rated examples to build the SME-rating metric from")
+        self.prior = prior
+        self._by_input: dict[str, list[RatedExample]] = defaultdict(list)
+        for example in rated:
+            self._by_input[canonical_key(example.inputs)].append(example)
+
+    def has_ratings(self, inputs: dict[str, Any]) -> bool:
+        """Whether any rated output exists for these inputs."""
+        return canonical_key(inputs) in self._by_input
+
+    def score(self, inputs: dict[str, Any], output: Any) -> tuple[float, str]:
+        """(score in [0, 1], feedback text) of `output` for `inputs`."""
+        rated = self._by_input.get(canonical_key(inputs), [])
+        if not rated:
+            return self.prior, "No SME ratings exist for this input."
+        text = output_text(output)
+        weights = [similarity(text, example.output) for example in rated]
+        closest = max(weights)
+        weighted = sum(w * e.rating for w, e in zip(weights, rated)) / sum(weights) if closest > 0 else self.prior
+        value = closest * weighted + (1 - closest) * self.prior
+        return round(value, 6), self._feedback(rated, weights)
+
+    @staticmethod
+    def _feedback(rated: list[RatedExample], weights: list[float]) -> str:
+        lines = [
+            f"SMEs rated an answer {example.rating:.2f} (similarity to this one {weight:.2f})"
+            + (f"; comment: {example.comment}" if example.comment else "")
+            for example, weight in sorted(zip(rated, weights), key=lambda pair: -pair[1])
+        ]
+        best = max(rated, key=lambda example: example.rating)
+        if best.rating >= GOOD_RATING:
+            lines.append(f"The best-rated answer for this input. {format_expected(best.output)}")
+        return "\n".join(lines)
+
+    def as_scorer(self, name: str = "sme_rating") -> Scorer:
+        """This metric as an MLflow scorer (inputs, outputs) -> Feedback."""
+
+        def sme_rating(inputs: dict[str, Any], outputs: Any) -> Feedback:
+            value, feedback = self.score(inputs, outputs)
+            return Feedback(value=value, rationale=feedback)
+
+        return scorer(sme_rating, name=name)
