@@ -1,0 +1,67 @@
+"""gepa-stream's optimizer library: the design guide's API over DSPy GEPA and MLflow GEPA.
+
+Guide-level classes: `DSPyGepaOptimizer`, `GepaOptimizer`, `HumanFeedbackOptimizer`,
+`PromptOptimizer`. Job-runner entry points: `run_dspy_gepa`, `run_mlflow_gepa`,
+`evaluate_per_example`, `evaluate_prompt`. Models: litellm strings, MLflow URIs,
+and the deterministic demo/test models `offline/*` (see `optimization.offline`).
+"""
+
+from optimization.data import convert_to_dspy_examples, split_holdout, validate_records
+from optimization.dspy_gepa_optimizer import DSPyGepaOptimizer, extract_prompts, run_dspy_gepa
+from optimization.errors import OptimizationFailed
+from optimization.evaluation import evaluate_per_example, evaluate_prompt, override_templates
+from optimization.human_feedback import HumanFeedbackOptimizer, feedback_records, rated_examples
+from optimization.metrics import adapt_metric, create_dspy_metric, create_mlflow_based_metric
+from optimization.mlflow_gepa_optimizer import GepaOptimizer, run_mlflow_gepa
+from optimization.models import ModelSpec, complete_text, make_lm, parse_model
+from optimization.registry import (
+    load_production_data_from_mlflow,
+    load_production_records,
+    register_optimized_prompts,
+    tag_prompt_version,
+)
+from optimization.results import Candidate, DSPyOptimizationResult, HeldOutScores, PromptOptimizationOutcome
+from optimization.run_control import RunLimits
+from optimization.scorers import resolve_scorers
+from optimization.sme_metric import RatedExample, SMERatingMetric
+from optimization.template_agent import make_template_agent
+from optimization.unified import PromptOptimizer
+
+__all__ = [
+    "Candidate",
+    "DSPyGepaOptimizer",
+    "DSPyOptimizationResult",
+    "GepaOptimizer",
+    "HeldOutScores",
+    "HumanFeedbackOptimizer",
+    "ModelSpec",
+    "OptimizationFailed",
+    "PromptOptimizationOutcome",
+    "PromptOptimizer",
+    "RatedExample",
+    "RunLimits",
+    "SMERatingMetric",
+    "adapt_metric",
+    "complete_text",
+    "convert_to_dspy_examples",
+    "create_dspy_metric",
+    "create_mlflow_based_metric",
+    "evaluate_per_example",
+    "evaluate_prompt",
+    "extract_prompts",
+    "feedback_records",
+    "load_production_data_from_mlflow",
+    "load_production_records",
+    "make_lm",
+    "make_template_agent",
+    "override_templates",
+    "parse_model",
+    "rated_examples",
+    "register_optimized_prompts",
+    "resolve_scorers",
+    "run_dspy_gepa",
+    "run_mlflow_gepa",
+    "split_holdout",
+    "tag_prompt_version",
+    "validate_records",
+]

@@ -42,13 +42,20 @@ def _text_of(content: Any) -> str:
     return "".join(getattr(part, "text", "") or "" for part in content)
 
 
+def prompt_input(prompt: str) -> str:
+    """The input part of a formatted plain prompt: the last line without rules, after its first ': '."""
+    lines = [line for line in strip_rules(prompt).splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    return last.split(": ", 1)[1] if ": " in last else last
+
+
 def respond_to_prompt(name: str, prompt: str) -> str:
     """Plain-text answer of offline model `name` to a formatted prompt (the template agent's call)."""
     if name == FAILING:
         raise OfflineModelError("offline/failing: simulated provider outage")
     if name not in SKILLS:
         raise ValueError(f"offline/{name} is not a task model (task models: {', '.join(SKILLS)})")
-    return SKILLS[name].answer(prompt, strip_rules(prompt))
+    return SKILLS[name].answer(prompt, prompt_input(prompt))
 
 
 def respond_to_fields(name: str, instructions: str, inputs: dict[str, str], outputs: list[str]) -> dict[str, str]:

@@ -51,7 +51,8 @@ def _is_perfect(example: Mapping[str, Any]) -> bool:
 
 
 def propose_instruction(current_instruction: str, examples: Sequence[Mapping[str, Any]]) -> str:
-    """The current instruction plus the rules that fix the failing examples (at most MAX_NEW_RULES)."""
+    """The current instruction plus the rules that fix the failing examples (at most MAX_NEW_RULES),
+    placed before the first template placeholder line so the input stays last."""
     known = current_instruction.lower()
     new_rules: list[str] = []
     for example in examples:
@@ -64,4 +65,6 @@ def propose_instruction(current_instruction: str, examples: Sequence[Mapping[str
                     new_rules.append(rule)
     if not new_rules:
         return current_instruction
-    return "\n".join([current_instruction.rstrip(), *new_rules[:MAX_NEW_RULES]])
+    lines = current_instruction.rstrip().splitlines()
+    at = next((i for i, line in enumerate(lines) if "{{" in line), len(lines))  # keep template inputs last
+    return "\n".join([*lines[:at], *new_rules[:MAX_NEW_RULES], *lines[at:]])

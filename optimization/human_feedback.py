@@ -1,0 +1,114 @@
+"""SME feedback -> MLflow GEPA: corrections become expectations, ratings drive the SME-rating metric.
+
+A feedback item: `{"inputs": {...}, "sme_rating": "excellent"|"good"|"fair"|"poor"|"up"|"down"|number,
+optional "scale" ("five_point"/"unit"), "outputs" (the rated answer), "correction", "comment"}`.
+An item without `outputs` rates what the current prompt answers, so that answer is produced by
+calling `predict_fn` once. A correction also counts as an 'excellent'-rated answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from schemas.ratings import normalize_rating
+
+from optimization.data import canonical_key, split_holdout
+from optimization.mlflow_gepa_optimizer import run_mlflow_gepa
+from optimization.results import PromptOptimizationOutcome
+from optimization.run_control import RunLimits
+from optimization.scorers import output_text
+from optimization.sme_metric import RatedExample, SMERatingMetric
+from optimization.template_agent import PredictFn, as_keyword_predict_fn
+
+
+def rated_examples(feedback: Sequence[dict[str, Any]], predict_fn: PredictFn | None = None) -> list[RatedExample]:
+    """Feedback items as rated examples (ratings normalized with `schemas.ratings`); ValueError names the item."""
+    if not feedback:
+        raise ValueError("feedback: no feedback items given")
+    call = as_keyword_predict_fn(predict_fn) if predict_fn is not None else None
+    rated = []
+    for index, item in enumerate(feedback):
+        if not isinstance(item, dict) or not isinstance(item.get("inputs"), dict) or not item["inputs"]:
+            raise ValueError(f"feedback[{index}]: expected a dict with a non-empty 'inputs' dict")
+        if "sme_rating" not in item and "correction" not in item:
+            raise ValueError(f"feedback[{index}]: needs 'sme_rating' or 'correction'")
+        comment = item.get("comment")
+        if item.get("correction"):
+            rated.append(RatedExample(item["inputs"], str(item["correction"]), 1.0, comment))
+        if "sme_rating" not in item:
+            continue
+        try:
+            rating = normalize_rating(item["sme_rating"], item.get("scale", "five_point"))
+        except ValueError as error:
+            raise ValueError(f"feedback[{index}].sme_rating: {error}") from None
+        if "outputs" in item:
+            output = output_text(item["outputs"])
+        elif call is not None:
+            output = output_text(call(**item["inputs"]))
+        else:
+            raise ValueError(f"feedback[{index}]: no 'outputs' and no predict_fn to produce the rated answer")
+        rated.append(RatedExample(item["inputs"], output, rating, comment))
+    return rated
+
+
+def feedback_records(feedback: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One `{"inputs", "expectations"}` record per distinct input (the correction, when given, is the expectation)."""
+    records: dict[str, dict[str, Any]] = {}
+    for item in feedback:
+        record = records.setdefault(canonical_key(item["inputs"]), {"inputs": item["inputs"], "expectations": {}})
+        if item.get("correction"):
+            record["expectations"]["expected_response"] = item["correction"]
+    return list(records.values())
+
+
+class HumanFeedbackOptimizer:
+    """Optimize prompts from SME ratings and corrections — no judge model required with ratings."""
+
+    def __init__(
+        self,
+        reflection_model: str = "databricks-claude-sonnet-4",
+        max_metric_calls: int = 100,
+        *,
+        judge_model: str | None = None,
+        max_wall_time: float = 1800.0,
+        num_threads: int = 1,
+        run_dir: str | None = None,
+        register: bool = True,
+    ) -> None:
+        self.reflection_model = reflection_model
+        self.judge_model = judge_model
+        self.limits = RunLimits(max_metric_calls=max_metric_calls, max_wall_time=max_wall_time, num_threads=num_threads, run_dir=run_dir)
+        self.register = register
+
+    def optimize_from_feedback(
+        self,
+        predict_fn: PredictFn,
+        feedback: list[dict[str, Any]],
+        prompt_uris: list[str],
+        use_ratings_as_metric: bool = True,
+    ) -> PromptOptimizationOutcome:
+        """Run MLflow GEPA on the rated inputs: the SME-rating metric if `use_ratings_as_metric`,
+        else correctness against the corrections (items without a correction are then left out)."""
+        rated = rated_examples(feedback, predict_fn)
+        records = feedback_records(feedback)
+        if use_ratings_as_metric:
+            scorers: list[Any] = [SMERatingMetric(rated).as_scorer()]
+        else:
+            records = [r for r in records if r["expectations"]]
+            if not records:
+                raise ValueError("feedback: no item has a 'correction' (needed when use_ratings_as_metric=False)")
+            scorers = ["correctness"]
+        train, held_out = split_holdout(records, argument="feedback")
+        return run_mlflow_gepa(
+            predict_fn,
+            train,
+            held_out,
+            prompt_uris,
+            scorers,
+            reflection_model=self.reflection_model,
+            judge_model=self.judge_model,
+            limits=self.limits,
+            register=self.register,
+            source="HumanFeedbackOptimizer",
+        )

@@ -1,0 +1,213 @@
+"""MLflow backend: `mlflow.genai.optimize_prompts` with `GepaPromptOptimizer`, scored on held-out data.
+
+`run_mlflow_gepa` is the entry point for job runners. MLflow registers a new
+prompt version on every run (even without improvement); with `register=False`
+that version is deleted again right after the run (its number stays used), and
+with `register=True` it is kept and tagged — so one run never leaves two versions.
+Offline reflection models (`offline/*`) reflect through GEPA's
+`custom_candidate_proposer`, without network.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import mlflow
+from mlflow.genai.optimize.optimizers import GepaPromptOptimizer
+from mlflow.genai.scorers import Scorer
+from mlflow.tracking import MlflowClient
+
+from optimization.data import split_holdout, validate_records
+from optimization.errors import OptimizationFailed
+from optimization.models import ModelSpec, parse_model
+from optimization.offline import OfflineModelError, propose_instruction
+from optimization.registry import tag_prompt_version
+from optimization.results import Candidate, PromptOptimizationOutcome, mean
+from optimization.run_control import RunLimits, RunMonitor, run_with_deadline
+from optimization.scorers import resolve_scorers, score_value
+from optimization.template_agent import PredictFn, as_keyword_predict_fn
+
+Proposer = Callable[[dict[str, str], dict[str, list[dict[str, Any]]], list[str]], dict[str, str]]
+
+
+def offline_proposer(spec: ModelSpec) -> Proposer:
+    """GEPA `custom_candidate_proposer` running an offline reflection model (demo/test only)."""
+    if spec.model not in ("reflector", "failing"):
+        raise ValueError(f"reflection_model: offline/{spec.model} is a task model; use offline/reflector")
+
+    def propose(candidate: dict[str, str], reflective_dataset: dict[str, list[dict[str, Any]]], components: list[str]) -> dict[str, str]:
+        if spec.latency_ms:
+            time.sleep(spec.latency_ms / 1000)
+        if spec.model == "failing":
+            raise OfflineModelError("offline/failing: simulated provider outage")
+        return {name: propose_instruction(candidate[name], reflective_dataset.get(name, [])) for name in components}
+
+    return propose
+
+
+@contextmanager
+def _eval_threads(num_threads: int) -> Iterator[None]:
+    """MLflow reads its evaluation thread count from MLFLOW_GENAI_EVAL_MAX_WORKERS (process-wide)."""
+    previous = os.environ.get("MLFLOW_GENAI_EVAL_MAX_WORKERS")
+    os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = str(num_threads)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_GENAI_EVAL_MAX_WORKERS", None)
+        else:
+            os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = previous
+
+
+def _load_prompts(prompt_uris: Sequence[str]) -> list[Any]:
+    """Load every prompt (so a bad URI fails before GEPA starts); ValueError names `prompt_uris`."""
+    if not prompt_uris:
+        raise ValueError("prompt_uris: give at least one prompt URI")
+    prompts = []
+    for uri in prompt_uris:
+        try:
+            prompts.append(mlflow.genai.load_prompt(uri))
+        except Exception as error:
+            raise ValueError(f"prompt_uris: cannot load {uri!r} ({error})") from None
+    return prompts
+
+
+def run_mlflow_gepa(
+    predict_fn: PredictFn,
+    train_data: Sequence[dict[str, Any]],
+    val_data: Sequence[dict[str, Any]],
+    prompt_uris: Sequence[str],
+    scorers: Sequence[str | Scorer | Any] | None = None,
+    *,
+    reflection_model: str = "offline/reflector",
+    judge_model: str | None = None,
+    limits: RunLimits = RunLimits(),
+    register: bool = False,
+    source: str = "gepa-stream",
+    enable_tracking: bool = False,
+    gepa_kwargs: dict[str, Any] | None = None,
+) -> PromptOptimizationOutcome:
+    """Optimize the prompts used by `predict_fn` on `train_data`, selecting and scoring on `val_data`.
+
+    Returns the best templates with per-example held-out baseline/candidate scores.
+    Nothing stays registered unless `register` (see module docstring). Raises
+    OptimizationFailed when reflection/model failures left only the seed.
+    """
+    train = validate_records(list(train_data), "train_data")
+    val = validate_records(list(val_data), "val_data")
+    spec = parse_model(reflection_model, "reflection_model")
+    resolved = resolve_scorers(scorers, judge_model=judge_model or reflection_model)
+    _load_prompts(prompt_uris)
+    monitor = RunMonitor()
+    kwargs = {
+        **(gepa_kwargs or {}),
+        "valset": val,
+        "run_dir": limits.run_dir,
+        "stop_callbacks": limits.stop_callbacks(),
+        "callbacks": [monitor],
+        "logger": monitor,
+        "perfect_score": limits.perfect_score,
+    }
+    if spec.is_offline:
+        kwargs["custom_candidate_proposer"] = offline_proposer(spec)
+    optimizer = GepaPromptOptimizer(reflection_model=spec.mlflow_uri, max_metric_calls=limits.max_metric_calls, gepa_kwargs=kwargs)
+
+    def optimize() -> Any:
+        return mlflow.genai.optimize_prompts(
+            predict_fn=as_keyword_predict_fn(predict_fn),
+            train_data=train,
+            prompt_uris=list(prompt_uris),
+            optimizer=optimizer,
+            scorers=resolved,
+            aggregation=lambda scores: mean([score_value(value)[0] for value in scores.values()]),
+            enable_tracking=enable_tracking,
+        )
+
+    with _eval_threads(limits.num_threads):
+        result = run_with_deadline(optimize, limits)
+    outcome = _outcome(monitor, len(val), limits.perfect_score)
+    outcome.templates = {p.name: p.template for p in result.optimized_prompts}
+    if register:
+        for version in result.optimized_prompts:
+            tag_prompt_version(version, optimizer="mlflow_gepa", scores=outcome, source=source)
+        outcome.optimized_prompts = list(result.optimized_prompts)
+    else:
+        client = MlflowClient()
+        for version in result.optimized_prompts:
+            client.delete_prompt_version(version.name, str(version.version))
+    return outcome
+
+
+def _outcome(monitor: RunMonitor, n_val: int, perfect_score: float) -> PromptOptimizationOutcome:
+    state = monitor.final_state
+    if state is None:
+        raise OptimizationFailed("GEPA ended without a final state", monitor.errors[0] if monitor.errors else None)
+    subscores = state.prog_candidate_val_subscores
+    averages = [mean([float(s.get(i, 0.0)) for i in range(n_val)]) for s in subscores]
+    monitor.check(len(state.program_candidates), averages[0] >= perfect_score)
+    best = max(range(len(averages)), key=lambda index: (averages[index], -index))
+    return PromptOptimizationOutcome(
+        baseline_scores=[float(subscores[0].get(i, 0.0)) for i in range(n_val)],
+        candidate_scores=[float(subscores[best].get(i, 0.0)) for i in range(n_val)],
+        metric_calls=int(state.total_num_evals),
+        candidates=[Candidate(dict(c), a) for c, a in zip(state.program_candidates, averages)],
+    )
+
+
+class GepaOptimizer:
+    """The guide's MLflow GEPA optimizer for any predict_fn that loads its prompts from the registry.
+
+    `reflection_model` also judges the name scorers unless `judge_model` is set.
+    The optimized prompts are registered as new versions tagged with the scores.
+    """
+
+    def __init__(
+        self,
+        reflection_model: str = "databricks-claude-sonnet-4",
+        max_metric_calls: int = 100,
+        *,
+        judge_model: str | None = None,
+        max_wall_time: float = 1800.0,
+        num_threads: int = 1,
+        run_dir: str | None = None,
+        enable_tracking: bool = False,
+        **gepa_kwargs: Any,
+    ) -> None:
+        parse_model(reflection_model, "reflection_model")
+        if judge_model is not None:
+            parse_model(judge_model, "judge_model")
+        self.reflection_model = reflection_model
+        self.judge_model = judge_model
+        self.limits = RunLimits(max_metric_calls=max_metric_calls, max_wall_time=max_wall_time, num_threads=num_threads, run_dir=run_dir)
+        self.enable_tracking = enable_tracking
+        self.gepa_kwargs = gepa_kwargs
+
+    def optimize(
+        self,
+        predict_fn: PredictFn,
+        train_data: list[dict[str, Any]],
+        prompt_uris: list[str],
+        scorers: list[str | Scorer | Any] | None = None,
+        val_data: list[dict[str, Any]] | None = None,
+    ) -> PromptOptimizationOutcome:
+        """Optimize and register; scores are on `val_data`, or on a deterministic held-out split of `train_data`."""
+        records = validate_records(list(train_data), "train_data")
+        train, held_out = (records, val_data) if val_data else split_holdout(records, argument="train_data")
+        return run_mlflow_gepa(
+            predict_fn,
+            train,
+            held_out,
+            prompt_uris,
+            scorers,
+            reflection_model=self.reflection_model,
+            judge_model=self.judge_model,
+            limits=self.limits,
+            register=True,
+            source="GepaOptimizer",
+            enable_tracking=self.enable_tracking,
+            gepa_kwargs=self.gepa_kwargs,
+        )
