@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from schemas.config import ConfigError
+
+if TYPE_CHECKING:
+    from daemon.settings import Settings
 
 app = typer.Typer(
     name="gepa-stream",
@@ -75,6 +78,88 @@ def broker(
     raise typer.Exit(code)
 
 
+def _settings() -> Settings:
+    from daemon.settings import load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        fail_config(exc)
+        raise  # unreachable: fail_config exits
+
+
+def _topic(settings: Settings, name: str) -> str:
+    try:
+        return settings.topics.resolve(name)
+    except ValueError as exc:
+        console.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+@app.command()
+def send(
+    topic: Annotated[str, typer.Argument(help="traces, ratings, commands, a full topic name, or auto (by type)")],
+    file: Annotated[Path, typer.Argument(help="one CloudEvents JSON object per line", exists=True, dir_okay=False)],
+) -> None:
+    """Validate every line of FILE, then produce the events keyed by prompt (nothing is sent if a line is bad)."""
+    from daemon.tools import send_events, validate_file
+
+    from daemon.tools import AUTO
+
+    settings = _settings()
+    full = topic if topic == AUTO else _topic(settings, topic)
+    events, bad = validate_file(file, full, settings)
+    if bad:
+        for line in bad[:50]:
+            console.print(f"{file}:{line.number}: {line.error}", highlight=False, soft_wrap=True)
+        if len(bad) > 50:
+            console.print(f"... and {len(bad) - 50} more")
+        console.print(f"[bold red]{len(bad)} bad line(s); nothing sent[/]")
+        raise typer.Exit(1)
+    sent = send_events(events, settings)
+    console.print(f"sent {sent} event(s) to {', '.join(sorted({t for t, _ in events})) or full}")
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="any topic: traces, dlq, promotions, ... or a full name")],
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the oldest record")] = False,
+    max_records: Annotated[Optional[int], typer.Option("--max", help="stop after N records")] = None,
+    idle_timeout: Annotated[Optional[float], typer.Option("--idle-timeout", help="stop after N s without records")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="print one JSON record per line")] = False,
+) -> None:
+    """Follow a topic, pretty-printed."""
+    from rich.console import Console as Out
+    from rich.json import JSON
+
+    from daemon.tools import follow
+
+    settings = _settings()
+    out = Out()
+    count = 0
+    try:
+        for partition, offset, key, value in follow(
+            _topic(settings, topic), settings, from_beginning=from_beginning, idle_timeout_s=idle_timeout
+        ):
+            text = value.decode("utf-8", "replace")
+            if raw:
+                typer.echo(text)
+            else:
+                out.rule(f"p{partition}@{offset}  key={key.decode('utf-8', 'replace') if key else None}")
+                try:
+                    out.print(JSON(text))
+                except ValueError:
+                    out.print(text, markup=False)
+            count += 1
+            if max_records is not None and count >= max_records:
+                break
+    except KeyboardInterrupt:
+        pass
+    except ValueError as exc:
+        console.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def run(
     config: Annotated[
@@ -93,6 +178,15 @@ def run(
     except ConfigError as exc:
         fail_config(exc)
         return
-    console.print(f"config ok: {len(policies.prompts)} prompt(s) from {settings.config}")
-    console.print("[yellow]the daemon runtime is not part of this build yet[/]")
-    raise typer.Exit(1)
+    from daemon.admin import TopicLayoutError
+    from daemon.worker import run as run_worker
+
+    console.print(
+        f"gepa-stream {role}: {len(policies.prompts)} prompt(s) from {settings.config}, "
+        f"broker {settings.bootstrap_servers}, web :{settings.web_port}"
+    )
+    try:
+        run_worker(settings, policies, role)  # type: ignore[arg-type]
+    except TopicLayoutError as exc:
+        console.print(f"[bold red]topic layout error:[/] {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     max_event_bytes: int = Field(default=512 * 1024, ge=1024, description="larger records go to the DLQ")
     max_concurrent_jobs: int = Field(default=1, ge=1)
+    # Consumer-group timing. Short values suit the embedded broker (group joins there wait the
+    # full rebalance timeout); raise them for large production groups.
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    rebalance_timeout_s: float = Field(default=5.0, gt=0)
+    commit_interval_s: float = Field(default=1.0, gt=0)
     log_level: Literal["debug", "info", "warn", "error", "critical"] = "info"
     # Kafka security, applied to every client the daemon creates.
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"

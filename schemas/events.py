@@ -39,12 +39,12 @@ JsonObject = dict[str, Any]
 RatingLabel = Literal["excellent", "good", "fair", "poor", "up", "down"]
 CommandAction = Literal["optimize", "approve", "reject", "rollback"]
 OptimizationStatus = Literal["requested", "started", "completed", "failed", "skipped"]
-TriggerRule = Literal["min_new_examples", "score_drop", "max_interval", "manual"]
+TriggerRule = Literal["min_examples", "min_new_examples", "score_drop", "max_interval", "manual"]
 OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
 Backend = Literal["mlflow", "dspy"]
 PromotionDecision = Literal["promoted", "rejected", "inconclusive", "awaiting_approval", "rolled_back"]
 DeadLetterReason = Literal[
-    "not_json", "bad_envelope", "unknown_type", "invalid_data", "oversize", "unknown_prompt", "handler_error"
+    "not_json", "bad_envelope", "unknown_type", "invalid_data", "oversize", "unknown_prompt", "wrong_topic", "handler_error"
 ]
 
 

@@ -1,0 +1,226 @@
+"""The Faust application: topics, tables, the ingest agent and the web views.
+
+Wiring only: every decision is made in `handlers/`; this module moves bytes
+between Kafka and `handlers.ingest.Ingest` and applies the returned `Step`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+import faust
+from aiokafka.helpers import create_ssl_context
+
+from daemon import metrics
+from daemon.settings import Settings
+from handlers.deadletter import dead_letter
+from handlers.facts import decode_fact
+from handlers.ingest import Ingest, Request, Step, UnknownPrompt
+from handlers.snapshot import snapshot_chunks
+from handlers.trigger import TriggerState
+from schemas.config import PolicyFile
+from schemas.events import (
+    CloudEvent,
+    CommandEvent,
+    DeadLetterReason,
+    OptimizationData,
+    OptimizationEvent,
+    PromotionEvent,
+    RatingEvent,
+    SnapshotRef,
+    TraceEvent,
+    TriggerInfo,
+)
+from schemas.parse import InvalidEvent, parse_event
+
+log = logging.getLogger("gepa_stream.ingest")
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials for SSL / SASL from the settings (None for plaintext)."""
+    protocol = settings.kafka_security_protocol
+    context = create_ssl_context(cafile=str(settings.kafka_ssl_cafile)) if "SSL" in protocol else None
+    if protocol.startswith("SASL"):
+        assert settings.kafka_sasl_password is not None  # checked by Settings
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class IngestApp:
+    """One worker's ingest side: consumes the input topics, keeps the tables, fires triggers."""
+
+    def __init__(self, settings: Settings, policies: PolicyFile, faust_app: faust.App) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.app = faust_app
+        self.ingest = Ingest(policies, settings.app_id)
+        self.ready = False
+        self._expected_type = {
+            self.topics.traces: TraceEvent,
+            self.topics.ratings: RatingEvent,
+            self.topics.commands: CommandEvent,
+            self.topics.optimizations: OptimizationEvent,
+            self.topics.promotions: PromotionEvent,
+        }
+        options = {**RAW, "partitions": settings.partitions}
+        self.source = faust_app.topic(*self._expected_type, **options)
+        self.snapshots = faust_app.topic(self.topics.snapshots, **options)
+        self.optimizations = faust_app.topic(self.topics.optimizations, **options)
+        self.dlq = faust_app.topic(self.topics.dlq, **options)
+        table_options = {"partitions": settings.partitions, "key_type": bytes, "value_type": bytes}  # raw codec
+        self.facts = faust_app.Table("facts", **table_options)
+        self.triggers = faust_app.Table("triggers", **table_options)
+        self.facts.on_recover(self._rebuild)
+        faust_app.agent(self.source, name="ingest")(self._consume)
+
+    # -- recovery ------------------------------------------------------------------------
+
+    async def _rebuild(self) -> None:
+        """After (re)assignment: rebuild the in-memory windows from the recovered tables."""
+        now = time.time()
+        self.ingest.reset()
+        for prompt, raw in self.triggers.items():
+            self.ingest.restore_trigger(prompt.decode(), TriggerState.decode(raw))
+        for raw in self.facts.values():
+            self.ingest.restore_fact(decode_fact(raw), now)
+        self.ready = True
+        self._refresh_gauges()
+        log.info("recovered %d facts for %d prompts", len(self.facts), len(self.ingest.windows))
+
+    # -- the agent -----------------------------------------------------------------------
+
+    async def _consume(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            started = time.perf_counter()
+            await self.process(message.topic, message.partition, message.offset, message.key, message.value)
+            metrics.PROCESSING_SECONDS.labels(message.topic).observe(time.perf_counter() - started)
+
+    async def process(self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes) -> None:
+        """1. parse, 2. check topic and prompt, 3. handle, 4. apply the step; failures -> DLQ."""
+        try:
+            event = parse_event(raw, max_bytes=self.settings.max_event_bytes)
+        except InvalidEvent as exc:
+            await self._dead_letter(raw, topic, partition, offset, key, exc.reason, str(exc))
+            return
+        expected = self._expected_type.get(topic)
+        if expected is not None and not isinstance(event, expected):
+            await self._dead_letter(
+                raw, topic, partition, offset, key, "wrong_topic", f"a {event.type} event does not belong on {topic}"
+            )
+            return
+        metrics.EVENTS.labels(event.type, topic).inc()
+        try:
+            step = self.ingest.handle(event, time.time())
+        except UnknownPrompt as exc:
+            await self._dead_letter(raw, topic, partition, offset, key, "unknown_prompt", str(exc))
+            return
+        except Exception as exc:  # a bug must not stop the stream; the record is kept in the DLQ
+            log.exception("handler failed on %s/%d@%d", topic, partition, offset)
+            await self._dead_letter(raw, topic, partition, offset, key, "handler_error", f"{type(exc).__name__}: {exc}")
+            return
+        await self._apply(event, step)
+
+    async def _apply(self, event: CloudEvent, step: Step) -> None:
+        """Events first (awaiting acks), then table writes (see handlers.ingest)."""
+        if step.request is not None:
+            await self._announce(step.request)
+        if step.skipped is not None:
+            prompt, reason = step.skipped
+            await self._emit_status(prompt, f"skipped:{event.id}", "skipped", error=reason)
+        if not step.puts and isinstance(event, (TraceEvent, RatingEvent)):
+            metrics.DUPLICATES.labels(event.type).inc()
+        for key, value in step.puts:
+            self.facts[key] = value
+        for key in step.deletes:
+            if key in self.facts:
+                del self.facts[key]
+        if step.trigger_state is not None:
+            self.triggers[event.subject.encode()] = step.trigger_state.encode()
+        if event.subject in self.ingest.windows:
+            self._refresh_gauge(event.subject)
+
+    async def _announce(self, request: Request) -> None:
+        """Freeze the window on the snapshots topic, then emit `requested` pointing at it."""
+        chunks, digest = snapshot_chunks(request.request_id, request.prompt, request.examples)
+        offsets, partition = [], 0
+        for chunk in chunks:
+            sent = await self.snapshots.send(key=chunk.key, value=chunk.to_json())
+            record = await sent
+            offsets.append(record.offset)
+            partition = record.topic_partition.partition
+        snapshot = SnapshotRef(
+            topic=self.topics.snapshots,
+            partition=partition,
+            offsets=offsets,
+            n_examples=len(request.examples),
+            sha256=digest,
+        )
+        await self._emit_status(
+            request.prompt,
+            f"{request.request_id}:requested",
+            "requested",
+            request_id=request.request_id,
+            trigger=TriggerInfo(rule=request.fire.rule, values=request.fire.values),
+            snapshot=snapshot,
+            budget=request.budget,
+        )
+        metrics.TRIGGERS.labels(request.prompt, request.fire.rule).inc()
+        log.info("fired %s for %s (%s): %d examples", request.request_id, request.prompt, request.fire.rule, len(request.examples))
+
+    async def _emit_status(self, prompt: str, event_id: str, status: str, request_id: str | None = None, **fields: Any) -> None:
+        event = OptimizationEvent.build(
+            OptimizationData(request_id=request_id or event_id, prompt=prompt, status=status, **fields),
+            id=event_id,
+            source=f"gepa-stream/{self.settings.app_id}/ingest",
+        )
+        sent = await self.optimizations.send(key=event.key, value=event.to_json())
+        await sent
+
+    async def _dead_letter(
+        self, raw: bytes, topic: str, partition: int, offset: int, key: bytes | None, reason: DeadLetterReason, error: str
+    ) -> None:
+        record = dead_letter(raw, topic=topic, partition=partition, offset=offset, key=key, reason=reason, error=error)
+        await self.dlq.send(key=key, value=record.to_json())
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        log.warning("dead letter %s/%d@%d: %s: %s", topic, partition, offset, reason, error)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def _refresh_gauge(self, prompt: str) -> None:
+        figures = self.ingest.figures(prompt)
+        metrics.WINDOW_EXAMPLES.labels(prompt).set(figures.n_examples)
+        metrics.WINDOW_NEW_EXAMPLES.labels(prompt).set(figures.n_new)
+        if figures.rolling_score is not None:
+            metrics.ROLLING_SCORE.labels(prompt).set(figures.rolling_score)
+
+    def _refresh_gauges(self) -> None:
+        for prompt in self.ingest.windows:
+            self._refresh_gauge(prompt)
+
+    def status(self) -> dict[str, Any]:
+        """Per prompt: window figures, join buffers and trigger state (this worker's partitions)."""
+        prompts = {}
+        for prompt, window in sorted(self.ingest.windows.items()):
+            window.expire(time.time())
+            figures = window.figures()
+            waiting_traces, waiting_ratings = window.buffer_sizes()
+            prompts[prompt] = {
+                **asdict(figures),
+                "waiting_traces": waiting_traces,
+                "waiting_ratings": waiting_ratings,
+                "trigger": asdict(self.ingest.trigger_state(prompt)),
+            }
+        return {"ready": self.ready, "prompts": prompts}

@@ -1,0 +1,23 @@
+"""Prometheus metrics the daemon exports on /metrics (names are a contract: the Grafana
+dashboard and alerts use them)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("gepa_stream_events_total", "Valid events consumed, by event type and topic.", ["type", "topic"])
+DEAD_LETTERS = Counter("gepa_stream_dead_letters_total", "Records sent to the dead-letter topic, by reason.", ["reason"])
+DUPLICATES = Counter("gepa_stream_duplicate_events_total", "Events that changed nothing (redelivered or repeated facts).", ["type"])
+WINDOW_EXAMPLES = Gauge("gepa_stream_window_examples", "Labeled examples in the window, per prompt.", ["prompt"])
+WINDOW_NEW_EXAMPLES = Gauge("gepa_stream_window_new_examples", "Examples labeled since the last optimization.", ["prompt"])
+ROLLING_SCORE = Gauge("gepa_stream_rolling_score", "Mean normalised rating/score over the window.", ["prompt"])
+TRIGGERS = Counter("gepa_stream_triggers_total", "Optimization requests fired, by prompt and rule.", ["prompt", "rule"])
+PROCESSING_SECONDS = Histogram(
+    "gepa_stream_processing_seconds",
+    "Time to handle one consumed record, by topic.",
+    ["topic"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+JOBS_IN_FLIGHT = Gauge("gepa_stream_jobs_in_flight", "Optimization jobs running in this process.")
+JOBS = Counter("gepa_stream_jobs_total", "Optimization jobs finished, by outcome (completed/failed/skipped).", ["status"])
+PROMOTIONS = Counter("gepa_stream_promotions_total", "Promotion decisions, by decision.", ["prompt", "decision"])

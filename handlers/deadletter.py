@@ -1,0 +1,55 @@
+"""Dead-letter records: what went wrong with a record, and where it came from."""
+
+from __future__ import annotations
+
+import base64
+
+from schemas.events import DeadLetterData, DeadLetterEvent, DeadLetterReason
+
+MAX_PAYLOAD_BYTES = 16 * 1024
+
+_STAGES = {
+    "not_json": "parse",
+    "oversize": "parse",
+    "bad_envelope": "validate",
+    "unknown_type": "validate",
+    "invalid_data": "validate",
+    "unknown_prompt": "route",
+    "wrong_topic": "route",
+    "handler_error": "handle",
+}
+
+
+def dead_letter(
+    raw: bytes,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    reason: DeadLetterReason,
+    error: str,
+    max_payload: int = MAX_PAYLOAD_BYTES,
+) -> DeadLetterEvent:
+    """A DLQ event for one rejected record; the payload is truncated and base64'd if not UTF-8."""
+    head = raw[:max_payload]
+    try:
+        payload, encoding = head.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        payload, encoding = base64.b64encode(head).decode("ascii"), "base64"
+    return DeadLetterEvent.build(
+        DeadLetterData(
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key.decode("utf-8", "replace") if key is not None else None,
+            payload=payload,
+            payload_encoding=encoding,
+            payload_truncated=len(raw) > max_payload,
+            reason=reason,
+            error=error,
+            stage=_STAGES[reason],
+        ),
+        subject=topic,
+        id=f"dlq:{topic}:{partition}:{offset}",
+    )

@@ -1,0 +1,178 @@
+"""Ingest: one validated event in -> the state changes and events it implies (Flow steps 1-3).
+
+The daemon applies a `Step` in order: 1. emit the snapshot and `requested` event
+(awaiting acks), 2. write the facts and trigger state to its tables, 3. delete the
+facts that left the window. Events first: a crash between 1 and 2 replays the
+same generation, hence the same request id, which downstream dedupes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from handlers.facts import Fact, FactKey, RatingFact, TraceFact, encode_fact
+from handlers.trigger import Fire, Skip, TriggerState, evaluate, request_id_for
+from handlers.window import PromptWindow, WindowFigures
+from schemas.config import PolicyFile, PromptPolicy
+from schemas.events import (
+    Budget,
+    CloudEvent,
+    CommandEvent,
+    Example,
+    OptimizationEvent,
+    PromotionEvent,
+    RatingEvent,
+    TraceEvent,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An optimization to announce: the frozen window and why."""
+
+    request_id: str
+    prompt: str
+    fire: Fire
+    examples: list[Example]
+    budget: Budget
+
+
+@dataclass(slots=True)
+class Step:
+    puts: list[tuple[FactKey, bytes]] = field(default_factory=list)
+    deletes: list[FactKey] = field(default_factory=list)
+    trigger_state: TriggerState | None = None
+    request: Request | None = None
+    skipped: tuple[str, str] | None = None  # (prompt, reason) of a manual request that cannot run
+    fired_rule: str | None = None
+
+
+class UnknownPrompt(LookupError):
+    """The event names a prompt the policy file does not manage."""
+
+
+class Ingest:
+    """All windows and trigger states of the partitions this worker owns."""
+
+    def __init__(self, policies: PolicyFile, app_id: str) -> None:
+        self.policies = {p.name: p for p in policies.prompts}
+        self.app_id = app_id
+        self.windows: dict[str, PromptWindow] = {}
+        self.triggers: dict[str, TriggerState] = {}
+
+    def policy(self, prompt: str) -> PromptPolicy:
+        policy = self.policies.get(prompt)
+        if policy is None:
+            raise UnknownPrompt(f"prompt {prompt!r} is not in the policy file (known: {', '.join(self.policies)})")
+        return policy
+
+    def window(self, prompt: str) -> PromptWindow:
+        window = self.windows.get(prompt)
+        if window is None:
+            window = self.windows[prompt] = PromptWindow(prompt, self.policy(prompt).window)
+        return window
+
+    def trigger_state(self, prompt: str) -> TriggerState:
+        return self.triggers.setdefault(prompt, TriggerState())
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget everything before a rebuild from the tables (after a rebalance)."""
+        self.windows.clear()
+        self.triggers.clear()
+
+    def restore_fact(self, fact: Fact, now: float) -> None:
+        if fact.prompt in self.policies:
+            self.window(fact.prompt).add(fact, now)
+
+    def restore_trigger(self, prompt: str, state: TriggerState) -> None:
+        self.triggers[prompt] = state
+        if prompt in self.policies:
+            self.window(prompt).watermark = state.watermark
+
+    # -- events --------------------------------------------------------------------------
+
+    def handle(self, event: CloudEvent, now: float) -> Step:
+        """Apply one event; raises UnknownPrompt for prompts outside the policy file."""
+        if isinstance(event, (TraceEvent, RatingEvent)):
+            fact: Fact = TraceFact.from_event(event) if isinstance(event, TraceEvent) else RatingFact.from_event(event)
+            return self._on_fact(fact, now)
+        if isinstance(event, CommandEvent):
+            return self._on_command(event, now)
+        if isinstance(event, OptimizationEvent):
+            return self._on_optimization(event, now)
+        if isinstance(event, PromotionEvent):
+            return self._on_promotion(event)
+        return Step()
+
+    def _on_fact(self, fact: Fact, now: float) -> Step:
+        window = self.window(fact.prompt)
+        step = Step()
+        if window.add(fact, now):
+            step.puts.append((fact.key, encode_fact(fact)))
+        self._consider(fact.prompt, now, step, manual=False)
+        return step
+
+    def _on_command(self, event: CommandEvent, now: float) -> Step:
+        step = Step()
+        self.policy(event.data.prompt)
+        if event.data.action == "optimize":
+            self._consider(event.data.prompt, now, step, manual=True)
+        return step
+
+    def _on_optimization(self, event: OptimizationEvent, now: float) -> Step:
+        """A job of ours finished: clear the in-flight mark, start the cooldown."""
+        data = event.data
+        state = self.trigger_state(data.prompt)
+        if data.status not in ("completed", "failed", "skipped") or state.in_flight != data.request_id:
+            return Step()
+        state.in_flight = None
+        state.last_finished_at = now
+        state.last_status = data.status
+        if data.status == "completed" and data.baseline_score is not None and state.baseline_score is None:
+            state.baseline_score = data.baseline_score
+        return Step(trigger_state=state)
+
+    def _on_promotion(self, event: PromotionEvent) -> Step:
+        """The score the production prompt was promoted with becomes the score_drop baseline."""
+        data = event.data
+        if data.decision not in ("promoted", "rolled_back") or data.candidate_score is None:
+            return Step()
+        state = self.trigger_state(data.prompt)
+        state.baseline_score = data.candidate_score
+        return Step(trigger_state=state)
+
+    def _consider(self, prompt: str, now: float, step: Step, *, manual: bool) -> None:
+        """Expire, evaluate the trigger, and on firing freeze the window into a Request."""
+        window = self.window(prompt)
+        window.expire(now)
+        step.deletes.extend(window.pending_deletes)
+        window.pending_deletes.clear()
+        policy = self.policy(prompt)
+        state = self.trigger_state(prompt)
+        decision = evaluate(policy.triggers, state, window.figures(), now, manual=manual)
+        if isinstance(decision, Skip):
+            step.skipped = (prompt, decision.reason)
+        elif isinstance(decision, Fire):
+            state.generation += 1
+            request_id = request_id_for(self.app_id, prompt, state.generation)
+            state.in_flight = request_id
+            state.last_fired_at = now
+            state.watermark = window.newest_labeled_at()
+            window.watermark = state.watermark
+            step.trigger_state = state
+            step.fired_rule = decision.rule
+            step.request = Request(
+                request_id=request_id,
+                prompt=prompt,
+                fire=decision,
+                examples=window.examples(),
+                budget=Budget(
+                    max_metric_calls=policy.budget.max_metric_calls,
+                    max_wall_time_s=policy.budget.max_wall_time.total_seconds(),
+                ),
+            )
+
+    def figures(self, prompt: str) -> WindowFigures:
+        return self.window(prompt).figures()
