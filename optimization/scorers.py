@@ -98,20 +98,19 @@ def offline_professionalism(outputs: Any) -> Feedback:
 
 
 def offline_guidelines(guideline: str, name: str = "guidelines") -> Scorer:
-    """Offline demo/test judge for a guideline: the output must contain each quoted phrase of it
-    (or, with none quoted, share at least one of its content words)."""
+    """Offline demo/test judge for a guideline: each phrase quoted in the guideline must appear in the output;
+    a guideline without quotes is judged as relevance (the output shares a content word with the request)."""
     phrases = re.findall(r"['\"]([^'\"]+)['\"]", guideline)
-    keywords = {word for word in tokens(guideline) if len(word) > 4}
 
-    def judge(outputs: Any) -> Feedback:
+    def judge(inputs: Any, outputs: Any) -> Feedback:
         text = output_text(outputs).lower()
         if phrases:
-            present = [phrase for phrase in phrases if phrase.lower() in text]
-            value = len(present) / len(phrases)
-            missing = [phrase for phrase in phrases if phrase not in present]
+            missing = [phrase for phrase in phrases if phrase.lower() not in text]
+            value = 1 - len(missing) / len(phrases)
             return Feedback(value=value, rationale="Follows the guideline." if not missing else f"Missing {missing} required by: {guideline}")
-        ok = bool(keywords & set(tokens(text)))
-        return Feedback(value=float(ok), rationale="Follows the guideline." if ok else f"Does not follow: {guideline}")
+        request_words = {word for word in tokens(inputs) if len(word) > 3}
+        ok = bool(request_words & set(tokens(text)))
+        return Feedback(value=float(ok), rationale="Addresses the request." if ok else f"Does not address the request ({guideline})")
 
     return scorer(judge, name=name)
 

@@ -164,7 +164,7 @@ class SupportAgent:
     def rules_for(self, query: str, output: str, expected: str | None) -> list[str]:
         if not expected or len(expected.split()) < 3 or expected.strip() == output.strip():
             return []
-        keywords = [word for topic in AGENT_TOPICS for word in topic if mentions(query, word)]
+        keywords = [word for topic in AGENT_TOPICS if any(mentions(query, w) for w in topic) for word in topic]
         keywords = keywords or _content_words(query)[:2]
         return [format_rule("query", keywords, f"answer: {expected.strip()}")] if keywords else []
 
