@@ -121,7 +121,6 @@ class IngestApp:
                 raw, topic, partition, offset, key, "wrong_topic", f"a {event.type} event does not belong on {topic}"
             )
             return
-        metrics.EVENTS.labels(event.type, topic).inc()
         try:
             step = self.ingest.handle(event, time.time())
         except UnknownPrompt as exc:
@@ -131,6 +130,7 @@ class IngestApp:
             log.exception("handler failed on %s/%d@%d", topic, partition, offset)
             await self._dead_letter(raw, topic, partition, offset, key, "handler_error", f"{type(exc).__name__}: {exc}")
             return
+        metrics.EVENTS.labels(event.type, topic).inc()
         await self._apply(event, step)
 
     async def _apply(self, event: CloudEvent, step: Step) -> None:

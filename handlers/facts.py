@@ -74,6 +74,10 @@ class RatingFact:
         so the outcome does not depend on delivery order."""
         return (self.time, self.event_id) > (other.time, other.event_id)
 
+    def same_verdict(self, other: RatingFact) -> bool:
+        """A repeat of the same verdict (e.g. re-sent with a new event id) is a duplicate."""
+        return (self.score, self.correction, self.comment) == (other.score, other.correction, other.comment)
+
     @classmethod
     def from_event(cls, event: RatingEvent) -> RatingFact:
         d = event.data

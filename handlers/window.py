@@ -57,7 +57,7 @@ class PromptWindow:
         else:
             votes = self.ratings.setdefault(fact.trace_id, {})
             current = votes.get(fact.rater)
-            if current is not None and not fact.supersedes(current):
+            if current is not None and (not fact.supersedes(current) or fact.same_verdict(current)):
                 return False
             votes[fact.rater] = fact
         self._settle(fact.trace_id, since=now)

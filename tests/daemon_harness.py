@@ -1,0 +1,148 @@
+"""Run the daemon as a subprocess against a real broker, feed it, and read what it emits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from daemon.broker import free_port
+from schemas import Topics, parse_event
+
+
+class Daemon:
+    """`python -m daemon run` with its own topic prefix, app id, state dir and web port."""
+
+    def __init__(self, bootstrap: str, config: Path, workdir: Path, *, prefix: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.config = config
+        self.workdir = workdir
+        self.prefix = prefix or f"t{uuid.uuid4().hex[:8]}."
+        self.topics = Topics(self.prefix)
+        self.port = free_port()
+        self.extra_env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "daemon.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "GEPA_STREAM_BOOTSTRAP_SERVERS": self.bootstrap,
+            "GEPA_STREAM_TOPIC_PREFIX": self.prefix,
+            "GEPA_STREAM_APP_ID": f"app-{self.prefix.rstrip('.')}",
+            "GEPA_STREAM_STATE_DIR": str(self.workdir / "state"),
+            "GEPA_STREAM_MLFLOW_TRACKING_URI": f"sqlite:///{self.workdir / 'mlflow.db'}",
+            "GEPA_STREAM_WEB_PORT": str(self.port),
+            "GEPA_STREAM_LOG_LEVEL": "warn",
+            **self.extra_env,
+        }
+
+    def start(self, role: str = "all", timeout: float = 120.0) -> Daemon:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "daemon", "run", "--config", str(self.config), "--role", role],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.wait_until(lambda: self.get("/readyz", ok_only=True) is not None, timeout, "the daemon to become ready")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def get(self, path: str, ok_only: bool = False) -> Any:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+                body = response.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+        return json.loads(body) if path != "/metrics" else body.decode()
+
+    def status(self) -> dict[str, Any]:
+        return self.get("/status") or {"prompts": {}}
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"the daemon exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}")
+            if condition():
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}:\n{self.log.read_text()[-4000:]}")
+
+
+def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
+    """(topic, key, value) records in order; returns how many were acknowledged."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2_000_000)
+    futures = [producer.send(topic, key=key, value=value) for topic, key, value in records]
+    producer.flush()
+    for future in futures:
+        future.get(timeout=30)
+    producer.close()
+    return len(futures)
+
+
+def read_topic(bootstrap: str, topic: str, *, idle_s: float = 1.5, timeout_s: float = 60.0) -> list[Any]:
+    """Every record of a topic from the beginning, parsed; stops after `idle_s` without records."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        events = []
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    events.append(parse_event(record.value))
+                    last = time.monotonic()
+        return events
+    finally:
+        consumer.close()
+
+
+def metric_value(metrics_text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 if absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in metrics_text.splitlines():
+        if line.startswith("#"):
+            continue
+        metric, _, value = line.rpartition(" ")
+        base, _, label_text = metric.partition("{")
+        if base != name:
+            continue
+        got = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+        if got == wanted:
+            return float(value)
+    return 0.0

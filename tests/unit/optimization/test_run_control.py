@@ -1,0 +1,57 @@
+"""Run control: seed-only detection, limits, the hard wall-clock guard."""
+
+import threading
+
+import pytest
+
+from optimization.errors import OptimizationFailed
+from optimization.run_control import RunLimits, RunMonitor, run_with_deadline
+
+
+def test_seed_only_after_failures_raises_with_the_cause() -> None:
+    monitor = RunMonitor()
+    monitor.on_proposal_start({})
+    monitor.log("Per-task reflection failed: connection refused")
+    with pytest.raises(OptimizationFailed, match="connection refused") as info:
+        monitor.check(n_candidates=1, seed_is_perfect=False)
+    assert "connection refused" in str(info.value.cause)
+
+
+def test_seed_only_without_failures_or_with_a_perfect_seed_is_not_a_failure() -> None:
+    RunMonitor().check(n_candidates=1, seed_is_perfect=False)
+    failing = RunMonitor(errors=["boom"])
+    failing.check(n_candidates=1, seed_is_perfect=True)
+    failing.check(n_candidates=2, seed_is_perfect=False)
+
+
+def test_proposals_that_never_returned_count_as_failure() -> None:
+    monitor = RunMonitor(proposals_started=2)
+    with pytest.raises(OptimizationFailed, match="2 reflection call"):
+        monitor.check(n_candidates=1, seed_is_perfect=False)
+
+
+@pytest.mark.parametrize("bad", [{"max_metric_calls": 0}, {"max_wall_time": 0}, {"num_threads": 0}])
+def test_limits_are_validated(bad) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        RunLimits(**bad)
+
+
+def test_deadline_stops_waiting_and_drops_the_stop_file(tmp_path) -> None:
+    release = threading.Event()
+    with pytest.raises(OptimizationFailed, match="wall-time"):
+        run_with_deadline(lambda: release.wait(10), RunLimits(max_wall_time=0.05, run_dir=str(tmp_path)), grace=0.05)
+    release.set()
+    assert (tmp_path / "gepa.stop").exists()
+
+
+def test_errors_in_the_run_are_wrapped_but_value_errors_pass_through() -> None:
+    def boom():
+        raise RuntimeError("model down")
+
+    def bad():
+        raise ValueError("trainset: empty")
+
+    with pytest.raises(OptimizationFailed, match="model down"):
+        run_with_deadline(boom, RunLimits())
+    with pytest.raises(ValueError, match="trainset"):
+        run_with_deadline(bad, RunLimits())
