@@ -129,17 +129,26 @@ def run_mlflow_gepa(
 
     with _eval_threads(limits.num_threads):
         result = run_with_deadline(optimize, limits)
-    outcome = _outcome(monitor, len(val), limits.perfect_score)
+    try:
+        outcome = _outcome(monitor, len(val), limits.perfect_score)
+    except OptimizationFailed:
+        _delete_versions(result.optimized_prompts)
+        raise
     outcome.templates = {p.name: p.template for p in result.optimized_prompts}
     if register:
         for version in result.optimized_prompts:
             tag_prompt_version(version, optimizer="mlflow_gepa", scores=outcome, source=source)
         outcome.optimized_prompts = list(result.optimized_prompts)
     else:
-        client = MlflowClient()
-        for version in result.optimized_prompts:
-            client.delete_prompt_version(version.name, str(version.version))
+        _delete_versions(result.optimized_prompts)
     return outcome
+
+
+def _delete_versions(versions: Sequence[Any]) -> None:
+    """Delete the prompt versions `optimize_prompts` registered (the caller decides registration)."""
+    client = MlflowClient()
+    for version in versions:
+        client.delete_prompt_version(version.name, str(version.version))
 
 
 def _outcome(monitor: RunMonitor, n_val: int, perfect_score: float) -> PromptOptimizationOutcome:

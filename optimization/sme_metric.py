@@ -1,7 +1,7 @@
 """The SME-rating metric: scores a new output by its similarity to the rated outputs of the same input.
 
-score = s * (similarity-weighted mean rating) + (1 - s) * prior, where s is the
-highest similarity to any rated output: an output close to an 'excellent'
+score = s * (mean rating weighted by similarity**4) + (1 - s) * prior, where s is
+the highest similarity to any rated output: an output close to an 'excellent'
 answer scores near 1, close to a 'poor' one near 0, unrelated near the prior.
 SME comments become GEPA feedback. No judge model is needed.
 """
@@ -19,6 +19,9 @@ from mlflow.genai.scorers import Scorer, scorer
 from optimization.data import canonical_key
 from optimization.offline.rules import format_expected
 from optimization.scorers import output_text, tokens
+
+SHARPNESS = 4
+"""Similarities are raised to this power as weights, so the closest rated outputs dominate."""
 
 GOOD_RATING = 0.75
 """Rated outputs at or above this are shown to GEPA as the answer to aim for."""
@@ -71,11 +74,12 @@ class SMERatingMetric:
         if not rated:
             return self.prior, "No SME ratings exist for this input."
         text = output_text(output)
-        weights = [similarity(text, example.output) for example in rated]
-        closest = max(weights)
+        similarities = [similarity(text, example.output) for example in rated]
+        closest = max(similarities)
+        weights = [s**SHARPNESS for s in similarities]
         weighted = sum(w * e.rating for w, e in zip(weights, rated)) / sum(weights) if closest > 0 else self.prior
         value = closest * weighted + (1 - closest) * self.prior
-        return round(value, 6), self._feedback(rated, weights)
+        return round(value, 6), self._feedback(rated, similarities)
 
     @staticmethod
     def _feedback(rated: list[RatedExample], weights: list[float]) -> str:

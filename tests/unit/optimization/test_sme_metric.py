@@ -31,7 +31,7 @@ def test_feedback_carries_comments_and_the_best_rated_answer() -> None:
 
 def test_as_scorer_returns_feedback() -> None:
     result = metric().as_scorer().run(inputs=QUERY, outputs=EXCELLENT)
-    assert result.value == 1.0
+    assert result.value > 0.99
 
 
 def test_feedback_items_normalize_ratings_and_use_corrections() -> None:
