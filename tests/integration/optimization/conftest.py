@@ -1,0 +1,43 @@
+"""Optimization integration tests: real GEPA, offline demo/test models, a real sqlite MLflow per test."""
+
+import os
+import tempfile
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
+
+TICKETS = [
+    ("I was charged twice for my order", "billing"), ("Where is my package? No tracking yet", "shipping"),
+    ("The app crashes on start", "technical"), ("I forgot my password", "account"),
+    ("Please send me the invoice", "billing"), ("The courier never delivered my parcel", "shipping"),
+    ("I see an error on the website", "technical"), ("My login does not work", "account"),
+    ("I want a refund", "billing"), ("When will my delivery arrive", "shipping"),
+    ("The app shows a bug", "technical"), ("Change my username", "account"),
+]
+SEED = 'Route this support ticket to billing, shipping, technical or account.\nRule: if the ticket mentions "crash", the category is technical.\nTicket: {{ticket}}'
+
+
+@pytest.fixture
+def mlflow_store(tmp_path):
+    """A fresh sqlite MLflow store for the test."""
+    from examples._local import use_local_mlflow
+
+    return use_local_mlflow(str(tmp_path / "mlflow"))
+
+
+@pytest.fixture
+def router_prompt(mlflow_store):
+    """The seed support-router prompt, registered as version 1."""
+    import mlflow
+
+    return mlflow.genai.register_prompt(name="support_router", template=SEED)
+
+
+@pytest.fixture
+def router_records():
+    """(train, held-out) ticket records."""
+    records = [{"inputs": {"ticket": t}, "expectations": {"expected_response": c}} for t, c in TICKETS]
+    return records[:8], records[8:]
