@@ -77,6 +77,16 @@ class Settings(BaseSettings):
             options["ssl_cafile"] = str(self.kafka_ssl_cafile)
         return options
 
+    def aiokafka_options(self) -> dict[str, Any]:
+        """Security options in aiokafka's spelling (the job runner's consumer and producer)."""
+        from aiokafka.helpers import create_ssl_context
+
+        options = self.kafka_python_options()
+        cafile = options.pop("ssl_cafile", None)
+        if "SSL" in self.kafka_security_protocol:
+            options["ssl_context"] = create_ssl_context(cafile=cafile)
+        return options
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment (plus explicit overrides), or ConfigError naming the variable."""

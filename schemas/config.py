@@ -64,6 +64,8 @@ class PromptPolicy(_Policy):
     predict_fn: ModuleRef | None = None
     task_model: str = "offline/support-router"
     reflection_model: str = "offline/reflector"
+    judge_model: str | None = Field(default=None, description="LLM judge for correctness/guidelines; default: reflection_model")
+    output_field: str | None = Field(default=None, description="dspy: the output field compared with expected_response")
     input_keys: Annotated[list[str], Field(min_length=1)] = ["query"]
     scorers: Annotated[list[str], Field(min_length=1)] = ["exact_match"]
     window: WindowPolicy = WindowPolicy()
