@@ -21,3 +21,11 @@ PROCESSING_SECONDS = Histogram(
 JOBS_IN_FLIGHT = Gauge("gepa_stream_jobs_in_flight", "Optimization jobs running in this process.")
 JOBS = Counter("gepa_stream_jobs_total", "Optimization jobs finished, by outcome (completed/failed/skipped).", ["status"])
 PROMOTIONS = Counter("gepa_stream_promotions_total", "Promotion decisions, by decision.", ["prompt", "decision"])
+BRIDGE_TRACES = Counter(
+    "gepa_stream_bridge_traces_total", "MLflow traces read by the bridge, by outcome (mapped/unmapped).", ["outcome"]
+)
+BRIDGE_UNMAPPED = Counter(
+    "gepa_stream_bridge_unmapped_total", "Traces and human assessments the bridge could not map, by kind and reason.", ["kind", "reason"]
+)
+BRIDGE_PUBLISHED = Counter("gepa_stream_bridge_published_total", "Events the bridge published, by event type.", ["type"])
+BRIDGE_RETRIES = Counter("gepa_stream_bridge_retries_total", "MLflow calls the bridge retried after a transient error.")
