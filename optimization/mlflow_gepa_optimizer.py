@@ -21,6 +21,7 @@ from mlflow.genai.optimize.optimizers import GepaPromptOptimizer
 from mlflow.genai.scorers import Scorer
 from mlflow.tracing.provider import is_tracing_enabled
 from mlflow.tracking import MlflowClient
+from mlflow.utils.autologging_utils import AUTOLOGGING_INTEGRATIONS
 
 from optimization.data import split_holdout, validate_records
 from optimization.errors import OptimizationFailed
@@ -53,9 +54,14 @@ def offline_proposer(spec: ModelSpec) -> Proposer:
 @contextmanager
 def _evaluation_settings(num_threads: int, trace_evaluations: bool) -> Iterator[None]:
     """Process-wide MLflow settings for one run: the evaluation thread count
-    (MLFLOW_GENAI_EVAL_MAX_WORKERS) and, unless `trace_evaluations`, tracing off
-    (a trace per evaluated example costs ~30 ms and serializes on the store)."""
+    (MLFLOW_GENAI_EVAL_MAX_WORKERS); unless `trace_evaluations`, tracing off (a trace per
+    evaluated example costs ~30 ms and serializes on the store); and MLflow's DSPy autolog
+    left off unless the user configured it (enabled from an evaluation thread, it calls
+    `dspy.configure` there and breaks every later `dspy.configure` of the process)."""
     previous = os.environ.get("MLFLOW_GENAI_EVAL_MAX_WORKERS")
+    untouched_dspy_autolog = "dspy" not in AUTOLOGGING_INTEGRATIONS
+    if untouched_dspy_autolog:
+        AUTOLOGGING_INTEGRATIONS["dspy"] = {"disable": True}
     os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = str(num_threads)
     was_tracing = is_tracing_enabled()
     if was_tracing and not trace_evaluations:
@@ -63,6 +69,8 @@ def _evaluation_settings(num_threads: int, trace_evaluations: bool) -> Iterator[
     try:
         yield
     finally:
+        if untouched_dspy_autolog:
+            AUTOLOGGING_INTEGRATIONS.pop("dspy", None)
         if was_tracing and not trace_evaluations:
             mlflow.tracing.enable()
         if previous is None:
