@@ -10,7 +10,7 @@ from optimization.data import convert_to_dspy_examples, split_holdout, validate_
 from optimization.dspy_gepa_optimizer import DSPyGepaOptimizer, extract_prompts, run_dspy_gepa
 from optimization.errors import OptimizationFailed
 from optimization.evaluation import evaluate_per_example, evaluate_prompt, override_templates
-from optimization.human_feedback import HumanFeedbackOptimizer, feedback_records, rated_examples
+from optimization.human_feedback import HumanFeedbackOptimizer, feedback_records
 from optimization.metrics import adapt_metric, create_dspy_metric, create_mlflow_based_metric
 from optimization.mlflow_gepa_optimizer import GepaOptimizer, run_mlflow_gepa
 from optimization.models import ModelSpec, complete_text, make_lm, parse_model
@@ -23,7 +23,7 @@ from optimization.registry import (
 from optimization.results import Candidate, DSPyOptimizationResult, HeldOutScores, PromptOptimizationOutcome
 from optimization.run_control import RunLimits
 from optimization.scorers import resolve_scorers
-from optimization.sme_metric import RatedExample, SMERatingMetric
+from optimization.sme_metric import RatedExample, SMERatingMetric, rated_examples, resolve_rated_scorers
 from optimization.template_agent import make_template_agent
 from optimization.unified import PromptOptimizer
 
@@ -58,6 +58,7 @@ __all__ = [
     "parse_model",
     "rated_examples",
     "register_optimized_prompts",
+    "resolve_rated_scorers",
     "resolve_scorers",
     "run_dspy_gepa",
     "run_mlflow_gepa",

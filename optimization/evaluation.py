@@ -17,7 +17,8 @@ from mlflow.genai.scorers import Scorer
 
 from optimization.data import validate_records
 from optimization.errors import OptimizationFailed
-from optimization.scorers import resolve_scorers, run_scorers
+from optimization.scorers import run_scorers
+from optimization.sme_metric import resolve_rated_scorers
 from optimization.template_agent import PredictFn, as_keyword_predict_fn, make_template_agent
 
 _PATCH_LOCK = threading.RLock()
@@ -53,13 +54,14 @@ def evaluate_per_example(
 ) -> list[float]:
     """Score `predict_fn` on each `{"inputs", "expectations"}` example; one float in [0, 1] per example, in order.
 
+    Rated examples (`sme_rating` + `outputs`, see `sme_metric.rated_examples`) serve the `sme_rating` scorer.
     A failed prediction scores 0; if every prediction fails, OptimizationFailed is raised
     (an outage must not look like a bad prompt).
     """
     records = validate_records(list(examples), "examples")
-    resolved = resolve_scorers(scorers, judge_model=judge_model) if any(isinstance(s, str) for s in scorers) else list(scorers)
-    if not resolved:
+    if not scorers:
         raise ValueError("scorers: give at least one scorer")
+    resolved = resolve_rated_scorers(scorers, records, judge_model)
     call = as_keyword_predict_fn(predict_fn)
     errors: list[BaseException] = []
 

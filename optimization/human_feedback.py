@@ -11,45 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from schemas.ratings import normalize_rating
-
 from optimization.data import canonical_key, split_holdout
 from optimization.mlflow_gepa_optimizer import run_mlflow_gepa
 from optimization.results import PromptOptimizationOutcome
 from optimization.run_control import RunLimits
-from optimization.scorers import output_text
-from optimization.sme_metric import RatedExample, SMERatingMetric
-from optimization.template_agent import PredictFn, as_keyword_predict_fn
-
-
-def rated_examples(feedback: Sequence[dict[str, Any]], predict_fn: PredictFn | None = None) -> list[RatedExample]:
-    """Feedback items as rated examples (ratings normalized with `schemas.ratings`); ValueError names the item."""
-    if not feedback:
-        raise ValueError("feedback: no feedback items given")
-    call = as_keyword_predict_fn(predict_fn) if predict_fn is not None else None
-    rated = []
-    for index, item in enumerate(feedback):
-        if not isinstance(item, dict) or not isinstance(item.get("inputs"), dict) or not item["inputs"]:
-            raise ValueError(f"feedback[{index}]: expected a dict with a non-empty 'inputs' dict")
-        if "sme_rating" not in item and "correction" not in item:
-            raise ValueError(f"feedback[{index}]: needs 'sme_rating' or 'correction'")
-        comment = item.get("comment")
-        if item.get("correction"):
-            rated.append(RatedExample(item["inputs"], str(item["correction"]), 1.0, comment))
-        if "sme_rating" not in item:
-            continue
-        try:
-            rating = normalize_rating(item["sme_rating"], item.get("scale", "five_point"))
-        except ValueError as error:
-            raise ValueError(f"feedback[{index}].sme_rating: {error}") from None
-        if "outputs" in item:
-            output = output_text(item["outputs"])
-        elif call is not None:
-            output = output_text(call(**item["inputs"]))
-        else:
-            raise ValueError(f"feedback[{index}]: no 'outputs' and no predict_fn to produce the rated answer")
-        rated.append(RatedExample(item["inputs"], output, rating, comment))
-    return rated
+from optimization.sme_metric import SMERatingMetric, rated_examples
+from optimization.template_agent import PredictFn
 
 
 def feedback_records(feedback: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -30,7 +30,8 @@ from optimization.offline import OfflineModelError, propose_instruction
 from optimization.registry import tag_prompt_version
 from optimization.results import Candidate, PromptOptimizationOutcome, mean
 from optimization.run_control import RunLimits, RunMonitor, run_with_deadline
-from optimization.scorers import resolve_scorers, score_value
+from optimization.scorers import score_value
+from optimization.sme_metric import resolve_rated_scorers
 from optimization.template_agent import PredictFn, as_keyword_predict_fn
 
 Proposer = Callable[[dict[str, str], dict[str, list[dict[str, Any]]], list[str]], dict[str, str]]
@@ -79,6 +80,11 @@ def _evaluation_settings(num_threads: int, trace_evaluations: bool) -> Iterator[
             os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = previous
 
 
+def _gepa_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of a record MLflow evaluates: inputs and expectations (ratings live in the scorer)."""
+    return {"inputs": record["inputs"], "expectations": record.get("expectations") or {}}
+
+
 def _load_prompts(prompt_uris: Sequence[str]) -> list[Any]:
     """Load every prompt (so a bad URI fails before GEPA starts); ValueError names `prompt_uris`."""
     if not prompt_uris:
@@ -99,6 +105,7 @@ def run_mlflow_gepa(
     prompt_uris: Sequence[str],
     scorers: Sequence[str | Scorer | Any] | None = None,
     *,
+    input_keys: Sequence[str] = (),
     reflection_model: str = "offline/reflector",
     judge_model: str | None = None,
     limits: RunLimits = RunLimits(),
@@ -110,20 +117,22 @@ def run_mlflow_gepa(
 ) -> PromptOptimizationOutcome:
     """Optimize the prompts used by `predict_fn` on `train_data`, selecting and scoring on `val_data`.
 
+    Records are `{"inputs", "expectations"}`; rated records (`sme_rating`, `outputs`, `comment`,
+    `correction`) feed the `sme_rating` scorer. Every record's inputs must hold `input_keys`.
     Returns the best templates with per-example held-out baseline/candidate scores.
     Nothing stays registered unless `register` (see module docstring). Evaluations are
     traced only with `trace_evaluations` (traces feed GEPA's reflection, at ~30 ms each). Raises
     OptimizationFailed when reflection/model failures left only the seed.
     """
-    train = validate_records(list(train_data), "train_data")
-    val = validate_records(list(val_data), "val_data")
+    train = validate_records(list(train_data), "train_data", input_keys)
+    val = validate_records(list(val_data), "val_data", input_keys)
     spec = parse_model(reflection_model, "reflection_model")
-    resolved = resolve_scorers(scorers, judge_model=judge_model or reflection_model)
+    resolved = resolve_rated_scorers(scorers, train + val, judge_model or reflection_model)
     _load_prompts(prompt_uris)
     monitor = RunMonitor()
     kwargs = {
         **(gepa_kwargs or {}),
-        "valset": val,
+        "valset": [_gepa_record(r) for r in val],
         "run_dir": limits.run_dir,
         "stop_callbacks": limits.stop_callbacks(),
         "callbacks": [monitor],
@@ -137,7 +146,7 @@ def run_mlflow_gepa(
     def optimize() -> Any:
         return mlflow.genai.optimize_prompts(
             predict_fn=as_keyword_predict_fn(predict_fn),
-            train_data=train,
+            train_data=[_gepa_record(r) for r in train],
             prompt_uris=list(prompt_uris),
             optimizer=optimizer,
             scorers=resolved,

@@ -15,10 +15,12 @@ from typing import Any
 
 from mlflow.entities import Feedback
 from mlflow.genai.scorers import Scorer, scorer
+from schemas.ratings import normalize_rating
 
 from optimization.data import canonical_key
 from optimization.offline.rules import format_expected
-from optimization.scorers import output_text, tokens
+from optimization.scorers import output_text, resolve_scorers, tokens
+from optimization.template_agent import PredictFn, as_keyword_predict_fn
 
 SHARPNESS = 4
 """Similarities are raised to this power as weights, so the closest rated outputs dominate."""
@@ -101,3 +103,48 @@ class SMERatingMetric:
             return Feedback(value=value, rationale=feedback)
 
         return scorer(sme_rating, name=name)
+
+
+def rated_examples(feedback: Sequence[dict[str, Any]], predict_fn: PredictFn | None = None) -> list[RatedExample]:
+    """Feedback items as rated examples (ratings normalized with `schemas.ratings`); ValueError names the item."""
+    if not feedback:
+        raise ValueError("feedback: no feedback items given")
+    call = as_keyword_predict_fn(predict_fn) if predict_fn is not None else None
+    rated = []
+    for index, item in enumerate(feedback):
+        if not isinstance(item, dict) or not isinstance(item.get("inputs"), dict) or not item["inputs"]:
+            raise ValueError(f"feedback[{index}]: expected a dict with a non-empty 'inputs' dict")
+        if "sme_rating" not in item and "correction" not in item:
+            raise ValueError(f"feedback[{index}]: needs 'sme_rating' or 'correction'")
+        comment = item.get("comment")
+        if item.get("correction"):
+            rated.append(RatedExample(item["inputs"], str(item["correction"]), 1.0, comment))
+        if "sme_rating" not in item:
+            continue
+        try:
+            rating = normalize_rating(item["sme_rating"], item.get("scale", "five_point"))
+        except ValueError as error:
+            raise ValueError(f"feedback[{index}].sme_rating: {error}") from None
+        if "outputs" in item:
+            output = output_text(item["outputs"])
+        elif call is not None:
+            output = output_text(call(**item["inputs"]))
+        else:
+            raise ValueError(f"feedback[{index}]: no 'outputs' and no predict_fn to produce the rated answer")
+        rated.append(RatedExample(item["inputs"], output, rating, comment))
+    return rated
+
+
+def sme_scorer_for(records: Sequence[dict[str, Any]], predict_fn: PredictFn | None = None) -> Scorer | None:
+    """The `sme_rating` scorer built from the rated items among `records` (those with `sme_rating` or
+    `correction`), or None when there are none."""
+    rated = [r for r in records if "sme_rating" in r or r.get("correction")]
+    return SMERatingMetric(rated_examples(rated, predict_fn)).as_scorer() if rated else None
+
+
+def resolve_rated_scorers(
+    specs: Sequence[Any] | None, records: Sequence[dict[str, Any]], judge_model: str, predict_fn: PredictFn | None = None
+) -> list[Scorer]:
+    """`resolve_scorers`, with `sme_rating` built from the rated items among `records` when it is asked for."""
+    wanted = "sme_rating" in (specs or [])
+    return resolve_scorers(specs, judge_model=judge_model, sme_scorer=sme_scorer_for(records, predict_fn) if wanted else None)

@@ -72,7 +72,18 @@ def test_user_predict_fn_is_evaluated_with_an_override_template(router_prompt, r
     assert scores == [1.0 if r["expectations"]["expected_response"] == "billing" else 0.0 for r in val]
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"prompt_uris": []}, "prompt_uris"), ({"prompt_uris": ["prompts:/missing/1"]}, "prompt_uris"),
+def test_sme_rating_scorer_from_rated_records(router_prompt, router_records) -> None:
+    train, val = router_records
+    rated = [{"inputs": r["inputs"], "outputs": r["expectations"]["expected_response"], "sme_rating": "excellent"} for r in train + val]
+    rated += [{"inputs": r["inputs"], "outputs": "general", "sme_rating": 1, "scale": "five_point", "comment": "Wrong queue."} for r in val]
+    agent = make_template_agent(router_prompt.uri, "offline/support-router")
+    outcome = run_mlflow_gepa(agent, rated[:8], rated[8:12], [router_prompt.uri], ["sme_rating"], limits=RunLimits(max_metric_calls=60))
+    assert outcome.final_score > outcome.initial_score
+    scores = evaluate_per_example(agent, rated[8:], ["sme_rating"], judge_model="offline/judge", templates=outcome.templates)
+    assert scores[:4] == outcome.candidate_scores
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"prompt_uris": []}, "prompt_uris"), ({"input_keys": ["query"]}, "lack"), ({"prompt_uris": ["prompts:/missing/1"]}, "prompt_uris"),
                                                 ({"scorers": ["nope"]}, "scorers"), ({"reflection_model": "gpt"}, "reflection_model"), ({"train_data": []}, "train_data")])
 def test_bad_arguments_are_named(router_prompt, router_records, kwargs, match) -> None:
     train, val = router_records

@@ -2,8 +2,8 @@
 
 import pytest
 
-from optimization.human_feedback import feedback_records, rated_examples
-from optimization.sme_metric import RatedExample, SMERatingMetric
+from optimization.human_feedback import feedback_records
+from optimization.sme_metric import RatedExample, SMERatingMetric, rated_examples
 
 QUERY = {"query": "What's your return policy?"}
 EXCELLENT = "You can return items within 30 days of delivery for a full refund."
