@@ -137,7 +137,7 @@ def faust_settings(bootstrap: str, topics: Topics, state: Path, max_examples: in
 def run_faust(mode: str, bootstrap: str, topics: Topics, n: int, max_examples: int, state: Path) -> None:
     import faust
 
-    from daemon.worker import build, build_faust_app
+    from daemon.worker import Daemon, build_faust_app
     from schemas.config import load_policy_file
 
     settings = faust_settings(bootstrap, topics, state, max_examples)
@@ -154,7 +154,8 @@ def run_faust(mode: str, bootstrap: str, topics: Topics, n: int, max_examples: i
                 table[f"{event.message.partition}:{event.message.offset}".encode()] = event.message.value
                 meter.tick()
     else:
-        app, ingest = build(settings, load_policy_file(settings.config), "ingest")
+        daemon = Daemon(settings, load_policy_file(settings.config), "ingest")
+        app, ingest = daemon.app, daemon.ingest
         process = ingest.process
 
         async def counted(*args):

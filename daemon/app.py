@@ -44,7 +44,8 @@ RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_s
 def broker_credentials(settings: Settings) -> Any:
     """Faust credentials for SSL / SASL from the settings (None for plaintext)."""
     protocol = settings.kafka_security_protocol
-    context = create_ssl_context(cafile=str(settings.kafka_ssl_cafile)) if "SSL" in protocol else None
+    # No CA file: the system CAs (managed clusters with public certificates).
+    context = create_ssl_context(cafile=settings.kafka_ssl_cafile) if "SSL" in protocol else None
     if protocol.startswith("SASL"):
         assert settings.kafka_sasl_password is not None  # checked by Settings
         return faust.SASLCredentials(

@@ -190,3 +190,133 @@ def run(
     except TopicLayoutError as exc:
         console.print(f"[bold red]topic layout error:[/] {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
+
+
+bridge_app = typer.Typer(help="Feed the daemon from systems that already hold production data.", no_args_is_help=True)
+app.add_typer(bridge_app, name="bridge")
+
+
+def _managed_prompts(settings: Settings, config: Optional[Path]) -> frozenset[str] | None:
+    """Prompt names of the policy file (given, or the settings' one if it exists); None = publish every prompt."""
+    from schemas.config import load_policy_file
+
+    path = config or settings.config
+    if config is None and not path.exists():
+        return None
+    try:
+        return frozenset(p.name for p in load_policy_file(path).prompts)
+    except ConfigError as exc:
+        fail_config(exc)
+        raise  # unreachable: fail_config exits
+
+
+@bridge_app.command("mlflow")
+def bridge_mlflow(
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment id (or name)")],
+    since: Annotated[Optional[str], typer.Option("--since", help="start here (ISO time or duration ago, e.g. 2h) instead of the saved position")] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="keep polling for new traces and assessments")] = False,
+    interval: Annotated[str, typer.Option("--interval", help="poll interval with --follow")] = "10s",
+    lookback: Annotated[str, typer.Option("--lookback", help="how far back late traces and assessments are looked for")] = "1d",
+    prompt_key: Annotated[str, typer.Option("--prompt-key", help="trace tag/metadata naming the prompt (name, name/3, prompts:/name/3)")] = "gepa.prompt",
+    rating_scale: Annotated[str, typer.Option("--rating-scale", help="numeric feedback: auto (0-1 unit, 1-5 five-point), unit, five_point")] = "auto",
+    retry_for: Annotated[str, typer.Option("--retry-for", help="retry MLflow this long before giving up")] = "60s",
+    metrics_port: Annotated[int, typer.Option("--metrics-port", help="with --follow: serve Prometheus /metrics on this port (0: off)")] = 0,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="policy file: only its prompts are published")] = None,
+) -> None:
+    """Publish an MLflow experiment's traces (gepa.trace.v1) and human assessments (gepa.rating.v1)."""
+    import signal
+    import threading
+
+    from daemon.admin import TopicLayoutError, ensure_topics
+    from daemon.bridge import BridgeConfig, MlflowBridge, MlflowUnavailable, describe_counts, parse_since
+    from handlers.bridge import MappingOptions
+    from schemas.durations import parse_duration
+
+    settings = _settings()
+    if rating_scale not in ("auto", "unit", "five_point"):
+        console.print(f"[bold red]bad --rating-scale {rating_scale!r}:[/] use auto, unit or five_point")
+        raise typer.Exit(EXIT_CONFIG)
+    try:
+        since_ms = parse_since(since) if since else None
+        interval_s, lookback_td, retry_s = (parse_duration(v) for v in (interval, lookback, retry_for))
+    except ValueError as exc:
+        console.print(f"[bold red]{exc}[/]")
+        raise typer.Exit(EXIT_CONFIG) from None
+    options = MappingOptions(
+        source=f"gepa-stream/bridge/mlflow/{experiment}",
+        prompt_key=prompt_key,
+        managed=_managed_prompts(settings, config),
+        numeric_scale=rating_scale,  # type: ignore[arg-type]
+        max_event_bytes=settings.max_event_bytes,
+    )
+    try:
+        ensure_topics(settings)
+        bridge = MlflowBridge(settings, BridgeConfig(experiment, options, since_ms, lookback_td, retry_for_s=retry_s.total_seconds()))
+        if not follow:
+            console.print(f"bridge mlflow experiment {bridge.reader.experiment_id}: {describe_counts(bridge.run_once())}", highlight=False)
+            return
+        if metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port, addr=settings.web_host)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        console.print(f"bridge mlflow experiment {bridge.reader.experiment_id}: following every {interval} (Ctrl-C stops)")
+        try:
+            bridge.follow(
+                interval_s.total_seconds(),
+                stop,
+                lambda counts: console.print(describe_counts(counts), highlight=False) if counts.published or counts.traces_unmapped else None,
+            )
+        except KeyboardInterrupt:
+            pass
+        console.print(f"bridge mlflow stopped; in all: {describe_counts(bridge.counts)}", highlight=False)
+    except TopicLayoutError as exc:
+        console.print(f"[bold red]topic layout error:[/] {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    except MlflowUnavailable as exc:
+        console.print(f"[bold red]MLflow error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def compare(
+    prompt: Annotated[str, typer.Option("--prompt", help="prompt name (must be in the policy file)")],
+    a: Annotated[int, typer.Option("--a", help="baseline version")],
+    b: Annotated[int, typer.Option("--b", help="candidate version")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="JSONL of {inputs, expectations}", exists=True, dir_okay=False)] = None,
+    experiment: Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment whose traces (with expectations) are the examples")] = None,
+    promote: Annotated[bool, typer.Option("--promote", help="move `production` to B when the gate passes, and emit the promotion event")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="bootstrap seed")] = 0,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="per-prompt policy YAML (default: $GEPA_STREAM_CONFIG)")] = None,
+) -> None:
+    """A/B test two versions of a prompt with its configured agent and scorers; print the promotion gate's result."""
+    from daemon.bridge import MlflowUnavailable, experiment_examples
+    from daemon.compare import describe, run_compare
+    from daemon.settings import load_config
+    from optimization.ab_test import load_examples
+    from optimization.errors import OptimizationFailed
+
+    if (data is None) == (experiment is None):
+        console.print("[bold red]give exactly one of --data FILE.jsonl or --experiment ID[/]")
+        raise typer.Exit(EXIT_CONFIG)
+    try:
+        settings, policies = load_config(config)
+    except ConfigError as exc:
+        fail_config(exc)
+        return
+    policy = policies.prompt(prompt)
+    if policy is None:
+        fail_config(ConfigError(f"{settings.config}: prompt {prompt!r} is not configured"))
+        return
+    try:
+        examples = load_examples(data) if data else experiment_examples(settings, str(experiment), prompt)
+        result, event = run_compare(settings, policy, a, b, examples, promote=promote, seed=seed)
+    except (ValueError, OptimizationFailed, MlflowUnavailable) as exc:
+        console.print(f"[bold red]compare failed:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    typer.echo(describe(result))
+    if event is not None:
+        typer.echo(f"promoted: production -> v{b} (was v{event.data.from_version}); event {event.id} sent to {settings.topics.promotions}")
+    elif promote:
+        typer.echo(f"not promoted: production unchanged (gate decision {result.comparison.decision})")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
+import os
+from typing import Any, Literal
 
 import faust
 
 from daemon.admin import ensure_topics
 from daemon.app import IngestApp, broker_credentials
+from daemon.jobs.runner import JobRunner
 from daemon.settings import Settings
 from daemon.web import register_views
 from schemas.config import PolicyFile
@@ -16,15 +18,16 @@ from schemas.config import PolicyFile
 Role = Literal["all", "ingest", "optimizer"]
 
 
-def build_faust_app(settings: Settings) -> faust.App:
+def build_faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
     """The Faust app with the process settings (broker, security, group timing, web port)."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    app_id = app_id or settings.app_id
+    (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     return faust.App(
-        settings.app_id,
+        app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
         store="memory://",
-        datadir=str(settings.state_dir / "faust"),
+        datadir=str(settings.state_dir / "faust" / app_id),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_disable_leader=True,
@@ -40,22 +43,32 @@ def build_faust_app(settings: Settings) -> faust.App:
     )
 
 
-def build(settings: Settings, policies: PolicyFile, role: Role = "all") -> tuple[faust.App, IngestApp | None]:
-    """1. create missing topics, 2. the Faust app, 3. the role's agents, 4. the web views."""
-    ensure_topics(settings)
-    app = build_faust_app(settings)
-    ingest = IngestApp(settings, policies, app) if role in ("all", "ingest") else None
-    register_views(
-        app,
-        ready=lambda: ingest.ready if ingest is not None else True,
-        status=lambda: ingest.status() if ingest is not None else {"ready": True, "prompts": {}},
-    )
-    return app, ingest
+class Daemon:
+    """The roles of one process on one Faust app: ingest agents and/or the job runner."""
+
+    def __init__(self, settings: Settings, policies: PolicyFile, role: Role = "all") -> None:
+        # An optimizer-only process must not join the ingest consumer group.
+        self.app = build_faust_app(settings, None if role != "optimizer" else f"{settings.app_id}-optimizer")
+        self.ingest = IngestApp(settings, policies, self.app) if role in ("all", "ingest") else None
+        self.runner = JobRunner(settings, policies) if role in ("all", "optimizer") else None
+        if self.runner is not None:
+            self.app.task(self.runner.run)
+        register_views(self.app, ready=self.ready, status=self.status)
+
+    def ready(self) -> bool:
+        return all(part.ready for part in (self.ingest, self.runner) if part is not None)
+
+    def status(self) -> dict[str, Any]:
+        body = self.ingest.status() if self.ingest is not None else {"prompts": {}}
+        body["ready"] = self.ready()
+        body["jobs"] = self.runner.status() if self.runner is not None else {}
+        return body
 
 
 def run(settings: Settings, policies: PolicyFile, role: Role = "all") -> None:
-    """Run until SIGINT/SIGTERM."""
-    app, _ = build(settings, policies, role)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    """1. create missing topics, 2. build the roles, 3. run until SIGINT/SIGTERM."""
+    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    ensure_topics(settings)
+    daemon = Daemon(settings, policies, role)
     logging.getLogger("gepa_stream").setLevel(settings.log_level.upper().replace("WARN", "WARNING"))
-    worker.execute_from_commandline()
+    faust.Worker(daemon.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()

@@ -1,0 +1,114 @@
+"""`gepa-stream compare`: the A/B test of two prompt versions with the prompt's configured agent and
+scorers, judged like the promotion gate; with `promote`, the alias move is announced as a
+`gepa.promotion.v1` event."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from daemon.settings import Settings
+from daemon.tools import send_events
+from optimization.ab_test import ABTestResult, ab_test
+from optimization.template_agent import PredictFn
+from schemas.config import PromptPolicy
+from schemas.events import PromotionData, PromotionEvent
+
+ALIAS = "production"
+
+
+def configured_agent(policy: PromptPolicy) -> PredictFn | None:
+    """The policy's own `predict_fn` (`module:function`), or None for the built-in template agent."""
+    if policy.backend != "mlflow":
+        raise ValueError(f"prompt {policy.name!r}: compare supports backend 'mlflow' only (this prompt uses {policy.backend!r})")
+    if policy.predict_fn is None:
+        return None
+    module, _, function = policy.predict_fn.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def alias_version(prompt: str, alias: str = ALIAS) -> int | None:
+    """The version `alias` points at now, or None when the alias is not set."""
+    try:
+        return int(mlflow.genai.load_prompt(f"prompts:/{prompt}@{alias}", cache_ttl_seconds=0).version)
+    except MlflowException:
+        return None
+
+
+def promotion_event(result: ABTestResult, from_version: int | None) -> PromotionEvent:
+    """The `promoted` event for an A/B test that moved the alias to version B."""
+    c = result.comparison
+    return PromotionEvent.build(
+        PromotionData(
+            prompt=result.prompt,
+            decision="promoted",
+            alias=ALIAS,
+            from_version=from_version,
+            to_version=result.version_b,
+            baseline_score=c.baseline_score,
+            candidate_score=c.candidate_score,
+            improvement=c.improvement,
+            ci_low=c.ci_low,
+            ci_high=c.ci_high,
+            n_eval=c.n_eval,
+            reason=f"gepa-stream compare v{result.version_a} vs v{result.version_b}: {c.reason}",
+        ),
+        source="gepa-stream/compare",
+    )
+
+
+def run_compare(
+    settings: Settings,
+    policy: PromptPolicy,
+    version_a: int,
+    version_b: int,
+    examples: Sequence[dict[str, Any]],
+    *,
+    promote: bool = False,
+    seed: int = 0,
+) -> tuple[ABTestResult, PromotionEvent | None]:
+    """A/B test B against A under the policy's gate; when `promote` and it passes, move the alias and
+    publish the promotion event (returned too)."""
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    previous = alias_version(policy.name)
+    result = ab_test(
+        policy.name,
+        version_a,
+        version_b,
+        examples,
+        policy.scorers,
+        model=policy.task_model,
+        predict_fn=configured_agent(policy),
+        judge_model=policy.judge_model or policy.reflection_model,
+        min_improvement=policy.promotion.min_improvement,
+        confidence=policy.promotion.confidence,
+        min_eval_examples=policy.promotion.min_eval_examples,
+        seed=seed,
+        num_threads=policy.budget.num_threads,
+        promote=promote,
+        alias=ALIAS,
+    )
+    if not result.promoted:
+        return result, None
+    event = promotion_event(result, previous)
+    send_events([(settings.topics.promotions, event)], settings)
+    return result, event
+
+
+def describe(result: ABTestResult) -> str:
+    """The paired result as the gate sees it, one figure a line."""
+    c = result.comparison
+    return "\n".join(
+        [
+            f"A/B test {result.prompt}: v{result.version_a} (A) vs v{result.version_b} (B) on {c.n_eval} example(s)",
+            f"  mean A       {c.baseline_score:.3f}",
+            f"  mean B       {c.candidate_score:.3f}",
+            f"  improvement  {c.improvement:+.1%} (mean difference {c.mean_difference:+.3f})",
+            f"  {c.confidence:.0%} CI      [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (paired bootstrap of B - A)",
+            f"  decision     {c.decision}: {c.reason}",
+        ]
+    )

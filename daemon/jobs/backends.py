@@ -1,0 +1,220 @@
+"""The two optimization backends behind one interface: MLflow GEPA over a prompt template,
+and dspy.GEPA over a user's DSPy program (one prompt per predictor).
+
+A backend (1) resolves the production baseline, (2) optimizes on train/val records,
+(3) scores any set of templates per held-out example; it never registers or promotes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import dspy
+import mlflow
+
+from daemon.jobs import registry
+from handlers.jobs import JobPlan
+from optimization import (
+    RunLimits,
+    SMERatingMetric,
+    evaluate_per_example,
+    extract_prompts,
+    make_lm,
+    make_template_agent,
+    resolve_scorers,
+    run_dspy_gepa,
+    run_mlflow_gepa,
+)
+from optimization.metrics import adapt_metric, create_mlflow_based_metric, exact_match_metric
+from schemas.config import PromptPolicy
+
+Templates = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Optimized:
+    templates: Templates
+    metric_calls: int
+
+
+class Backend(Protocol):
+    optimizer: str
+
+    def baseline(self) -> dict[str, registry.Version]: ...
+
+    def optimize(self, plan: JobPlan, limits: RunLimits) -> Optimized: ...
+
+    def evaluate(self, records: list[dict[str, Any]], templates: Templates) -> list[float]: ...
+
+    def log(self, optimized: Optimized, run_name: str, tags: dict[str, str]) -> None: ...
+
+
+def load_ref(ref: str, what: str) -> Callable[..., Any]:
+    """Import `package.module:function`; ValueError names the setting when it cannot."""
+    module_name, _, attribute = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{what}: cannot import {ref!r} ({exc})") from None
+
+
+def backend_for(policy: PromptPolicy, plan: JobPlan | None = None, num_threads: int = 1) -> Backend:
+    """The policy's backend; `plan` supplies the rated outputs of the SME-rating scorer."""
+    return (DspyBackend if policy.backend == "dspy" else MlflowBackend)(policy, plan, num_threads)
+
+
+class _Scoring:
+    """Scorer objects for a policy (the SME-rating metric is built from the plan's rated outputs)."""
+
+    def __init__(self, policy: PromptPolicy, plan: JobPlan | None, num_threads: int) -> None:
+        self.policy = policy
+        self.judge_model = policy.judge_model or policy.reflection_model
+        self.num_threads = num_threads
+        sme = SMERatingMetric(plan.rated).as_scorer() if plan is not None and plan.rated else None
+        self.scorers = resolve_scorers(policy.scorers, judge_model=self.judge_model, sme_scorer=sme)
+
+
+class MlflowBackend(_Scoring):
+    """`mlflow.genai.optimize_prompts` on the prompt, through the template agent or a user predict_fn."""
+
+    optimizer = "mlflow_gepa"
+
+    def __init__(self, policy: PromptPolicy, plan: JobPlan | None, num_threads: int) -> None:
+        super().__init__(policy, plan, num_threads)
+        self._baseline = registry.ensure_production(policy.name)
+        if policy.predict_fn:
+            self.predict_fn = load_ref(policy.predict_fn, "predict_fn")
+        else:
+            self.predict_fn = make_template_agent(self._baseline.uri, policy.task_model)
+
+    def baseline(self) -> dict[str, registry.Version]:
+        return {self.policy.name: self._baseline}
+
+    def optimize(self, plan: JobPlan, limits: RunLimits) -> Optimized:
+        assert limits.run_dir is not None  # jobs always have a run directory
+        scratch = Path(limits.run_dir).parent / "scratch-mlflow.db"
+        with registry.scratch_registry(scratch, self._baseline):
+            outcome = self._run_gepa(plan, limits)
+        return Optimized(dict(outcome.templates), outcome.metric_calls)
+
+    def _run_gepa(self, plan: JobPlan, limits: RunLimits) -> Any:
+        return run_mlflow_gepa(
+            self.predict_fn,
+            plan.train,
+            plan.val,
+            [self._baseline.uri],
+            self.scorers,
+            reflection_model=self.policy.reflection_model,
+            judge_model=self.judge_model,
+            limits=limits,
+            register=False,
+            source="gepa-stream",
+        )
+
+    def evaluate(self, records: list[dict[str, Any]], templates: Templates) -> list[float]:
+        return evaluate_per_example(
+            self.predict_fn,
+            records,
+            self.scorers,
+            judge_model=self.judge_model,
+            num_threads=self.num_threads,
+            templates=templates,
+        )
+
+    def log(self, optimized: Optimized, run_name: str, tags: dict[str, str]) -> None:
+        """Nothing beyond the prompt version itself (the template is the whole artifact)."""
+
+
+def predictor_prompt(prompt: str, predictor: str) -> str:
+    """`<prompt>_<predictor>`, with characters MLflow prompt names refuse replaced by `_`."""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", f"{prompt}_{predictor}")
+
+
+def prompt_names(policy: PromptPolicy) -> list[str]:
+    """The MLflow prompts a policy optimizes: the prompt itself, or one per DSPy predictor."""
+    if policy.backend != "dspy" or policy.program is None:
+        return [policy.name]
+    program = load_ref(policy.program, "program")()
+    return [predictor_prompt(policy.name, name) for name, _ in program.named_predictors()]
+
+
+class DspyBackend(_Scoring):
+    """dspy.GEPA on the user's program; each predictor's instruction is prompt `<prompt>_<predictor>`."""
+
+    optimizer = "dspy_gepa"
+
+    def __init__(self, policy: PromptPolicy, plan: JobPlan | None, num_threads: int) -> None:
+        super().__init__(policy, plan, num_threads)
+        assert policy.program is not None  # the policy model requires it for dspy
+        self.factory = load_ref(policy.program, "program")
+        self.lm = make_lm(policy.task_model)
+        program = self.factory()
+        self.names = {predictor_prompt(policy.name, n): n for n, _ in program.named_predictors()}
+        initial = extract_prompts(program)
+        self._baseline = {name: registry.ensure_production(name, initial[predictor]) for name, predictor in self.names.items()}
+        first = program.named_predictors()[0][1]
+        self.output_field = policy.output_field or next(iter(first.signature.output_fields))
+        self.metric = adapt_metric(
+            exact_match_metric if list(policy.scorers) == ["exact_match"] else create_mlflow_based_metric(self.scorers)
+        )
+
+    def baseline(self) -> dict[str, registry.Version]:
+        return dict(self._baseline)
+
+    def program(self, templates: Templates) -> dspy.Module:
+        """A fresh program with each predictor's instruction taken from `templates`."""
+        program = self.factory()
+        for name, predictor in program.named_predictors():
+            text = templates.get(predictor_prompt(self.policy.name, name))
+            if text is not None:
+                predictor.signature = predictor.signature.with_instructions(text)
+        return program
+
+    def examples(self, records: list[dict[str, Any]]) -> list[dspy.Example]:
+        keys = list(self.policy.input_keys)
+        return [
+            dspy.Example(**r["inputs"], **{self.output_field: r["expectations"].get("expected_response", "")}).with_inputs(*keys)
+            for r in records
+        ]
+
+    def optimize(self, plan: JobPlan, limits: RunLimits) -> Optimized:
+        start = {name: version.template for name, version in self._baseline.items()}
+        with dspy.context(lm=self.lm):
+            result = run_dspy_gepa(
+                self.program(start),
+                self.examples(plan.train),
+                self.examples(plan.val),
+                self.metric,
+                reflection_model=self.policy.reflection_model,
+                limits=limits,
+            )
+        templates = {predictor_prompt(self.policy.name, n): text for n, text in result.instructions.items()}
+        return Optimized(templates, result.metric_calls)
+
+    def evaluate(self, records: list[dict[str, Any]], templates: Templates) -> list[float]:
+        program = self.program(templates)
+        scores = []
+        with dspy.context(lm=self.lm):
+            for example in self.examples(records):
+                try:
+                    prediction = program(**example.inputs())
+                except Exception:  # a failed call scores 0, as in the MLflow backend
+                    scores.append(0.0)
+                    continue
+                scores.append(float(self.metric(example, prediction).score))
+        return scores
+
+    def log(self, optimized: Optimized, run_name: str, tags: dict[str, str]) -> None:
+        """Log the optimized program's state to an MLflow run tagged like the prompt versions."""
+        program = self.program(optimized.templates)
+        with mlflow.start_run(run_name=run_name, tags=tags), tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / "program.json"
+            program.save(str(target))
+            mlflow.log_artifact(str(target))
+            mlflow.log_dict(optimized.templates, "instructions.json")

@@ -1,0 +1,88 @@
+"""Shared set-up of the end-to-end tests: a registered weak prompt and an SME feed for it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import mlflow
+
+from optimization.models import complete_text
+from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets
+from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent, event_json_schemas
+from tests.daemon_harness import Daemon, read_topic
+
+ROUTER_POLICY = """
+prompts:
+  - name: {name}
+    backend: {backend}
+    {program}
+    task_model: offline/support-router
+    reflection_model: {reflector}
+    input_keys: [ticket]
+    scorers: [exact_match]
+    window: {{max_examples: 500}}
+    triggers: {{min_examples: {n}, min_new_examples: 1000, cooldown: 1h}}
+    budget: {{max_metric_calls: {calls}, max_wall_time: 5m, num_threads: 4}}
+    promotion: {{mode: {mode}, min_eval_examples: 10, holdout_fraction: 0.35}}
+"""
+
+
+def write_policy(path: Path, name: str, *, n: int = 60, backend: str = "mlflow", program: str = "", reflector: str = "offline/reflector", calls: int = 60, mode: str = "auto") -> Path:
+    path.write_text(
+        ROUTER_POLICY.format(
+            name=name, backend=backend, program=f"program: {program}" if program else "", reflector=reflector, n=n, calls=calls, mode=mode
+        )
+    )
+    return path
+
+
+def register_seed(tracking_uri: str, name: str) -> None:
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.genai.register_prompt(name=name, template=SEED_ROUTER_PROMPT, commit_message="weak seed")
+
+
+def sme_feed(topics: Topics, name: str, n: int = 60) -> list[tuple[str, bytes | None, bytes]]:
+    """n production traces answered by the weak seed prompt, each rated by an SME: right
+    answers 'excellent', wrong ones 'poor' with the correction."""
+    records = []
+    for i, ticket in enumerate(support_tickets(n)):
+        text = ticket["inputs"]["ticket"]
+        answer = complete_text("offline/support-router", SEED_ROUTER_PROMPT.replace("{{ticket}}", text))
+        expected = ticket["expectations"]["expected_response"]
+        trace = TraceEvent.build(TraceData(prompt=name, prompt_version=1, trace_id=f"{name}-{i}", inputs={"ticket": text}, outputs=answer))
+        right = answer == expected
+        rating = RatingEvent.build(
+            RatingData(
+                prompt=name,
+                trace_id=f"{name}-{i}",
+                rating="excellent" if right else "poor",
+                correction=None if right else expected,
+                comment=None if right else f"this is a {expected} ticket",
+                rater="sme-1",
+            )
+        )
+        records += [(topics.traces, trace.key, trace.to_json()), (topics.ratings, rating.key, rating.to_json())]
+    return records
+
+
+def wait_for_events(daemon: Daemon, topic: str, done: Any, timeout: float = 420.0) -> list[Any]:
+    """Read `topic` until `done(events)` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = read_topic(daemon.bootstrap, topic, idle_s=0.5)
+        if done(events):
+            return events
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting on {topic}: {[e.data for e in events]}\n{daemon.log.read_text()[-5000:]}")
+        if daemon.process is not None and daemon.process.poll() is not None:
+            raise AssertionError(f"daemon exited:\n{daemon.log.read_text()[-5000:]}")
+        time.sleep(1.0)
+
+
+def validate_against_schemas(events: list[Any]) -> None:
+    schemas = event_json_schemas()
+    for event in events:
+        jsonschema.validate(event.model_dump(mode="json", exclude_none=True), schemas[event.type])
