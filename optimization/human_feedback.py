@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from optimization.data import canonical_key, split_holdout
-from optimization.mlflow_gepa_optimizer import run_mlflow_gepa
+from optimization.data import canonical_key, split_holdout, validate_records
+from optimization.mlflow_gepa_optimizer import GepaOptimizer
 from optimization.results import PromptOptimizationOutcome
-from optimization.run_control import RunLimits
 from optimization.sme_metric import SMERatingMetric, rated_examples
 from optimization.template_agent import PredictFn
 
@@ -22,31 +21,18 @@ from optimization.template_agent import PredictFn
 def feedback_records(feedback: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One `{"inputs", "expectations"}` record per distinct input (the correction, when given, is the expectation)."""
     records: dict[str, dict[str, Any]] = {}
-    for item in feedback:
+    for item in validate_records(feedback, "feedback"):
         record = records.setdefault(canonical_key(item["inputs"]), {"inputs": item["inputs"], "expectations": {}})
         if item.get("correction"):
             record["expectations"]["expected_response"] = item["correction"]
     return list(records.values())
 
 
-class HumanFeedbackOptimizer:
-    """Optimize prompts from SME ratings and corrections — no judge model required with ratings."""
+class HumanFeedbackOptimizer(GepaOptimizer):
+    """Optimize prompts from SME ratings and corrections — no judge model required with ratings.
 
-    def __init__(
-        self,
-        reflection_model: str = "databricks-claude-sonnet-4",
-        max_metric_calls: int = 100,
-        *,
-        judge_model: str | None = None,
-        max_wall_time: float = 1800.0,
-        num_threads: int = 1,
-        run_dir: str | None = None,
-        register: bool = True,
-    ) -> None:
-        self.reflection_model = reflection_model
-        self.judge_model = judge_model
-        self.limits = RunLimits(max_metric_calls=max_metric_calls, max_wall_time=max_wall_time, num_threads=num_threads, run_dir=run_dir)
-        self.register = register
+    Takes GepaOptimizer's settings; `optimize_from_feedback` is its entry point.
+    """
 
     def optimize_from_feedback(
         self,
@@ -57,25 +43,13 @@ class HumanFeedbackOptimizer:
     ) -> PromptOptimizationOutcome:
         """Run MLflow GEPA on the rated inputs: the SME-rating metric if `use_ratings_as_metric`,
         else correctness against the corrections (items without a correction are then left out)."""
-        rated = rated_examples(feedback, predict_fn)
         records = feedback_records(feedback)
         if use_ratings_as_metric:
-            scorers: list[Any] = [SMERatingMetric(rated).as_scorer()]
+            scorers: list[Any] = [SMERatingMetric(rated_examples(feedback, predict_fn)).as_scorer()]
         else:
             records = [r for r in records if r["expectations"]]
             if not records:
                 raise ValueError("feedback: no item has a 'correction' (needed when use_ratings_as_metric=False)")
             scorers = ["correctness"]
         train, held_out = split_holdout(records, argument="feedback")
-        return run_mlflow_gepa(
-            predict_fn,
-            train,
-            held_out,
-            prompt_uris,
-            scorers,
-            reflection_model=self.reflection_model,
-            judge_model=self.judge_model,
-            limits=self.limits,
-            register=self.register,
-            source="HumanFeedbackOptimizer",
-        )
+        return self._run(predict_fn, train, held_out, prompt_uris, scorers)

@@ -198,7 +198,8 @@ class GepaOptimizer:
     """The guide's MLflow GEPA optimizer for any predict_fn that loads its prompts from the registry.
 
     `reflection_model` also judges the name scorers unless `judge_model` is set.
-    The optimized prompts are registered as new versions tagged with the scores.
+    The optimized prompts are registered (unless `register=False`) as new versions
+    tagged with the scores and `source` = the optimizer's class name.
     """
 
     def __init__(
@@ -210,6 +211,7 @@ class GepaOptimizer:
         max_wall_time: float = 1800.0,
         num_threads: int = 1,
         run_dir: str | None = None,
+        register: bool = True,
         enable_tracking: bool = False,
         trace_evaluations: bool = False,
         **gepa_kwargs: Any,
@@ -220,6 +222,7 @@ class GepaOptimizer:
         self.reflection_model = reflection_model
         self.judge_model = judge_model
         self.limits = RunLimits(max_metric_calls=max_metric_calls, max_wall_time=max_wall_time, num_threads=num_threads, run_dir=run_dir)
+        self.register = register
         self.enable_tracking = enable_tracking
         self.trace_evaluations = trace_evaluations
         self.gepa_kwargs = gepa_kwargs
@@ -235,6 +238,17 @@ class GepaOptimizer:
         """Optimize and register; scores are on `val_data`, or on a deterministic held-out split of `train_data`."""
         records = validate_records(list(train_data), "train_data")
         train, held_out = (records, val_data) if val_data else split_holdout(records, argument="train_data")
+        return self._run(predict_fn, train, held_out, prompt_uris, scorers)
+
+    def _run(
+        self,
+        predict_fn: PredictFn,
+        train: list[dict[str, Any]],
+        held_out: list[dict[str, Any]],
+        prompt_uris: list[str],
+        scorers: list[str | Scorer | Any] | None,
+    ) -> PromptOptimizationOutcome:
+        """`run_mlflow_gepa` with this optimizer's settings."""
         return run_mlflow_gepa(
             predict_fn,
             train,
@@ -244,8 +258,8 @@ class GepaOptimizer:
             reflection_model=self.reflection_model,
             judge_model=self.judge_model,
             limits=self.limits,
-            register=True,
-            source="GepaOptimizer",
+            register=self.register,
+            source=type(self).__name__,
             enable_tracking=self.enable_tracking,
             trace_evaluations=self.trace_evaluations,
             gepa_kwargs=self.gepa_kwargs,

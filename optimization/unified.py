@@ -42,12 +42,7 @@ class PromptOptimizer:
         **options: Any,
     ) -> PromptOptimizationOutcome:
         """MLflow GEPA on any predict_fn (see `GepaOptimizer`)."""
-        optimizer = GepaOptimizer(
-            reflection_model=options.pop("reflection_model", self.reflection_model),
-            max_metric_calls=options.pop("max_metric_calls", self.max_metric_calls),
-            **options,
-        )
-        return optimizer.optimize(predict_fn, train_data, prompt_uris, scorers)
+        return GepaOptimizer(**self._mlflow_settings(options)).optimize(predict_fn, train_data, prompt_uris, scorers)
 
     def optimize_from_feedback(
         self,
@@ -58,9 +53,9 @@ class PromptOptimizer:
         **options: Any,
     ) -> PromptOptimizationOutcome:
         """MLflow GEPA from SME ratings/corrections (see `HumanFeedbackOptimizer`)."""
-        optimizer = HumanFeedbackOptimizer(
-            reflection_model=options.pop("reflection_model", self.reflection_model),
-            max_metric_calls=options.pop("max_metric_calls", self.max_metric_calls),
-            **options,
-        )
+        optimizer = HumanFeedbackOptimizer(**self._mlflow_settings(options))
         return optimizer.optimize_from_feedback(predict_fn, feedback, prompt_uris, use_ratings_as_metric)
+
+    def _mlflow_settings(self, options: dict[str, Any]) -> dict[str, Any]:
+        """This object's reflection model and budget, overridden by per-call `options`."""
+        return {"reflection_model": self.reflection_model, "max_metric_calls": self.max_metric_calls, **options}
