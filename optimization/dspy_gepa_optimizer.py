@@ -93,7 +93,7 @@ def run_dspy_gepa(
         **budget,
         **gepa_options,
     )
-    with monitor.capturing("dspy.teleprompt.gepa"):
+    with monitor.capturing("dspy"):
         optimized = run_with_deadline(lambda: optimizer.compile(program, trainset=trainset, valset=valset), limits)
     details = optimized.detailed_results
     monitor.check(len(details.candidates), details.val_aggregate_scores[0] >= limits.perfect_score)

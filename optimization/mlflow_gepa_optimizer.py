@@ -143,9 +143,18 @@ def run_mlflow_gepa(
         kwargs["custom_candidate_proposer"] = offline_proposer(spec)
     optimizer = GepaPromptOptimizer(reflection_model=spec.mlflow_uri, max_metric_calls=limits.max_metric_calls, gepa_kwargs=kwargs)
 
+    call = as_keyword_predict_fn(predict_fn)
+
+    def watched_predict_fn(**inputs: Any) -> Any:
+        try:
+            return call(**inputs)
+        except Exception as error:  # recorded for OptimizationFailed, then handled by MLflow as before
+            monitor.log(f"predict_fn failed: {error!r}")
+            raise
+
     def optimize() -> Any:
         return mlflow.genai.optimize_prompts(
-            predict_fn=as_keyword_predict_fn(predict_fn),
+            predict_fn=watched_predict_fn,
             train_data=[_gepa_record(r) for r in train],
             prompt_uris=list(prompt_uris),
             optimizer=optimizer,

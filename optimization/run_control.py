@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,8 @@ from optimization.errors import OptimizationFailed
 
 T = TypeVar("T")
 
-_FAILURE_WORDS = ("failed", "exception", "error", "traceback")
+_FAILURE_RE = re.compile(r"reflection failed|Exception (?:building|during)|^Error for |^predict_fn failed")
+"""GEPA's and DSPy's log lines that report a failed model or reflection call."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ class RunMonitor:
 
     def log(self, message: str) -> None:
         """GEPA's logger protocol: keep the lines that report a failure."""
-        if any(word in message.lower() for word in _FAILURE_WORDS):
-            self.errors.append(message.strip().splitlines()[0][:500])
+        line = re.sub(r"^Iteration \d+: ", "", message.strip())
+        if _FAILURE_RE.search(line):
+            self.errors.append(line.splitlines()[0][:500])
 
     def check(self, n_candidates: int, seed_is_perfect: bool) -> None:
         """Raise OptimizationFailed when GEPA kept only the seed because reflection or the model failed."""

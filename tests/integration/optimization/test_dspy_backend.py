@@ -57,3 +57,9 @@ def test_resume_from_run_dir_continues(tmp_path) -> None:
     assert [c.texts for c in again.candidates] == [c.texts for c in first.candidates]
     longer = run_dspy_gepa(dspy.Predict("question -> answer"), train, val, accuracy, limits=RunLimits(max_metric_calls=60, run_dir=str(tmp_path)))
     assert longer.metric_calls > first.metric_calls and longer.final_score >= first.final_score
+
+
+def test_failing_task_model_raises_optimization_failed() -> None:
+    with dspy.context(lm=make_lm("offline/failing")), pytest.raises(OptimizationFailed, match="outage"):
+        run_dspy_gepa(dspy.Predict("question -> answer"), examples(QUESTIONS[:6]), examples(QUESTIONS[6:]), accuracy,
+                      reflection_model="offline/reflector", limits=RunLimits(max_metric_calls=30))

@@ -49,6 +49,31 @@ def test_failing_reflection_raises_and_registers_nothing(router_prompt, router_r
     assert versions() == [1]
 
 
+def test_failing_task_model_raises(router_prompt, router_records) -> None:
+    train, val = router_records
+    agent = make_template_agent(router_prompt.uri, "offline/failing")
+    with pytest.raises(OptimizationFailed, match="outage"):
+        run_mlflow_gepa(agent, train, val, [router_prompt.uri], ["exact_match"], limits=RunLimits(max_metric_calls=40))
+
+
+def test_resume_from_run_dir_continues(router_prompt, router_records, tmp_path) -> None:
+    train, val = router_records
+    agent = make_template_agent(router_prompt.uri, "offline/support-router")
+    calls = []
+
+    def counted(ticket: str) -> str:
+        calls.append(ticket)
+        return agent(ticket=ticket)
+
+    limits = RunLimits(max_metric_calls=10, run_dir=str(tmp_path / "run"))
+    first = run_mlflow_gepa(counted, train, val, [router_prompt.uri], ["exact_match"], limits=limits)
+    first_calls = len(calls)
+    again = run_mlflow_gepa(counted, train, val, [router_prompt.uri], ["exact_match"], limits=limits)
+    # a restart would redo the whole budget; a resume only re-scores the seed on the valset (+ MLflow's one sample check)
+    assert len(calls) - first_calls <= len(val) + 1 < first_calls
+    assert [c.texts for c in again.candidates] == [c.texts for c in first.candidates]
+
+
 def test_guide_optimizer_accepts_a_single_dict_predict_fn_and_registers(router_prompt, router_records) -> None:
     train, val = router_records
     agent = make_template_agent(router_prompt.uri, "offline/support-router")
