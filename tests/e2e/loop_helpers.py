@@ -19,7 +19,7 @@ prompts:
   - name: {name}
     backend: {backend}
     {program}
-    task_model: offline/support-router
+    task_model: {task_model}
     reflection_model: {reflector}
     input_keys: [ticket]
     scorers: [exact_match]
@@ -30,10 +30,28 @@ prompts:
 """
 
 
-def write_policy(path: Path, name: str, *, n: int = 60, backend: str = "mlflow", program: str = "", reflector: str = "offline/reflector", calls: int = 60, mode: str = "auto") -> Path:
+def write_policy(
+    path: Path,
+    name: str,
+    *,
+    n: int = 60,
+    backend: str = "mlflow",
+    program: str = "",
+    task_model: str = "offline/support-router",
+    reflector: str = "offline/reflector",
+    calls: int = 60,
+    mode: str = "auto",
+) -> Path:
     path.write_text(
         ROUTER_POLICY.format(
-            name=name, backend=backend, program=f"program: {program}" if program else "", reflector=reflector, n=n, calls=calls, mode=mode
+            name=name,
+            backend=backend,
+            program=f"program: {program}" if program else "",
+            task_model=task_model,
+            reflector=reflector,
+            n=n,
+            calls=calls,
+            mode=mode,
         )
     )
     return path

@@ -57,3 +57,36 @@ def test_mlflow_backend_optimizes_registers_and_promotes(kafka_bootstrap: str, t
         assert status["prompts"]["router_e2e"]["trigger"]["baseline_score"] == promotion.data.candidate_score
     finally:
         daemon.stop()
+
+
+def test_dspy_backend_optimizes_registers_per_predictor_and_promotes(kafka_bootstrap: str, tmp_path: Path) -> None:
+    name = "router_dspy"
+    daemon = Daemon(
+        kafka_bootstrap,
+        write_policy(tmp_path / "policy.yaml", name, backend="dspy", program="examples.router_program:make_program"),
+        tmp_path,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    try:
+        daemon.start()
+        produce(kafka_bootstrap, sme_feed(daemon.topics, name))
+        optimizations = wait_for_events(
+            daemon, daemon.topics.optimizations, lambda evs: any(e.data.status in ("completed", "failed") for e in evs)
+        )
+        assert [e.data.status for e in optimizations] == ["requested", "started", "completed"], [e.data for e in optimizations]
+        completed = optimizations[-1].data
+        predictor_prompt = f"{name}_route"
+        [reg] = read_topic(kafka_bootstrap, daemon.topics.prompts)
+        assert (reg.data.prompt, reg.data.optimizer, reg.data.parent_version, reg.data.version) == (predictor_prompt, "dspy_gepa", 1, 2)
+        [promotion] = wait_for_events(daemon, daemon.topics.promotions, lambda evs: len(evs) >= 1, timeout=60)
+        assert promotion.data.decision == "promoted", promotion.data.reason
+        mlflow.set_tracking_uri(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"])
+        live = mlflow.genai.load_prompt(f"prompts:/{predictor_prompt}@production", cache_ttl_seconds=0)
+        assert live.version == 2 and "billing" in live.template
+        tags = MlflowClient().get_prompt_version(predictor_prompt, "2").tags
+        assert float(tags["gepa_stream.candidate_score"]) == completed.candidate_score
+        runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`gepa_stream.request_id` = '{completed.request_id}'")
+        assert len(runs) == 1, "the optimized program is logged to MLflow"
+        validate_against_schemas([*optimizations, reg, promotion])
+    finally:
+        daemon.stop()
