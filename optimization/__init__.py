@@ -6,6 +6,7 @@ Guide-level classes: `DSPyGepaOptimizer`, `GepaOptimizer`, `HumanFeedbackOptimiz
 and the deterministic demo/test models `offline/*` (see `optimization.offline`).
 """
 
+from optimization.ab_test import ABTestResult, ab_test
 from optimization.data import convert_to_dspy_examples, split_holdout, validate_records
 from optimization.dspy_gepa_optimizer import DSPyGepaOptimizer, extract_prompts, run_dspy_gepa
 from optimization.errors import OptimizationFailed
@@ -28,6 +29,7 @@ from optimization.template_agent import make_template_agent
 from optimization.unified import PromptOptimizer
 
 __all__ = [
+    "ABTestResult",
     "Candidate",
     "DSPyGepaOptimizer",
     "DSPyOptimizationResult",
@@ -41,6 +43,7 @@ __all__ = [
     "RatedExample",
     "RunLimits",
     "SMERatingMetric",
+    "ab_test",
     "adapt_metric",
     "complete_text",
     "convert_to_dspy_examples",
