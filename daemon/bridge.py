@@ -83,11 +83,12 @@ def with_retry(call: Callable[[], T], what: str, retry_for_s: float, sleep: Call
         except Exception as error:  # classified below: only transient errors are retried
             if not _transient(error):
                 raise MlflowUnavailable(f"{what}: {error}") from error
-            if time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise MlflowUnavailable(f"{what}: MLflow unreachable for {retry_for_s:g}s ({type(error).__name__}: {error})") from error
             metrics.BRIDGE_RETRIES.inc()
-            log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
-            sleep(delay)
+            log.warning("%s failed (%s); retrying in %.1fs", what, error, min(delay, remaining))
+            sleep(min(delay, remaining))
             delay = min(delay * 2, 10.0)
 
 

@@ -253,7 +253,7 @@ def bridge_mlflow(
         ensure_topics(settings)
         bridge = MlflowBridge(settings, BridgeConfig(experiment, options, since_ms, lookback_td, retry_for_s=retry_s.total_seconds()))
         if not follow:
-            console.print(f"bridge mlflow experiment {bridge.reader.experiment_id}: {describe_counts(bridge.run_once())}", highlight=False)
+            console.print(f"bridge mlflow experiment {bridge.reader.experiment_id}: {describe_counts(bridge.run_once())}", highlight=False, soft_wrap=True)
             return
         if metrics_port:
             from prometheus_client import start_http_server
@@ -266,11 +266,11 @@ def bridge_mlflow(
             bridge.follow(
                 interval_s.total_seconds(),
                 stop,
-                lambda counts: console.print(describe_counts(counts), highlight=False) if counts.published or counts.traces_unmapped else None,
+                lambda counts: console.print(describe_counts(counts), highlight=False, soft_wrap=True) if counts.published or counts.traces_unmapped else None,
             )
         except KeyboardInterrupt:
             pass
-        console.print(f"bridge mlflow stopped; in all: {describe_counts(bridge.counts)}", highlight=False)
+        console.print(f"bridge mlflow stopped; in all: {describe_counts(bridge.counts)}", highlight=False, soft_wrap=True)
     except TopicLayoutError as exc:
         console.print(f"[bold red]topic layout error:[/] {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
