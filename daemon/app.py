@@ -155,7 +155,7 @@ class IngestApp:
 
     async def _announce(self, request: Request) -> None:
         """Freeze the window on the snapshots topic, then emit `requested` pointing at it."""
-        chunks, digest = snapshot_chunks(request.request_id, request.prompt, request.examples)
+        chunks = snapshot_chunks(request.request_id, request.prompt, request.examples)
         offsets, partition = [], 0
         for chunk in chunks:
             sent = await self.snapshots.send(key=chunk.key, value=chunk.to_json())
@@ -167,7 +167,7 @@ class IngestApp:
             partition=partition,
             offsets=offsets,
             n_examples=len(request.examples),
-            sha256=digest,
+            sha256=request.sha256,
         )
         await self._emit_status(
             request.prompt,

@@ -44,6 +44,14 @@ def main() -> None:
 
 
 @app.command()
+def demo() -> None:
+    """The whole loop on embedded defaults: broker, sqlite MLflow in ./.gepa-stream/, offline models."""
+    from daemon.demo import run_demo
+
+    raise typer.Exit(run_demo())
+
+
+@app.command()
 def schemas(
     out: Annotated[Path, typer.Option("--out", help="directory for the *.schema.json files")] = Path("schemas-json"),
 ) -> None:

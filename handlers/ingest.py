@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from handlers.facts import Fact, FactKey, RatingFact, TraceFact, encode_fact
+from handlers.snapshot import snapshot_sha256
 from handlers.trigger import Fire, Skip, TriggerState, evaluate, request_id_for
 from handlers.window import PromptWindow, WindowFigures
 from schemas.config import PolicyFile, PromptPolicy
@@ -34,6 +35,7 @@ class Request:
     prompt: str
     fire: Fire
     examples: list[Example]
+    sha256: str
     budget: Budget
 
 
@@ -155,8 +157,10 @@ class Ingest:
         if isinstance(decision, Skip):
             step.skipped = (prompt, decision.reason)
         elif isinstance(decision, Fire):
+            examples = window.examples()
+            digest = snapshot_sha256(examples)
             state.generation += 1
-            request_id = request_id_for(self.app_id, prompt, state.generation)
+            request_id = request_id_for(self.app_id, prompt, state.generation, digest)
             state.in_flight = request_id
             state.last_fired_at = now
             state.watermark = window.newest_labeled_at()
@@ -167,7 +171,8 @@ class Ingest:
                 request_id=request_id,
                 prompt=prompt,
                 fire=decision,
-                examples=window.examples(),
+                examples=examples,
+                sha256=digest,
                 budget=Budget(
                     max_metric_calls=policy.budget.max_metric_calls,
                     max_wall_time_s=policy.budget.max_wall_time.total_seconds(),

@@ -11,10 +11,9 @@ CHUNK_BYTES = 256 * 1024
 
 def snapshot_chunks(
     request_id: str, prompt: str, examples: list[Example], max_bytes: int = CHUNK_BYTES
-) -> tuple[list[SnapshotChunkEvent], str]:
+) -> list[SnapshotChunkEvent]:
     """Split examples into chunk events of at most ~`max_bytes` of examples each (an example
-    larger than that travels alone; events are capped upstream by `max_event_bytes`), and
-    return them with the sha256 of the whole snapshot."""
+    larger than that travels alone; events are capped upstream by `max_event_bytes`)."""
     groups: list[list[Example]] = [[]]
     size = 0
     for example in examples:
@@ -24,18 +23,17 @@ def snapshot_chunks(
             size = 0
         groups[-1].append(example)
         size += len(encoded)
-    chunks = [
+    return [
         SnapshotChunkEvent.build(
             SnapshotChunkData(request_id=request_id, prompt=prompt, chunk=i, n_chunks=len(groups), examples=group),
             id=f"{request_id}:snapshot:{i}",
         )
         for i, group in enumerate(groups)
     ]
-    return chunks, snapshot_sha256(examples)
 
 
 def snapshot_sha256(examples: list[Example]) -> str:
-    """The digest `snapshot_chunks` computes, for a reader to verify what it reassembled."""
+    """The digest of a frozen window, for the reader to verify what it reassembled."""
     digest = hashlib.sha256()
     for example in examples:
         digest.update(example.model_dump_json().encode())

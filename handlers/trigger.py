@@ -51,10 +51,11 @@ class Skip:
     reason: str
 
 
-def request_id_for(app_id: str, prompt: str, generation: int) -> str:
-    """Deterministic: replaying the same firing after a crash yields the same request id,
-    so downstream dedupe on `request_id` absorbs the duplicate."""
-    return str(uuid.uuid5(_REQUEST_NAMESPACE, f"{app_id}/{prompt}/{generation}"))
+def request_id_for(app_id: str, prompt: str, generation: int, snapshot_sha256: str) -> str:
+    """Deterministic: replaying the same firing after a crash yields the same request id, so
+    downstream dedupe on `request_id` absorbs the duplicate. The snapshot digest keeps ids
+    unique when a new broker restarts the generations while MLflow and run dirs remain."""
+    return str(uuid.uuid5(_REQUEST_NAMESPACE, f"{app_id}/{prompt}/{generation}/{snapshot_sha256}"))
 
 
 def evaluate(

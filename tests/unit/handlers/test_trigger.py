@@ -71,9 +71,10 @@ def test_manual_fires_regardless_of_thresholds_but_not_on_an_empty_window() -> N
 
 
 def test_request_ids_are_deterministic_per_generation() -> None:
-    assert request_id_for("app", "p", 1) == request_id_for("app", "p", 1)
-    assert request_id_for("app", "p", 1) != request_id_for("app", "p", 2)
-    assert request_id_for("app", "p", 1) != request_id_for("app", "q", 1)
+    assert request_id_for("app", "p", 1, "d") == request_id_for("app", "p", 1, "d")
+    assert request_id_for("app", "p", 1, "d") != request_id_for("app", "p", 2, "d")
+    assert request_id_for("app", "p", 1, "d") != request_id_for("app", "q", 1, "d")
+    assert request_id_for("app", "p", 1, "d") != request_id_for("app", "p", 1, "e")
 
 
 # -- through Ingest ------------------------------------------------------------------------
