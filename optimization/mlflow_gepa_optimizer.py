@@ -26,7 +26,7 @@ from mlflow.utils.autologging_utils import AUTOLOGGING_INTEGRATIONS
 from optimization.data import split_holdout, validate_records
 from optimization.errors import OptimizationFailed
 from optimization.models import ModelSpec, parse_model
-from optimization.offline import OfflineModelError, propose_instruction
+from optimization.offline.engine import REFLECTORS, reflect
 from optimization.registry import tag_prompt_version
 from optimization.results import Candidate, PromptOptimizationOutcome, mean
 from optimization.run_control import RunLimits, RunMonitor, run_with_deadline
@@ -39,15 +39,13 @@ Proposer = Callable[[dict[str, str], dict[str, list[dict[str, Any]]], list[str]]
 
 def offline_proposer(spec: ModelSpec) -> Proposer:
     """GEPA `custom_candidate_proposer` running an offline reflection model (demo/test only)."""
-    if spec.model not in ("reflector", "failing"):
+    if spec.model not in REFLECTORS:
         raise ValueError(f"reflection_model: offline/{spec.model} is a task model; use offline/reflector")
 
     def propose(candidate: dict[str, str], reflective_dataset: dict[str, list[dict[str, Any]]], components: list[str]) -> dict[str, str]:
         if spec.latency_ms:
             time.sleep(spec.latency_ms / 1000)
-        if spec.model == "failing":
-            raise OfflineModelError("offline/failing: simulated provider outage")
-        return {name: propose_instruction(candidate[name], reflective_dataset.get(name, [])) for name in components}
+        return {name: reflect(spec.model, candidate[name], reflective_dataset.get(name, [])) for name in components}
 
     return propose
 

@@ -19,11 +19,23 @@ from optimization.offline.rules import strip_rules
 from optimization.offline.skills import SKILLS
 
 REFLECTOR = "reflector"
+UNCHANGED = "unchanged-reflector"
 FAILING = "failing"
 JUDGE = "judge"
-OFFLINE_MODELS: tuple[str, ...] = (*SKILLS, REFLECTOR, JUDGE, FAILING)
-"""Names accepted after `offline/`: the task models, the reflector, the judge (selects the offline
+REFLECTORS = (REFLECTOR, UNCHANGED, FAILING)
+OFFLINE_MODELS: tuple[str, ...] = (*SKILLS, REFLECTOR, UNCHANGED, JUDGE, FAILING)
+"""Names accepted after `offline/`: the task models, the reflector, `unchanged-reflector` (returns
+the current instruction as it is: a null optimizer for tests), the judge (selects the offline
 scorers of `optimization.scorers`), and `failing` (always errors)."""
+
+
+def reflect(name: str, current_instruction: str, examples: list[dict[str, Any]]) -> str:
+    """The new instruction an offline reflection model proposes."""
+    if name == FAILING:
+        raise OfflineModelError("offline/failing: simulated provider outage")
+    if name == UNCHANGED:
+        return current_instruction
+    return propose_instruction(current_instruction, examples)
 
 _FIELD_RE = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\[\[ ## \w+ ## \]\]|\Z)", re.DOTALL)
 _OUTPUT_FIELDS_RE = re.compile(r"Your output fields are:\n(.*?)(?:\n\n|\nAll interactions|\Z)", re.DOTALL)
@@ -60,11 +72,9 @@ def respond_to_prompt(name: str, prompt: str) -> str:
 
 def respond_to_fields(name: str, instructions: str, inputs: dict[str, str], outputs: list[str]) -> dict[str, str]:
     """Answer of offline model `name` to a DSPy signature call: one value per output field."""
-    if name == FAILING:
-        raise OfflineModelError("offline/failing: simulated provider outage")
-    if name == REFLECTOR:
+    if name in REFLECTORS:
         examples = _parse_examples(inputs.get("examples_with_feedback", "[]"))
-        instruction = propose_instruction(inputs.get("current_instruction", "").strip(), examples)
+        instruction = reflect(name, inputs.get("current_instruction", "").strip(), examples)
         return {field: instruction for field in outputs}
     if name not in SKILLS:
         raise ValueError(f"offline/{name} is not a task model (task models: {', '.join(SKILLS)})")

@@ -90,3 +90,16 @@ def test_dspy_backend_optimizes_registers_per_predictor_and_promotes(kafka_boots
         validate_against_schemas([*optimizations, reg, promotion])
     finally:
         daemon.stop()
+
+
+def test_a_candidate_that_does_not_improve_leaves_the_alias_where_it_was(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Null test: the reflection model returns the instruction unchanged."""
+    daemon, optimizations, registered, promotions = _run_loop(
+        kafka_bootstrap, tmp_path, "router_null", reflector="offline/unchanged-reflector"
+    )
+    daemon.stop()
+    assert [e.data.status for e in optimizations][-1] == "completed", [e.data for e in optimizations]
+    [promotion] = promotions
+    assert promotion.data.decision in ("rejected", "inconclusive"), promotion.data.reason
+    mlflow.set_tracking_uri(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"])
+    assert mlflow.genai.load_prompt("prompts:/router_null@production", cache_ttl_seconds=0).version == 1
