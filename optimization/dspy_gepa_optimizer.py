@@ -6,6 +6,7 @@ wall time, run directory, threads); `DSPyGepaOptimizer` is the guide's API on to
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -49,12 +50,25 @@ def _reflection_lm(reflection_model: str | dspy.BaseLM | None) -> dspy.BaseLM:
     return task_lm
 
 
-def _check_examples(examples: Sequence[dspy.Example], argument: str) -> list[dspy.Example]:
+def required_inputs(program: dspy.Module) -> list[str]:
+    """The inputs `program` needs: `forward`'s required arguments, or its only predictor's input fields."""
+    parameters = list(inspect.signature(program.forward).parameters.values())
+    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty]
+    predictors = [predictor for _, predictor in program.named_predictors()]
+    if not named and len(predictors) == 1:
+        return list(predictors[0].signature.input_fields)
+    return named
+
+
+def _check_examples(examples: Sequence[dspy.Example], argument: str, needed: Sequence[str] = ()) -> list[dspy.Example]:
     if not examples:
         raise ValueError(f"{argument}: no examples given")
     for index, example in enumerate(examples):
         if not isinstance(example, dspy.Example) or not example.inputs().keys():
             raise ValueError(f"{argument}[{index}]: expected a dspy.Example with inputs set by .with_inputs(...)")
+        missing = [key for key in needed if key not in example.inputs()]
+        if missing:
+            raise ValueError(f"{argument}[{index}]: inputs lack {missing}, which the program needs")
     return list(examples)
 
 
@@ -75,10 +89,10 @@ def run_dspy_gepa(
     held-out score or the wall-time limit; resumes from `limits.run_dir`.
     Raises OptimizationFailed when reflection/model failures left only the seed.
     """
-    trainset = _check_examples(trainset, "trainset")
-    valset = _check_examples(valset, "valset")
     if not list(program.named_predictors()):
         raise ValueError("program: has no predictors to optimize")
+    trainset = _check_examples(trainset, "trainset", required_inputs(program))
+    valset = _check_examples(valset, "valset", required_inputs(program))
     monitor = RunMonitor()
     budget = {"auto": auto} if auto else {"max_metric_calls": limits.max_metric_calls}
     extra = dict(gepa_options.pop("gepa_kwargs", {}) or {})

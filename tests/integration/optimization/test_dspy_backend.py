@@ -63,3 +63,12 @@ def test_failing_task_model_raises_optimization_failed() -> None:
     with dspy.context(lm=make_lm("offline/failing")), pytest.raises(OptimizationFailed, match="outage"):
         run_dspy_gepa(dspy.Predict("question -> answer"), examples(QUESTIONS[:6]), examples(QUESTIONS[6:]), accuracy,
                       reflection_model="offline/reflector", limits=RunLimits(max_metric_calls=30))
+
+
+@pytest.mark.parametrize(("program", "bad", "match"), [
+    (dspy.Predict("question -> answer"), [dspy.Example(query="x", answer="1").with_inputs("query")], "inputs lack"),
+    (dspy.Predict("question -> answer"), [], "trainset: no examples"),
+])
+def test_bad_examples_are_named(program, bad, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        run_dspy_gepa(program, bad, examples(QUESTIONS[6:]), accuracy)

@@ -85,6 +85,25 @@ def test_guide_optimizer_accepts_a_single_dict_predict_fn_and_registers(router_p
     assert result.improvement > 0
 
 
+def test_scorer_objects_and_corrections_from_feedback(router_prompt, router_records) -> None:
+    from mlflow.genai.scorers import scorer
+
+    from optimization import HumanFeedbackOptimizer
+
+    @scorer
+    def same_queue(outputs, expectations):
+        return outputs.strip() == expectations["expected_response"]
+
+    train, val = router_records
+    agent = make_template_agent(router_prompt.uri, "offline/support-router")
+    outcome = run_mlflow_gepa(agent, train, val, [router_prompt.uri], [same_queue], limits=RunLimits(max_metric_calls=60))
+    assert outcome.final_score > outcome.initial_score
+    feedback = [{"inputs": r["inputs"], "sme_rating": "poor", "correction": r["expectations"]["expected_response"]} for r in train + val]
+    result = HumanFeedbackOptimizer(reflection_model="offline/reflector", max_metric_calls=60, register=False).optimize_from_feedback(
+        agent, feedback, [router_prompt.uri], use_ratings_as_metric=False)
+    assert result.improvement > 0 and versions() == [1]
+
+
 def test_user_predict_fn_is_evaluated_with_an_override_template(router_prompt, router_records) -> None:
     _, val = router_records
 
