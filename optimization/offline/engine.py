@@ -37,6 +37,7 @@ def reflect(name: str, current_instruction: str, examples: list[dict[str, Any]])
         return current_instruction
     return propose_instruction(current_instruction, examples)
 
+
 _FIELD_RE = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\[\[ ## \w+ ## \]\]|\Z)", re.DOTALL)
 _OUTPUT_FIELDS_RE = re.compile(r"Your output fields are:\n(.*?)(?:\n\n|\nAll interactions|\Z)", re.DOTALL)
 _OBJECTIVE_RE = re.compile(r"your objective is:\s*(.*)\Z", re.DOTALL | re.IGNORECASE)
