@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from daemon.broker import free_port
 from schemas import Topics, parse_event
@@ -112,24 +113,28 @@ def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) 
     return len(futures)
 
 
-def read_topic(bootstrap: str, topic: str, *, idle_s: float = 1.5, timeout_s: float = 60.0) -> list[Any]:
-    """Every record of a topic from the beginning, parsed; stops after `idle_s` without records."""
+def read_records(bootstrap: str, topic: str, *, idle_s: float = 1.5, timeout_s: float = 60.0) -> list[ConsumerRecord]:
+    """Every raw record of a topic from the beginning; stops after `idle_s` without records."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
-        events = []
+        records: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout_s
         last = time.monotonic()
         while time.monotonic() - last < idle_s and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    events.append(parse_event(record.value))
-                    last = time.monotonic()
-        return events
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+                last = time.monotonic()
+        return records
     finally:
         consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str, *, idle_s: float = 1.5, timeout_s: float = 60.0) -> list[Any]:
+    """Every record of a topic from the beginning, parsed; stops after `idle_s` without records."""
+    return [parse_event(record.value) for record in read_records(bootstrap, topic, idle_s=idle_s, timeout_s=timeout_s)]
 
 
 def metric_value(metrics_text: str, name: str, **labels: str) -> float:

@@ -5,6 +5,7 @@ provisioning, and every file the services mount."""
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -94,9 +95,8 @@ def test_daemon_roles_run_against_healthy_kafka_and_mlflow() -> None:
 
 
 def test_daemon_env_vars_are_real_settings_with_valid_values() -> None:
-    documented = {
-        line.lstrip("# ").split("=", 1)[0] for line in SECRETS_EXAMPLE.read_text().splitlines() if "GEPA_STREAM_" in line
-    }
+    documented = re.findall(r"^#?\s*(GEPA_STREAM_\w+)=", SECRETS_EXAMPLE.read_text(), re.MULTILINE)
+    assert documented
     for variable in documented:
         assert setting_name(variable) in Settings.model_fields, f"{SECRETS_EXAMPLE.name}: {variable} is no setting"
     for name, service in daemon_services().items():
