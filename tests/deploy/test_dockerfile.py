@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
+import subprocess
+import sys
+import threading
 import tomllib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from daemon.settings import Settings
 from tests.deploy.deployment import ROOT, copy_sources, dockerignored, expand_args, final_stage, image_env, instructions
@@ -59,3 +64,30 @@ def test_entrypoint_is_the_cli_and_the_healthcheck_probes_healthz_on_the_web_por
     (healthcheck,) = instructions("HEALTHCHECK")
     assert "/healthz" in healthcheck
     assert f"os.environ.get('GEPA_STREAM_WEB_PORT', '{port}')" in healthcheck
+
+
+class _Healthz(BaseHTTPRequestHandler):
+    """Answers like the daemon's web server: 200 on /healthz, 404 elsewhere."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_healthcheck_command_passes_while_healthz_answers_and_fails_otherwise() -> None:
+    (healthcheck,) = instructions("HEALTHCHECK")
+    command = ["sh", "-c", healthcheck.split(" CMD ", 1)[1].replace("python ", f"{sys.executable} ", 1)]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthz)
+    env = {**os.environ, "GEPA_STREAM_WEB_PORT": str(server.server_address[1])}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        answered = subprocess.run(command, env=env, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    refused = subprocess.run(command, env=env, timeout=30, capture_output=True)
+    assert answered.returncode == 0
+    assert refused.returncode != 0
