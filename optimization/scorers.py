@@ -97,6 +97,14 @@ def offline_professionalism(outputs: Any) -> Feedback:
     return Feedback(value=value, rationale="Professional." if not problems else "The response " + " and ".join(problems) + ".")
 
 
+def _stem(word: str) -> str:
+    """A crude stem (drops -ing/-ed/-s) so 'refunds' meets 'refund'."""
+    for suffix in ("ing", "ed", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
 def offline_guidelines(guideline: str, name: str = "guidelines") -> Scorer:
     """Offline demo/test judge for a guideline: each phrase quoted in the guideline must appear in the output;
     a guideline without quotes is judged as relevance (the output shares a content word with the request)."""
@@ -108,8 +116,8 @@ def offline_guidelines(guideline: str, name: str = "guidelines") -> Scorer:
             missing = [phrase for phrase in phrases if phrase.lower() not in text]
             value = 1 - len(missing) / len(phrases)
             return Feedback(value=value, rationale="Follows the guideline." if not missing else f"Missing {missing} required by: {guideline}")
-        request_words = {word for word in tokens(inputs) if len(word) > 3}
-        ok = bool(request_words & set(tokens(text)))
+        request_words = {_stem(word) for word in tokens(inputs) if len(word) > 3}
+        ok = bool(request_words & {_stem(word) for word in tokens(text)})
         return Feedback(value=float(ok), rationale="Addresses the request." if ok else f"Does not address the request ({guideline})")
 
     return scorer(judge, name=name)
