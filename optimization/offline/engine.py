@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_events
@@ -123,7 +124,7 @@ class OfflineEngine:
             usage=Usage(input_tokens=0, output_tokens=0, total_tokens=0),
         )
 
-    def stream(self, request: Request):  # noqa: ANN201 - the engine protocol's event iterator
+    def stream(self, request: Request) -> Iterator[Any]:
         """Stream the whole answer as one response's events."""
         return response_to_events(self.complete(request))
 

@@ -71,6 +71,7 @@ class SupportRouter:
     """Routes a support ticket to billing/shipping/technical/account (offline demo model)."""
 
     def answer(self, instructions: str, query: str) -> str:
+        """The category of the best-matching rule, else a plausible wrong one."""
         rule = best_rule([r for r in parse_rules(instructions) if self._target(r)], query)
         if rule is not None:
             return self._target(rule) or ""
@@ -78,6 +79,7 @@ class SupportRouter:
         return ROUTER_CONFUSION.get(truth or "", "general")
 
     def rules_for(self, query: str, output: str, expected: str | None) -> list[str]:
+        """The rule for the wanted (or, without feedback, the evident) category of a misrouted ticket."""
         answered = output.strip().lower()
         if expected is None and answered not in (*ROUTER_LEXICON, "general"):
             return []
@@ -105,6 +107,7 @@ class MathSolver:
     """Answers "What is A op B?" questions; knows only addition unless a rule names the operation (offline demo model)."""
 
     def answer(self, instructions: str, query: str) -> str:
+        """The result, computed with addition unless a rule names the question's operation."""
         parsed = self._parse(query)
         if parsed is None:
             return "I don't know"
@@ -114,6 +117,7 @@ class MathSolver:
         return _format_number(_apply(applied, left, right))
 
     def rules_for(self, query: str, output: str, expected: str | None) -> list[str]:
+        """The rule naming the operation of a wrongly answered question."""
         parsed = self._parse(query)
         if parsed is None:
             return []
@@ -155,6 +159,7 @@ class SupportAgent:
     """Answers customer questions in free text; states a policy only when a rule gives it (offline demo model)."""
 
     def answer(self, instructions: str, query: str) -> str:
+        """The answer text of the best-matching rule, else a polite generic answer."""
         rule = best_rule([r for r in parse_rules(instructions) if self._answer_text(r)], query)
         if rule is not None:
             return self._answer_text(rule) or ""
@@ -162,6 +167,7 @@ class SupportAgent:
         return f"Thank you for reaching out about {topic}. Please contact our support team for more details."
 
     def rules_for(self, query: str, output: str, expected: str | None) -> list[str]:
+        """A rule keyed on the query's topic words that answers with the expected text."""
         if not expected or len(expected.split()) < 3 or expected.strip() == output.strip():
             return []
         keywords = [word for topic in AGENT_TOPICS if any(mentions(query, w) for w in topic) for word in topic]
