@@ -208,6 +208,10 @@ class IngestApp:
             metrics.ROLLING_SCORE.labels(prompt).set(figures.rolling_score)
 
     def _refresh_gauges(self) -> None:
+        """After (re)assignment: the gauges of this worker's prompts only; a prompt whose partition
+        moved to another worker must not keep reporting its last figures from here."""
+        for gauge in (metrics.WINDOW_EXAMPLES, metrics.WINDOW_NEW_EXAMPLES, metrics.ROLLING_SCORE):
+            gauge.clear()
         for prompt in self.ingest.windows:
             self._refresh_gauge(prompt)
 
