@@ -4,6 +4,9 @@ who reviews traces with `log_feedback` (HUMAN source) and `log_expectation`."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,14 +52,23 @@ class ProductionApp:
             version = mlflow.genai.register_prompt(name=PROMPT, template=SEED_ROUTER_PROMPT)
             mlflow.genai.set_prompt_alias(PROMPT, "production", version.version)
 
-    def _use(self) -> None:
-        """MLflow's process-wide tracking URI and experiment may have moved since: point them back here."""
+    @contextmanager
+    def _active(self) -> Iterator[None]:
+        """Point MLflow at this app's store and experiment for a block; `set_experiment` also exports
+        MLFLOW_EXPERIMENT_ID, which must not leak into daemons started later from this process."""
+        saved = os.environ.get("MLFLOW_EXPERIMENT_ID")
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_experiment(experiment_id=self.experiment_id)
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+            else:
+                os.environ["MLFLOW_EXPERIMENT_ID"] = saved
 
     def serve(self, n: int) -> list[str]:
         """Answer the next `n` demo tickets with the production prompt; the new trace ids, oldest first."""
-        self._use()
         agent = make_template_agent(f"prompts:/{PROMPT}@production", "offline/support-router")
 
         @mlflow.trace(name="route_ticket")
@@ -64,20 +76,20 @@ class ProductionApp:
             return agent(ticket=ticket)
 
         new = []
-        for example in support_tickets(self.logged + n)[self.logged :]:
-            answer = route_ticket(example["inputs"]["ticket"])
-            trace_id = mlflow.get_last_active_trace_id()
-            self.truth[trace_id] = example["expectations"]["expected_response"]
-            self.answers[trace_id] = answer
-            new.append(trace_id)
+        with self._active():
+            for example in support_tickets(self.logged + n)[self.logged :]:
+                answer = route_ticket(example["inputs"]["ticket"])
+                trace_id = mlflow.get_last_active_trace_id()
+                self.truth[trace_id] = example["expectations"]["expected_response"]
+                self.answers[trace_id] = answer
+                new.append(trace_id)
+            mlflow.flush_trace_async_logging()
         self.logged += n
-        mlflow.flush_trace_async_logging()
         return new
 
     def serve_unlinked(self) -> str:
         """One trace that used no registered prompt (the bridge cannot map it)."""
-        self._use()
-        with mlflow.start_span(name="healthcheck") as span:
+        with self._active(), mlflow.start_span(name="healthcheck") as span:
             span.set_inputs({"ping": "pong"})
             span.set_outputs("ok")
         mlflow.flush_trace_async_logging()
@@ -85,14 +97,14 @@ class ProductionApp:
 
     def review(self, trace_ids: list[str]) -> None:
         """The SME rates each answer (excellent/poor, with a comment) and logs the right category."""
-        self._use()
-        for trace_id in trace_ids:
-            right = self.answers[trace_id] == self.truth[trace_id]
-            mlflow.log_feedback(
-                trace_id=trace_id,
-                name="routing_quality",
-                value="excellent" if right else "poor",
-                rationale="correct queue" if right else f"should go to {self.truth[trace_id]}",
-                source=SME,
-            )
-            mlflow.log_expectation(trace_id=trace_id, name="expected_response", value=self.truth[trace_id], source=SME)
+        with self._active():
+            for trace_id in trace_ids:
+                right = self.answers[trace_id] == self.truth[trace_id]
+                mlflow.log_feedback(
+                    trace_id=trace_id,
+                    name="routing_quality",
+                    value="excellent" if right else "poor",
+                    rationale="correct queue" if right else f"should go to {self.truth[trace_id]}",
+                    source=SME,
+                )
+                mlflow.log_expectation(trace_id=trace_id, name="expected_response", value=self.truth[trace_id], source=SME)
