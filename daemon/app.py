@@ -17,7 +17,6 @@ from aiokafka.helpers import create_ssl_context
 from daemon import metrics
 from daemon.settings import Settings
 from handlers.deadletter import dead_letter
-from handlers.facts import decode_fact
 from handlers.ingest import Ingest, Request, Step, UnknownPrompt
 from handlers.snapshot import snapshot_chunks
 from handlers.trigger import TriggerState
@@ -95,10 +94,10 @@ class IngestApp:
         for prompt, raw in self.triggers.items():
             self.ingest.restore_trigger(prompt.decode(), TriggerState.decode(raw))
         for raw in self.facts.values():
-            self.ingest.restore_fact(decode_fact(raw), now)
+            self.ingest.restore_record(raw, now)
         self.ready = True
         self._refresh_gauges()
-        log.info("recovered %d facts for %d prompts", len(self.facts), len(self.ingest.windows))
+        log.info("recovered %d trace records for %d prompts", len(self.facts), len(self.ingest.windows))
 
     # -- the agent -----------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""Facts: the only state the stream stores, one table key per identity.
+"""Facts: the only state the stream stores, one table key per trace identity.
 
-A trace is keyed by (prompt, trace_id), a rating by (prompt, trace_id, rater).
-Redelivered or duplicated events rewrite the same key with the same value, so
-they change nothing; counts are derived from the facts, never incremented.
+Everything known about one (prompt, trace_id) — the trace and one vote per rater —
+is one record under one key. Merging a fact into it is idempotent (the same trace,
+the same rater's vote), so a redelivered or duplicated event changes nothing, and a
+record's size is bounded by its raters, never by the window. Counts are derived
+from the records, never incremented.
 """
 
 from __future__ import annotations
@@ -28,10 +30,6 @@ class TraceFact:
     scores: dict[str, float] = field(default_factory=dict)
     feedback: str | None = None
     prompt_version: int | None = None
-
-    @property
-    def key(self) -> FactKey:
-        return trace_key(self.prompt, self.trace_id)
 
     @property
     def self_labeled(self) -> bool:
@@ -65,10 +63,6 @@ class RatingFact:
     correction: str | None = None
     comment: str | None = None
 
-    @property
-    def key(self) -> FactKey:
-        return rating_key(self.prompt, self.trace_id, self.rater)
-
     def supersedes(self, other: RatingFact) -> bool:
         """One vote per rater and trace: the later verdict wins, ties broken by event id,
         so the outcome does not depend on delivery order."""
@@ -96,20 +90,21 @@ class RatingFact:
 Fact = TraceFact | RatingFact
 
 
-def trace_key(prompt: str, trace_id: str) -> FactKey:
-    return orjson.dumps(("t", prompt, trace_id))
+def record_key(prompt: str, trace_id: str) -> FactKey:
+    return orjson.dumps((prompt, trace_id))
 
 
-def rating_key(prompt: str, trace_id: str, rater: str) -> FactKey:
-    return orjson.dumps(("r", prompt, trace_id, rater))
+def encode_record(trace: TraceFact | None, votes: list[RatingFact]) -> bytes:
+    """One trace's record: the trace (if it arrived) and its votes."""
+    return orjson.dumps(
+        {
+            "trace": {n: getattr(trace, n) for n in TraceFact.__slots__} if trace is not None else None,
+            "votes": [{n: getattr(v, n) for n in RatingFact.__slots__} for v in votes],
+        }
+    )
 
 
-def encode_fact(fact: Fact) -> bytes:
-    kind = "t" if isinstance(fact, TraceFact) else "r"
-    return orjson.dumps({"kind": kind, **{name: getattr(fact, name) for name in fact.__slots__}})
-
-
-def decode_fact(raw: bytes) -> Fact:
+def decode_record(raw: bytes) -> tuple[TraceFact | None, list[RatingFact]]:
     data = orjson.loads(raw)
-    kind = data.pop("kind")
-    return TraceFact(**data) if kind == "t" else RatingFact(**data)
+    trace = TraceFact(**data["trace"]) if data["trace"] is not None else None
+    return trace, [RatingFact(**v) for v in data["votes"]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from handlers.facts import Fact, FactKey, RatingFact, TraceFact, encode_fact
+from handlers.facts import Fact, FactKey, RatingFact, TraceFact, decode_record
 from handlers.snapshot import snapshot_sha256
 from handlers.trigger import Fire, Skip, TriggerState, evaluate, request_id_for
 from handlers.window import PromptWindow, WindowFigures
@@ -84,9 +84,12 @@ class Ingest:
         self.windows.clear()
         self.triggers.clear()
 
-    def restore_fact(self, fact: Fact, now: float) -> None:
-        if fact.prompt in self.policies:
-            self.window(fact.prompt).add(fact, now)
+    def restore_record(self, raw: bytes, now: float) -> None:
+        """Merge one stored trace record back into its window (after recovery)."""
+        trace, votes = decode_record(raw)
+        for fact in ([trace] if trace is not None else []) + votes:
+            if fact.prompt in self.policies:
+                self.window(fact.prompt).add(fact, now)
 
     def restore_trigger(self, prompt: str, state: TriggerState) -> None:
         self.triggers[prompt] = state
@@ -109,10 +112,14 @@ class Ingest:
         return Step()
 
     def _on_fact(self, fact: Fact, now: float) -> Step:
+        """Merge the fact; write its trace's record unless nothing changed or it was dropped
+        at once (then its deletion is queued instead)."""
         window = self.window(fact.prompt)
         step = Step()
         if window.add(fact, now):
-            step.puts.append((fact.key, encode_fact(fact)))
+            record = window.record(fact.trace_id)
+            if record is not None:
+                step.puts.append(record)
         self._consider(fact.prompt, now, step, manual=False)
         return step
 

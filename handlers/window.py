@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from sortedcontainers import SortedList
 
-from handlers.facts import Fact, FactKey, RatingFact, TraceFact
+from handlers.facts import Fact, FactKey, RatingFact, TraceFact, encode_record, record_key
 from schemas.config import WindowPolicy
 from schemas.events import Example
 
@@ -91,6 +91,14 @@ class PromptWindow:
             rolling_score=self._score_sum / self._score_n if self._score_n else None,
         )
 
+    def record(self, trace_id: str) -> tuple[FactKey, bytes] | None:
+        """The stored form of everything known about one trace (None once it was dropped)."""
+        trace = self.traces.get(trace_id)
+        votes = self.ratings.get(trace_id, {})
+        if trace is None and not votes:
+            return None
+        return record_key(self.prompt, trace_id), encode_record(trace, list(votes.values()))
+
     def buffer_sizes(self) -> tuple[int, int]:
         """(traces waiting for a rating, ratings waiting for their trace); O(buffer), for /status."""
         traces = sum(1 for t in self.traces if t not in self._entry)
@@ -150,13 +158,11 @@ class PromptWindow:
                 self._score_sum = 0.0  # no float drift survives an empty window
 
     def _drop(self, trace_id: str) -> None:
-        """Forget an example or buffer entry entirely and queue its facts for deletion."""
+        """Forget an example or buffer entry entirely and queue its record for deletion."""
         self._leave(trace_id)
-        trace = self.traces.pop(trace_id, None)
-        if trace is not None:
-            self.pending_deletes.append(trace.key)
-        for vote in self.ratings.pop(trace_id, {}).values():
-            self.pending_deletes.append(vote.key)
+        known = self.traces.pop(trace_id, None) is not None
+        if self.ratings.pop(trace_id, None) is not None or known:
+            self.pending_deletes.append(record_key(self.prompt, trace_id))
 
     def _example(self, trace_id: str, labeled_at: float) -> Example:
         trace = self.traces[trace_id]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers.facts import RatingFact, TraceFact, decode_fact, encode_fact
+from handlers.facts import RatingFact, TraceFact, decode_record, record_key
 from handlers.window import PromptWindow
 from schemas.config import WindowPolicy
 from tests.unit.handlers.helpers import NOW, rating, trace
@@ -140,9 +140,24 @@ def test_window_size_does_not_change_per_event_cost_shape() -> None:
     assert abs(w.figures().rolling_score - sum((i % 4) / 4 for i in range(4950, 5000)) / 50) < 1e-9
 
 
-def test_facts_round_trip_through_their_encoding() -> None:
-    fact = TraceFact.from_event(trace("t1", expectations={"expected_response": "x"}, prompt_version=2))
-    assert decode_fact(encode_fact(fact)) == fact
-    vote = RatingFact.from_event(rating("t1", 4, comment="ok"))
-    assert decode_fact(encode_fact(vote)) == vote
-    assert fact.key != vote.key
+def test_records_round_trip_through_their_encoding() -> None:
+    w = window()
+    add_trace(w, "t1", expectations={"expected_response": "x"}, prompt_version=2)
+    add_rating(w, "t1", 4, comment="ok")
+    add_rating(w, "t1", "poor", rater="other")
+    key, raw = w.record("t1")
+    trace, votes = decode_record(raw)
+    assert trace == w.traces["t1"]
+    assert sorted(votes, key=lambda v: v.rater) == sorted(w.ratings["t1"].values(), key=lambda v: v.rater)
+    assert key == w.record("t1")[0]
+    assert w.record("absent") is None
+
+
+def test_one_record_and_one_delete_per_trace() -> None:
+    """A trace and its votes share one key: an evicted example costs one tombstone."""
+    w = window(max_examples=1)
+    add_trace(w, "t1", t=1)
+    add_rating(w, "t1", t=1)
+    add_rating(w, "t1", t=1, rater="other")
+    add_trace(w, "t2", t=2, scores={"s": 1.0})
+    assert w.pending_deletes == [record_key("p", "t1")]
