@@ -3,22 +3,25 @@ re-run without new ids, unmapped traces reported, late assessments followed, out
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
-from typer.testing import CliRunner
 
 from daemon.admin import ensure_topics
 from daemon.bridge import BridgeConfig, MlflowBridge, MlflowUnavailable, with_retry
 from daemon.broker import free_port
-from daemon.cli import app as cli
 from daemon.settings import Settings, load_settings
 from handlers.bridge import MappingOptions
-from tests.daemon_harness import read_topic
+from tests.daemon_harness import metric_value, read_topic
 from tests.mlflow_app import ProductionApp
 
 pytestmark = pytest.mark.integration
@@ -125,19 +128,44 @@ def test_mlflow_outage_is_retried_then_reported(tmp_path: Path, monkeypatch: pyt
     assert 1.0 < time.monotonic() - started < 10
 
 
-def test_cli_summary_names_unmapped_traces(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_follow_command_serves_metrics_and_stops_on_sigterm(kafka_bootstrap: str, tmp_path: Path) -> None:
     app = ProductionApp(tmp_path)
-    app.serve(3)
+    old = app.serve(3)
     app.serve_unlinked()
     settings = _settings(kafka_bootstrap, tmp_path, app)
-    for name, value in {
-        "BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "TOPIC_PREFIX": settings.topic_prefix,
-        "MLFLOW_TRACKING_URI": app.tracking_uri,
-        "STATE_DIR": str(settings.state_dir),
-        "CONFIG": str(tmp_path / "absent.yaml"),
-    }.items():
-        monkeypatch.setenv(f"GEPA_STREAM_{name}", value)
-    result = CliRunner().invoke(cli, ["bridge", "mlflow", "--experiment", app.experiment_id])
-    assert result.exit_code == 0, result.output
-    assert "4 new trace(s): 3 mapped, 1 unmapped (no_prompt 1); published: gepa.trace.v1 3" in result.output
+    port = free_port()
+    env = {
+        **os.environ,
+        "GEPA_STREAM_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "GEPA_STREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "GEPA_STREAM_MLFLOW_TRACKING_URI": app.tracking_uri,
+        "GEPA_STREAM_STATE_DIR": str(settings.state_dir),
+        "GEPA_STREAM_CONFIG": str(tmp_path / "absent.yaml"),
+    }
+    command = [sys.executable, "-m", "daemon", "bridge", "mlflow", "--experiment", app.experiment_id, "--follow", "--interval", "0.2s"]
+    bridge = subprocess.Popen([*command, "--metrics-port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
+
+    def metric(name: str, **labels: str) -> float:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                return metric_value(response.read().decode(), name, **labels)
+        except OSError:
+            return -1.0
+
+    def wait_for(name: str, value: float, **labels: str) -> None:
+        deadline = time.monotonic() + 30
+        while metric(name, **labels) != value:
+            assert bridge.poll() is None and time.monotonic() < deadline, f"{name}{labels} never reached {value}"
+            time.sleep(0.2)
+
+    try:
+        wait_for("gepa_stream_bridge_published_total", 3, type="gepa.trace.v1")
+        assert metric("gepa_stream_bridge_unmapped_total", kind="trace", reason="no_prompt") == 1
+        assert metric("gepa_stream_bridge_traces_total", outcome="mapped") == 3
+        app.review(old[:1])
+        wait_for("gepa_stream_bridge_published_total", 1, type="gepa.rating.v1")
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        _, stderr = bridge.communicate(timeout=30)
+    assert bridge.returncode == 0, stderr
+    assert "stopped; in all: 4 new trace(s): 3 mapped, 1 unmapped (no_prompt 1)" in stderr
