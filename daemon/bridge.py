@@ -23,14 +23,24 @@ from typing import Any, TypeVar
 import requests
 import sqlalchemy.exc
 from mlflow.entities import Assessment, Trace
-from mlflow.entities.trace_state import TraceState
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from daemon import metrics
 from daemon.settings import Settings
 from daemon.tools import send_events
-from handlers.bridge import AssessmentRecord, BridgePosition, Counts, MappingOptions, TraceRecord, Unmappable, prompt_refs, trace_events
+from handlers.bridge import (
+    AssessmentRecord,
+    BridgePosition,
+    Counts,
+    MappingOptions,
+    TraceRecord,
+    Unmappable,
+    finished,
+    prompt_refs,
+    trace_events,
+)
+from optimization.registry import parsed_json
 from schemas.durations import parse_duration
 from schemas.events import CloudEvent, RatingEvent, TraceEvent
 
@@ -116,13 +126,14 @@ def trace_record(trace: Trace) -> TraceRecord:
     record = TraceRecord(
         trace_id=info.trace_id,
         timestamp_ms=info.request_time,
+        state=info.state.value,
         tags=dict(info.tags or {}),
         metadata=dict(info.trace_metadata or {}),
         assessments=[assessment_record(a) for a in info.assessments or []],
     )
     if trace.data.spans:
-        record["inputs"] = trace.data.request
-        record["outputs"] = trace.data.response
+        record["inputs"] = parsed_json(trace.data.request)
+        record["outputs"] = parsed_json(trace.data.response)
     return record
 
 
@@ -147,7 +158,7 @@ class TraceReader:
         return found.experiment_id
 
     def pages(self, start_ms: int, *, include_spans: bool) -> Iterator[list[Trace]]:
-        """Finished traces with timestamp >= `start_ms`, oldest first, one page at a time."""
+        """Traces with timestamp >= `start_ms`, oldest first, one page at a time."""
         token = None
         while True:
             page = with_retry(
@@ -162,7 +173,7 @@ class TraceReader:
                 f"search traces of experiment {self.experiment_id}",
                 self.retry_for_s,
             )
-            yield [trace for trace in page if trace.info.state != TraceState.IN_PROGRESS]
+            yield list(page)
             token = page.token
             if not token:
                 return
@@ -245,7 +256,10 @@ class MlflowBridge:
 
     def _handle_page(self, page: list[Trace]) -> Counts:
         """Plan every trace of the page, publish the events, then commit and save the position."""
+        now_ms = int(time.time() * 1000)
         records = [trace_record(trace) for trace in page]
+        page_counts = Counts(deferred=sum(not finished(r, now_ms) for r in records))
+        records = [r for r in records if finished(r, now_ms)]
         full = self.reader.with_spans([r["trace_id"] for r in records if self.position.needs_spans(r)])
         plans = []
         for record in records:
@@ -257,7 +271,6 @@ class MlflowBridge:
         events = [(self._topics[event.type], event) for _, plan in plans for event in plan.events]
         if events:
             self.publish(events, self.settings)
-        page_counts = Counts()
         for trace_id, plan in plans:
             self.position.commit(trace_id, plan.seen)
             page_counts.add(plan.counts)
@@ -280,9 +293,11 @@ def experiment_examples(settings: Settings, experiment: str, prompt: str, retry_
     reader = TraceReader(MlflowClient(settings.mlflow_tracking_uri), experiment, 100, retry_for_s)
     options = MappingOptions(source="gepa-stream/compare", managed=frozenset({prompt}))
     examples = []
+    now_ms = int(time.time() * 1000)
     for page in reader.pages(0, include_spans=True):
-        for trace in page:
-            record = trace_record(trace)
+        for record in (trace_record(trace) for trace in page):
+            if not finished(record, now_ms):
+                continue
             try:
                 events = trace_events(record, prompt_refs(record, options), options)
             except Unmappable:
@@ -304,4 +319,6 @@ def describe_counts(counts: Counts) -> str:
     parts.append(f"published: {listed(counts.published) or 'nothing'}")
     if counts.assessments_unmapped:
         parts.append(f"human assessments unmapped: {listed(counts.assessments_unmapped)}")
+    if counts.deferred:
+        parts.append(f"{counts.deferred} deferred (MLflow still writing them; retried next pass)")
     return "; ".join(parts)

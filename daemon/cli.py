@@ -13,6 +13,7 @@ from schemas.config import ConfigError
 
 if TYPE_CHECKING:
     from daemon.settings import Settings
+    from schemas.config import PolicyFile
 
 app = typer.Typer(
     name="gepa-stream",
@@ -91,6 +92,17 @@ def _settings() -> Settings:
 
     try:
         return load_settings()
+    except ConfigError as exc:
+        fail_config(exc)
+        raise  # unreachable: fail_config exits
+
+
+def _config(config: Optional[Path]) -> tuple[Settings, PolicyFile]:
+    """Settings and the policy file (`config`, else the settings' one); a problem exits 2."""
+    from daemon.settings import load_config
+
+    try:
+        return load_config(config)
     except ConfigError as exc:
         fail_config(exc)
         raise  # unreachable: fail_config exits
@@ -176,16 +188,10 @@ def run(
     role: Annotated[str, typer.Option("--role", help="all | ingest | optimizer")] = "all",
 ) -> None:
     """Run the daemon against the configured broker and MLflow."""
-    from daemon.settings import load_config
-
     if role not in ("all", "ingest", "optimizer"):
         console.print(f"[bold red]bad --role {role!r}:[/] use all, ingest or optimizer")
         raise typer.Exit(EXIT_CONFIG)
-    try:
-        settings, policies = load_config(config)
-    except ConfigError as exc:
-        fail_config(exc)
-        return
+    settings, policies = _config(config)
     from daemon.admin import TopicLayoutError
     from daemon.worker import run as run_worker
 
@@ -301,18 +307,13 @@ def compare(
     """A/B test two versions of a prompt with its configured agent and scorers; print the promotion gate's result."""
     from daemon.bridge import MlflowUnavailable, experiment_examples
     from daemon.compare import describe, run_compare
-    from daemon.settings import load_config
     from optimization.ab_test import load_examples
     from optimization.errors import OptimizationFailed
 
     if (data is None) == (experiment is None):
         console.print("[bold red]give exactly one of --data FILE.jsonl or --experiment ID[/]")
         raise typer.Exit(EXIT_CONFIG)
-    try:
-        settings, policies = load_config(config)
-    except ConfigError as exc:
-        fail_config(exc)
-        return
+    settings, policies = _config(config)
     policy = policies.prompt(prompt)
     if policy is None:
         fail_config(ConfigError(f"{settings.config}: prompt {prompt!r} is not configured"))

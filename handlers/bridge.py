@@ -24,6 +24,8 @@ from schemas.events import CloudEvent, RatingData, RatingEvent, TraceData, Trace
 from schemas.ratings import RATING_LABELS
 
 LINKED_PROMPTS_TAG = "mlflow.linkedPrompts"
+FINALIZED_KEY = "mlflow.trace.infoFinalized"
+FINALIZE_GRACE_MS = 5 * 60 * 1000
 DEFAULT_PROMPT_KEY = "gepa.prompt"
 HUMAN = "HUMAN"
 NumericScale = Literal["auto", "unit", "five_point"]
@@ -46,10 +48,11 @@ class AssessmentRecord(TypedDict):
 
 
 class TraceRecord(TypedDict):
-    """One MLflow trace, flattened; `inputs`/`outputs` are absent when read without spans."""
+    """One MLflow trace, flattened; `inputs`/`outputs` (parsed JSON) are absent when read without spans."""
 
     trace_id: str
     timestamp_ms: int
+    state: str
     tags: dict[str, str]
     metadata: dict[str, str]
     assessments: list[AssessmentRecord]
@@ -76,6 +79,14 @@ class MappingOptions:
 
 class Unmappable(ValueError):
     """A trace or assessment that cannot become an event; the message is the counted reason."""
+
+
+def finished(record: TraceRecord, now_ms: int) -> bool:
+    """Whether MLflow has finished writing the trace: spans can land before the trace's tags (the
+    prompt link), so wait for its `infoFinalized` mark — or, for stores that never set it, a grace period."""
+    if record["state"] == "IN_PROGRESS":
+        return False
+    return record["metadata"].get(FINALIZED_KEY) == "true" or now_ms - record["timestamp_ms"] > FINALIZE_GRACE_MS
 
 
 # -- prompts ---------------------------------------------------------------------------------
@@ -142,24 +153,15 @@ def rating_of(value: Any, numeric_scale: NumericScale = "auto") -> tuple[str | f
     raise Unmappable("unknown_rating")
 
 
-def _parsed(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 def _inputs(record: TraceRecord) -> dict[str, Any]:
-    inputs = _parsed(record.get("inputs"))
+    inputs = record.get("inputs")
     if inputs in (None, {}, ""):
         raise Unmappable("no_inputs")
     return inputs if isinstance(inputs, dict) else {"input": inputs}
 
 
 def _outputs(record: TraceRecord) -> str | dict[str, Any]:
-    outputs = _parsed(record.get("outputs"))
+    outputs = record.get("outputs")
     if outputs is None:
         raise Unmappable("no_outputs")
     return outputs if isinstance(outputs, (str, dict)) else json.dumps(outputs)
@@ -264,15 +266,18 @@ class SeenTrace:
 
 @dataclass
 class Counts:
-    """The bridge's figures: traces mapped/unmapped (by reason), events published, assessments skipped."""
+    """The bridge's figures: traces mapped/unmapped (by reason), events published, assessments skipped,
+    and traces deferred because MLflow was still writing them (looked at again next pass)."""
 
     traces_mapped: int = 0
     traces_unmapped: Counter = field(default_factory=Counter)
     published: Counter = field(default_factory=Counter)
     assessments_unmapped: Counter = field(default_factory=Counter)
+    deferred: int = 0
 
     def add(self, other: Counts) -> None:
         self.traces_mapped += other.traces_mapped
+        self.deferred += other.deferred
         for mine, theirs in (
             (self.traces_unmapped, other.traces_unmapped),
             (self.published, other.published),

@@ -75,7 +75,8 @@ def _time_window(date_range: str | tuple[datetime, datetime] | None) -> tuple[in
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
 
 
-def _parsed(value: Any) -> Any:
+def parsed_json(value: Any) -> Any:
+    """A JSON string's value (MLflow stores trace requests/responses as JSON text); anything else unchanged."""
     if isinstance(value, str):
         try:
             return json.loads(value)
@@ -101,7 +102,7 @@ def load_production_records(
     for trace in traces:
         if window and not window[0] <= trace.info.request_time < window[1]:
             continue
-        inputs = _parsed(trace.data.request)
+        inputs = parsed_json(trace.data.request)
         expectations, scores, notes = {}, {}, []
         for assessment in trace.info.assessments or []:
             if assessment.expectation is not None:
@@ -113,7 +114,7 @@ def load_production_records(
         records.append({
             "trace_id": trace.info.trace_id,
             "inputs": inputs if isinstance(inputs, dict) else {"input": inputs},
-            "outputs": _parsed(trace.data.response),
+            "outputs": parsed_json(trace.data.response),
             "expectations": expectations,
             "scores": scores,
             "feedback": "\n".join(notes),

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from handlers.bridge import (
+    FINALIZE_GRACE_MS,
+    FINALIZED_KEY,
     LINKED_PROMPTS_TAG,
     AssessmentRecord,
     BridgePosition,
@@ -15,6 +17,7 @@ from handlers.bridge import (
     PromptRef,
     TraceRecord,
     Unmappable,
+    finished,
     parse_prompt_ref,
     prompt_refs,
     rating_of,
@@ -48,10 +51,11 @@ def record(trace_id: str = "tr-1", *, ms: int = T0, linked: list[dict[str, str]]
     all_tags = dict(tags or {})
     if linked is not None:
         all_tags[LINKED_PROMPTS_TAG] = json.dumps(linked)
-    rec = TraceRecord(trace_id=trace_id, timestamp_ms=ms, tags=all_tags, metadata=fields.pop("metadata", {}), assessments=assessments or [])
+    metadata = {FINALIZED_KEY: "true", **fields.pop("metadata", {})}
+    rec = TraceRecord(trace_id=trace_id, timestamp_ms=ms, state=fields.pop("state", "OK"), tags=all_tags, metadata=metadata, assessments=assessments or [])
     if spans:
-        rec["inputs"] = fields.pop("inputs", '{"ticket": "I want a refund"}')
-        rec["outputs"] = fields.pop("outputs", '"billing"')
+        rec["inputs"] = fields.pop("inputs", {"ticket": "I want a refund"})
+        rec["outputs"] = fields.pop("outputs", "billing")
     return rec
 
 
@@ -115,6 +119,15 @@ def test_feedback_values_become_ratings(value: Any, scale: str, expected: tuple[
 def test_unknown_feedback_values_are_unmappable(value: Any) -> None:
     with pytest.raises(Unmappable, match="unknown_rating"):
         rating_of(value)
+
+
+def test_a_trace_is_finished_once_mlflow_finalized_it_or_after_the_grace_period() -> None:
+    assert finished(record(), T0)
+    assert not finished(record(state="IN_PROGRESS"), T0 + FINALIZE_GRACE_MS + 1)
+    unfinalized = record()
+    unfinalized["metadata"] = {}
+    assert not finished(unfinalized, T0 + 1000)
+    assert finished(unfinalized, T0 + FINALIZE_GRACE_MS + 1)
 
 
 # -- planning ----------------------------------------------------------------------------------
