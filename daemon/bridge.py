@@ -2,7 +2,8 @@
 
 Reads the experiment's traces in timestamp order, page by page (metadata first; spans only
 for traces that need publishing), maps them with `handlers.bridge`, publishes, and saves
-its position under the state directory after every acknowledged page. Every MLflow call
+its position under the state directory (after acknowledged pages, at most every
+`SAVE_EVERY_S`, and at the end of every pass). Every MLflow call
 is retried with backoff for `retry_for_s`, then fails with `MlflowUnavailable`.
 """
 
@@ -48,6 +49,9 @@ log = logging.getLogger("gepa_stream.bridge")
 T = TypeVar("T")
 _PERMANENT = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST"}
 _IN_CHUNK = 100  # trace ids per `request_id IN (...)` lookup
+SAVE_EVERY_S = 2.0
+"""Mid-pass saves of the position, at most this often (the state holds the whole look-back window; a
+crash repeats at most these seconds of publishing, which creates no new facts downstream)."""
 
 
 class MlflowUnavailable(RuntimeError):
@@ -224,6 +228,7 @@ class MlflowBridge:
         self.state_path = Path(settings.state_dir) / "bridge" / f"mlflow-{safe}.json"
         self.position = self._load() if config.since_ms is None else BridgePosition(self.reader.experiment_id)
         self.counts = Counts()
+        self._saved_at = 0.0
         self._topics = {TraceEvent.TYPE: settings.topics.traces, RatingEvent.TYPE: settings.topics.ratings}
 
     @property
@@ -242,6 +247,7 @@ class MlflowBridge:
         scratch = self.state_path.with_suffix(".tmp")
         scratch.write_text(self.position.to_json())
         os.replace(scratch, self.state_path)
+        self._saved_at = time.monotonic()
 
     def run_once(self) -> Counts:
         """Scan from the position (minus the look-back) to now; publish what is new; return this pass's counts."""
@@ -255,7 +261,7 @@ class MlflowBridge:
         return passed
 
     def _handle_page(self, page: list[Trace]) -> Counts:
-        """Plan every trace of the page, publish the events, then commit and save the position."""
+        """Plan every trace of the page, publish the events, then commit (and save now and then)."""
         now_ms = int(time.time() * 1000)
         records = [trace_record(trace) for trace in page]
         page_counts = Counts(deferred=sum(not finished(r, now_ms) for r in records))
@@ -275,7 +281,8 @@ class MlflowBridge:
             self.position.commit(trace_id, plan.seen)
             page_counts.add(plan.counts)
         _record_metrics(page_counts)
-        self._save()
+        if events and time.monotonic() - self._saved_at >= SAVE_EVERY_S:
+            self._save()
         return page_counts
 
     def follow(self, interval_s: float, stop: threading.Event, on_pass: Callable[[Counts], None] | None = None) -> None:

@@ -16,9 +16,9 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.events import CloudEvent, RatingData, RatingEvent, TraceData, TraceEvent
 from schemas.ratings import RATING_LABELS
@@ -29,6 +29,7 @@ FINALIZE_GRACE_MS = 5 * 60 * 1000
 DEFAULT_PROMPT_KEY = "gepa.prompt"
 HUMAN = "HUMAN"
 NumericScale = Literal["auto", "unit", "five_point"]
+D = TypeVar("D", bound=BaseModel)
 _YES_NO = {"yes": "up", "pass": "up", "true": "up", "no": "down", "fail": "down", "false": "down"}
 
 
@@ -62,6 +63,8 @@ class TraceRecord(TypedDict):
 
 @dataclass(frozen=True)
 class PromptRef:
+    """A registry prompt a trace used; the version is unknown when only an alias was named."""
+
     name: str
     version: int | None = None
 
@@ -124,7 +127,7 @@ def prompt_refs(record: TraceRecord, options: MappingOptions) -> list[PromptRef]
         refs = [ref for ref in refs if ref.name in options.managed]
         if not refs:
             raise Unmappable("unmanaged_prompt")
-    return list(dict.fromkeys(refs))
+    return list({ref.name: ref for ref in refs}.values())  # one per prompt: the last version linked
 
 
 # -- values ----------------------------------------------------------------------------------
@@ -198,6 +201,13 @@ def rating_event_id(trace_id: str, prompt: str, assessment_id: str, updated_ms: 
     return f"mlflow:{trace_id}/{prompt}/{assessment_id}@{updated_ms}"
 
 
+def _data(model: type[D], **fields: Any) -> D:
+    try:
+        return model(**fields)
+    except ValidationError:
+        raise Unmappable("invalid_data") from None
+
+
 def _event(cls: type[CloudEvent[Any]], id: str, data: Any, ms: int, options: MappingOptions) -> CloudEvent[Any]:
     event = cls(specversion="1.0", id=id, source=options.source, type=cls.TYPE, time=_time(ms), subject=data.prompt, data=data)
     if len(event.to_json()) > options.max_event_bytes:
@@ -210,21 +220,24 @@ def trace_events(record: TraceRecord, refs: list[PromptRef], options: MappingOpt
     inputs, outputs = _inputs(record), _outputs(record)
     expectations = {a["name"]: a["value"] for a in sorted(_expectations(record), key=lambda a: a["updated_ms"])}
     signature = expectations_signature(record)
-    events = []
-    for ref in refs:
-        try:
-            data = TraceData(
+    return [
+        _event(
+            TraceEvent,
+            trace_event_id(record["trace_id"], ref.name, signature),
+            _data(
+                TraceData,
                 prompt=ref.name,
                 prompt_version=ref.version,
                 trace_id=record["trace_id"],
                 inputs=inputs,
                 outputs=outputs,
                 expectations=expectations,
-            )
-        except ValidationError as exc:
-            raise Unmappable(f"invalid: {exc.errors(include_url=False)[0]['msg']}") from None
-        events.append(_event(TraceEvent, trace_event_id(record["trace_id"], ref.name, signature), data, record["timestamp_ms"], options))
-    return events
+            ),
+            record["timestamp_ms"],
+            options,
+        )
+        for ref in refs
+    ]
 
 
 def rating_events(assessment: AssessmentRecord, trace_id: str, refs: list[PromptRef], options: MappingOptions) -> list[CloudEvent[Any]]:
@@ -236,7 +249,8 @@ def rating_events(assessment: AssessmentRecord, trace_id: str, refs: list[Prompt
         _event(
             RatingEvent,
             rating_event_id(trace_id, ref.name, assessment["assessment_id"], assessment["updated_ms"]),
-            RatingData(
+            _data(
+                RatingData,
                 prompt=ref.name,
                 trace_id=trace_id,
                 rating=rating,

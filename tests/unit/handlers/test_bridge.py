@@ -220,9 +220,20 @@ def test_an_unmappable_rating_is_counted_and_the_trace_still_published() -> None
     assert plan.counts.assessments_unmapped == {"unknown_rating": 1}
 
 
-def test_oversize_traces_are_unmapped() -> None:
-    plan = BridgePosition("1").plan(record(linked=ROUTER, outputs="x" * 5000), MappingOptions(source="s", max_event_bytes=2048))
-    assert plan.counts.traces_unmapped == {"oversize": 1}
+@pytest.mark.parametrize(
+    ("rec", "options", "reason"),
+    [
+        (record(linked=ROUTER, outputs="x" * 5000), MappingOptions(source="s", max_event_bytes=2048), "oversize"),
+        (record(tags={"gepa.prompt": "not a prompt name!"}), OPTIONS, "invalid_data"),
+    ],
+)
+def test_oversize_and_invalid_traces_are_unmapped(rec: TraceRecord, options: MappingOptions, reason: str) -> None:
+    assert BridgePosition("1").plan(rec, options).counts.traces_unmapped == {reason: 1}
+
+
+def test_a_prompt_linked_at_two_versions_maps_once_with_the_last() -> None:
+    linked = [{"name": "support_router", "version": "1"}, {"name": "support_router", "version": "2"}]
+    assert prompt_refs(record(linked=linked), OPTIONS) == [PromptRef("support_router", 2)]
 
 
 def test_position_round_trips_resumes_and_prunes_past_the_horizon() -> None:
