@@ -94,7 +94,9 @@ def wait_for_events(daemon: Daemon, topic: str, done: Any, timeout: float = 420.
         if done(events):
             return events
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting on {topic}: {[e.data for e in events]}\n{daemon.log.read_text()[-5000:]}")
+            jobs = [e.data for e in read_topic(daemon.bootstrap, daemon.topics.optimizations, idle_s=0.5)]
+            logs = "\n".join(p.read_text()[-3000:] for p in daemon.workdir.glob("state/jobs/*/job.log"))
+            raise AssertionError(f"timed out waiting on {topic}: {[e.data for e in events]}\njobs: {jobs}\njob logs: {logs}")
         if daemon.process is not None and daemon.process.poll() is not None:
             raise AssertionError(f"daemon exited:\n{daemon.log.read_text()[-5000:]}")
         time.sleep(1.0)

@@ -71,7 +71,7 @@ def runs(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             working.start()
             bad_record = (working.topics.traces, PROMPT.encode(), b"not json")
             produce(kafka_bootstrap, [bad_record, *sme_feed(working.topics, PROMPT, n=40)])
-            wait_for_events(working, working.topics.promotions, lambda events: len(events) >= 1, timeout=120)
+            wait_for_events(working, working.topics.promotions, lambda events: len(events) >= 1)
             metrics = working.get("/metrics")
             records = [r for topic in daemon_topics(working) for r in read_records(kafka_bootstrap, topic, idle_s=0.5)]
             yield Runs(working, metrics, records, refused, refused_start.exception())
