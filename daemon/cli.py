@@ -241,6 +241,8 @@ def bridge_mlflow(
     import signal
     import threading
 
+    from kafka.errors import KafkaError
+
     from daemon.admin import TopicLayoutError, ensure_topics
     from daemon.bridge import BridgeConfig, MlflowBridge, MlflowUnavailable, describe_counts, parse_since
     from handlers.bridge import MappingOptions
@@ -291,6 +293,9 @@ def bridge_mlflow(
     except MlflowUnavailable as exc:
         console.print(f"[bold red]MLflow error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except KafkaError as exc:
+        console.print(f"[bold red]Kafka error[/] ({settings.bootstrap_servers}): {exc!r}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -306,6 +311,8 @@ def compare(
 ) -> None:
     """A/B test two versions of a prompt with its configured agent and scorers; print the promotion gate's result."""
     from daemon.bridge import MlflowUnavailable, experiment_examples
+    from kafka.errors import KafkaError
+
     from daemon.compare import describe, run_compare
     from optimization.ab_test import load_examples
     from optimization.errors import OptimizationFailed
@@ -323,6 +330,9 @@ def compare(
         result, event = run_compare(settings, policy, a, b, examples, promote=promote, seed=seed)
     except (ValueError, OptimizationFailed, MlflowUnavailable) as exc:
         console.print(f"[bold red]compare failed:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KafkaError as exc:
+        console.print(f"[bold red]production moved to v{b}, but the promotion event was not sent:[/] {exc!r}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     typer.echo(describe(result))
     if event is not None:
