@@ -60,6 +60,8 @@ class MlflowUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class BridgeConfig:
+    """One bridge: the experiment (id or name), the mapping, where to start, how far back to rescan."""
+
     experiment: str
     options: MappingOptions
     since_ms: int | None = None

@@ -290,6 +290,7 @@ class Counts:
     deferred: int = 0
 
     def add(self, other: Counts) -> None:
+        """Accumulate `other` into these counts."""
         self.traces_mapped += other.traces_mapped
         self.deferred += other.deferred
         for mine, theirs in (
@@ -364,9 +365,11 @@ class BridgePosition:
         self.traces = {tid: seen for tid, seen in self.traces.items() if seen.timestamp_ms >= horizon}
 
     def to_json(self) -> str:
+        """The position as the JSON text saved in the state directory."""
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> BridgePosition:
+        """A position saved with `to_json`."""
         raw = json.loads(text)
         return cls(raw["experiment_id"], raw["watermark_ms"], {tid: SeenTrace(**seen) for tid, seen in raw["traces"].items()})
