@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities import AssessmentSource
+from mlflow.tracking import fluent
 
 from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets
 from optimization.template_agent import make_template_agent
@@ -54,18 +55,20 @@ class ProductionApp:
 
     @contextmanager
     def _active(self) -> Iterator[None]:
-        """Point MLflow at this app's store and experiment for a block; `set_experiment` also exports
-        MLFLOW_EXPERIMENT_ID, which must not leak into daemons started later from this process."""
-        saved = os.environ.get("MLFLOW_EXPERIMENT_ID")
+        """Point MLflow at this app's store and experiment for a block. `set_experiment` is process-wide
+        (and exports MLFLOW_EXPERIMENT_ID to daemons started later), so the previous one is restored:
+        other tests' fresh stores have no such experiment."""
+        saved_env, saved_active = os.environ.get("MLFLOW_EXPERIMENT_ID"), fluent._active_experiment_id
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_experiment(experiment_id=self.experiment_id)
         try:
             yield
         finally:
-            if saved is None:
+            fluent._active_experiment_id = saved_active  # no public way to unset the active experiment
+            if saved_env is None:
                 os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
             else:
-                os.environ["MLFLOW_EXPERIMENT_ID"] = saved
+                os.environ["MLFLOW_EXPERIMENT_ID"] = saved_env
 
     def serve(self, n: int) -> list[str]:
         """Answer the next `n` demo tickets with the production prompt; the new trace ids, oldest first."""
