@@ -322,30 +322,42 @@ class BridgePosition:
         """Where the next scan starts: `lookback_ms` before the watermark, never before `since_ms`."""
         return max(since_ms, self.watermark_ms - lookback_ms)
 
-    def needs_spans(self, record: TraceRecord) -> bool:
-        """Whether planning this trace needs its inputs/outputs: new, or mapped with changed expectations."""
+    def _unpublished_feedback(self, record: TraceRecord) -> list[AssessmentRecord]:
         seen = self.traces.get(record["trace_id"])
-        return seen is None or bool(seen.prompts) and seen.expectations != expectations_signature(record)
+        done = seen.ratings if seen else {}
+        return [a for a in _human_feedback(record) if done.get(a["assessment_id"]) != a["updated_ms"]]
+
+    def needs_spans(self, record: TraceRecord) -> bool:
+        """Whether planning this trace needs its inputs/outputs: new, or mapped with changed
+        expectations or new human feedback (both re-send the trace event)."""
+        seen = self.traces.get(record["trace_id"])
+        if seen is None:
+            return True
+        return bool(seen.prompts) and (seen.expectations != expectations_signature(record) or bool(self._unpublished_feedback(record)))
 
     def plan(self, record: TraceRecord, options: MappingOptions) -> Plan:
-        """The events this trace needs that were not published yet (nothing for a repeat)."""
+        """The events this trace needs now (nothing for a repeat). A late rating re-sends its trace
+        (same event id unless the expectations changed), so the daemon can join the two even after
+        the trace left its join buffer; for a trace it still holds, the repeat changes nothing."""
         trace_id = record["trace_id"]
         old = self.traces.get(trace_id)
         counts = Counts()
         if old is not None and not old.prompts:
             return Plan([], old, counts)  # unmapped: reported once, when first seen
+        feedback = self._unpublished_feedback(record)
         try:
             refs = prompt_refs(record, options)
             signature = expectations_signature(record)
-            events = trace_events(record, refs, options) if old is None or old.expectations != signature else []
+            resend = old is None or old.expectations != signature or bool(feedback)
+            if resend and "inputs" not in record:
+                raise ValueError(f"trace {trace_id}: planning it needs the trace read with spans (see needs_spans)")
+            events = trace_events(record, refs, options) if resend else []
         except Unmappable as reason:
             counts.traces_unmapped[str(reason)] += 1
             return Plan([], SeenTrace(record["timestamp_ms"]), counts)
         counts.traces_mapped += old is None
         seen = SeenTrace(record["timestamp_ms"], [ref.name for ref in refs], signature, dict(old.ratings) if old else {})
-        for assessment in _human_feedback(record):
-            if seen.ratings.get(assessment["assessment_id"]) == assessment["updated_ms"]:
-                continue
+        for assessment in feedback:
             seen.ratings[assessment["assessment_id"]] = assessment["updated_ms"]
             try:
                 events += rating_events(assessment, trace_id, refs, options)

@@ -174,20 +174,25 @@ def test_a_committed_trace_is_not_planned_again() -> None:
     assert not position.needs_spans(record(linked=ROUTER, spans=False))
 
 
-def test_a_late_assessment_on_a_seen_trace_yields_only_its_rating() -> None:
+def test_a_late_assessment_on_a_seen_trace_yields_its_rating_and_resends_the_trace() -> None:
     position = BridgePosition("1")
-    position.commit("tr-1", position.plan(record(linked=ROUTER), OPTIONS).seen)
-    late = record(linked=ROUTER, spans=False, assessments=[assessment("a-9", 5, ms=T0 + 86_000)])
-    assert not position.needs_spans(late)
-    plan = position.plan(late, OPTIONS)
-    assert [(e.type, e.data.rating, e.data.scale) for e in plan.events] == [("gepa.rating.v1", 5.0, "five_point")]
+    first = position.plan(record(linked=ROUTER), OPTIONS)
+    position.commit("tr-1", first.seen)
+    late = [assessment("a-9", 5, ms=T0 + 86_000)]
+    assert position.needs_spans(record(linked=ROUTER, spans=False, assessments=late))
+    plan = position.plan(record(linked=ROUTER, assessments=late), OPTIONS)
+    trace, rating = plan.events
+    assert trace.to_json() == first.events[0].to_json()  # the same event again: a no-op for a daemon that still holds it
+    assert (rating.data.rating, rating.data.scale) == (5.0, "five_point")
+    position.commit("tr-1", plan.seen)
+    assert not position.needs_spans(record(linked=ROUTER, spans=False, assessments=late))
 
 
 def test_an_edited_assessment_is_a_new_rating_event() -> None:
     position = BridgePosition("1")
     position.commit("tr-1", position.plan(record(linked=ROUTER, assessments=[assessment("a-1", "poor")]), OPTIONS).seen)
-    plan = position.plan(record(linked=ROUTER, spans=False, assessments=[assessment("a-1", "good", ms=T0 + 9_000)]), OPTIONS)
-    assert len(plan.events) == 1 and plan.events[0].data.rating == "good"
+    plan = position.plan(record(linked=ROUTER, assessments=[assessment("a-1", "good", ms=T0 + 9_000)]), OPTIONS)
+    assert [e.type for e in plan.events] == ["gepa.trace.v1", "gepa.rating.v1"] and plan.events[1].data.rating == "good"
 
 
 def test_a_late_expectation_republishes_the_trace_under_a_new_id() -> None:
@@ -258,4 +263,19 @@ def test_republished_events_create_no_new_facts_downstream() -> None:
     assert all(window.add(fact, now) for fact in facts)
     replay = BridgePosition("1").plan(rec, OPTIONS).events
     assert not any(window.add(f, now) for f in (TraceFact.from_event(replay[0]), RatingFact.from_event(replay[1])))
+    assert window.figures().n_examples == 1
+
+
+def test_a_late_rating_joins_even_after_the_daemon_dropped_the_waiting_trace() -> None:
+    position = BridgePosition("1")
+    first = position.plan(record(linked=ROUTER), OPTIONS)
+    position.commit("tr-1", first.seen)
+    window = PromptWindow("support_router", WindowPolicy())
+    start = T0 / 1000
+    window.add(TraceFact.from_event(first.events[0]), start)
+    window.expire(start + 2 * 3600)  # past join_ttl (1h) without a rating: the trace is gone
+    late = position.plan(record(linked=ROUTER, assessments=[assessment("a-1", "poor", ms=T0 + 3 * 3600_000)]), OPTIONS)
+    for event in late.events:
+        fact = TraceFact.from_event(event) if event.type == "gepa.trace.v1" else RatingFact.from_event(event)
+        window.add(fact, start + 3 * 3600)
     assert window.figures().n_examples == 1
