@@ -87,8 +87,12 @@ def test_bridged_production_data_is_optimized_and_promoted(kafka_bootstrap: str,
     try:
         app.review(app.serve(80)[::2])
         _bridge(app)
+        optimizations = wait_for_events(
+            daemon, daemon.topics.optimizations, lambda evs: any(e.data.status in ("completed", "failed") for e in evs), timeout=240
+        )
+        assert optimizations[-1].data.status == "completed", optimizations[-1].data.error
         promotions = wait_for_events(
-            daemon, daemon.topics.promotions, lambda evs: any(e.data.prompt == PROMPT and e.data.decision == "promoted" for e in evs), timeout=240
+            daemon, daemon.topics.promotions, lambda evs: any(e.data.prompt == PROMPT and e.data.decision == "promoted" for e in evs), timeout=60
         )
         (promoted,) = [e for e in promotions if e.data.decision == "promoted"]
         assert (promoted.data.from_version, promoted.data.to_version) == (1, 2)
