@@ -245,7 +245,7 @@ def bridge_mlflow(
 
     from daemon.admin import TopicLayoutError, ensure_topics
     from daemon.bridge import BridgeConfig, MlflowBridge, MlflowUnavailable, describe_counts, parse_since
-    from handlers.bridge import MappingOptions
+    from handlers.bridge import Counts, MappingOptions
     from schemas.durations import parse_duration
 
     settings = _settings()
@@ -278,12 +278,13 @@ def bridge_mlflow(
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         console.print(f"bridge mlflow experiment {bridge.reader.experiment_id}: following every {interval} (Ctrl-C stops)")
+
+        def report(counts: Counts) -> None:
+            if counts.published or counts.traces_unmapped or counts.assessments_unmapped:
+                console.print(describe_counts(counts), highlight=False, soft_wrap=True)
+
         try:
-            bridge.follow(
-                interval_s.total_seconds(),
-                stop,
-                lambda counts: console.print(describe_counts(counts), highlight=False, soft_wrap=True) if counts.published or counts.traces_unmapped else None,
-            )
+            bridge.follow(interval_s.total_seconds(), stop, report)
         except KeyboardInterrupt:
             pass
         console.print(f"bridge mlflow stopped; in all: {describe_counts(bridge.counts)}", highlight=False, soft_wrap=True)
