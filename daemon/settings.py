@@ -25,6 +25,7 @@ class Settings(BaseSettings):
 
     bootstrap_servers: str = "localhost:9092"
     mlflow_tracking_uri: str = "sqlite:///.gepa-stream/mlflow.db"
+    mlflow_experiment: str = Field(default="gepa-stream", min_length=1, description="where jobs log their MLflow runs")
     config: Path = Path("gepa-stream.yaml")
     topic_prefix: str = Field(default="gepa.", pattern=r"^[A-Za-z0-9._\-]*$")
     state_dir: Path = Path(".gepa-stream")

@@ -76,6 +76,7 @@ def run_job(run_dir: Path) -> JobResult:
     examples = [Example.model_validate(e) for e in json.loads((run_dir / EXAMPLES_FILE).read_bytes())]
     try:
         mlflow.set_tracking_uri(spec.tracking_uri)
+        mlflow.set_experiment(spec.experiment)  # explicit, whatever MLFLOW_EXPERIMENT_* the daemon inherited
         _progress(run_dir, "plan")
         plan = plan_job(examples, spec.policy)
         _progress(run_dir, "baseline")

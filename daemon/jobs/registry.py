@@ -3,6 +3,7 @@ registration of candidates (keyed by `request_id`), and moving the `production` 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ PRODUCTION = "production"
 TAG_REQUEST = "gepa_stream.request_id"
 TAG_PREVIOUS = "gepa_stream.previous_production"
 TAG_AWAITING = "gepa_stream.awaiting_approval"
+_EXPERIMENT_VARS = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,8 @@ def scratch_registry(db: Path, baseline: Version) -> Iterator[None]:
     the real registry untouched, which only ever receives versions the daemon registers.
     """
     real = mlflow.get_tracking_uri()
+    # the user's experiment does not exist in the scratch store
+    hidden = {name: os.environ.pop(name) for name in _EXPERIMENT_VARS if name in os.environ}
     mlflow.set_tracking_uri(f"sqlite:///{db}")
     try:
         if not versions(baseline.name):
@@ -160,3 +164,4 @@ def scratch_registry(db: Path, baseline: Version) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(real)
+        os.environ.update(hidden)

@@ -172,6 +172,7 @@ class JobRunner:
                 prompt=data.prompt,
                 policy=self.policies[data.prompt],
                 tracking_uri=self.settings.mlflow_tracking_uri,
+                experiment=self.settings.mlflow_experiment,
                 trigger=data.trigger,
                 window_size=len(examples),
                 num_threads=self.policies[data.prompt].budget.num_threads,

@@ -23,6 +23,7 @@ class JobSpec(BaseModel):
     prompt: str
     policy: PromptPolicy
     tracking_uri: str
+    experiment: str = "gepa-stream"
     trigger: TriggerInfo | None = None
     window_size: int
     num_threads: int = 4

@@ -86,13 +86,16 @@ def sme_feed(topics: Topics, name: str, n: int = 60) -> list[tuple[str, bytes | 
     return records
 
 
-def wait_for_events(daemon: Daemon, topic: str, done: Any, timeout: float = 420.0) -> list[Any]:
-    """Read `topic` until `done(events)` holds."""
+def wait_for_events(daemon: Daemon, topic: str, done: Any, timeout: float = 420.0, *, fail_on_failed_job: bool = True) -> list[Any]:
+    """Read `topic` until `done(events)` holds; a `failed` job ends the wait at once."""
     deadline = time.monotonic() + timeout
     while True:
         events = read_topic(daemon.bootstrap, topic, idle_s=0.5)
         if done(events):
             return events
+        failed = [e.data.error for e in read_topic(daemon.bootstrap, daemon.topics.optimizations, idle_s=0.2) if e.data.status == "failed"]
+        if fail_on_failed_job and failed:
+            raise AssertionError(f"a job failed while waiting on {topic}: {failed}")
         if time.monotonic() > deadline:
             jobs = [e.data for e in read_topic(daemon.bootstrap, daemon.topics.optimizations, idle_s=0.5)]
             logs = "\n".join(p.read_text()[-3000:] for p in daemon.workdir.glob("state/jobs/*/job.log"))

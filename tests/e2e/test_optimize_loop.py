@@ -103,3 +103,16 @@ def test_a_candidate_that_does_not_improve_leaves_the_alias_where_it_was(kafka_b
     assert promotion.data.decision in ("rejected", "inconclusive"), promotion.data.reason
     mlflow.set_tracking_uri(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"])
     assert mlflow.genai.load_prompt("prompts:/router_null@production", cache_ttl_seconds=0).version == 1
+
+
+def test_an_inherited_mlflow_experiment_does_not_break_jobs(kafka_bootstrap: str, tmp_path: Path, monkeypatch) -> None:
+    """Users often export MLFLOW_EXPERIMENT_ID; the daemon's jobs log to their own experiment."""
+    daemon = Daemon(kafka_bootstrap, write_policy(tmp_path / "policy.yaml", "router_env"), tmp_path, env={"MLFLOW_EXPERIMENT_ID": "424242"})
+    register_seed(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"], "router_env")
+    daemon.start()
+    try:
+        produce(kafka_bootstrap, sme_feed(daemon.topics, "router_env"))
+        [promotion] = wait_for_events(daemon, daemon.topics.promotions, lambda evs: len(evs) >= 1)
+        assert promotion.data.decision == "promoted", promotion.data.reason
+    finally:
+        daemon.stop()

@@ -2,7 +2,19 @@
 
 import os
 import tempfile
+from collections.abc import Iterator
+
+import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_experiment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`mlflow.set_experiment` exports MLFLOW_EXPERIMENT_ID process-wide; keep it out of later
+    tests (and of the daemons they start)."""
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    yield
