@@ -199,11 +199,16 @@ def run(
         f"gepa-stream {role}: {len(policies.prompts)} prompt(s) from {settings.config}, "
         f"broker {settings.bootstrap_servers}, web :{settings.web_port}"
     )
+    from kafka.errors import KafkaError
+
     try:
         run_worker(settings, policies, role)  # type: ignore[arg-type]
     except TopicLayoutError as exc:
         console.print(f"[bold red]topic layout error:[/] {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
+    except KafkaError as exc:
+        console.print(f"[bold red]cannot reach Kafka at {settings.bootstrap_servers}:[/] {exc}")
+        raise typer.Exit(1) from None
 
 
 bridge_app = typer.Typer(help="Feed the daemon from systems that already hold production data.", no_args_is_help=True)

@@ -135,3 +135,4 @@ def test_run_with_a_bad_config_exits_2_without_traceback(tmp_path: Path) -> None
 def test_run_with_a_bad_role_exits_2() -> None:
     result = CliRunner().invoke(app, ["run", "--role", "everything"])
     assert result.exit_code == 2
+
