@@ -46,7 +46,6 @@ class Step:
     trigger_state: TriggerState | None = None
     request: Request | None = None
     skipped: tuple[str, str] | None = None  # (prompt, reason) of a manual request that cannot run
-    fired_rule: str | None = None
 
 
 class UnknownPrompt(LookupError):
@@ -173,7 +172,6 @@ class Ingest:
             state.watermark = window.newest_labeled_at()
             window.watermark = state.watermark
             step.trigger_state = state
-            step.fired_rule = decision.rule
             step.request = Request(
                 request_id=request_id,
                 prompt=prompt,
