@@ -12,7 +12,6 @@ from dataclasses import asdict
 from typing import Any
 
 import faust
-from aiokafka.helpers import create_ssl_context
 
 from daemon import metrics
 from daemon.settings import Settings
@@ -42,10 +41,8 @@ RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_s
 
 def broker_credentials(settings: Settings) -> Any:
     """Faust credentials for SSL / SASL from the settings (None for plaintext)."""
-    protocol = settings.kafka_security_protocol
-    # No CA file: the system CAs (managed clusters with public certificates).
-    context = create_ssl_context(cafile=settings.kafka_ssl_cafile) if "SSL" in protocol else None
-    if protocol.startswith("SASL"):
+    context = settings.ssl_context()
+    if settings.kafka_security_protocol.startswith("SASL"):
         assert settings.kafka_sasl_password is not None  # checked by Settings
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username,

@@ -78,14 +78,22 @@ class Settings(BaseSettings):
             options["ssl_cafile"] = str(self.kafka_ssl_cafile)
         return options
 
-    def aiokafka_options(self) -> dict[str, Any]:
-        """Security options in aiokafka's spelling (the job runner's consumer and producer)."""
+    def ssl_context(self) -> Any:
+        """The TLS context of the aiokafka-based clients (Faust, the job runner); None without SSL.
+        No CA file means the system CAs (managed clusters with public certificates)."""
+        if "SSL" not in self.kafka_security_protocol:
+            return None
         from aiokafka.helpers import create_ssl_context
 
+        return create_ssl_context(cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None)
+
+    def aiokafka_options(self) -> dict[str, Any]:
+        """Security options in aiokafka's spelling (the job runner's consumer and producer)."""
         options = self.kafka_python_options()
-        cafile = options.pop("ssl_cafile", None)
-        if "SSL" in self.kafka_security_protocol:
-            options["ssl_context"] = create_ssl_context(cafile=cafile)
+        options.pop("ssl_cafile", None)
+        context = self.ssl_context()
+        if context is not None:
+            options["ssl_context"] = context
         return options
 
 
