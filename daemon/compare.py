@@ -4,13 +4,14 @@ scorers, judged like the promotion gate; with `promote`, the alias move is annou
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import mlflow
-from mlflow.exceptions import MlflowException
 
+from daemon.jobs import registry
+from daemon.jobs.backends import load_ref
 from daemon.settings import Settings
 from daemon.tools import send_events
 from optimization.ab_test import ABTestResult, ab_test
@@ -18,25 +19,11 @@ from optimization.template_agent import PredictFn
 from schemas.config import PromptPolicy
 from schemas.events import PromotionData, PromotionEvent
 
-ALIAS = "production"
-
-
 def configured_agent(policy: PromptPolicy) -> PredictFn | None:
     """The policy's own `predict_fn` (`module:function`), or None for the built-in template agent."""
     if policy.backend != "mlflow":
         raise ValueError(f"prompt {policy.name!r}: compare supports backend 'mlflow' only (this prompt uses {policy.backend!r})")
-    if policy.predict_fn is None:
-        return None
-    module, _, function = policy.predict_fn.partition(":")
-    return getattr(importlib.import_module(module), function)
-
-
-def alias_version(prompt: str, alias: str = ALIAS) -> int | None:
-    """The version `alias` points at now, or None when the alias is not set."""
-    try:
-        return int(mlflow.genai.load_prompt(f"prompts:/{prompt}@{alias}", cache_ttl_seconds=0).version)
-    except MlflowException:
-        return None
+    return load_ref(policy.predict_fn, "predict_fn") if policy.predict_fn else None
 
 
 def promotion_event(result: ABTestResult, from_version: int | None) -> PromotionEvent:
@@ -46,7 +33,7 @@ def promotion_event(result: ABTestResult, from_version: int | None) -> Promotion
         PromotionData(
             prompt=result.prompt,
             decision="promoted",
-            alias=ALIAS,
+            alias=registry.PRODUCTION,
             from_version=from_version,
             to_version=result.version_b,
             baseline_score=c.baseline_score,
@@ -74,7 +61,6 @@ def run_compare(
     """A/B test B against A under the policy's gate; when `promote` and it passes, move the alias and
     publish the promotion event (returned too)."""
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    previous = alias_version(policy.name)
     result = ab_test(
         policy.name,
         version_a,
@@ -89,11 +75,12 @@ def run_compare(
         min_eval_examples=policy.promotion.min_eval_examples,
         seed=seed,
         num_threads=policy.budget.num_threads,
-        promote=promote,
-        alias=ALIAS,
     )
-    if not result.promoted:
+    if not (promote and result.passed):
         return result, None
+    # the daemon's own alias move, so a later `rollback` command knows the version it replaced
+    previous = registry.move_production(policy.name, version_b)
+    result = replace(result, promoted=True)
     event = promotion_event(result, previous)
     send_events([(settings.topics.promotions, event)], settings)
     return result, event

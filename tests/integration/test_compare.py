@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from daemon.admin import ensure_topics
 from daemon.cli import app as cli
-from daemon.compare import alias_version
+from daemon.jobs import registry
 from daemon.settings import load_settings
 from optimization import ab_test
 from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets
@@ -57,6 +57,11 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, app: ProductionApp, bo
     return prefix
 
 
+def alias_version(prompt: str) -> int | None:
+    current = registry.production(prompt)
+    return current.version if current else None
+
+
 def test_ab_test_library_call(versions: ProductionApp) -> None:
     examples = support_tickets(40)
     result = ab_test(PROMPT, 1, 2, examples, ["exact_match"], model="offline/support-router", min_eval_examples=20)
@@ -88,6 +93,7 @@ def test_compare_command_promotes_only_a_passing_candidate(
     (event,) = read_topic(kafka_bootstrap, f"{prefix}promotions", idle_s=1.0)
     assert (event.data.decision, event.data.from_version, event.data.to_version) == ("promoted", 1, 2)
     assert event.data.n_eval == 40 and event.data.ci_low > 0
+    assert registry.previous_production(PROMPT)[1] == 1, "a rollback command can undo the move"
 
 
 def test_compare_reads_examples_from_an_experiment(
