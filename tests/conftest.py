@@ -1,4 +1,4 @@
-"""Shared fixtures: the Kafka bootstrap address and quiet third-party libraries."""
+"""Shared fixtures: the Kafka bootstrap address, the fake model provider, and quiet third-party libraries."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 from collections.abc import Iterator
 
 import pytest
+
+from optimization.offline.provider import FakeProvider
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -44,3 +46,13 @@ def kafka_bootstrap() -> Iterator[str]:
 
     with EmbeddedBroker() as broker:
         yield broker.bootstrap_servers
+
+
+@pytest.fixture
+def fake_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
+    """A started fake OpenAI-compatible provider (offline models over HTTP, fault injection);
+    `OPENAI_BASE_URL`/`OPENAI_API_KEY` point at it, so litellm, MLflow and job subprocesses use it."""
+    with FakeProvider() as provider:
+        monkeypatch.setenv("OPENAI_BASE_URL", provider.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", provider.api_key)
+        yield provider

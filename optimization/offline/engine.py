@@ -1,8 +1,9 @@
 """A dspy custom engine serving the offline (demo/test) models without any network.
 
 It reads DSPy's chat/JSON adapter requests (instructions, input fields, output
-fields) or a plain prompt, answers with the named offline model, and can sleep
-a fixed latency per call so benchmarks can simulate a real provider.
+fields), GEPA's reflection prompt, MLflow's judge prompts or a plain prompt, answers
+with the named offline model, and can sleep a fixed latency per call so benchmarks
+can simulate a real provider. The fake provider serves the same answers over HTTP.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_events
 
-from optimization.offline.reflector import propose_instruction
+from optimization.offline.judge import judge_prompt
+from optimization.offline.reflector import parse_gepa_reflection_prompt, propose_instruction
 from optimization.offline.rules import strip_rules
 from optimization.offline.skills import SKILLS
 
@@ -84,6 +86,27 @@ def respond_to_fields(name: str, instructions: str, inputs: dict[str, str], outp
     return {field: ("Applied the rules in my instructions." if field == "reasoning" else answer) for field in outputs}
 
 
+def chat_answer(name: str, system: str, user: str, conversation: str, json_mode: bool) -> str:
+    """The text offline model `name` answers to a chat request (the engine's and the fake provider's
+    shared behaviour): an MLflow judge verdict, a GEPA reflection in ``` blocks, a DSPy adapter
+    answer (chat fields, or JSON in JSON mode), or a plain-prompt answer."""
+    if name == FAILING:
+        raise OfflineModelError("offline/failing: simulated provider outage")
+    if name == JUDGE:
+        return judge_prompt(conversation)
+    output_fields = _OUTPUT_FIELDS_RE.search(system)
+    if output_fields is None:
+        gepa_prompt = parse_gepa_reflection_prompt(user) if name in REFLECTORS else None
+        if gepa_prompt is not None:
+            return f"```\n{reflect(name, *gepa_prompt)}\n```"
+        return respond_to_prompt(name, conversation)
+    names = re.findall(r"\d+\. `(\w+)`", output_fields.group(1))
+    objective = _OBJECTIVE_RE.search(system)
+    fields = {key: value.split("\n\nRespond with")[0].strip() for key, value in _FIELD_RE.findall(user)}
+    values = respond_to_fields(name, objective.group(1) if objective else "", fields, names)
+    return _render(values, as_json=json_mode or "JSON" in system)
+
+
 def _parse_examples(text: str) -> list[dict[str, Any]]:
     try:
         examples, _ = json.JSONDecoder().raw_decode(text.strip())
@@ -105,17 +128,10 @@ class OfflineEngine:
         """Answer one request, after the simulated latency."""
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
-        system = _text_of(request.system)
         user = next((_text_of(m.text) for m in reversed(request.messages) if m.role == "user"), "")
-        output_fields = _OUTPUT_FIELDS_RE.search(system)
-        if output_fields is None:
-            text = respond_to_prompt(self.name, "\n".join(_text_of(m.text) for m in request.messages))
-        else:
-            names = re.findall(r"\d+\. `(\w+)`", output_fields.group(1))
-            objective = _OBJECTIVE_RE.search(system)
-            fields = {key: value.split("\n\nRespond with")[0].strip() for key, value in _FIELD_RE.findall(user)}
-            values = respond_to_fields(self.name, objective.group(1) if objective else "", fields, names)
-            text = _render(values, as_json=request.config.response_format is not None or "JSON" in system)
+        conversation = "\n".join(_text_of(m.text) for m in request.messages)
+        json_mode = request.config.response_format is not None
+        text = chat_answer(self.name, _text_of(request.system), user, conversation, json_mode)
         return Response(
             id=None,
             model=f"offline/{self.name}",

@@ -7,6 +7,7 @@ would fix a wrong answer, and appends the rules the instruction lacks.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,3 +69,59 @@ def propose_instruction(current_instruction: str, examples: Sequence[Mapping[str
     lines = current_instruction.rstrip().splitlines()
     at = next((i for i, line in enumerate(lines) if "{{" in line), len(lines))  # keep template inputs last
     return "\n".join([*lines[:at], *new_rules[:MAX_NEW_RULES], *lines[at:]])
+
+
+_GEPA_PROMPT_RE = re.compile(
+    r"I provided an assistant with the following instructions to perform a task for me:\n```\n(?P<instruction>.*?)\n```\n\n"
+    r"The following are examples of different task inputs.*?:\n```\n(?P<examples>.*)\n```\n\nYour task is to write a new instruction",
+    re.DOTALL,
+)
+_HEADING_RE = re.compile(r"^(#{1,6}) (.*)$")
+
+
+def parse_gepa_reflection_prompt(prompt: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """(current instruction, examples) of GEPA's default reflection prompt (what MLflow's optimizer
+    sends), or None when `prompt` is not one. The markdown examples are read back into dicts."""
+    match = _GEPA_PROMPT_RE.search(prompt)
+    if match is None:
+        return None
+    examples = [_markdown_tree(block) for block in re.split(r"^# Example \d+\n", match["examples"], flags=re.MULTILINE) if block.strip()]
+    return match["instruction"], examples
+
+
+def _markdown_tree(block: str) -> dict[str, Any]:
+    """GEPA's rendering of one example (`## key` / `### sub-key` headings over text) as nested dicts."""
+    root: dict[str, Any] = {}
+    stack: list[tuple[int, dict[str, Any], str]] = []  # (heading level, parent dict, key)
+    for line in block.splitlines():
+        heading = _HEADING_RE.match(line)
+        if heading is None:
+            if stack:
+                _, parent, key = stack[-1]
+                parent[key] = f"{parent[key]}\n{line}" if isinstance(parent[key], str) and parent[key] else line
+            continue
+        level, key = len(heading[1]), heading[2].strip()
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        parent = root
+        if stack:
+            _, grandparent, parent_key = stack[-1]
+            if not isinstance(grandparent[parent_key], dict):
+                grandparent[parent_key] = {}
+            parent = grandparent[parent_key]
+        parent[key] = ""
+        stack.append((level, parent, key))
+    return {key: _scalar(key, value) for key, value in root.items()}
+
+
+def _scalar(key: str, value: Any) -> Any:
+    """Strip text leaves; the score is read back as a number (the reflector skips perfect examples)."""
+    if isinstance(value, dict):
+        return {k: _scalar(k, v) for k, v in value.items()}
+    text = value.strip()
+    if key.lower() == "score":
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return text

@@ -1,0 +1,49 @@
+"""The offline judge model (demo/test only): answers MLflow's built-in judge prompts with the offline heuristics.
+
+`offline/judge` as a scorer name selects the offline scorers of `optimization.scorers`
+directly; served as a chat model (the fake provider's `judge`), it reads the
+correctness and guidelines prompts MLflow's `Correctness`/`Guidelines` judges send and
+answers their JSON (`{"rationale", "result": "yes"|"no"}`) from the same heuristics,
+so a judge reached through litellm scores like the offline one ("yes" = score 1.0).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_TAG_RE = r"<{0}>(.*?)</{0}>"
+
+
+def _tag(name: str, text: str) -> str | None:
+    match = re.search(_TAG_RE.format(name), text, re.DOTALL)
+    return match.group(1).strip() if match else None
+
+
+def _verdict(feedback: Any) -> str:
+    value = float(feedback.value)
+    return json.dumps({"rationale": feedback.rationale, "result": "yes" if value >= 1.0 else "no"})
+
+
+def judge_prompt(prompt: str) -> str:
+    """The JSON verdict on one MLflow judge prompt; ValueError for a prompt the offline judge cannot read."""
+    from optimization.scorers import PROFESSIONALISM_GUIDELINE, offline_correctness, offline_guidelines, offline_professionalism
+
+    question, claim, document = _tag("question", prompt), _tag("claim", prompt), _tag("document", prompt)
+    if claim is not None and document is not None:
+        output = document.removeprefix(f"{question} - ") if question is not None else document
+        return _verdict(offline_correctness(outputs=output, expectations={"expected_response": claim}))
+    guidelines = re.findall(_TAG_RE.format("guideline"), prompt, re.DOTALL)
+    response = _tag("response", prompt)
+    if guidelines and response is not None:
+        request = _tag("request", prompt) or ""
+        verdicts = [
+            offline_professionalism(outputs=response)
+            if guideline.strip() == PROFESSIONALISM_GUIDELINE
+            else offline_guidelines(guideline.strip())(inputs=request, outputs=response)
+            for guideline in guidelines
+        ]
+        failed = [v for v in verdicts if float(v.value) < 1.0]
+        return _verdict(failed[0] if failed else verdicts[0])
+    raise ValueError("offline/judge: not an MLflow correctness or guidelines judge prompt")
