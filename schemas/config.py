@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from schemas.durations import Duration
 from schemas.events import PromptName
@@ -42,9 +42,24 @@ class TriggerPolicy(_Policy):
 
 
 class BudgetPolicy(_Policy):
+    """What one job may spend, and how often it is tried before it ends `failed`."""
+
     max_metric_calls: PositiveInt = 150
     max_wall_time: Duration = timedelta(minutes=30)
     num_threads: PositiveInt = 4
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=3, description="job process starts per request: a process that dies without a result, or a job failed by an MLflow outage, is resumed until this many"
+    )
+    max_outage_wait: Duration = Field(
+        default=timedelta(hours=1), description="how long a job failed by an MLflow outage waits for MLflow to answer again before it ends `failed`"
+    )
+
+    @field_validator("max_outage_wait")
+    @classmethod
+    def _positive_wait(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
 
 
 class PromotionPolicy(_Policy):

@@ -38,7 +38,7 @@ JsonObject = dict[str, Any]
 
 RatingLabel = Literal["excellent", "good", "fair", "poor", "up", "down"]
 CommandAction = Literal["optimize", "approve", "reject", "rollback"]
-OptimizationStatus = Literal["requested", "started", "completed", "failed", "skipped"]
+OptimizationStatus = Literal["requested", "started", "retrying", "completed", "failed", "skipped"]
 TriggerRule = Literal["min_examples", "min_new_examples", "score_drop", "max_interval", "manual"]
 OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
 Backend = Literal["mlflow", "dspy"]
@@ -134,7 +134,9 @@ class SnapshotRef(_Data):
 
 
 class OptimizationData(_Data):
-    """The life of one optimization request: requested -> started -> completed | failed (or skipped)."""
+    """The life of one optimization request: requested -> started -> (retrying ->)* completed | failed
+    (or skipped). `retrying` says an attempt ended without a result (`error` names why) and the
+    job will be resumed; `attempt` / `max_attempts` count the job process starts."""
 
     request_id: Identifier
     prompt: PromptName
@@ -149,6 +151,8 @@ class OptimizationData(_Data):
     candidate_score: UnitFloat | None = None
     version: PositiveInt | None = None
     error: str | None = None
+    attempt: PositiveInt | None = None
+    max_attempts: PositiveInt | None = None
 
 
 class Example(_Data):

@@ -64,9 +64,12 @@ def load_ref(ref: str, what: str) -> Callable[..., Any]:
         raise ValueError(f"{what}: cannot import {ref!r} ({exc})") from None
 
 
-def backend_for(policy: PromptPolicy, plan: JobPlan | None = None, num_threads: int = 1) -> Backend:
-    """The policy's backend; `plan` supplies the rated outputs of the SME-rating scorer."""
-    return (DspyBackend if policy.backend == "dspy" else MlflowBackend)(policy, plan, num_threads)
+def backend_for(
+    policy: PromptPolicy, plan: JobPlan | None = None, num_threads: int = 1, baseline: dict[str, registry.Version] | None = None
+) -> Backend:
+    """The policy's backend; `plan` supplies the rated outputs of the SME-rating scorer; `baseline`
+    (a resumed job's frozen one) replaces the registry's current `production`."""
+    return (DspyBackend if policy.backend == "dspy" else MlflowBackend)(policy, plan, num_threads, baseline)
 
 
 class _Scoring:
@@ -85,9 +88,9 @@ class MlflowBackend(_Scoring):
 
     optimizer = "mlflow_gepa"
 
-    def __init__(self, policy: PromptPolicy, plan: JobPlan | None, num_threads: int) -> None:
+    def __init__(self, policy: PromptPolicy, plan: JobPlan | None, num_threads: int, baseline: dict[str, registry.Version] | None = None) -> None:
         super().__init__(policy, plan, num_threads)
-        self._baseline = registry.ensure_production(policy.name)
+        self._baseline = baseline[policy.name] if baseline else registry.ensure_production(policy.name)
         if policy.predict_fn:
             self.predict_fn = load_ref(policy.predict_fn, "predict_fn")
         else:
@@ -149,7 +152,7 @@ class DspyBackend(_Scoring):
 
     optimizer = "dspy_gepa"
 
-    def __init__(self, policy: PromptPolicy, plan: JobPlan | None, num_threads: int) -> None:
+    def __init__(self, policy: PromptPolicy, plan: JobPlan | None, num_threads: int, baseline: dict[str, registry.Version] | None = None) -> None:
         super().__init__(policy, plan, num_threads)
         assert policy.program is not None  # the policy model requires it for dspy
         self.factory = load_ref(policy.program, "program")
@@ -157,7 +160,7 @@ class DspyBackend(_Scoring):
         program = self.factory()
         self.names = {predictor_prompt(policy.name, n): n for n, _ in program.named_predictors()}
         initial = extract_prompts(program)
-        self._baseline = {name: registry.ensure_production(name, initial[predictor]) for name, predictor in self.names.items()}
+        self._baseline = baseline or {name: registry.ensure_production(name, initial[predictor]) for name, predictor in self.names.items()}
         first = program.named_predictors()[0][1]
         self.output_field = policy.output_field or next(iter(first.signature.output_fields))
         self.metric = adapt_metric(
@@ -211,7 +214,13 @@ class DspyBackend(_Scoring):
         return scores
 
     def log(self, optimized: Optimized, run_name: str, tags: dict[str, str]) -> None:
-        """Log the optimized program's state to an MLflow run tagged like the prompt versions."""
+        """Log the optimized program's state to an MLflow run tagged like the prompt versions
+        (once: a resumed job finds the finished run an earlier attempt logged by its tags)."""
+        wanted = " and ".join([*(f"tags.`{key}` = '{value}'" for key, value in tags.items()), "attributes.status = 'FINISHED'"])
+        if not mlflow.search_runs(filter_string=wanted, max_results=1, output_format="list"):
+            self._log_run(optimized, run_name, tags)
+
+    def _log_run(self, optimized: Optimized, run_name: str, tags: dict[str, str]) -> None:
         program = self.program(optimized.templates)
         with mlflow.start_run(run_name=run_name, tags=tags), tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / "program.json"

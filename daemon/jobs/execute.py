@@ -1,16 +1,24 @@
-"""One optimization job, run in its own process (`python -m daemon.jobs.execute RUN_DIR`).
+"""One optimization job, run in its own process (`python -m daemon.jobs.execute RUN_DIR [ATTEMPT]`).
 
 A separate process keeps GEPA's CPU work and any hang away from the event loop and can
 be killed at its wall-time limit. Stages, each checkpointed in the run directory so a
-re-run after a crash resumes where it stopped:
+re-run after a crash (of this process or of the daemon) resumes where it stopped and takes
+every decision input from its first computation:
 
-1. plan: split the snapshot (hash of trace_id) into train / val / held-out records;
-2. baseline: the `production` version (the latest becomes production if none);
-3. optimize: GEPA with the budget, resumable from `gepa/` (skipped if `candidate.json` exists);
-4. evaluate: baseline and candidate on the held-out records, per example;
-5. register: the candidate as a new version tagged with `request_id` (idempotent);
-6. gate and promote: the paired gate; in auto mode move `production`;
+1. plan: split the snapshot (hash of trace_id) into train / val / held-out records (`plan.json`);
+2. baseline: the `production` version (the latest becomes production if none), frozen with
+   its template (`baseline.json`), so a resumed job keeps the lineage parent -> candidate even
+   after it moved the alias itself;
+3. optimize: GEPA with the budget, resumable from `gepa/` (`candidate.json`);
+4. evaluate: baseline and candidate on the held-out records, per example (`scores.json`);
+5. register: the candidate as a new version tagged with `request_id` (found again by that tag
+   on a resume), recorded in `side_effects.json`;
+6. gate (`gate.json`) and promote: in auto mode move `production` (a no-op for a resumed job
+   that moved it already), recorded in `side_effects.json`;
 7. write `result.json` (the runner announces it).
+
+A failure while MLflow does not answer is marked `outage` in the result; the runner retries
+the job once MLflow answers again.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import hashlib
 import json
 import os
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -28,28 +38,37 @@ from pydantic import BaseModel
 
 from daemon.jobs import registry
 from daemon.jobs.backends import Backend, Optimized, backend_for
+from daemon.jobs.outage import MLFLOW, ClientRetryWatch, mlflow_outage
 from daemon.jobs.spec import (
     EXAMPLES_FILE,
     JOB_FILE,
     PROGRESS_FILE,
     RESULT_FILE,
+    SIDE_EFFECTS_FILE,
     Decision,
     JobResult,
     JobSpec,
     Progress,
     RegisteredVersion,
-    read_model,
+    SideEffects,
+    checkpoint,
+    frozen,
     write_model,
 )
 from handlers.gate import decide
 from handlers.jobs import JobPlan, NotEnoughData, plan_job
 from optimization import OptimizationFailed, RunLimits
+from optimization.comparison import Comparison
 from optimization.results import mean, relative_improvement
 from schemas.events import Example
 
 Baseline = dict[str, registry.Version]
+PLAN_FILE = "plan.json"
+BASELINE_FILE = "baseline.json"
 CANDIDATE_FILE = "candidate.json"
 SCORES_FILE = "scores.json"
+GATE_FILE = "gate.json"
+HOLD_AT_VAR = "GEPA_STREAM_JOB_HOLD_AT"
 
 
 class Candidate(BaseModel):
@@ -62,75 +81,130 @@ class HeldOut(BaseModel):
     candidate: list[float]
 
 
-def _progress(run_dir: Path, stage: str, detail: str = "") -> None:
-    write_model(run_dir / PROGRESS_FILE, Progress(stage=stage, detail=detail))
+class ProgressFile:
+    """`progress.json`: the stage, and what the process waits for; written by the job's thread
+    and by the MLflow retry watch (hence the lock)."""
+
+    def __init__(self, run_dir: Path, prompt: str, attempt: int) -> None:
+        self.path = run_dir / PROGRESS_FILE
+        self.prompt = prompt
+        self.attempt = attempt
+        self._progress = Progress(stage="start", pid=os.getpid())
+        self._lock = threading.Lock()
+
+    def stage(self, stage: str, detail: str = "") -> None:
+        self._write(stage=stage, detail=detail)
+        self._hold_for_drill(stage)
+
+    def waiting(self, line: str) -> None:
+        self._write(waiting=line)
+
+    def _write(self, **fields: str) -> None:
+        with self._lock:
+            self._progress = self._progress.model_copy(update=fields)
+            write_model(self.path, self._progress)
+
+    def _hold_for_drill(self, stage: str) -> None:
+        """Crash drills: `GEPA_STREAM_JOB_HOLD_AT=<stage>` (or `<prompt>=<stage>,...`) holds a job's
+        first attempt right after it reports that stage, until someone kills the process
+        (as the OOM killer would there); the run directory then shows how it resumes."""
+        if self.attempt != 1:
+            return
+        for item in os.environ.get(HOLD_AT_VAR, "").split(","):
+            prompt, _, at = item.strip().rpartition("=")
+            if at == stage and prompt in ("", self.prompt):
+                self._write(detail=f"held for a crash drill ({HOLD_AT_VAR})")
+                while True:
+                    time.sleep(3600)
 
 
 def _seed(request_id: str) -> int:
     return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "big")
 
 
-def run_job(run_dir: Path) -> JobResult:
+def run_job(run_dir: Path, attempt: int = 1) -> JobResult:
     """Run (or resume) the job in `run_dir`; always returns a result, never raises."""
     spec = JobSpec.model_validate_json((run_dir / JOB_FILE).read_bytes())
     examples = [Example.model_validate(e) for e in json.loads((run_dir / EXAMPLES_FILE).read_bytes())]
+    progress = ProgressFile(run_dir, spec.prompt, attempt)
+    ClientRetryWatch.install(spec.tracking_uri, progress.waiting)
     try:
         mlflow.set_tracking_uri(spec.tracking_uri)
         mlflow.set_experiment(spec.experiment)  # explicit, whatever MLFLOW_EXPERIMENT_* the daemon inherited
-        _progress(run_dir, "plan")
-        plan = plan_job(examples, spec.policy)
-        _progress(run_dir, "baseline")
-        backend = backend_for(spec.policy, plan, spec.num_threads)
-        baseline = backend.baseline()
-        candidate = _optimize(run_dir, spec, backend, plan)
-        scores = _evaluate(run_dir, backend, plan.heldout, baseline, candidate)
-        return _register_and_gate(run_dir, spec, backend, plan, baseline, candidate, scores)
+        progress.stage("plan")
+        plan = checkpoint(run_dir / PLAN_FILE, JobPlan, lambda: plan_job(examples, spec.policy))
+        progress.stage("baseline")
+        backend = backend_for(spec.policy, plan, spec.num_threads, baseline=frozen(run_dir / BASELINE_FILE, Baseline))
+        baseline = checkpoint(run_dir / BASELINE_FILE, Baseline, backend.baseline)
+        candidate = _optimize(run_dir, spec, backend, plan, progress)
+        scores = _evaluate(run_dir, backend, plan.heldout, baseline, candidate, progress)
+        registered = _register(run_dir, spec, backend, plan, baseline, candidate, scores, progress)
+        decisions = _gate_and_promote(run_dir, spec, registered, scores, progress)
     except (OptimizationFailed, NotEnoughData, LookupError, ValueError) as exc:
-        return JobResult(status="failed", error=f"{type(exc).__name__}: {exc}")
+        return _failed(exc, spec)
     except Exception as exc:  # an unexpected failure still ends the job with its cause
         traceback.print_exc()
-        return JobResult(status="failed", error=f"{type(exc).__name__}: {exc}")
-
-
-def _optimize(run_dir: Path, spec: JobSpec, backend: Backend, plan: JobPlan) -> Candidate:
-    checkpoint = read_model(run_dir / CANDIDATE_FILE, Candidate)
-    if isinstance(checkpoint, Candidate):
-        return checkpoint
-    _progress(run_dir, "optimize", f"GEPA on {len(plan.train)} train / {len(plan.val)} val examples")
-    budget = spec.policy.budget
-    limits = RunLimits(
-        max_metric_calls=budget.max_metric_calls,
-        max_wall_time=budget.max_wall_time.total_seconds(),
-        num_threads=spec.num_threads,
-        run_dir=str(run_dir / "gepa"),
+        return _failed(exc, spec)
+    return JobResult(
+        status="completed",
+        optimizer=backend.optimizer,
+        n_train=len(plan.train) + len(plan.val),
+        n_val=len(plan.heldout),
+        metric_calls=candidate.metric_calls,
+        baseline_score=mean(scores.baseline),
+        candidate_score=mean(scores.candidate),
+        registered=registered,
+        decisions=decisions,
     )
-    optimized = backend.optimize(plan, limits)
-    candidate = Candidate(templates=optimized.templates, metric_calls=optimized.metric_calls)
-    write_model(run_dir / CANDIDATE_FILE, candidate)
-    return candidate
+
+
+def _failed(exc: BaseException, spec: JobSpec) -> JobResult:
+    outage = MLFLOW if mlflow_outage(exc, spec.tracking_uri) else None
+    cause = f"{type(exc).__name__}: {exc}"
+    return JobResult(status="failed", error=f"{MLFLOW} at {spec.tracking_uri} is unreachable: {cause}" if outage else cause, outage=outage)
+
+
+def _optimize(run_dir: Path, spec: JobSpec, backend: Backend, plan: JobPlan, progress: ProgressFile) -> Candidate:
+    def gepa() -> Candidate:
+        progress.stage("optimize", f"GEPA on {len(plan.train)} train / {len(plan.val)} val examples")
+        budget = spec.policy.budget
+        limits = RunLimits(
+            max_metric_calls=budget.max_metric_calls,
+            max_wall_time=budget.max_wall_time.total_seconds(),
+            num_threads=spec.num_threads,
+            run_dir=str(run_dir / "gepa"),
+        )
+        optimized = backend.optimize(plan, limits)
+        return Candidate(templates=optimized.templates, metric_calls=optimized.metric_calls)
+
+    return checkpoint(run_dir / CANDIDATE_FILE, Candidate, gepa)
 
 
 def _evaluate(
-    run_dir: Path, backend: Backend, heldout: list[dict[str, Any]], baseline: Baseline, candidate: Candidate
+    run_dir: Path, backend: Backend, heldout: list[dict[str, Any]], baseline: Baseline, candidate: Candidate, progress: ProgressFile
 ) -> HeldOut:
-    checkpoint = read_model(run_dir / SCORES_FILE, HeldOut)
-    if isinstance(checkpoint, HeldOut):
-        return checkpoint
-    _progress(run_dir, "evaluate", f"baseline and candidate on {len(heldout)} held-out examples")
-    scores = HeldOut(
-        baseline=backend.evaluate(heldout, {name: v.template for name, v in baseline.items()}),
-        candidate=backend.evaluate(heldout, candidate.templates),
-    )
-    write_model(run_dir / SCORES_FILE, scores)
-    return scores
+    def score() -> HeldOut:
+        progress.stage("evaluate", f"baseline and candidate on {len(heldout)} held-out examples")
+        return HeldOut(
+            baseline=backend.evaluate(heldout, {name: v.template for name, v in baseline.items()}),
+            candidate=backend.evaluate(heldout, candidate.templates),
+        )
+
+    return checkpoint(run_dir / SCORES_FILE, HeldOut, score)
 
 
-def _register_and_gate(
-    run_dir: Path, spec: JobSpec, backend: Backend, plan: JobPlan, baseline: Baseline, candidate: Candidate, scores: HeldOut
-) -> JobResult:
-    policy = spec.policy
+def _register(
+    run_dir: Path,
+    spec: JobSpec,
+    backend: Backend,
+    plan: JobPlan,
+    baseline: Baseline,
+    candidate: Candidate,
+    scores: HeldOut,
+    progress: ProgressFile,
+) -> list[RegisteredVersion]:
+    """Register each candidate template (or find the version a previous attempt registered)."""
     base_mean, cand_mean = mean(scores.baseline), mean(scores.candidate)
-    n_train = len(plan.train) + len(plan.val)
     tags = {
         "optimizer": backend.optimizer,
         "source": "gepa-stream",
@@ -139,20 +213,28 @@ def _register_and_gate(
         "improvement": f"{relative_improvement(base_mean, cand_mean) * 100:.1f}%",
         "gepa_stream.baseline_score": str(base_mean),
         "gepa_stream.candidate_score": str(cand_mean),
-        "gepa_stream.n_train": str(n_train),
+        "gepa_stream.n_train": str(len(plan.train) + len(plan.val)),
         "gepa_stream.n_val": str(len(plan.heldout)),
         "gepa_stream.window_size": str(spec.window_size),
         "gepa_stream.trigger": spec.trigger.rule if spec.trigger else "unknown",
     }
-    _progress(run_dir, "register")
+    progress.stage("register")
     registered = []
     for name, template in candidate.templates.items():
         parent = baseline[name].version
         version = registry.register_candidate(name, template, spec.request_id, {**tags, "gepa_stream.parent_version": str(parent)})
         registered.append(RegisteredVersion(name=name, version=version.version, uri=version.uri, parent_version=parent))
+    write_model(run_dir / SIDE_EFFECTS_FILE, SideEffects(registered=registered))
     backend.log(Optimized(candidate.templates, candidate.metric_calls), f"gepa-stream {spec.request_id}", {registry.TAG_REQUEST: spec.request_id})
-    _progress(run_dir, "gate")
-    gate = decide(scores.baseline, scores.candidate, policy.promotion, seed=_seed(spec.request_id))
+    return registered
+
+
+def _gate_and_promote(run_dir: Path, spec: JobSpec, registered: list[RegisteredVersion], scores: HeldOut, progress: ProgressFile) -> list[Decision]:
+    """The paired gate (frozen on first computation); in auto mode move `production`, in
+    manual mode mark the versions awaiting approval. Both are idempotent on a resume."""
+    policy = spec.policy
+    progress.stage("gate")
+    gate = checkpoint(run_dir / GATE_FILE, Comparison, lambda: decide(scores.baseline, scores.candidate, policy.promotion, seed=_seed(spec.request_id)))
     decisions = []
     for version in registered:
         decision = gate.decision
@@ -173,17 +255,9 @@ def _register_and_gate(
                 reason=gate.reason,
             )
         )
-    return JobResult(
-        status="completed",
-        optimizer=backend.optimizer,
-        n_train=n_train,
-        n_val=len(plan.heldout),
-        metric_calls=candidate.metric_calls,
-        baseline_score=base_mean,
-        candidate_score=cand_mean,
-        registered=registered,
-        decisions=decisions,
-    )
+    write_model(run_dir / SIDE_EFFECTS_FILE, SideEffects(registered=registered, decisions=decisions))
+    progress.stage("promote", "; ".join(f"{d.name} v{d.to_version}: {d.decision}" for d in decisions))
+    return decisions
 
 
 def main() -> None:
@@ -191,9 +265,9 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     run_dir = Path(sys.argv[1])
-    result = run_job(run_dir)
+    result = run_job(run_dir, int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     write_model(run_dir / RESULT_FILE, result)
-    _progress(run_dir, "done", result.status)
+    write_model(run_dir / PROGRESS_FILE, Progress(stage="done", detail=result.status, pid=os.getpid()))
 
 
 if __name__ == "__main__":

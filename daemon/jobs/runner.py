@@ -16,6 +16,8 @@ import logging
 import signal
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,22 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from daemon import metrics
 from daemon.broker import die_with_parent
 from daemon.jobs import registry
+from daemon.jobs.attempts import Attempt, Attempts, describe_exit
 from daemon.jobs.backends import prompt_names
-from daemon.jobs.spec import EXAMPLES_FILE, JOB_FILE, PROGRESS_FILE, RESULT_FILE, JobResult, JobSpec, Progress, read_model, write_model
+from daemon.jobs.outage import MLFLOW, tracking_answers
+from daemon.jobs.spec import (
+    EXAMPLES_FILE,
+    JOB_FILE,
+    PROGRESS_FILE,
+    RESULT_FILE,
+    SIDE_EFFECTS_FILE,
+    JobResult,
+    JobSpec,
+    Progress,
+    SideEffects,
+    read_model,
+    write_model,
+)
 from daemon.settings import Settings
 from handlers.snapshot import snapshot_sha256
 from schemas.config import PolicyFile
@@ -46,6 +62,28 @@ from schemas.parse import InvalidEvent, parse_event
 
 log = logging.getLogger("gepa_stream.jobs")
 GRACE_S = 120.0
+WATCH_S = 1.0
+PROBE_FIRST_S = 1.0
+PROBE_MAX_S = 15.0
+
+
+@dataclass
+class JobState:
+    """Where a job stands in its attempts (for /status)."""
+
+    attempt: int
+    max_attempts: int
+    running: bool = False
+    waiting_since: datetime | None = None
+
+    def describe(self, client_waiting: str) -> str:
+        """One line: `running, attempt 1 of 3`, `waiting for MLflow since ..., attempt 2 of 3`, ..."""
+        if self.waiting_since is not None:
+            return f"waiting for {MLFLOW} since {self.waiting_since:%Y-%m-%dT%H:%M:%SZ}, attempt {self.attempt + 1} of {self.max_attempts}"
+        if not self.running:
+            return f"waiting for a job slot, attempt {self.attempt + 1} of {self.max_attempts}"
+        line = f"running, attempt {self.attempt} of {self.max_attempts}"
+        return f"{line}; {client_waiting}" if client_waiting else line
 
 
 class SnapshotError(RuntimeError):
@@ -63,6 +101,7 @@ class JobRunner:
         self._pending: dict[TopicPartition, set[int]] = defaultdict(set)
         self._next: dict[TopicPartition, int] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._states: dict[str, JobState] = {}
         self._producer: AIOKafkaProducer | None = None
         self.ready = False
 
@@ -137,18 +176,9 @@ class JobRunner:
 
     async def _job(self, tp: TopicPartition, offset: int, request: OptimizationEvent) -> None:
         data = request.data
-        run_dir = self.jobs_dir / data.request_id
         try:
-            async with self._slots:
-                metrics.JOBS_IN_FLIGHT.inc()
-                try:
-                    result = read_model(run_dir / RESULT_FILE, JobResult)
-                    if not isinstance(result, JobResult):
-                        await self._emit_status(data.prompt, data.request_id, "started", budget=data.budget)
-                        result = await self._execute(run_dir, request)
-                    await self._announce(request, result)
-                finally:
-                    metrics.JOBS_IN_FLIGHT.dec()
+            result = await self._run(self.jobs_dir / data.request_id, request)
+            await self._announce(request, result)
         except asyncio.CancelledError:
             raise
         except Exception:  # emitting failed (broker down): leave the offset uncommitted for a retry
@@ -156,10 +186,63 @@ class JobRunner:
             return
         finally:
             self._running.pop(data.request_id, None)
+            self._states.pop(data.request_id, None)
         self._pending[tp].discard(offset)
 
-    async def _execute(self, run_dir: Path, request: OptimizationEvent) -> JobResult:
-        """1. freeze the inputs in the run dir, 2. run the job process, 3. read its result."""
+    async def _run(self, run_dir: Path, request: OptimizationEvent) -> JobResult:
+        """The job's final result; the job process is resumed from the run dir until it gives one.
+
+        1. a final result already in the run dir is re-announced as it is;
+        2. the inputs are frozen in the run dir (first start only);
+        3. each attempt (at most `budget.max_attempts`, counted in `attempts.json`) first waits
+           for MLflow if the previous one ended in an MLflow outage, then runs the job process;
+        4. a process that died without a result, or a result failed by an MLflow outage, is
+           announced as `retrying` and tried again; any other result is final.
+        """
+        data = request.data
+        result = read_model(run_dir / RESULT_FILE, JobResult)
+        if isinstance(result, JobResult) and result.outage is None:
+            return result
+        await self._emit_status(data.prompt, data.request_id, "started", budget=data.budget)
+        spec = await self._freeze(run_dir, request)
+        if isinstance(spec, JobResult):
+            return spec
+        attempts = Attempts(run_dir)
+        if isinstance(result, JobResult):  # an outage result the daemon died before handling
+            _set_aside(run_dir, attempts, result)
+        limit = spec.policy.budget.max_attempts
+        state = self._states.setdefault(data.request_id, JobState(attempt=attempts.used, max_attempts=limit))
+        while True:
+            last = attempts.last
+            if last is not None and last.outage is not None and attempts.used < limit:
+                if not await self._wait_for_mlflow(spec, last, state):
+                    error = f"{MLFLOW} at {spec.tracking_uri} did not answer within max_outage_wait after attempt {attempts.used} of {limit}: {last.cause}"
+                    return self._final(run_dir, JobResult(status="failed", error=error))
+            if attempts.used >= limit:
+                causes = "; ".join(f"attempt {a.number}: {a.cause}" for a in attempts.ledger.attempts if a.counted)
+                return self._final(run_dir, JobResult(status="failed", error=f"no result after {limit} attempts (budget.max_attempts): {causes}"))
+            attempt = attempts.begin()
+            state.attempt = attempts.used
+            async with self._slots:
+                metrics.JOBS_IN_FLIGHT.inc()
+                state.running = True
+                try:
+                    result = await self._attempt(run_dir, spec, attempts, attempt)
+                finally:
+                    state.running = False
+                    metrics.JOBS_IN_FLIGHT.dec()
+            if result is not None and result.outage is None:
+                return result
+            if result is not None:
+                _set_aside(run_dir, attempts, result)
+            if attempts.used < limit:
+                log.warning("job %s: attempt %d of %d ended without a result (%s); it will be resumed", data.request_id, attempts.used, limit, attempt.cause)
+                await self._emit_status(
+                    data.prompt, data.request_id, "retrying", event_id=f"{data.request_id}:retrying:{attempts.used}", error=attempt.cause, attempt=attempts.used, max_attempts=limit
+                )
+
+    async def _freeze(self, run_dir: Path, request: OptimizationEvent) -> JobSpec | JobResult:
+        """The job's spec, and its window frozen in the run dir on first start (a failed result if unreadable)."""
         data = request.data
         run_dir.mkdir(parents=True, exist_ok=True)
         if not (run_dir / EXAMPLES_FILE).exists():
@@ -181,30 +264,99 @@ class JobRunner:
             tmp = run_dir / (EXAMPLES_FILE + ".tmp")
             tmp.write_text(json.dumps([e.model_dump(mode="json") for e in examples]))
             tmp.replace(run_dir / EXAMPLES_FILE)
-        wall = self.policies[data.prompt].budget.max_wall_time.total_seconds() + GRACE_S
+        return JobSpec.model_validate_json((run_dir / JOB_FILE).read_bytes())
+
+    async def _attempt(self, run_dir: Path, spec: JobSpec, attempts: Attempts, attempt: Attempt) -> JobResult | None:
+        """Run the job process once; its result, a failed one at the wall time, or None if it died without one."""
+        wall = spec.policy.budget.max_wall_time.total_seconds() + GRACE_S
         with (run_dir / "job.log").open("ab") as job_log:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "daemon.jobs.execute",
                 str(run_dir),
+                str(attempt.number),
                 stdout=job_log,
                 stderr=job_log,
                 preexec_fn=_job_process_setup,
             )
+            attempts.update(attempt, pid=process.pid)
             try:
-                code = await asyncio.wait_for(process.wait(), wall)
-            except asyncio.TimeoutError:
-                process.kill()
-                await process.wait()
-                return JobResult(status="failed", error=f"the job exceeded its wall time ({wall:.0f}s) and was killed")
+                code = await self._watch(process, spec.request_id, run_dir, wall)
             except asyncio.CancelledError:
                 process.kill()
+                attempts.end(attempt, "the daemon stopped it on shutdown", counted=False)
                 raise
+        if code is None:
+            error = f"the job exceeded its wall time ({wall:.0f}s) and was killed"
+            attempts.end(attempt, error)
+            return JobResult(status="failed", error=error)
         result = read_model(run_dir / RESULT_FILE, JobResult)
         if isinstance(result, JobResult):
+            attempts.end(attempt, result.error if result.outage else None, outage=result.outage)
             return result
-        return JobResult(status="failed", error=f"the job process exited with code {code} without a result (see {run_dir / 'job.log'})")
+        attempts.end(attempt, f"the job process {describe_exit(code)} without a result (see {run_dir / 'job.log'})")
+        return None
+
+    async def _watch(self, process: asyncio.subprocess.Process, request_id: str, run_dir: Path, wall: float) -> int | None:
+        """Wait for the job process (None if it hit `wall` and was killed), logging when it
+        starts and stops waiting on MLflow's client retries."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wall
+        exited = asyncio.ensure_future(process.wait())
+        noted = ""
+        try:
+            while not exited.done():
+                await asyncio.wait({exited}, timeout=max(0.0, min(WATCH_S, deadline - loop.time())))
+                if exited.done():
+                    break
+                if loop.time() >= deadline:
+                    process.kill()
+                    await exited
+                    return None
+                progress = read_model(run_dir / PROGRESS_FILE, Progress)
+                waiting = progress.waiting if isinstance(progress, Progress) else ""
+                if waiting != noted:
+                    if waiting:
+                        log.warning("job %s waits: %s", request_id, waiting)
+                    else:
+                        log.warning("job %s: %s answers again", request_id, MLFLOW)
+                    noted = waiting
+            return exited.result()
+        finally:
+            exited.cancel()
+
+    async def _wait_for_mlflow(self, spec: JobSpec, failed: Attempt, state: JobState) -> bool:
+        """Probe MLflow with backoff until it answers (True) or `budget.max_outage_wait` has
+        passed since the attempt failed (False)."""
+        since = failed.ended or datetime.now(UTC)
+        deadline = since + spec.policy.budget.max_outage_wait
+        state.waiting_since = since
+        log.warning(
+            "job %s: attempt %d of %d failed with %s unreachable; waiting for it to answer (until %s)",
+            spec.request_id, state.attempt, state.max_attempts, MLFLOW, f"{deadline:%Y-%m-%dT%H:%M:%SZ}",
+        )
+        delay = PROBE_FIRST_S
+        try:
+            while not await asyncio.to_thread(tracking_answers, spec.tracking_uri):
+                left = (deadline - datetime.now(UTC)).total_seconds()
+                if left <= 0:
+                    return False
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, PROBE_MAX_S)
+        finally:
+            state.waiting_since = None
+        log.warning("job %s: %s answers again; resuming it (attempt %d of %d)", spec.request_id, MLFLOW, state.attempt + 1, state.max_attempts)
+        return True
+
+    def _final(self, run_dir: Path, result: JobResult) -> JobResult:
+        """A failure the runner decided: it carries the side effects the job process did (so they
+        are announced) and is written as the job's result (a redelivery re-announces it)."""
+        done = read_model(run_dir / SIDE_EFFECTS_FILE, SideEffects)
+        if isinstance(done, SideEffects):
+            result = result.model_copy(update={"registered": done.registered, "decisions": done.decisions})
+        write_model(run_dir / RESULT_FILE, result)
+        return result
 
     async def _read_snapshot(self, request: OptimizationEvent) -> list[Example]:
         ref = request.data.snapshot
@@ -315,10 +467,10 @@ class JobRunner:
         await self._send(self.topics.promotions, event)
         metrics.PROMOTIONS.labels(name, decision).inc()
 
-    async def _emit_status(self, prompt: str, request_id: str, status: str, **fields: Any) -> None:
+    async def _emit_status(self, prompt: str, request_id: str, status: str, event_id: str | None = None, **fields: Any) -> None:
         event = OptimizationEvent.build(
             OptimizationData(request_id=request_id, prompt=prompt, status=status, **fields),
-            id=f"{request_id}:{status}",
+            id=event_id or f"{request_id}:{status}",
             source=self.source,
         )
         await self._send(self.topics.optimizations, event)
@@ -330,17 +482,30 @@ class JobRunner:
     # -- status ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """Jobs this process runs now, with the stage their process reports."""
+        """Jobs this process runs now: the stage their process reports, the attempt, and what
+        the job waits for (a slot, MLflow after an outage, MLflow's client retries)."""
         jobs = {}
         for request_id in self._running:
             progress = read_model(self.jobs_dir / request_id / PROGRESS_FILE, Progress)
             spec = read_model(self.jobs_dir / request_id / JOB_FILE, JobSpec)
+            state = self._states.get(request_id)
             jobs[request_id] = {
                 "prompt": spec.prompt if isinstance(spec, JobSpec) else None,
                 "stage": progress.stage if isinstance(progress, Progress) else "queued",
                 "detail": progress.detail if isinstance(progress, Progress) else "",
+                "attempt": state.attempt if state else 0,
+                "max_attempts": state.max_attempts if state else None,
+                "state": state.describe(progress.waiting if isinstance(progress, Progress) else "") if state else "queued",
             }
         return jobs
+
+
+def _set_aside(run_dir: Path, attempts: Attempts, result: JobResult) -> None:
+    """Keep an outage-failed result as its attempt's record, out of the way of the next attempt."""
+    last = attempts.last
+    if last is not None:
+        attempts.update(last, ended=last.ended or datetime.now(UTC), cause=result.error, outage=result.outage)
+    (run_dir / RESULT_FILE).replace(run_dir / f"result.attempt-{last.number if last else 0}.json")
 
 
 def _apply_command(name: str, action: str, version: int | None) -> tuple[str, int | None, int, str] | None:

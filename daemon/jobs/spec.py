@@ -1,13 +1,15 @@
-"""The files a job's run directory holds: what to run (`job.json`) and how it ended
-(`result.json`). The runner writes the first, the job process the second; a restart
-reads both to resume or to re-announce without re-running."""
+"""The files a job's run directory holds: what to run (`job.json`), what its process is doing
+(`progress.json`), the side effects it has done in MLflow (`side_effects.json`) and how it
+ended (`result.json`). The runner writes the first, the job process the others; a restart
+reads them to resume or to re-announce without re-running."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from schemas.config import PromptPolicy
 from schemas.events import PromotionDecision, TriggerInfo
@@ -16,6 +18,8 @@ JOB_FILE = "job.json"
 EXAMPLES_FILE = "examples.json"
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.json"
+SIDE_EFFECTS_FILE = "side_effects.json"
+T = TypeVar("T")
 
 
 class JobSpec(BaseModel):
@@ -60,6 +64,14 @@ class JobResult(BaseModel):
     candidate_score: float | None = None
     registered: list[RegisteredVersion] = Field(default_factory=list)
     decisions: list[Decision] = Field(default_factory=list)
+    outage: Literal["MLflow"] | None = Field(default=None, description="the dependency whose outage failed the job (the runner retries it)")
+
+
+class SideEffects(BaseModel):
+    """What the job process changed in MLflow so far: announced even if the job later fails."""
+
+    registered: list[RegisteredVersion] = Field(default_factory=list)
+    decisions: list[Decision] = Field(default_factory=list)
 
 
 class Progress(BaseModel):
@@ -67,6 +79,8 @@ class Progress(BaseModel):
 
     stage: str
     detail: str = ""
+    pid: int | None = None
+    waiting: str = Field(default="", description="a dependency the process waits for now (e.g. MLflow client retries)")
 
 
 def read_model(path: Path, model: type[BaseModel]) -> BaseModel | None:
@@ -82,3 +96,25 @@ def write_model(path: Path, value: BaseModel) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(value.model_dump_json(indent=2))
     tmp.replace(path)
+
+
+def frozen(path: Path, kind: Any) -> Any:
+    """The value a checkpoint froze in `path`, or None if there is none (yet)."""
+    try:
+        return TypeAdapter(kind).validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoint(path: Path, kind: Any, compute: Callable[[], T]) -> T:
+    """The value frozen in `path`; else `compute()`, frozen there first (atomically), so a
+    resumed job takes every decision input from its first computation."""
+    found = frozen(path, kind)
+    if found is not None:
+        return found
+    value = compute()
+    adapter = TypeAdapter(kind)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(adapter.dump_json(value, indent=2))
+    tmp.replace(path)
+    return value

@@ -15,7 +15,6 @@ from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent, even
 from tests.daemon_harness import Daemon, read_topic
 
 ROUTER_POLICY = """
-prompts:
   - name: {name}
     backend: {backend}
     {program}
@@ -30,8 +29,19 @@ prompts:
 """
 
 
-def write_policy(
-    path: Path,
+def write_policy(path: Path, name: str, **settings: Any) -> Path:
+    """A policy file with one router prompt (see `router_policy`)."""
+    path.write_text("prompts:" + router_policy(name, **settings))
+    return path
+
+
+def write_policies(path: Path, prompts: dict[str, dict[str, Any]]) -> Path:
+    """A policy file with one router prompt per name, each with its settings."""
+    path.write_text("prompts:" + "".join(router_policy(name, **settings) for name, settings in prompts.items()))
+    return path
+
+
+def router_policy(
     name: str,
     *,
     n: int = 60,
@@ -41,20 +51,18 @@ def write_policy(
     reflector: str = "offline/reflector",
     calls: int = 60,
     mode: str = "auto",
-) -> Path:
-    path.write_text(
-        ROUTER_POLICY.format(
-            name=name,
-            backend=backend,
-            program=f"program: {program}" if program else "",
-            task_model=task_model,
-            reflector=reflector,
-            n=n,
-            calls=calls,
-            mode=mode,
-        )
+) -> str:
+    """The policy entry of a support router prompt, optimized by GEPA after `n` rated traces."""
+    return ROUTER_POLICY.format(
+        name=name,
+        backend=backend,
+        program=f"program: {program}" if program else "",
+        task_model=task_model,
+        reflector=reflector,
+        n=n,
+        calls=calls,
+        mode=mode,
     )
-    return path
 
 
 def register_seed(tracking_uri: str, name: str) -> None:

@@ -41,6 +41,7 @@ def test_the_architecture_example_loads(tmp_path: Path) -> None:
     assert policy.window.max_age == timedelta(days=7)
     assert policy.triggers.cooldown == timedelta(minutes=10)
     assert policy.budget.max_wall_time == timedelta(minutes=30)
+    assert (policy.budget.max_attempts, policy.budget.max_outage_wait) == (3, timedelta(hours=1))
     assert policy.promotion.confidence == 0.95
     assert policies.prompt("other") is None
 
@@ -55,6 +56,9 @@ def test_the_architecture_example_loads(tmp_path: Path) -> None:
         ("prompts: [{name: a, backend: dspy}]", ["prompts[0] (a)", "needs `program"]),
         ("prompts: [{name: a, promotion: {mode: yolo}}]", ["prompts[0] (a).promotion.mode"]),
         ("prompts: [{name: a, window: {max_examples: 10}}]", ["min_examples (50) exceeds"]),
+        ("prompts: [{name: a, budget: {max_attempts: 0}}]", ["prompts[0] (a).budget.max_attempts", "greater than or equal to 1"]),
+        ("prompts: [{name: a, budget: {max_attempts: 21}}]", ["prompts[0] (a).budget.max_attempts", "less than or equal to 20"]),
+        ("prompts: [{name: a, budget: {max_outage_wait: 0s}}]", ["prompts[0] (a).budget.max_outage_wait", "must be longer than 0s"]),
         ("prompts: [{name: a}\n", ["not valid YAML at line"]),
         ("prompts: 3", ["prompts:"]),
     ],

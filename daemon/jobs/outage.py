@@ -1,0 +1,96 @@
+"""MLflow outages as a job sees them: does the tracking server answer, did a failure come from
+it not answering, and a watch that reports the MLflow client's own retries while they last
+(so `/status` and the log say why a job stands still)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import requests
+
+MLFLOW = "MLflow"
+PROBE_TIMEOUT_S = 5.0
+
+
+def is_remote(tracking_uri: str) -> bool:
+    """Only a tracking server can be down; a local (sqlite, file) store cannot have an outage."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def tracking_answers(tracking_uri: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """True if the tracking server answers `/health` with anything but a 5xx (always True for a local store)."""
+    if not is_remote(tracking_uri):
+        return True
+    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true"
+    try:
+        return requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout, verify=verify).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def failed_request(exc: BaseException, tracking_uri: str) -> bool:
+    """True if `exc` or an exception it chains is the MLflow client giving up on a request to
+    `tracking_uri` (connection refused, timeouts or 5xx answers after its retries)."""
+    prefix = f"API request to {tracking_uri.rstrip('/')}"
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if str(current).startswith(prefix) and "failed with exception" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def mlflow_outage(exc: BaseException, tracking_uri: str) -> bool:
+    """Did `exc` end the job because MLflow was unreachable? (Then the job is retried once it answers.)"""
+    return is_remote(tracking_uri) and (failed_request(exc, tracking_uri) or not tracking_answers(tracking_uri))
+
+
+class ClientRetryWatch(logging.Handler):
+    """urllib3 logs each retry of a broken connection; from the first retry of an MLflow request
+    until `/health` answers again, `report(line)` holds a line saying so (then `report("")`)."""
+
+    def __init__(self, tracking_uri: str, report: Callable[[str], None], interval_s: float = 2.0) -> None:
+        super().__init__(logging.WARNING)
+        self.tracking_uri = tracking_uri
+        self.report = report
+        self.interval_s = interval_s
+        self.since: datetime | None = None
+        self.retries = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def install(cls, tracking_uri: str, report: Callable[[str], None]) -> ClientRetryWatch | None:
+        """Attach a watch to urllib3's connection-pool logger (None for a local store)."""
+        if not is_remote(tracking_uri):
+            return None
+        watch = cls(tracking_uri, report)
+        logging.getLogger("urllib3.connectionpool").addHandler(watch)
+        return watch
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not message.startswith("Retrying") or "mlflow" not in message:
+            return
+        with self._lock:
+            first = self.since is None
+            if self.since is None:
+                self.since = datetime.now(UTC)
+            self.retries += 1
+            self.report(f"{MLFLOW} at {self.tracking_uri} has not answered since {self.since:%H:%M:%S} UTC; its client is retrying (retry {self.retries})")
+        if first:
+            threading.Thread(target=self._until_it_answers, name="mlflow-outage-watch", daemon=True).start()
+
+    def _until_it_answers(self) -> None:
+        while not tracking_answers(self.tracking_uri):
+            time.sleep(self.interval_s)
+        with self._lock:
+            self.since = None
+            self.retries = 0
+            self.report("")

@@ -1,0 +1,91 @@
+"""The attempts ledger of a run directory, and how a job tells an MLflow outage from other failures."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from mlflow.exceptions import MlflowException
+
+from daemon.broker import free_port
+from daemon.jobs.attempts import DAEMON_DIED, Attempts, describe_exit
+from daemon.jobs.outage import ClientRetryWatch, failed_request, mlflow_outage, tracking_answers
+from daemon.jobs.runner import JobState
+
+
+def test_the_ledger_counts_attempts_across_restarts(tmp_path: Path) -> None:
+    attempts = Attempts(tmp_path)
+    first = attempts.begin()
+    attempts.update(first, pid=123)
+    attempts.end(first, "the job process killed by SIGKILL without a result")
+    stopped = attempts.begin()
+    attempts.end(stopped, "the daemon stopped it on shutdown", counted=False)
+    attempts.begin()  # the daemon dies while this one runs
+
+    reopened = Attempts(tmp_path)
+    assert [a.number for a in reopened.ledger.attempts] == [1, 2, 3]
+    assert reopened.used == 2, "a clean shutdown does not use an attempt; a daemon crash does"
+    assert reopened.ledger.attempts[0].pid == 123
+    assert reopened.last is not None and reopened.last.cause == DAEMON_DIED and reopened.last.ended is not None
+
+
+def test_exit_codes_are_described() -> None:
+    assert describe_exit(-9) == "killed by SIGKILL"
+    assert describe_exit(1) == "exited with code 1"
+
+
+def _mlflow_gave_up(url: str) -> MlflowException:
+    """What MLflow's REST client raises once its retries are exhausted (it chains the cause implicitly)."""
+    try:
+        try:
+            raise ConnectionError("Max retries exceeded (Caused by NewConnectionError: Connection refused)")
+        except ConnectionError as exc:
+            raise MlflowException(f"API request to {url}/api/2.0/mlflow/registered-models/get failed with exception {exc}")
+    except MlflowException as outer:
+        return outer
+
+
+def test_a_failed_mlflow_request_is_an_outage_only_for_its_tracking_server() -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    assert failed_request(_mlflow_gave_up(down), down)
+    assert not failed_request(_mlflow_gave_up("http://elsewhere:5000"), down)
+    try:
+        raise ValueError("scorers need expectations") from _mlflow_gave_up(down)
+    except ValueError as wrapped:
+        assert failed_request(wrapped, down), "the cause chain is searched"
+    assert mlflow_outage(ValueError("anything"), down), "a server that does not answer now is an outage"
+    assert not mlflow_outage(_mlflow_gave_up(down), "sqlite:///local.db"), "a local store has no outage"
+    assert tracking_answers("sqlite:///local.db") and not tracking_answers(down, timeout=1.0)
+
+
+def test_the_client_retry_watch_reports_mlflow_retries_only() -> None:
+    lines: list[str] = []
+    watch = ClientRetryWatch(f"http://127.0.0.1:{free_port()}", lines.append, interval_s=60)
+    logger = logging.getLogger("urllib3.connectionpool")
+    logger.addHandler(watch)
+    try:
+        logger.warning("Retrying (%r) after connection broken by '%r': %s", "Retry(total=6)", "NewConnectionError()", "/api/2.0/mlflow/runs/get")
+        logger.warning("Retrying (%r) after connection broken by '%r': %s", "Retry(total=2)", "NewConnectionError()", "/v1/chat/completions")
+        logger.warning("Retrying (%r) after connection broken by '%r': %s", "Retry(total=5)", "NewConnectionError()", "/api/2.0/mlflow/runs/get")
+    finally:
+        logger.removeHandler(watch)
+    assert len(lines) == 2 and "has not answered since" in lines[-1] and lines[-1].endswith("(retry 2)")
+
+
+@pytest.mark.parametrize(
+    ("state", "client", "line"),
+    [
+        (JobState(attempt=0, max_attempts=3), "", "waiting for a job slot, attempt 1 of 3"),
+        (JobState(attempt=1, max_attempts=3, running=True), "", "running, attempt 1 of 3"),
+        (JobState(attempt=1, max_attempts=3, running=True), "MLflow at X has not answered", "running, attempt 1 of 3; MLflow at X has not answered"),
+        (
+            JobState(attempt=1, max_attempts=3, waiting_since=datetime(2026, 11, 26, 14, 3, 12, tzinfo=UTC)),
+            "",
+            "waiting for MLflow since 2026-11-26T14:03:12Z, attempt 2 of 3",
+        ),
+    ],
+)
+def test_status_lines(state: JobState, client: str, line: str) -> None:
+    assert state.describe(client) == line
