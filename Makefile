@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# the suite's worker processes (pytest-xdist); its tests mostly wait on brokers and daemons
+TEST_WORKERS ?= 3
 
 .PHONY: install test demo bench clean
 
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 demo: install
 	$(BIN)/gepa-stream demo
