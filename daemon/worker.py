@@ -7,6 +7,7 @@ import os
 from typing import Any, Literal
 
 import faust
+from faust.app.base import BootStrategy
 
 from daemon.admin import ensure_topics
 from daemon.app import IngestApp, broker_credentials
@@ -43,12 +44,27 @@ def build_faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
     )
 
 
+def without_kafka(app: faust.App) -> faust.App:
+    """Faust as host only: the web views, app tasks and signal handling, no Kafka clients.
+
+    The optimizer role has no Faust streams or tables; its job runner consumes with its own
+    aiokafka group. A Faust consumer would have nothing to subscribe to (Faust then stops
+    the worker: "You should provide either topics or pattern"), so the app runs in Faust's
+    producer-only mode with Kafka disabled, which starts the web server and nothing else.
+    """
+    app.producer_only = True
+    app.boot_strategy = BootStrategy(app, enable_kafka=False)
+    return app
+
+
 class Daemon:
     """The roles of one process on one Faust app: ingest agents and/or the job runner."""
 
     def __init__(self, settings: Settings, policies: PolicyFile, role: Role = "all") -> None:
-        # An optimizer-only process must not join the ingest consumer group.
-        self.app = build_faust_app(settings, None if role != "optimizer" else f"{settings.app_id}-optimizer")
+        if role == "optimizer":
+            self.app = without_kafka(build_faust_app(settings, f"{settings.app_id}-optimizer"))
+        else:
+            self.app = build_faust_app(settings)
         self.ingest = IngestApp(settings, policies, self.app) if role in ("all", "ingest") else None
         self.runner = JobRunner(settings, policies) if role in ("all", "optimizer") else None
         if self.runner is not None:
@@ -62,6 +78,8 @@ class Daemon:
         body = self.ingest.status() if self.ingest is not None else {"prompts": {}}
         body["ready"] = self.ready()
         body["jobs"] = self.runner.status() if self.runner is not None else {}
+        if self.runner is not None:
+            body["optimizer"] = {"assigned": self.runner.assignment()}
         return body
 
 

@@ -51,6 +51,10 @@ class Daemon:
         }
 
     def start(self, role: str = "all", timeout: float = 120.0) -> Daemon:
+        return self.launch(role).wait_ready(timeout)
+
+    def launch(self, role: str = "all") -> Daemon:
+        """Start the process without waiting (start several, then `wait_ready` each)."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "daemon", "run", "--config", str(self.config), "--role", role],
@@ -59,6 +63,9 @@ class Daemon:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> Daemon:
         self.wait_until(lambda: self.get("/readyz", ok_only=True) is not None, timeout, "the daemon to become ready")
         return self
 

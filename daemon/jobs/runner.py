@@ -103,6 +103,7 @@ class JobRunner:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._states: dict[str, JobState] = {}
         self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
         self.ready = False
 
     # -- the loop --------------------------------------------------------------------------
@@ -127,6 +128,7 @@ class JobRunner:
         self._producer = AIOKafkaProducer(acks="all", **self._client_options())
         await self._producer.start()
         await consumer.start()
+        self._consumer = consumer
         self.ready = True
         try:
             while True:
@@ -480,6 +482,11 @@ class JobRunner:
         await self._producer.send_and_wait(topic, event.to_json(), key=event.key)
 
     # -- status ------------------------------------------------------------------------------
+
+    def assignment(self) -> list[str]:
+        """The partitions this process's optimizer group member owns now, as "topic/partition"."""
+        assigned = self._consumer.assignment() if self._consumer is not None else set()
+        return sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)
 
     def status(self) -> dict[str, Any]:
         """Jobs this process runs now: the stage their process reports, the attempt, and what

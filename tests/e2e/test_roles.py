@@ -1,0 +1,158 @@
+"""The process roles of the compose deployment, each as its own process on the real broker:
+`--role optimizer` alone, and `--role ingest` beside two `--role optimizer` replicas."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+import pytest
+from kafka import KafkaProducer
+from kafka.partitioner.default import murmur2
+from mlflow import MlflowClient
+
+from handlers.ingest import Ingest, Request
+from handlers.snapshot import snapshot_chunks
+from schemas import Topics, parse_event
+from schemas.config import load_policy_file
+from schemas.events import OptimizationData, OptimizationEvent, SnapshotRef, TriggerInfo
+from tests.daemon_harness import Daemon, metric_value, produce, read_topic
+from tests.e2e.loop_helpers import register_seed, sme_feed, wait_for_events, write_policies
+
+pytestmark = pytest.mark.e2e
+
+
+def _first_request(policy: Path, records: list[tuple[str, bytes | None, bytes]]) -> Request:
+    """The request the ingest role fires on this feed (its pure handler, fed in order)."""
+    ingest = Ingest(load_policy_file(policy), "roles-test")
+    for _, _, raw in records:
+        step = ingest.handle(parse_event(raw), time.time())
+        if step.request is not None:
+            return step.request
+    raise AssertionError("the feed never fires a trigger")
+
+
+def _announce(bootstrap: str, topics: Topics, request: Request) -> str:
+    """What the ingest role does on a trigger: the window's chunks, then `requested` pointing at them."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        chunks = [producer.send(topics.snapshots, key=c.key, value=c.to_json()) for c in snapshot_chunks(request.request_id, request.prompt, request.examples)]
+        written = [future.get(timeout=30) for future in chunks]
+        event = OptimizationEvent.build(
+            OptimizationData(
+                request_id=request.request_id,
+                prompt=request.prompt,
+                status="requested",
+                trigger=TriggerInfo(rule=request.fire.rule, values=request.fire.values),
+                snapshot=SnapshotRef(
+                    topic=topics.snapshots,
+                    partition=written[0].partition,
+                    offsets=[w.offset for w in written],
+                    n_examples=len(request.examples),
+                    sha256=request.sha256,
+                ),
+                budget=request.budget,
+            ),
+            id=f"{request.request_id}:requested",
+        )
+        producer.send(topics.optimizations, key=event.key, value=event.to_json()).get(timeout=30)
+    finally:
+        producer.close()
+    return request.request_id
+
+
+def _prompts_on_every_partition(partitions: int) -> list[str]:
+    """One prompt name per partition of the optimizations topic (the key is the prompt)."""
+    by_partition: dict[int, str] = {}
+    for i in range(1000):
+        name = f"router_split_{i}"
+        by_partition.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, name)
+        if len(by_partition) == partitions:
+            return [by_partition[p] for p in range(partitions)]
+    raise AssertionError("no names cover every partition")
+
+
+def _shares(optimizers: list[Daemon], topic: str) -> list[set[int]]:
+    """The optimizations partitions each replica owns now."""
+    return [
+        {int(tp.rpartition("/")[2]) for tp in (o.status().get("optimizer", {}).get("assigned") or []) if tp.rpartition("/")[0] == topic}
+        for o in optimizers
+    ]
+
+
+def _terminal(request_ids: set[str]):
+    return lambda events: {e.data.request_id for e in events if e.data.status in ("completed", "failed")} >= request_ids
+
+
+def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The compose split, each role its own process, sharing MLflow and the run-dir volume:
+    1. two `--role optimizer` replicas alone run a request produced by hand (real snapshot);
+    2. `--role ingest` joins and fires one request for each of two prompts owned by different
+       replicas; the whole loop runs. Every request: one job, one version, one decision."""
+    names = _prompts_on_every_partition(3)  # one prompt per partition of the optimizations topic
+    policy = write_policies(tmp_path / "policy.yaml", {name: {"calls": 40} for name in names})
+    shared = {"GEPA_STREAM_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "GEPA_STREAM_STATE_DIR": str(tmp_path / "state")}
+    workdirs = [tmp_path / w for w in ("optimizer-0", "optimizer-1", "ingest")]
+    for workdir in workdirs:
+        workdir.mkdir()
+    optimizers = [Daemon(kafka_bootstrap, policy, workdirs[0], env=shared)]
+    optimizers.append(Daemon(kafka_bootstrap, policy, workdirs[1], prefix=optimizers[0].prefix, env=shared))
+    ingest = Daemon(kafka_bootstrap, policy, workdirs[2], prefix=optimizers[0].prefix, env=shared)
+    topics = ingest.topics
+    for name in names:
+        register_seed(shared["GEPA_STREAM_MLFLOW_TRACKING_URI"], name)
+    try:
+        for optimizer in optimizers:
+            optimizer.launch("optimizer")
+        for optimizer in optimizers:
+            optimizer.wait_ready()
+        assert optimizers[0].get("/healthz") == {"status": "ok"} and "gepa_stream_jobs_in_flight" in optimizers[0].get("/metrics")
+
+        def settled() -> bool:
+            shares = _shares(optimizers, topics.optimizations)
+            return all(shares) and sorted(p for share in shares for p in share) == [0, 1, 2]
+
+        optimizers[0].wait_until(settled, 90, "both replicas to share the optimizations partitions")
+        shares = _shares(optimizers, topics.optimizations)
+        owner = {p: i for i, share in enumerate(shares) for p in share}
+        two = next(i for i, share in enumerate(shares) if len(share) == 2)
+        alone, beside_a = (names[p] for p in sorted(shares[two]))
+        beside_b = names[next(iter(shares[1 - two]))]
+
+        # 1. optimizers alone: a request as the ingest role would announce it
+        first = _announce(kafka_bootstrap, topics, _first_request(policy, sme_feed(topics, alone)))
+        wait_for_events(optimizers[0], topics.optimizations, _terminal({first}))
+
+        # 2. ingest joins and fires two more requests, one per replica
+        ingest.start("ingest")
+        produce(kafka_bootstrap, [r for name in (beside_a, beside_b) for r in sme_feed(topics, name)])
+        promotions = wait_for_events(ingest, topics.promotions, lambda evs: {e.data.prompt for e in evs} == {alone, beside_a, beside_b}, timeout=300)
+        optimizations = read_topic(kafka_bootstrap, topics.optimizations)
+        registered = read_topic(kafka_bootstrap, topics.prompts)
+        for daemon in (ingest, *optimizers):
+            assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[-3000:]
+        assert _shares(optimizers, topics.optimizations) == shares, "the group rebalanced during the test"
+        jobs_per_replica = [metric_value(o.get("/metrics"), "gepa_stream_jobs_total", status="completed") for o in optimizers]
+        assert optimizers[0].status()["prompts"] == {}, "an optimizer-only process keeps no windows"
+    finally:
+        for daemon in (ingest, *optimizers):
+            daemon.stop()
+    requested = {e.data.request_id: e.data.prompt for e in optimizations if e.data.status == "requested"}
+    assert sorted(requested.values()) == sorted([alone, beside_a, beside_b]), "each prompt fired exactly one request"
+    assert first in requested
+    by_status = Counter((e.data.request_id, e.data.status) for e in {e.id: e for e in optimizations}.values())
+    for request_id in requested:
+        assert by_status[(request_id, "started")] == 1 and by_status[(request_id, "completed")] == 1, by_status
+    assert Counter(e.data.request_id for e in {e.id: e for e in registered}.values()) == Counter(requested.keys())
+    assert Counter(e.data.request_id for e in {e.id: e for e in promotions}.values()) == Counter(requested.keys())
+    assert all(e.data.decision == "promoted" for e in promotions), [e.data.reason for e in promotions]
+    expected = Counter(owner[names.index(prompt)] for prompt in requested.values())
+    assert jobs_per_replica == [expected[0], expected[1]], f"each replica runs the requests of its partitions: {jobs_per_replica}"
+    mlflow.set_tracking_uri(shared["GEPA_STREAM_MLFLOW_TRACKING_URI"])
+    for request_id, name in requested.items():
+        carrying = [v.version for v in MlflowClient().search_prompt_versions(name) if v.tags.get("gepa_stream.request_id") == request_id]
+        assert carrying == [2], (name, carrying)
+        assert mlflow.genai.load_prompt(f"prompts:/{name}@production", cache_ttl_seconds=0).version == 2
+    assert read_topic(kafka_bootstrap, topics.dlq) == []
