@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # the suite's worker processes (pytest-xdist); its tests mostly wait on brokers and daemons
 TEST_WORKERS ?= 3
 
-.PHONY: install test demo bench clean
+.PHONY: install browser test demo bench clean
 
 install: $(STAMP)
 
@@ -15,6 +15,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# Debian's chromium for the ops page's browser test (root, as in CI; a no-op once installed).
+# Playwright drives this binary: `playwright install` (a browser download) is never needed.
+browser:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: /usr/bin/chromium"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && echo "chromium installed"; \
+	else echo "chromium missing: run 'sudo apt-get install chromium' (the browser test is skipped without it)"; fi
 
 test: install
 	$(BIN)/pytest -n $(TEST_WORKERS)

@@ -18,7 +18,7 @@ from daemon.settings import Settings
 from handlers.deadletter import dead_letter
 from handlers.ingest import Ingest, Request, Step, UnknownPrompt
 from handlers.snapshot import snapshot_chunks
-from handlers.trigger import TriggerState
+from handlers.trigger import TriggerState, outlook
 from schemas.config import PolicyFile
 from schemas.events import (
     CloudEvent,
@@ -212,16 +212,24 @@ class IngestApp:
             self._refresh_gauge(prompt)
 
     def status(self) -> dict[str, Any]:
-        """Per prompt: window figures, join buffers and trigger state (this worker's partitions)."""
+        """Per prompt: window figures and age, join buffers, trigger state and what fires next
+        (this worker's partitions)."""
         prompts = {}
+        now = time.time()
         for prompt, window in sorted(self.ingest.windows.items()):
-            window.expire(time.time())
+            window.expire(now)
             figures = window.figures()
             waiting_traces, waiting_ratings = window.buffer_sizes()
+            oldest, newest = window.oldest_labeled_at(), window.newest_labeled_at()
+            state = self.ingest.trigger_state(prompt)
             prompts[prompt] = {
                 **asdict(figures),
+                "max_examples": window.policy.max_examples,
+                "oldest_example_age_s": None if oldest is None else now - oldest,
+                "newest_example_age_s": None if newest is None else now - newest,
                 "waiting_traces": waiting_traces,
                 "waiting_ratings": waiting_ratings,
-                "trigger": asdict(self.ingest.trigger_state(prompt)),
+                "trigger": asdict(state),
+                "next_trigger": asdict(outlook(self.ingest.policy(prompt).triggers, state, figures, now)),
             }
         return {"ready": self.ready, "prompts": prompts}

@@ -45,11 +45,13 @@ def main() -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    keep_open: Annotated[bool, typer.Option("--keep-open", help="keep the daemon and its ops page up after the summary, until Ctrl-C")] = False,
+) -> None:
     """The whole loop on embedded defaults: broker, sqlite MLflow in ./.gepa-stream/, offline models."""
     from daemon.demo import run_demo
 
-    raise typer.Exit(run_demo())
+    raise typer.Exit(run_demo(keep_open=keep_open))
 
 
 @app.command()

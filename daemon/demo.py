@@ -71,8 +71,8 @@ class Watch:
         return failed or bool(self.of("gepa.promotion.v1"))
 
 
-def register_sample_prompt(tracking_uri: str) -> int:
-    """The weak seed router becomes a new version and `production` (so every run starts weak)."""
+def register_sample_prompt(tracking_uri: str, prompt: str = PROMPT) -> int:
+    """The weak seed router becomes a new version of `prompt` and `production` (so every run starts weak)."""
     import mlflow
 
     from optimization.offline.datasets import SEED_ROUTER_PROMPT
@@ -80,33 +80,33 @@ def register_sample_prompt(tracking_uri: str) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri)
     version = mlflow.genai.register_prompt(
-        name=PROMPT, template=SEED_ROUTER_PROMPT, commit_message="gepa-stream demo: weak seed (offline demo model)"
+        name=prompt, template=SEED_ROUTER_PROMPT, commit_message="gepa-stream demo: weak seed (offline demo model)"
     )
-    mlflow.genai.set_prompt_alias(PROMPT, "production", version.version)
+    mlflow.genai.set_prompt_alias(prompt, "production", version.version)
     return int(version.version)
 
 
-def sample_feed(version: int) -> list[tuple[str, CloudEvent]]:
-    """Traces answered by the seed prompt on the offline router, each rated by an SME: right
-    answers 'excellent', wrong ones 'poor' with the category the SME wanted."""
+def sample_feed(version: int, prompt: str = PROMPT, topics: Topics | None = None) -> list[tuple[str, CloudEvent]]:
+    """Traces of `prompt` answered by the seed prompt on the offline router, each rated by an
+    SME: right answers 'excellent', wrong ones 'poor' with the category the SME wanted."""
     from optimization.models import complete_text
     from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets
 
-    topics = Topics()
+    topics = topics or Topics()
     feed: list[tuple[str, CloudEvent]] = []
     for i, ticket in enumerate(support_tickets(N_TICKETS)):
         text = ticket["inputs"]["ticket"]
         expected = ticket["expectations"]["expected_response"]
         answer = complete_text("offline/support-router", SEED_ROUTER_PROMPT.replace("{{ticket}}", text))
         trace_id = f"demo-{time.time_ns()}-{i}"
-        feed.append((topics.traces, TraceEvent.build(TraceData(prompt=PROMPT, prompt_version=version, trace_id=trace_id, inputs={"ticket": text}, outputs=answer, model="offline/support-router"))))
+        feed.append((topics.traces, TraceEvent.build(TraceData(prompt=prompt, prompt_version=version, trace_id=trace_id, inputs={"ticket": text}, outputs=answer, model="offline/support-router"))))
         right = answer == expected
         feed.append(
             (
                 topics.ratings,
                 RatingEvent.build(
                     RatingData(
-                        prompt=PROMPT,
+                        prompt=prompt,
                         trace_id=trace_id,
                         rating="excellent" if right else "poor",
                         correction=None if right else expected,
@@ -163,8 +163,9 @@ def _poll(consumer: KafkaConsumer, watch: Watch) -> None:
                 continue
 
 
-def run_demo(state_dir: Path = Path(".gepa-stream")) -> int:
-    """Run the demo; returns the process exit code."""
+def run_demo(state_dir: Path = Path(".gepa-stream"), keep_open: bool = False) -> int:
+    """Run the demo; returns the process exit code. With `keep_open` the daemon (and its ops
+    page) stays up after the summary until Ctrl-C."""
     console = Console()
     started = time.monotonic()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -183,19 +184,33 @@ def run_demo(state_dir: Path = Path(".gepa-stream")) -> int:
             "GEPA_STREAM_LOG_LEVEL": "warn",
         }
         console.print(f"embedded broker on {broker.bootstrap_servers}; registering the sample prompt '{PROMPT}'")
+        console.print(f"[bold]ops page[/]: http://127.0.0.1:{port}/ui (window, trigger, GEPA progress, decisions, diff)")
         version = register_sample_prompt(tracking_uri)
         with (state_dir / "daemon.log").open("ab") as log:
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "daemon", "run", "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
             )
         try:
-            return _watch_loop(console, broker.bootstrap_servers, port, daemon, version, started, state_dir)
+            code = _watch_loop(console, broker.bootstrap_servers, port, daemon, version, started, state_dir)
+            if keep_open:
+                _hold(console, port, daemon)
+            return code
         finally:
             daemon.terminate()
             try:
                 daemon.wait(30)
             except subprocess.TimeoutExpired:
                 daemon.kill()
+
+
+def _hold(console: Console, port: int, daemon: subprocess.Popen[bytes]) -> None:
+    """Keep the daemon up for the ops page until Ctrl-C (or the daemon exits)."""
+    console.print(f"the daemon keeps running: ops page at http://127.0.0.1:{port}/ui — Ctrl-C to stop")
+    try:
+        while daemon.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
 
 
 def _watch_loop(console: Console, bootstrap: str, port: int, daemon: subprocess.Popen[bytes], version: int, started: float, state_dir: Path) -> int:

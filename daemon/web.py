@@ -1,4 +1,4 @@
-"""HTTP views on the worker's web port: /healthz, /readyz, /metrics, /status."""
+"""HTTP views on the worker's web port: /healthz, /readyz, /metrics, /status and the ops page (/ui)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from daemon.ops.page import OPS_PATHS, OpsPage
 
 
 def register_views(app: faust.App, ready: Callable[[], bool], status: Callable[[], dict[str, Any]]) -> None:
@@ -28,3 +31,23 @@ def register_views(app: faust.App, ready: Callable[[], bool], status: Callable[[
     @app.page("/status")
     async def status_view(web: Any, request: Any) -> Any:
         return web.json(status())
+
+
+def register_ops_page(app: faust.App, page: OpsPage) -> None:
+    """Route the ops page's paths (GET and POST) to `page.handle`, which knows no framework."""
+
+    async def serve(view: View, request: Any, method: str) -> Any:
+        body = await request.read() if method == "POST" else b""
+        reply = await page.handle(method, request.path, request.query, request.headers, body, request.remote or "unknown")
+        return view.bytes(reply.body, status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers})
+
+    for path in OPS_PATHS:
+
+        class OpsView(View):
+            async def get(self, request: Any) -> Any:
+                return await serve(self, request, "GET")
+
+            async def post(self, request: Any) -> Any:
+                return await serve(self, request, "POST")
+
+        app.page(path, name=f"ops{path.replace('/', '_')}")(OpsView)

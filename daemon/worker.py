@@ -13,7 +13,8 @@ from daemon.admin import ensure_topics
 from daemon.app import IngestApp, broker_credentials
 from daemon.jobs.runner import JobRunner
 from daemon.settings import Settings
-from daemon.web import register_views
+from daemon.ops.page import OpsPage
+from daemon.web import register_ops_page, register_views
 from schemas.config import PolicyFile
 
 Role = Literal["all", "ingest", "optimizer"]
@@ -70,6 +71,16 @@ class Daemon:
         if self.runner is not None:
             self.app.task(self.runner.run)
         register_views(self.app, ready=self.ready, status=self.status)
+        self.ops = OpsPage(
+            settings,
+            policies,
+            role,
+            windows=(lambda: self.ingest.status()["prompts"]) if self.ingest is not None else None,
+            jobs=self.runner.status if self.runner is not None else None,
+        )
+        self.app.task(self.ops.bus.run)
+        self.app.task(self.ops.live.run)
+        register_ops_page(self.app, self.ops)
 
     def ready(self) -> bool:
         return all(part.ready for part in (self.ingest, self.runner) if part is not None)

@@ -112,6 +112,9 @@ class PromptWindow:
     def newest_labeled_at(self) -> float | None:
         return self._members[-1][0] if self._members else None
 
+    def oldest_labeled_at(self) -> float | None:
+        return self._members[0][0] if self._members else None
+
     def examples(self) -> list[Example]:
         """The window frozen as examples, oldest first (O(window): only on a trigger)."""
         return [self._example(trace_id, labeled_at) for labeled_at, trace_id in self._members]

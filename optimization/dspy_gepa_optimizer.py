@@ -93,7 +93,7 @@ def run_dspy_gepa(
         raise ValueError("program: has no predictors to optimize")
     trainset = _check_examples(trainset, "trainset", required_inputs(program))
     valset = _check_examples(valset, "valset", required_inputs(program))
-    monitor = RunMonitor()
+    monitor = RunMonitor(report=limits.progress)
     budget = {"auto": auto} if auto else {"max_metric_calls": limits.max_metric_calls}
     extra = dict(gepa_options.pop("gepa_kwargs", {}) or {})
     optimizer = dspy.GEPA(

@@ -127,7 +127,7 @@ def run_mlflow_gepa(
     spec = parse_model(reflection_model, "reflection_model")
     resolved = resolve_rated_scorers(scorers, train + val, judge_model or reflection_model)
     _load_prompts(prompt_uris)
-    monitor = RunMonitor()
+    monitor = RunMonitor(report=limits.progress)
     kwargs = {
         **(gepa_kwargs or {}),
         "valset": [_gepa_record(r) for r in val],

@@ -35,6 +35,8 @@ class RunLimits:
     num_threads: int = 1
     run_dir: str | None = None
     perfect_score: float = 1.0
+    progress: Callable[[int, float | None], None] | None = field(default=None, compare=False, repr=False)
+    """Called with (metric calls used, best validation score so far) as the run moves."""
 
     def __post_init__(self) -> None:
         if self.max_metric_calls < 1:
@@ -51,12 +53,32 @@ class RunLimits:
 
 @dataclass
 class RunMonitor:
-    """GEPA callback + logger: counts proposals, keeps errors, and the final state."""
+    """GEPA callback + logger: counts proposals, keeps errors, and the final state; reports
+    metric calls and the best validation score to `report` as they change."""
 
     proposals_started: int = 0
     proposals_made: int = 0
     errors: list[str] = field(default_factory=list)
     final_state: Any = None
+    report: Callable[[int, float | None], None] | None = None
+    metric_calls: int = 0
+    best_score: float | None = None
+
+    def on_budget_updated(self, event: dict[str, Any]) -> None:
+        """GEPA counted metric calls (fires as evaluations run, not only between iterations)."""
+        self.metric_calls = int(event.get("metric_calls_used") or 0)
+        self._report()
+
+    def on_valset_evaluated(self, event: dict[str, Any]) -> None:
+        """A candidate was scored on the validation set."""
+        score = event.get("average_score")
+        if score is not None and (self.best_score is None or score > self.best_score):
+            self.best_score = float(score)
+            self._report()
+
+    def _report(self) -> None:
+        if self.report is not None:
+            self.report(self.metric_calls, self.best_score)
 
     def on_proposal_start(self, event: dict[str, Any]) -> None:
         """GEPA asks the reflection model for a new candidate."""

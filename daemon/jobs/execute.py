@@ -91,6 +91,7 @@ class ProgressFile:
         self.attempt = attempt
         self._progress = Progress(stage="start", pid=os.getpid())
         self._lock = threading.Lock()
+        self._gepa_written_at = 0.0
 
     def stage(self, stage: str, detail: str = "") -> None:
         self._write(stage=stage, detail=detail)
@@ -99,7 +100,18 @@ class ProgressFile:
     def waiting(self, line: str) -> None:
         self._write(waiting=line)
 
-    def _write(self, **fields: str) -> None:
+    def gepa(self, metric_calls: int, best_score: float | None) -> None:
+        """GEPA's metric calls and best validation score so far; GEPA's threads call it as the run
+        moves: written at most every 0.25 s, and a failed write never fails the run."""
+        if time.monotonic() - self._gepa_written_at < 0.25:
+            return
+        self._gepa_written_at = time.monotonic()
+        try:
+            self._write(metric_calls=metric_calls, best_score=best_score)
+        except OSError:
+            pass  # progress is for display only
+
+    def _write(self, **fields: Any) -> None:
         with self._lock:
             self._progress = self._progress.model_copy(update=fields)
             write_model(self.path, self._progress)
@@ -167,12 +179,14 @@ def _failed(exc: BaseException, spec: JobSpec) -> JobResult:
 def _optimize(run_dir: Path, spec: JobSpec, backend: Backend, plan: JobPlan, progress: ProgressFile) -> Candidate:
     def gepa() -> Candidate:
         progress.stage("optimize", f"GEPA on {len(plan.train)} train / {len(plan.val)} val examples")
+        progress.gepa(0, None)
         budget = spec.policy.budget
         limits = RunLimits(
             max_metric_calls=budget.max_metric_calls,
             max_wall_time=budget.max_wall_time.total_seconds(),
             num_threads=spec.num_threads,
             run_dir=str(run_dir / "gepa"),
+            progress=progress.gepa,
         )
         optimized = backend.optimize(plan, limits)
         return Candidate(templates=optimized.templates, metric_calls=optimized.metric_calls)

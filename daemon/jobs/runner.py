@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,6 +76,7 @@ class JobState:
     max_attempts: int
     running: bool = False
     waiting_since: datetime | None = None
+    started_at: float | None = None  # when its first attempt took a job slot (epoch seconds)
 
     def describe(self, client_waiting: str) -> str:
         """One line: `running, attempt 1 of 3`, `waiting for MLflow since ..., attempt 2 of 3`, ..."""
@@ -228,6 +230,7 @@ class JobRunner:
             async with self._slots:
                 metrics.JOBS_IN_FLIGHT.inc()
                 state.running = True
+                state.started_at = state.started_at or time.time()
                 try:
                     result = await self._attempt(run_dir, spec, attempts, attempt)
                 finally:
@@ -489,13 +492,15 @@ class JobRunner:
         return sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)
 
     def status(self) -> dict[str, Any]:
-        """Jobs this process runs now: the stage their process reports, the attempt, and what
-        the job waits for (a slot, MLflow after an outage, MLflow's client retries)."""
+        """Jobs this process runs now: the stage their process reports, the attempt, what the
+        job waits for (a slot, MLflow after an outage, MLflow's client retries), and GEPA's
+        metric calls of the budget, best score so far and start time (elapsed of wall time)."""
         jobs = {}
         for request_id in self._running:
             progress = read_model(self.jobs_dir / request_id / PROGRESS_FILE, Progress)
             spec = read_model(self.jobs_dir / request_id / JOB_FILE, JobSpec)
             state = self._states.get(request_id)
+            budget = spec.policy.budget if isinstance(spec, JobSpec) else None
             jobs[request_id] = {
                 "prompt": spec.prompt if isinstance(spec, JobSpec) else None,
                 "stage": progress.stage if isinstance(progress, Progress) else "queued",
@@ -503,6 +508,11 @@ class JobRunner:
                 "attempt": state.attempt if state else 0,
                 "max_attempts": state.max_attempts if state else None,
                 "state": state.describe(progress.waiting if isinstance(progress, Progress) else "") if state else "queued",
+                "metric_calls": progress.metric_calls if isinstance(progress, Progress) else None,
+                "best_score": progress.best_score if isinstance(progress, Progress) else None,
+                "max_metric_calls": budget.max_metric_calls if budget else None,
+                "max_wall_time_s": budget.max_wall_time.total_seconds() if budget else None,
+                "started_at": state.started_at if state else None,
             }
         return jobs
 

@@ -81,6 +81,8 @@ class Progress(BaseModel):
     detail: str = ""
     pid: int | None = None
     waiting: str = Field(default="", description="a dependency the process waits for now (e.g. MLflow client retries)")
+    metric_calls: int | None = Field(default=None, description="GEPA's metric calls so far (stage optimize)")
+    best_score: float | None = Field(default=None, description="the best validation score so far (stage optimize)")
 
 
 def read_model(path: Path, model: type[BaseModel]) -> BaseModel | None:

@@ -1,0 +1,90 @@
+"""What is live for each prompt, read from the MLflow Prompt Registry: the `production`
+version, its score and the versions awaiting approval.
+
+Read in a worker thread, every `period` seconds and right after a decision on the prompt,
+so the page never waits on MLflow (and shows the last good answer while MLflow is away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from daemon.jobs import registry
+from daemon.jobs.backends import prompt_names
+from handlers.ops_history import OpsHistory
+from schemas.config import PolicyFile
+
+log = logging.getLogger("gepa_stream.ops")
+TAG_CANDIDATE_SCORE = "gepa_stream.candidate_score"
+
+
+@dataclass(slots=True)
+class LiveEntry:
+    """One registry prompt: production version and score, versions awaiting approval."""
+
+    name: str
+    version: int | None = None
+    score: float | None = None
+    awaiting: list[int] = field(default_factory=list)
+    checked_at: float | None = None
+    error: str | None = None
+
+
+class LiveVersions:
+    def __init__(self, policies: PolicyFile, history: OpsHistory, period: float = 30.0) -> None:
+        self.history = history
+        self.period = period
+        self.policies = {p.name: p for p in policies.prompts}
+        self.names: dict[str, list[str]] = {name: [name] for name in self.policies}
+        self.entries: dict[str, LiveEntry] = {name: LiveEntry(name) for name in self.policies}
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+
+    def poke(self, name: str) -> None:
+        """A decision on `name` arrived: read it again soon."""
+        self._dirty.add(name)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """1. resolve each policy's registry names (one per DSPy predictor), 2. read them all,
+        3. re-read the poked ones at once and all of them every `period` seconds."""
+        for prompt, policy in self.policies.items():
+            try:
+                self.names[prompt] = await asyncio.to_thread(prompt_names, policy)
+            except Exception as exc:  # the user's program may not import in this role; show the policy name
+                log.warning("ops page: cannot list the registry prompts of %s (%s)", prompt, exc)
+            for name in self.names[prompt]:
+                self.entries.setdefault(name, LiveEntry(name))
+        last_full = 0.0
+        while True:
+            if time.monotonic() - last_full >= self.period:
+                todo, last_full = list(self.entries), time.monotonic()
+            else:
+                todo = sorted(self._dirty)
+            self._dirty.clear()
+            for name in todo:
+                await self._refresh(name)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.1, self.period - (time.monotonic() - last_full)))
+            except asyncio.TimeoutError:
+                pass
+
+    async def _refresh(self, name: str) -> None:
+        entry = self.entries.setdefault(name, LiveEntry(name))
+        try:
+            current, versions = await asyncio.to_thread(lambda: (registry.production(name), registry.versions(name)))
+        except Exception as exc:  # MLflow away: keep the last answer, say why it is old
+            entry.error = f"MLflow: {type(exc).__name__}: {str(exc)[:200]}"
+            return
+        entry.version = current.version if current is not None else None
+        entry.score = None
+        if current is not None:
+            tagged = current.tags.get(TAG_CANDIDATE_SCORE)
+            entry.score = float(tagged) if tagged else self.history.score_of(name, current.version)
+        entry.awaiting = [v.version for v in versions if v.tags.get(registry.TAG_AWAITING) == "true"]
+        entry.checked_at = time.time()
+        entry.error = None
