@@ -135,3 +135,21 @@ def test_evictions_become_deletes() -> None:
     for i in range(5):
         deletes += ingest.handle(trace(f"t{i}", t=i, scores={"s": 1.0}), NOW).deletes
     assert len(deletes) == 2
+
+
+def test_outlook_says_what_fires_next() -> None:
+    from handlers.trigger import outlook
+
+    first = outlook(POLICY, TriggerState(), figures(4), NOW)
+    assert (first.status, [r.rule for r in first.rules], first.rules[0].fraction) == ("waiting", ["min_examples"], 0.4)
+    assert "4 of 10 examples" in first.text
+    assert outlook(POLICY, TriggerState(), figures(10), NOW).status == "ready"
+    assert outlook(POLICY, TriggerState(generation=1, in_flight="r1"), figures(50), NOW).status == "in_flight"
+    cooling = outlook(POLICY, TriggerState(generation=1, last_finished_at=NOW - 60), figures(50, new=20), NOW)
+    assert (cooling.status, cooling.text) == ("cooldown", "cooldown: 9m left")
+    drop = TriggerPolicy(min_examples=10, min_new_examples=5, cooldown=timedelta(0), score_drop=0.1, max_interval=timedelta(hours=2))
+    later = outlook(drop, TriggerState(generation=1, last_finished_at=NOW - 3600, baseline_score=0.8), figures(50, new=2, score=0.76), NOW)
+    assert later.status == "waiting"
+    assert [r.rule for r in later.rules] == ["min_new_examples", "score_drop", "max_interval"]
+    assert [round(r.fraction, 2) for r in later.rules] == [0.4, 0.5, 0.5]
+    assert later.rules[1].text == "rolling 0.76; fires below 0.72"

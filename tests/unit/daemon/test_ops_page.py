@@ -1,0 +1,99 @@
+"""The ops page's HTTP side without a server: admin-token checks, bad queries, no secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from daemon.ops.page import OpsPage
+from daemon.settings import Settings
+from schemas.config import PolicyFile
+from schemas.events import CommandEvent
+
+TOKEN = "unit-test-admin-token-42"
+POLICIES = PolicyFile.model_validate({"prompts": [{"name": "router", "task_model": "offline/support-router", "reflection_model": "offline/reflector"}]})
+
+
+def _page(token: str | None) -> tuple[OpsPage, list[CommandEvent]]:
+    page = OpsPage(Settings(admin_token=token), POLICIES, "all", windows=None, jobs=None)
+    sent: list[CommandEvent] = []
+
+    async def record(event: CommandEvent) -> None:  # the Kafka producer is exercised by tests/e2e/test_ops_page.py
+        sent.append(event)
+
+    page.bus.send_command = record  # type: ignore[method-assign]
+    return page, sent
+
+
+def _post(page: OpsPage, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    reply = asyncio.run(page.handle("POST", "/ui/api/actions", {}, headers, json.dumps(body).encode(), "10.1.2.3"))
+    return reply.status, json.loads(reply.body)
+
+
+APPROVE = {"prompt": "router", "action": "approve", "version": 3, "requested_by": "alice"}
+
+
+def test_actions_are_off_without_the_setting() -> None:
+    page, sent = _page(None)
+    status, body = _post(page, APPROVE, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 403 and "GEPA_STREAM_ADMIN_TOKEN" in body["error"] and not sent
+
+
+@pytest.mark.parametrize(("headers", "why"), [({}, "no admin token was given"), ({"Authorization": "Bearer wrong-token-wrong-token"}, "the admin token is wrong"), ({"Authorization": TOKEN}, "no admin token was given")])
+def test_a_missing_or_wrong_token_is_refused(headers: dict[str, str], why: str, caplog: pytest.LogCaptureFixture) -> None:
+    page, sent = _page(TOKEN)
+    status, body = _post(page, APPROVE, headers)
+    assert status == 401 and why in body["error"] and not sent
+    assert "refused an action from 10.1.2.3" in caplog.text
+
+
+def test_the_right_token_sends_the_command_and_logs_who_asked(caplog: pytest.LogCaptureFixture) -> None:
+    page, sent = _page(TOKEN)
+    status, body = _post(page, APPROVE, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 202 and body["sent"] == sent[0].id
+    data = sent[0].data
+    assert (data.prompt, data.action, data.version, data.requested_by) == ("router", "approve", 3, "alice (ops page)")
+    assert sent[0].type == "gepa.command.v1" and sent[0].key == b"router"
+    assert "approve router v3 requested by alice (ops page) from 10.1.2.3" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({**APPROVE, "prompt": "nope"}, 404, "not in the policy file"),
+        ({**APPROVE, "action": "delete"}, 400, "action"),
+        ({k: v for k, v in APPROVE.items() if k != "requested_by"}, 400, "requested_by"),
+    ],
+)
+def test_bad_action_requests_name_the_problem(body: dict[str, Any], status: int, error: str) -> None:
+    page, sent = _page(TOKEN)
+    got, reply = _post(page, body, {"Authorization": f"Bearer {TOKEN}"})
+    assert got == status and error in reply["error"] and not sent
+
+
+def test_reads_name_bad_parameters_and_carry_no_secret() -> None:
+    page, _ = _page(TOKEN)
+    run = lambda path, query: asyncio.run(page.handle("GET", path, query, {}, b"", "x"))  # noqa: E731
+    assert run("/ui/api/decisions", {"prompt": "router", "limit": "many"}).status == 400
+    assert b"limit" in run("/ui/api/decisions", {"prompt": "router", "limit": "many"}).body
+    assert run("/ui/api/diff", {"name": "other", "a": "1", "b": "2"}).status == 400
+    assert run("/ui/api/nothing", {}).status == 404
+    for path in ("/ui", "/ui/ops.js", "/ui/ops.css", "/ui/api/state"):
+        reply = run(path, {})
+        assert reply.status == 200 and TOKEN.encode() not in reply.body, path
+    state = json.loads(run("/ui/api/state", {}).body)
+    assert state["actions"]["enabled"] is True and [p["name"] for p in state["prompts"]] == ["router"]
+    assert "Content-Security-Policy" in run("/ui", {}).headers
+
+
+def test_a_short_admin_token_is_refused_by_the_settings() -> None:
+    from daemon.settings import load_settings
+    from schemas.config import ConfigError
+
+    with pytest.raises(ConfigError, match="GEPA_STREAM_ADMIN_TOKEN: must be at least 16 characters"):
+        load_settings(admin_token="short")
+    assert load_settings(admin_token="").admin_token is None
