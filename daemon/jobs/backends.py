@@ -121,6 +121,9 @@ class MlflowBackend(_Scoring):
         )
 
     def evaluate(self, records: list[dict[str, Any]], templates: Templates) -> list[float]:
+        """Per-example scores. The baseline version is loaded (and cached) first, so an MLflow
+        outage fails the stage rather than scoring the predictions that could not load it 0."""
+        mlflow.genai.load_prompt(self._baseline.uri)
         return evaluate_per_example(
             self.predict_fn,
             records,

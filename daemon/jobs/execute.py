@@ -135,11 +135,18 @@ def _seed(request_id: str) -> int:
 
 
 def run_job(run_dir: Path, attempt: int = 1) -> JobResult:
-    """Run (or resume) the job in `run_dir`; always returns a result, never raises."""
+    """Run (or resume) the job in `run_dir` and write its `result.json`; never raises."""
     spec = JobSpec.model_validate_json((run_dir / JOB_FILE).read_bytes())
-    examples = [Example.model_validate(e) for e in json.loads((run_dir / EXAMPLES_FILE).read_bytes())]
     progress = ProgressFile(run_dir, spec.prompt, attempt)
     ClientRetryWatch.install(spec.tracking_uri, progress.waiting)
+    result = _run_stages(run_dir, spec, progress)
+    write_model(run_dir / RESULT_FILE, result)
+    progress.stage("done", result.status)
+    return result
+
+
+def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile) -> JobResult:
+    examples = [Example.model_validate(e) for e in json.loads((run_dir / EXAMPLES_FILE).read_bytes())]
     try:
         mlflow.set_tracking_uri(spec.tracking_uri)
         mlflow.set_experiment(spec.experiment)  # explicit, whatever MLFLOW_EXPERIMENT_* the daemon inherited
@@ -278,10 +285,7 @@ def main() -> None:
     """Entry point of the job process; exit code 0 once `result.json` is written."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    run_dir = Path(sys.argv[1])
-    result = run_job(run_dir, int(sys.argv[2]) if len(sys.argv) > 2 else 1)
-    write_model(run_dir / RESULT_FILE, result)
-    write_model(run_dir / PROGRESS_FILE, Progress(stage="done", detail=result.status, pid=os.getpid()))
+    run_job(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 
 
 if __name__ == "__main__":

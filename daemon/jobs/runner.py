@@ -65,7 +65,7 @@ log = logging.getLogger("gepa_stream.jobs")
 GRACE_S = 120.0
 WATCH_S = 1.0
 PROBE_FIRST_S = 1.0
-PROBE_MAX_S = 15.0
+PROBE_MAX_S = 10.0
 
 
 @dataclass
@@ -75,6 +75,7 @@ class JobState:
     attempt: int
     max_attempts: int
     running: bool = False
+    pid: int | None = None
     waiting_since: datetime | None = None
     started_at: float | None = None  # when its first attempt took a job slot (epoch seconds)
 
@@ -232,7 +233,7 @@ class JobRunner:
                 state.running = True
                 state.started_at = state.started_at or time.time()
                 try:
-                    result = await self._attempt(run_dir, spec, attempts, attempt)
+                    result = await self._attempt(run_dir, spec, attempts, attempt, state)
                 finally:
                     state.running = False
                     metrics.JOBS_IN_FLIGHT.dec()
@@ -271,7 +272,7 @@ class JobRunner:
             tmp.replace(run_dir / EXAMPLES_FILE)
         return JobSpec.model_validate_json((run_dir / JOB_FILE).read_bytes())
 
-    async def _attempt(self, run_dir: Path, spec: JobSpec, attempts: Attempts, attempt: Attempt) -> JobResult | None:
+    async def _attempt(self, run_dir: Path, spec: JobSpec, attempts: Attempts, attempt: Attempt, state: JobState) -> JobResult | None:
         """Run the job process once; its result, a failed one at the wall time, or None if it died without one."""
         wall = spec.policy.budget.max_wall_time.total_seconds() + GRACE_S
         with (run_dir / "job.log").open("ab") as job_log:
@@ -286,6 +287,7 @@ class JobRunner:
                 preexec_fn=_job_process_setup,
             )
             attempts.update(attempt, pid=process.pid)
+            state.pid = process.pid
             try:
                 code = await self._watch(process, spec.request_id, run_dir, wall)
             except asyncio.CancelledError:
@@ -320,13 +322,12 @@ class JobRunner:
                     await exited
                     return None
                 progress = read_model(run_dir / PROGRESS_FILE, Progress)
-                waiting = progress.waiting if isinstance(progress, Progress) else ""
-                if waiting != noted:
-                    if waiting:
-                        log.warning("job %s waits: %s", request_id, waiting)
-                    else:
-                        log.warning("job %s: %s answers again", request_id, MLFLOW)
-                    noted = waiting
+                waiting = progress.waiting if isinstance(progress, Progress) and progress.pid == process.pid else ""
+                if waiting and not noted:
+                    log.warning("job %s waits: %s", request_id, waiting)
+                elif noted and not waiting:
+                    log.warning("job %s: %s answers again", request_id, MLFLOW)
+                noted = waiting
             return exited.result()
         finally:
             exited.cancel()
@@ -507,7 +508,7 @@ class JobRunner:
                 "detail": progress.detail if isinstance(progress, Progress) else "",
                 "attempt": state.attempt if state else 0,
                 "max_attempts": state.max_attempts if state else None,
-                "state": state.describe(progress.waiting if isinstance(progress, Progress) else "") if state else "queued",
+                "state": state.describe(progress.waiting if isinstance(progress, Progress) and progress.pid == state.pid else "") if state else "queued",
                 "metric_calls": progress.metric_calls if isinstance(progress, Progress) else None,
                 "best_score": progress.best_score if isinstance(progress, Progress) else None,
                 "max_metric_calls": budget.max_metric_calls if budget else None,
