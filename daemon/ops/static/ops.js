@@ -116,7 +116,7 @@ function renderPrompts() {
 
 function renderMeta() {
   const s = ui.state;
-  document.getElementById("meta").textContent = `role ${s.role} · ${s.prompts.length} prompts · ` + (s.history_caught_up ? "history loaded" : "loading history…") + ` · updated ${new Date(s.generated_at * 1000).toLocaleTimeString()}`;
+  document.getElementById("meta").textContent = `role ${s.role} · ${s.prompts.length} prompt${s.prompts.length === 1 ? "" : "s"} · ` + (s.history_caught_up ? "history loaded" : "loading history…") + ` · updated ${new Date(s.generated_at * 1000).toLocaleTimeString()}`;
 }
 
 function renderDeadLetters() {
