@@ -105,8 +105,13 @@ class IngestApp:
             await self.process(message.topic, message.partition, message.offset, message.key, message.value)
             metrics.PROCESSING_SECONDS.labels(message.topic).observe(time.perf_counter() - started)
 
-    async def process(self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes) -> None:
-        """1. parse, 2. check topic and prompt, 3. handle, 4. apply the step; failures -> DLQ."""
+    async def process(self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes | None) -> None:
+        """1. parse, 2. check topic and prompt, 3. handle, 4. apply the step; failures -> DLQ.
+
+        This agent dead-letters every bad record of the topics it reads, `gepa.optimizations`
+        and `gepa.commands` included (the job runner reads those too, and only skips them), so
+        one bad record is one dead letter whatever the roles. Nothing is touched before 3, and
+        a failing 3 leaves the windows as the tables hold them (`Ingest.handle`)."""
         try:
             event = parse_event(raw, max_bytes=self.settings.max_event_bytes)
         except InvalidEvent as exc:
@@ -187,7 +192,7 @@ class IngestApp:
         await sent
 
     async def _dead_letter(
-        self, raw: bytes, topic: str, partition: int, offset: int, key: bytes | None, reason: DeadLetterReason, error: str
+        self, raw: bytes | None, topic: str, partition: int, offset: int, key: bytes | None, reason: DeadLetterReason, error: str
     ) -> None:
         record = dead_letter(raw, topic=topic, partition=partition, offset=offset, key=key, reason=reason, error=error)
         await self.dlq.send(key=key, value=record.to_json())

@@ -9,9 +9,13 @@ from schemas.events import DeadLetterData, DeadLetterEvent, DeadLetterReason
 MAX_PAYLOAD_BYTES = 16 * 1024
 
 _STAGES = {
+    "null_value": "parse",
     "not_json": "parse",
+    "too_deep": "parse",
+    "unrepresentable": "parse",
     "oversize": "parse",
     "bad_envelope": "validate",
+    "bad_time": "validate",
     "unknown_type": "validate",
     "invalid_data": "validate",
     "unknown_prompt": "route",
@@ -21,7 +25,7 @@ _STAGES = {
 
 
 def dead_letter(
-    raw: bytes,
+    raw: bytes | None,
     *,
     topic: str,
     partition: int,
@@ -31,7 +35,9 @@ def dead_letter(
     error: str,
     max_payload: int = MAX_PAYLOAD_BYTES,
 ) -> DeadLetterEvent:
-    """A DLQ event for one rejected record; the payload is truncated and base64'd if not UTF-8."""
+    """A DLQ event for one rejected record; the payload is truncated and base64'd if not UTF-8
+    (a tombstone's is empty)."""
+    raw = raw if raw is not None else b""
     head = raw[:max_payload]
     try:
         payload, encoding = head.decode("utf-8"), "utf-8"

@@ -3,12 +3,15 @@
 The daemon applies a `Step` in order: 1. emit the snapshot and `requested` event
 (awaiting acks), 2. write the facts and trigger state to its tables, 3. delete the
 facts that left the window. Events first: a crash between 1 and 2 replays the
-same generation, hence the same request id, which downstream dedupes.
+same generation, hence the same request id, which downstream dedupes. `handle` is
+all or nothing: an event that raises leaves no trace in memory, so the windows always
+equal what the tables hold.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 
 from handlers.facts import Fact, FactKey, RatingFact, TraceFact, decode_record
 from handlers.snapshot import snapshot_sha256
@@ -98,7 +101,24 @@ class Ingest:
     # -- events --------------------------------------------------------------------------
 
     def handle(self, event: CloudEvent, now: float) -> Step:
-        """Apply one event; raises UnknownPrompt for prompts outside the policy file."""
+        """Apply one event, all or nothing: if anything raises (UnknownPrompt for a prompt outside
+        the policy file, or a bug), the windows and trigger states are as they were before."""
+        prompt = getattr(event.data, "prompt", None)
+        window, state = self.windows.get(prompt), self.triggers.get(prompt)
+        saved_state = replace(state) if state is not None else None
+        with window.transaction() if window is not None else nullcontext():
+            try:
+                return self._handle(event, now)
+            except BaseException:
+                if window is None:
+                    self.windows.pop(prompt, None)
+                if saved_state is None:
+                    self.triggers.pop(prompt, None)
+                else:
+                    self.triggers[prompt] = saved_state
+                raise
+
+    def _handle(self, event: CloudEvent, now: float) -> Step:
         if isinstance(event, (TraceEvent, RatingEvent)):
             fact: Fact = TraceFact.from_event(event) if isinstance(event, TraceEvent) else RatingFact.from_event(event)
             return self._on_fact(fact, now)

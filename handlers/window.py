@@ -5,12 +5,15 @@ for their other half (bounded by `join_ttl`).
 Every operation is O(log n) in the window size, so a 5,000-example window costs
 about what a 50-example one does. Facts that leave the window (evicted, aged out,
 never joined) are queued in `pending_deletes` for the caller to remove from its
-store — the window never deletes storage by itself.
+store — the window never deletes storage by itself. `transaction()` undoes every change
+of a block that raises, so a failing handler leaves the window as the store has it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sortedcontainers import SortedList
@@ -29,6 +32,19 @@ class WindowFigures:
     rolling_score: float | None
 
 
+@dataclass(slots=True)
+class _Journal:
+    """What a transaction changed: each touched trace's state before, and join-buffer moves."""
+
+    score: tuple[float, int]
+    n_pending_deletes: int
+    watermark: float | None
+    traces: dict[str, tuple[TraceFact | None, dict[str, RatingFact] | None, tuple[float, float | None] | None]] = field(
+        default_factory=dict
+    )
+    waiting: list[tuple[bool, tuple[float, str]]] = field(default_factory=list)  # (added?, entry)
+
+
 class PromptWindow:
     def __init__(self, prompt: str, policy: WindowPolicy) -> None:
         self.prompt = prompt
@@ -42,6 +58,19 @@ class PromptWindow:
         self._score_n = 0
         self._waiting: SortedList = SortedList()  # (since, trace_id): maybe-unjoined traces/ratings
         self.watermark: float | None = None
+        self._journal: _Journal | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run a block of changes all or nothing: if it raises, every change is undone."""
+        self._journal = _Journal((self._score_sum, self._score_n), len(self.pending_deletes), self.watermark)
+        try:
+            yield
+        except BaseException:
+            self._rollback(self._journal)
+            raise
+        finally:
+            self._journal = None
 
     # -- facts in ------------------------------------------------------------------------
 
@@ -50,6 +79,7 @@ class PromptWindow:
 
         `now` starts the join-buffer TTL of a fact still waiting for its other half.
         """
+        self._touch(fact.trace_id)
         if isinstance(fact, TraceFact):
             if self.traces.get(fact.trace_id) == fact:
                 return False
@@ -72,7 +102,9 @@ class PromptWindow:
             self._drop(self._members[0][1])
         stale = now - self.policy.join_ttl.total_seconds()  # the TTL runs from the first unjoined fact
         while self._waiting and self._waiting[0][0] < stale:
-            _, trace_id = self._waiting.pop(0)
+            entry = self._waiting.pop(0)
+            self._note_waiting(False, entry)
+            trace_id = entry[1]
             if trace_id not in self._entry:
                 self._drop(trace_id)
 
@@ -128,6 +160,7 @@ class PromptWindow:
         votes = self.ratings.get(trace_id)
         if trace is None or not (votes or trace.self_labeled):
             self._waiting.add((since, trace_id))
+            self._note_waiting(True, (since, trace_id))
             return
         labeled_at = max([trace.time, *(v.time for v in (votes or {}).values())])
         if votes:
@@ -162,10 +195,45 @@ class PromptWindow:
 
     def _drop(self, trace_id: str) -> None:
         """Forget an example or buffer entry entirely and queue its record for deletion."""
+        self._touch(trace_id)
         self._leave(trace_id)
         known = self.traces.pop(trace_id, None) is not None
         if self.ratings.pop(trace_id, None) is not None or known:
             self.pending_deletes.append(record_key(self.prompt, trace_id))
+
+    def _touch(self, trace_id: str) -> None:
+        """Inside a transaction: remember this trace's state before its first change."""
+        journal = self._journal
+        if journal is not None and trace_id not in journal.traces:
+            votes = self.ratings.get(trace_id)
+            journal.traces[trace_id] = (self.traces.get(trace_id), dict(votes) if votes is not None else None, self._entry.get(trace_id))
+
+    def _note_waiting(self, added: bool, entry: tuple[float, str]) -> None:
+        if self._journal is not None:
+            self._journal.waiting.append((added, entry))
+
+    def _rollback(self, journal: _Journal) -> None:
+        """Put back every touched trace, the join buffer, the score sums and the queues."""
+        for trace_id, (trace, votes, entry) in journal.traces.items():
+            current = self._entry.pop(trace_id, None)
+            if current is not None:
+                self._members.remove((current[0], trace_id))
+            if entry is not None:
+                self._entry[trace_id] = entry
+                self._members.add((entry[0], trace_id))
+            for store, before in ((self.traces, trace), (self.ratings, votes)):
+                if before is None:
+                    store.pop(trace_id, None)
+                else:
+                    store[trace_id] = before  # type: ignore[index]
+        for added, entry in reversed(journal.waiting):
+            if added:
+                self._waiting.remove(entry)
+            else:
+                self._waiting.add(entry)
+        self._score_sum, self._score_n = journal.score
+        del self.pending_deletes[journal.n_pending_deletes :]
+        self.watermark = journal.watermark
 
     def _example(self, trace_id: str, labeled_at: float) -> Example:
         trace = self.traces[trace_id]

@@ -7,8 +7,9 @@ breaking change gets a new `type` (``...v2``).
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, Union
 
 from pydantic import (
@@ -16,8 +17,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeInt,
-    PositiveInt,
     StringConstraints,
     ValidationInfo,
     field_validator,
@@ -26,6 +25,10 @@ from pydantic import (
 
 from schemas.ratings import RatingScale, normalize_rating
 
+INT64_MAX = 2**63 - 1
+PositiveInt = Annotated[int, Field(gt=0, le=INT64_MAX)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=INT64_MAX)]
+"""Integers fit in 64 bits: the windows store facts with orjson, which writes no larger ones."""
 PromptName = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$"),
@@ -44,8 +47,23 @@ OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
 Backend = Literal["mlflow", "dspy"]
 PromotionDecision = Literal["promoted", "rejected", "inconclusive", "awaiting_approval", "rolled_back"]
 DeadLetterReason = Literal[
-    "not_json", "bad_envelope", "unknown_type", "invalid_data", "oversize", "unknown_prompt", "wrong_topic", "handler_error"
+    "null_value",
+    "not_json",
+    "too_deep",
+    "unrepresentable",
+    "oversize",
+    "bad_envelope",
+    "bad_time",
+    "unknown_type",
+    "invalid_data",
+    "unknown_prompt",
+    "wrong_topic",
+    "handler_error",
 ]
+
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+MAX_CLOCK_SKEW = timedelta(days=1)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
 
 class _Data(BaseModel):
@@ -247,6 +265,28 @@ class CloudEvent(BaseModel, Generic[D]):
     subject: str | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     data: D
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        """CloudEvents `time` is an RFC 3339 string; pydantic alone would also take a number or
+        "12345" as Unix seconds (and land the event in 1970)."""
+        if isinstance(value, datetime):
+            return value
+        if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+            raise ValueError("must be an RFC 3339 timestamp string with a UTC offset, e.g. 2026-11-26T14:00:00Z")
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _plausible(cls, value: datetime) -> datetime:
+        """Not before 2000 and at most `MAX_CLOCK_SKEW` ahead of this clock: a time outside
+        that is a producer bug and would age out of every window at once (or never)."""
+        if value < EARLIEST_EVENT_TIME:
+            raise ValueError(f"{value.isoformat()} is before {EARLIEST_EVENT_TIME.date().isoformat()}")
+        if value > _now() + MAX_CLOCK_SKEW:
+            raise ValueError(f"{value.isoformat()} is more than {MAX_CLOCK_SKEW.days} day ahead of this clock")
+        return value
 
     @model_validator(mode="after")
     def _subject_is_prompt(self) -> CloudEvent[D]:

@@ -1,14 +1,29 @@
-"""Bytes off the wire -> a typed event, or `InvalidEvent` saying which field is wrong and why."""
+"""Bytes off the wire -> a typed event, or `InvalidEvent` saying which field is wrong and why.
+
+The parser accepts only what every later stage can carry: the windows store facts with
+orjson, snapshots hash and ship examples as JSON, dead letters quote the payload. So a
+record must be strict UTF-8 JSON (no lone surrogates, no NaN/Infinity, numbers within a
+double), nested at most `MAX_DEPTH` containers deep, with a plausible RFC 3339 `time`.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.events import EVENT_CLASSES, CloudEvent, DeadLetterReason, Event
+from schemas.events import EVENT_CLASSES, CloudEvent, DeadLetterReason, Event, SnapshotChunkEvent
 
+MAX_DEPTH = 64
+"""Objects and arrays nested in one event, the event object itself counting as 1 (so
+`data.inputs` is at depth 3): far above real traces, far below what orjson can write (254).
+A snapshot chunk holds the same inputs 2 levels deeper (`data.examples.N.inputs`), so it is
+allowed 2 more."""
+
+_INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 _UNION_MEMBER_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
 
@@ -23,25 +38,111 @@ class InvalidEvent(ValueError):
         self.detail = message
 
 
-def parse_event(raw: bytes | str, *, max_bytes: int | None = None) -> CloudEvent[Any]:
-    """Validate one CloudEvents JSON record.
+def parse_event(raw: bytes | str | None, *, max_bytes: int | None = None) -> CloudEvent[Any]:
+    """Validate one CloudEvents JSON record (`None` is a Kafka tombstone: no event).
 
-    The common case is a single pydantic pass over the bytes; only a failure
-    takes the slow path that classifies the problem for the dead-letter queue.
+    1. size, 2. strict JSON (orjson), 3. nesting depth, 4. the pydantic models. Only a
+    failure takes the slow path that classifies the problem for the dead-letter queue.
     """
+    if raw is None:
+        raise InvalidEvent("null_value", "the record has no value (a tombstone); events are never deleted by key")
     if max_bytes is not None and len(raw) > max_bytes:
         raise InvalidEvent("oversize", f"record of {len(raw)} bytes exceeds the limit of {max_bytes} bytes")
     try:
-        return _EVENT_ADAPTER.validate_json(raw)  # type: ignore[no-any-return]
-    except ValidationError:
-        pass
-    return _classify(raw)
-
-
-def _classify(raw: bytes | str) -> CloudEvent[Any]:
-    obj = _decode_json(raw)
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        obj = _classify_json(raw, exc)
+    _check_depth(raw, obj)
     if not isinstance(obj, dict):
         raise InvalidEvent("bad_envelope", f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        return _EVENT_ADAPTER.validate_python(obj)  # type: ignore[no-any-return]
+    except ValidationError:
+        pass
+    return _classify_event(obj)
+
+
+# -- 2, 3: JSON the pipeline can carry --------------------------------------------------------
+
+
+def _classify_json(raw: bytes | str, strict_error: Exception) -> Any:
+    """Why strict JSON parsing failed: not UTF-8, not JSON, too deep, or JSON that cannot be
+    carried (a lone surrogate, a number out of range); never returns normally."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray, memoryview)) else raw
+        lax = json.loads(text, parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("not_json", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise InvalidEvent("too_deep", f"JSON nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, int literals beyond Python's digit limit
+        raise InvalidEvent("not_json", f"not valid JSON ({exc})") from None
+    problem = _walk(lax, _depth_limit(lax))
+    if problem is not None:
+        raise problem
+    raise InvalidEvent("not_json", f"not valid JSON ({strict_error})")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _check_depth(raw: bytes | str, obj: Any) -> None:
+    """Walk only records that have more containers than `MAX_DEPTH` (a cheap upper bound)."""
+    limit = _depth_limit(obj)
+    brackets = raw.count("{") + raw.count("[") if isinstance(raw, str) else raw.count(b"{") + raw.count(b"[")
+    if brackets > limit:
+        problem = _walk(obj, limit)
+        if problem is not None:
+            raise problem
+
+
+def _depth_limit(obj: Any) -> int:
+    return MAX_DEPTH + 2 if isinstance(obj, dict) and obj.get("type") == SnapshotChunkEvent.TYPE else MAX_DEPTH
+
+
+def _walk(obj: Any, limit: int) -> InvalidEvent | None:
+    """The first value too deep or not representable (lone surrogate, number out of range)."""
+    stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return InvalidEvent("too_deep", f"JSON nested more than {limit} levels deep", path or None)
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, child in items:
+                encodable = not isinstance(key, str) or _encodable(key)
+                child_path = _join(path, key if encodable else key.encode("utf-8", "backslashreplace").decode())
+                if not encodable:
+                    return InvalidEvent("unrepresentable", "the key holds a lone surrogate (not UTF-8 encodable)", child_path)
+                stack.append((child, depth + 1, child_path))
+        elif isinstance(value, str) and not _encodable(value):
+            return InvalidEvent("unrepresentable", "holds a lone surrogate (not UTF-8 encodable)", path or None)
+        elif isinstance(value, float) and not math.isfinite(value):
+            return InvalidEvent("unrepresentable", "a number beyond the range of a double", path or None)
+        elif isinstance(value, int) and not _INT_MIN <= value <= _UINT_MAX:
+            return InvalidEvent("unrepresentable", "an integer beyond 64 bits", path or None)
+    return None
+
+
+def _join(path: str, key: object) -> str:
+    """`a.b.0.c`, shortened in the middle past 200 characters (a 500-deep path is no help)."""
+    joined = f"{path}.{key}" if path else str(key)
+    return joined if len(joined) <= 200 else f"{joined[:96]}...{joined[-96:]}"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# -- 4: the event models ----------------------------------------------------------------------
+
+
+def _classify_event(obj: dict[str, Any]) -> CloudEvent[Any]:
     event_type = obj.get("type")
     cls = EVENT_CLASSES.get(event_type) if isinstance(event_type, str) else None
     if cls is None:
@@ -55,25 +156,15 @@ def _classify(raw: bytes | str) -> CloudEvent[Any]:
         raise _invalid(exc) from None
 
 
-def _decode_json(raw: bytes | str) -> Any:
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray, memoryview)) else raw
-        return json.loads(text)
-    except UnicodeDecodeError as exc:
-        raise InvalidEvent("not_json", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except RecursionError:
-        raise InvalidEvent("not_json", "JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, and int literals beyond Python's digit limit
-        raise InvalidEvent("not_json", f"not valid JSON ({exc})") from None
-
-
 def _invalid(exc: ValidationError) -> InvalidEvent:
-    """The first error as `field: problem`, sorted into envelope vs data."""
+    """The first error as `field: problem`, sorted into envelope, time and data."""
     errors = exc.errors(include_url=False)
     error = next((e for e in errors if e["loc"] and e["loc"][0] != "data"), errors[0])
     loc = [str(part) for part in error["loc"] if not _is_union_tag(part)]
     field = ".".join(loc) if loc else None
     reason: DeadLetterReason = "invalid_data" if loc and loc[0] == "data" and len(loc) > 1 else "bad_envelope"
+    if loc == ["time"] and error["type"] != "missing":
+        reason = "bad_time"
     return InvalidEvent(reason, _message(error), field)
 
 
@@ -96,4 +187,3 @@ def _message(error: Any) -> str:
     if kind not in ("model_type", "dict_type", "value_error") and isinstance(value, (str, int, float)) and len(str(value)) <= 80:
         message = f"{message} (got {value!r})"
     return message
-

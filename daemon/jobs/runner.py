@@ -162,11 +162,12 @@ class JobRunner:
             log.warning("commit failed (%s); unfinished requests will be redelivered", exc)
             self._next.clear()
 
-    async def _dispatch(self, tp: TopicPartition, offset: int, raw: bytes) -> None:
+    async def _dispatch(self, tp: TopicPartition, offset: int, raw: bytes | None) -> None:
         try:
-            event = parse_event(raw)
-        except InvalidEvent:
-            return  # the ingest role dead-letters bad input records
+            event = parse_event(raw, max_bytes=self.settings.max_event_bytes)
+        except InvalidEvent as exc:  # the ingest role, which reads both topics, dead-letters it
+            log.debug("skipping %s/%d@%d: %s: %s", tp.topic, tp.partition, offset, exc.reason, exc)
+            return
         if isinstance(event, OptimizationEvent) and event.data.status == "requested":
             if event.data.prompt not in self.policies or event.data.request_id in self._running:
                 return

@@ -87,7 +87,7 @@ _TRACE = sample_events()[0]
         (b"[1, 2]", "bad_envelope", "expected a JSON object, got list"),
         (_mutated(_TRACE, ["specversion"], _DELETE), "bad_envelope", "specversion: is required"),
         (_mutated(_TRACE, ["specversion"], "0.3"), "bad_envelope", "specversion"),
-        (_mutated(_TRACE, ["time"], "yesterday"), "bad_envelope", "time:"),
+        (_mutated(_TRACE, ["time"], "yesterday"), "bad_time", "time: must be an RFC 3339 timestamp"),
         (_mutated(_TRACE, ["subject"], "other"), "bad_envelope", "subject must equal data.prompt"),
         (_mutated(_TRACE, ["type"], "gepa.trace.v9"), "unknown_type", "unknown event type 'gepa.trace.v9'"),
         (_mutated(_TRACE, ["type"], _DELETE), "bad_envelope", "type: is required"),
