@@ -64,6 +64,7 @@ class IngestApp:
         self.app = faust_app
         self.ingest = Ingest(policies, settings.app_id)
         self.ready = False
+        self._source = f"gepa-stream/{settings.app_id}/ingest"
         self._expected_type = {
             self.topics.traces: TraceEvent,
             self.topics.ratings: RatingEvent,
@@ -186,7 +187,7 @@ class IngestApp:
         event = OptimizationEvent.build(
             OptimizationData(request_id=request_id or event_id, prompt=prompt, status=status, **fields),
             id=event_id,
-            source=f"gepa-stream/{self.settings.app_id}/ingest",
+            source=self._source,
         )
         sent = await self.optimizations.send(key=event.key, value=event.to_json())
         await sent
@@ -194,7 +195,9 @@ class IngestApp:
     async def _dead_letter(
         self, raw: bytes | None, topic: str, partition: int, offset: int, key: bytes | None, reason: DeadLetterReason, error: str
     ) -> None:
-        record = dead_letter(raw, topic=topic, partition=partition, offset=offset, key=key, reason=reason, error=error)
+        record = dead_letter(
+            raw, topic=topic, partition=partition, offset=offset, key=key, reason=reason, error=error, source=self._source
+        )
         await self.dlq.send(key=key, value=record.to_json())
         metrics.DEAD_LETTERS.labels(reason).inc()
         log.warning("dead letter %s/%d@%d: %s: %s", topic, partition, offset, reason, error)

@@ -33,6 +33,7 @@ def dead_letter(
     key: bytes | None,
     reason: DeadLetterReason,
     error: str,
+    source: str = "gepa-stream",
     max_payload: int = MAX_PAYLOAD_BYTES,
 ) -> DeadLetterEvent:
     """A DLQ event for one rejected record; the payload is truncated and base64'd if not UTF-8
@@ -58,4 +59,5 @@ def dead_letter(
         ),
         subject=topic,
         id=f"dlq:{topic}:{partition}:{offset}",
+        source=source,
     )

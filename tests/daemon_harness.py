@@ -17,6 +17,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.producer.future import RecordMetadata
 
 from daemon.broker import free_port
 from schemas import Topics, parse_event
@@ -109,15 +110,14 @@ class Daemon:
         raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}:\n{self.log.read_text()[-4000:]}")
 
 
-def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
-    """(topic, key, value) records in order; returns how many were acknowledged."""
+def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]) -> list[RecordMetadata]:
+    """(topic, key, value) records in order (value None: a tombstone); returns where each landed."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2_000_000)
     futures = [producer.send(topic, key=key, value=value) for topic, key, value in records]
     producer.flush()
-    for future in futures:
-        future.get(timeout=30)
+    landed = [future.get(timeout=30) for future in futures]
     producer.close()
-    return len(futures)
+    return landed
 
 
 def read_records(bootstrap: str, topic: str, *, idle_s: float = 1.5, timeout_s: float = 60.0) -> list[ConsumerRecord]:
