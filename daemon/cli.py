@@ -163,13 +163,13 @@ def tail(
         for partition, offset, key, value in follow(
             _topic(settings, topic), settings, from_beginning=from_beginning, idle_timeout_s=idle_timeout
         ):
-            text = value.decode("utf-8", "replace")
+            text = value.decode("utf-8", "replace") if value is not None else "null"  # a tombstone
             if raw:
                 typer.echo(text)
             else:
                 out.rule(f"p{partition}@{offset}  key={key.decode('utf-8', 'replace') if key else None}")
                 try:
-                    out.print(JSON(text))
+                    out.print(JSON(text) if value is not None else "(tombstone: no value)")
                 except ValueError:
                     out.print(text, markup=False)
             count += 1

@@ -5,6 +5,8 @@ a window — so the valid events around it are all counted and the trigger still
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -99,6 +101,12 @@ def test_hostile_traces_and_tombstones_then_100_valid_events_all_count(kafka_boo
         assert {e.data.trigger.rule for e in requested} == {"min_examples"}
         assert daemon.process is not None and daemon.process.poll() is None
         assert "Traceback" not in daemon.log.read_text()
+        tail = subprocess.run(
+            [sys.executable, "-m", "daemon", "tail", "traces", "--from-beginning", "--idle-timeout", "1", "--raw"],
+            env=daemon.env, capture_output=True, text=True, timeout=60,
+        )
+        assert tail.returncode == 0, tail.stderr
+        assert tail.stdout.splitlines().count("null") == 1  # `tail` shows the tombstone instead of crashing on it
     finally:
         daemon.stop()
 
