@@ -20,7 +20,7 @@ RECENT_DEAD_LETTERS = 50
 DEAD_LETTER_IDS = 20_000
 _FOLDED = {"request_id", "prompt", "status", "trigger", "snapshot", "budget", "n_train", "n_val"}
 _COPIED = {"metric_calls", "baseline_score", "candidate_score", "version", "error"}
-_STATUS_RANK = {"requested": 0, "started": 1, "completed": 2, "failed": 2, "skipped": 2}
+_STATUS_RANK = {"requested": 0, "started": 1, "retrying": 2, "completed": 3, "failed": 3, "skipped": 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ class RequestRecord:
             self.requested_at = at
         elif d.status == "started":
             self.started_at = at
-        else:
+        elif d.status != "retrying":
             self.finished_at = at
         if _STATUS_RANK[d.status] >= _STATUS_RANK[self.status]:
             self.status = d.status

@@ -226,7 +226,7 @@ class JobRunner:
                     return self._final(run_dir, JobResult(status="failed", error=error))
             if attempts.used >= limit:
                 causes = "; ".join(f"attempt {a.number}: {a.cause}" for a in attempts.ledger.attempts if a.counted)
-                return self._final(run_dir, JobResult(status="failed", error=f"no result after {limit} attempts (budget.max_attempts): {causes}"))
+                return self._final(run_dir, JobResult(status="failed", error=f"no result after {limit} attempt{'s' if limit > 1 else ''} (budget.max_attempts): {causes}"))
             attempt = attempts.begin()
             state.attempt = attempts.used
             async with self._slots:

@@ -24,7 +24,7 @@ ROUTER_POLICY = """
     scorers: [exact_match]
     window: {{max_examples: 500}}
     triggers: {{min_examples: {n}, min_new_examples: 1000, cooldown: 1h}}
-    budget: {{max_metric_calls: {calls}, max_wall_time: 5m, num_threads: 4}}
+    budget: {{max_metric_calls: {calls}, max_wall_time: 5m, num_threads: 4, max_attempts: {attempts}}}
     promotion: {{mode: {mode}, min_eval_examples: 10, holdout_fraction: 0.35}}
 """
 
@@ -51,6 +51,7 @@ def router_policy(
     reflector: str = "offline/reflector",
     calls: int = 60,
     mode: str = "auto",
+    attempts: int = 3,
 ) -> str:
     """The policy entry of a support router prompt, optimized by GEPA after `n` rated traces."""
     return ROUTER_POLICY.format(
@@ -62,6 +63,7 @@ def router_policy(
         n=n,
         calls=calls,
         mode=mode,
+        attempts=attempts,
     )
 
 

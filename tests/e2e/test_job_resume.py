@@ -27,7 +27,9 @@ KILLED_AT = {
     "kill_register": "register",  # before the candidate is registered
     "kill_gate": "gate",  # registered in MLflow, nothing announced yet
     "kill_alias": "promote",  # production already moved to the candidate
+    "kill_last": "gate",  # registered, and no attempt left (max_attempts: 1): fails, announcing the version
 }
+RESUMED = [name for name in KILLED_AT if name != "kill_last"]
 
 
 def _job_dirs(state: Path) -> dict[str, Path]:
@@ -59,6 +61,7 @@ def _ready_to_kill(prompt: str, run_dir: Path) -> int | None:
 def test_job_processes_killed_at_each_stage_resume_and_announce_once(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings: dict[str, dict[str, Any]] = {name: {} for name in KILLED_AT}
     settings["kill_gepa"] = {"task_model": "offline/support-router?latency_ms=40", "calls": 120}
+    settings["kill_last"] = {"attempts": 1}
     holds = ",".join(f"{name}={stage}" for name, stage in KILLED_AT.items() if name != "kill_gepa")
     daemon = Daemon(
         kafka_bootstrap,
@@ -75,6 +78,7 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(kafka_boots
         killed: dict[str, int] = {}
         deadline = time.monotonic() + 300
         while len(killed) < len(KILLED_AT):
+            assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[-4000:]
             assert time.monotonic() < deadline, f"jobs never reached their kill stage: { {p: _progress(d) for p, d in _job_dirs(tmp_path / 'state').items()} }"
             for prompt, run_dir in _job_dirs(tmp_path / "state").items():
                 pid = None if prompt in killed else _ready_to_kill(prompt, run_dir)
@@ -84,7 +88,10 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(kafka_boots
                     killed[prompt] = pid
             time.sleep(0.05)
         optimizations = wait_for_events(
-            daemon, daemon.topics.optimizations, lambda evs: len({e.data.prompt for e in evs if e.data.status == "completed"}) == len(KILLED_AT)
+            daemon,
+            daemon.topics.optimizations,
+            lambda evs: len({e.data.prompt for e in evs if e.data.status in ("completed", "failed")}) == len(KILLED_AT),
+            fail_on_failed_job=False,
         )
         registered = read_topic(kafka_bootstrap, daemon.topics.prompts)
         promotions = read_topic(kafka_bootstrap, daemon.topics.promotions)
@@ -94,7 +101,8 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(kafka_boots
     assert status_jobs == {}
     mlflow.set_tracking_uri(tracking)
     client = MlflowClient()
-    for prompt, stage in KILLED_AT.items():
+    for prompt in RESUMED:
+        stage = KILLED_AT[prompt]
         mine = [e.data for e in optimizations if e.data.prompt == prompt]
         [completed] = [d for d in mine if d.status == "completed"]
         request_id = completed.request_id
@@ -120,3 +128,14 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(kafka_boots
         assert mlflow.genai.load_prompt(f"prompts:/{prompt}@production", cache_ttl_seconds=0).version == 2
         assert versions[2].tags.get("gepa_stream.previous_production") == "1"
         assert (completed.version, completed.baseline_score, completed.candidate_score) == (2, announced.baseline_score, announced.candidate_score)
+
+    # no attempt left: `failed` names the attempt and its cause, and the version it registered is announced
+    mine = [e.data for e in optimizations if e.data.prompt == "kill_last"]
+    [failed] = [d for d in mine if d.status in ("failed", "completed")]
+    assert failed.status == "failed" and not [d for d in mine if d.status == "retrying"], mine
+    assert "no result after 1 attempt (budget.max_attempts)" in (failed.error or "") and "attempt 1: the job process killed by SIGKILL" in (failed.error or ""), failed.error
+    [version] = [v for v in client.search_prompt_versions("kill_last") if v.tags.get("gepa_stream.request_id") == failed.request_id]
+    [announced] = [e.data for e in registered if e.data.prompt == "kill_last"]
+    assert (announced.version, announced.parent_version, failed.version) == (int(version.version), 1, int(version.version))
+    assert [e for e in promotions if e.data.prompt == "kill_last"] == []
+    assert mlflow.genai.load_prompt("prompts:/kill_last@production", cache_ttl_seconds=0).version == 1

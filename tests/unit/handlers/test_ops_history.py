@@ -52,6 +52,9 @@ def test_a_request_merges_its_lifecycle_and_never_moves_back() -> None:
 
     history.add(event("r1", "requested", trigger=TriggerInfo(rule="min_examples"), budget=Budget(max_metric_calls=80, max_wall_time_s=300)))
     history.add(event("r1", "started"))
+    history.add(OptimizationEvent.build(OptimizationData(request_id="r1", prompt="p", status="retrying", attempt=1, max_attempts=3), id="r1:retrying:1"))
+    record = history.latest_request("p")
+    assert record is not None and (record.status, record.finished_at) == ("retrying", None), "a retrying job has not finished"
     history.add(event("r1", "completed", metric_calls=77, baseline_score=0.4, candidate_score=0.9, version=2))
     history.add(event("r1", "started"))  # a late duplicate
     record = history.latest_request("p")
