@@ -12,6 +12,8 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from schemas.events import CloudEvent, DeadLetterEvent, OptimizationEvent, PromotionEvent
 
 DECISIONS_PER_PROMPT = 500
@@ -75,8 +77,7 @@ class RequestRecord:
     finished_at: float | None = None
     trigger: str | None = None
     n_examples: int | None = None
-    max_metric_calls: int | None = None
-    max_wall_time_s: float | None = None
+    budget: dict[str, Any] = field(default_factory=dict)
     metric_calls: int | None = None
     baseline_score: float | None = None
     candidate_score: float | None = None
@@ -101,16 +102,15 @@ class RequestRecord:
         if d.snapshot is not None:
             self.n_examples = d.snapshot.n_examples
         if d.budget is not None:
-            self.max_metric_calls = d.budget.max_metric_calls
-            self.max_wall_time_s = d.budget.max_wall_time_s
+            self.budget = d.budget.model_dump(mode="json", exclude_none=True)
         for name in type(d).model_fields:
             value = getattr(d, name)
             if name in _FOLDED or value is None:
                 continue
             if name in _COPIED:
                 setattr(self, name, value)
-            else:
-                self.extra[name] = value  # fields the event gains later (tokens, cost) still show
+            else:  # fields the event gains later (model usage, what stopped GEPA) still show
+                self.extra[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,7 +105,7 @@ def _number(page: Any, selector: str) -> int | None:
 def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(browser: Any, kafka_bootstrap: str, tmp_path: Path) -> None:
     config = tmp_path / "policy.yaml"
     config.write_text(_policy())
-    daemon = Daemon(kafka_bootstrap, config, tmp_path, env={"GEPA_STREAM_ADMIN_TOKEN": TOKEN})
+    daemon = Daemon(kafka_bootstrap, config, tmp_path, env={"GEPA_STREAM_ADMIN_TOKEN": TOKEN, "GEPA_STREAM_MAX_CONCURRENT_JOBS": "2"})
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     versions = {name: register_sample_prompt(tracking_uri, name) for name in (AUTO, MANUAL)}
     daemon.start()

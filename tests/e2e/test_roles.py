@@ -136,6 +136,19 @@ def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(kafka_bootstr
         assert _shares(optimizers, topics.optimizations) == shares, "the group rebalanced during the test"
         jobs_per_replica = [metric_value(o.get("/metrics"), "gepa_stream_jobs_total", status="completed") for o in optimizers]
         assert optimizers[0].status()["prompts"] == {}, "an optimizer-only process keeps no windows"
+        # the ops page on every role shows every decision; windows where ingest runs, job progress where jobs run
+        for daemon in (ingest, *optimizers):
+
+            def decided(daemon: Daemon = daemon) -> bool:
+                state = daemon.get("/ui/api/state") or {"prompts": []}
+                last = {p["name"]: (p["last_decision"] or {}).get("decision") for p in state["prompts"]}
+                return all(last.get(name) == "promoted" for name in (alone, beside_a, beside_b))
+
+            daemon.wait_until(decided, 60, "the ops page to show the three promotions")
+        ingest_page, optimizer_page = ingest.get("/ui/api/state"), optimizers[0].get("/ui/api/state")
+        assert (ingest_page["windows_here"], ingest_page["jobs_here"], optimizer_page["windows_here"], optimizer_page["jobs_here"]) == (True, False, False, True)
+        windows = {p["name"]: p["window"] for p in ingest_page["prompts"]}
+        assert windows[beside_a]["n_examples"] > 0 and windows[beside_b]["n_examples"] > 0
     finally:
         for daemon in (ingest, *optimizers):
             daemon.stop()

@@ -79,7 +79,7 @@ function jobCell(p) {
   const live = j.live;
   const rows = [el("div", {}, pill(j.status), " ", el("span", { class: "small" }, j.trigger ? "by " + j.trigger : ""))];
   if (live && j.status !== "completed" && j.status !== "failed") {
-    const budget = live.max_metric_calls || j.max_metric_calls;
+    const budget = live.max_metric_calls || (j.budget || {}).max_metric_calls;
     const calls = live.metric_calls;
     rows.push(el("div", { class: "small" }, "stage ", el("b", { "data-testid": "job-stage" }, live.stage), live.detail ? " · " + live.detail : ""));
     if (calls !== null && calls !== undefined) {
@@ -87,18 +87,30 @@ function jobCell(p) {
       rows.push(bar(calls / budget, "job-bar"));
     }
     const elapsed = live.started_at ? Date.now() / 1000 - live.started_at : null;
-    rows.push(el("div", { class: "small" }, `elapsed ${span(elapsed)} of ${span(live.max_wall_time_s || j.max_wall_time_s)}`));
+    rows.push(el("div", { class: "small" }, `elapsed ${span(elapsed)} of ${span(live.max_wall_time_s || (j.budget || {}).max_wall_time_s)}`));
   } else if (j.status === "completed" || j.status === "failed") {
     rows.push(el("div", { class: "small" }, `${j.metric_calls ?? "—"} metric calls · held-out ${score(j.baseline_score)} → ${score(j.candidate_score)}` + (j.version ? ` · v${j.version}` : "")));
     if (j.error) rows.push(el("div", { class: "small error" }, j.error));
   } else if (j.status === "requested" || j.status === "started") {
-    rows.push(el("div", { class: "small" }, `${j.n_examples ?? "—"} examples · budget ${j.max_metric_calls ?? "—"} calls / ${span(j.max_wall_time_s)}` + (ui.state.jobs_here ? "" : " · progress on the optimizer's page")));
+    rows.push(el("div", { class: "small" }, `${j.n_examples ?? "—"} examples · budget ${(j.budget || {}).max_metric_calls ?? "—"} calls / ${span((j.budget || {}).max_wall_time_s)}` + (ui.state.jobs_here ? "" : " · progress on the optimizer's page")));
   }
-  const extra = Object.entries(Object.assign({}, j.extra || {}, live ? pick(live, ["prompt_tokens", "completion_tokens", "total_tokens", "tokens", "cost_usd"]) : {}));
-  if (extra.length) rows.push(el("div", { class: "small", "data-testid": "job-usage" }, extra.map(([k, v]) => `${k.replace("_", " ")} ${typeof v === "number" && k.includes("cost") ? "$" + v.toFixed(4) : JSON.stringify(v)}`).join(" · ")));
+  const usage = usageLine(j);
+  if (usage) rows.push(el("div", { class: "small", "data-testid": "job-usage" }, usage));
   return el("td", { "data-testid": "job" }, rows);
 }
-const pick = (o, keys) => Object.fromEntries(keys.filter((k) => o[k] !== null && o[k] !== undefined).map((k) => [k, o[k]]));
+// Model usage, where the job reports it (tokens and estimated USD per role, in `extra.usage`).
+function usageLine(j) {
+  const extra = j.extra || {};
+  const parts = [];
+  if (extra.usage) {
+    const roles = Object.values(extra.usage.roles || {});
+    const tokens = roles.reduce((n, r) => n + (r.prompt_tokens || 0) + (r.completion_tokens || 0), 0);
+    parts.push(`${tokens.toLocaleString()} tokens`, "$" + Number(extra.usage.cost_usd || 0).toFixed(4) + (extra.usage.cost_unknown ? " (some prices unknown)" : ""));
+  }
+  if ((j.budget || {}).max_cost_usd) parts.push("budget $" + Number(j.budget.max_cost_usd).toFixed(2));
+  if (extra.stopped_by) parts.push("stopped by " + extra.stopped_by);
+  return parts.join(" · ");
+}
 
 function decisionSummary(d) {
   return [pill(d.decision), " ", versions(d), d.improvement !== null ? ` · ${pct(d.improvement)}` : "", d.ci_low !== null ? ` · CI [${signed(d.ci_low)}, ${signed(d.ci_high)}]` : "", d.n_eval !== null ? ` · n=${d.n_eval}` : ""];

@@ -59,7 +59,9 @@ def test_a_request_merges_its_lifecycle_and_never_moves_back() -> None:
     history.add(event("r1", "started"))  # a late duplicate
     record = history.latest_request("p")
     assert record is not None
-    assert (record.status, record.trigger, record.max_metric_calls, record.metric_calls, record.version) == ("completed", "min_examples", 80, 77, 2)
+    assert (record.status, record.trigger, record.budget, record.metric_calls, record.version) == (
+        "completed", "min_examples", {"max_metric_calls": 80, "max_wall_time_s": 300.0}, 77, 2
+    )
     history.add(event("r2", "requested"))
     history.add(event("r3", "requested"))
     assert history.latest_request("p").request_id == "r3"
