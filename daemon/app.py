@@ -65,6 +65,7 @@ class IngestApp:
         self.ingest = Ingest(policies, settings.app_id)
         self.ready = False
         self._source = f"gepa-stream/{settings.app_id}/ingest"
+        self.recovered: dict[str, int] = {"rebuilds": 0}  # table records at this process's first recovery
         self._expected_type = {
             self.topics.traces: TraceEvent,
             self.topics.ratings: RatingEvent,
@@ -94,6 +95,9 @@ class IngestApp:
         for raw in self.facts.values():
             self.ingest.restore_record(raw, now)
         self.ready = True
+        if not self.recovered["rebuilds"]:
+            self.recovered.update(facts=len(self.facts), triggers=len(self.triggers))
+        self.recovered["rebuilds"] += 1
         self._refresh_gauges()
         log.info("recovered %d trace records for %d prompts", len(self.facts), len(self.ingest.windows))
 
@@ -240,4 +244,4 @@ class IngestApp:
                 "trigger": asdict(state),
                 "next_trigger": asdict(outlook(self.ingest.policy(prompt).triggers, state, figures, now)),
             }
-        return {"ready": self.ready, "prompts": prompts}
+        return {"ready": self.ready, "prompts": prompts, "recovered": self.recovered}

@@ -12,6 +12,7 @@ from faust.app.base import BootStrategy
 from daemon.admin import ensure_topics
 from daemon.app import IngestApp, broker_credentials
 from daemon.jobs.runner import JobRunner
+from daemon.recovery import ExactEndTableManager
 from daemon.settings import Settings
 from daemon.ops.page import OpsPage
 from daemon.web import register_ops_page, register_views
@@ -29,6 +30,7 @@ def build_faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
         store="memory://",
+        TableManager=ExactEndTableManager,  # the embedded broker reports changelog ends short
         datadir=str(settings.state_dir / "faust" / app_id),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -12,10 +13,12 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.producer.future import RecordMetadata
 
@@ -158,3 +161,59 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
         if got == wanted:
             return float(value)
     return 0.0
+
+
+@dataclass
+class Changelog:
+    """A table's changelog topic as the broker holds it."""
+
+    live: dict[bytes, bytes]  # key -> latest value, tombstoned keys left out
+    reported_ends: dict[int, int]  # partition -> the end offset the broker reports (ListOffsets)
+    log_ends: dict[int, int]  # partition -> the offset after its last record
+
+    @property
+    def reported_short(self) -> bool:
+        """The broker reports an end before the last record of some partition."""
+        return any(self.reported_ends.get(p, 0) < end for p, end in self.log_ends.items())
+
+
+def changelog(daemon: Daemon, table: str) -> Changelog:
+    """The changelog of one of the daemon's Faust tables, read to its last record."""
+    topic = f"{daemon.env['GEPA_STREAM_APP_ID']}-{table}-changelog"
+    records = sorted(read_records(daemon.bootstrap, topic), key=lambda r: (r.partition, r.offset))
+    live: dict[bytes, bytes] = {}
+    for record in records:
+        if record.value is None:
+            live.pop(record.key, None)
+        else:
+            live[record.key] = record.value
+    consumer = KafkaConsumer(bootstrap_servers=daemon.bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        reported = {tp.partition: end for tp, end in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+    return Changelog(live, reported, {r.partition: r.offset + 1 for r in records})
+
+
+@functools.cache
+def reports_short_ends(bootstrap: str) -> bool:
+    """Whether this broker answers ListOffsets(latest) with the last batch's base offset + 1
+    (Tansu 0.6) instead of the log end: one batch of three records, then ask."""
+    topic = f"probe-ends-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1000)
+    for i in range(3):
+        producer.send(topic, value=b"%d" % i)
+    producer.flush()
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tp = TopicPartition(topic, 0)
+        return consumer.end_offsets([tp])[tp] < 3
+    finally:
+        consumer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -9,10 +10,12 @@ import subprocess
 import sys
 import time
 
+from faust.types import TP
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from daemon.broker import free_port, wait_for_port
+from daemon.recovery import log_ends
 from schemas import RatingData, RatingEvent, TraceData, TraceEvent, parse_event
 
 
@@ -75,3 +78,25 @@ def test_broker_command_leaves_no_orphan_when_killed() -> None:
         except OSError:
             return
     raise AssertionError("the broker outlived its SIGKILLed parent")
+
+
+def test_log_ends_finds_the_end_after_a_batched_write(kafka_bootstrap: str) -> None:
+    """Tansu 0.6 reports a partition's end as its last batch's base offset + 1; `log_ends`
+    (what table recovery uses) reads the real end on any broker, and leaves empty ones at 0."""
+    topic = f"ends-{os.getpid()}-{time.monotonic_ns()}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=1000)
+    producer.send(topic, value=b"alone", partition=0)
+    producer.flush()
+    for i in range(5):  # one batch of five records after a batch of one
+        producer.send(topic, value=b"%d" % i, partition=0)
+    producer.flush()
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    reported = {TP(tp.topic, tp.partition): end for tp, end in consumer.end_offsets([TopicPartition(topic, 0), TopicPartition(topic, 1)]).items()}
+    consumer.close()
+    assert reported[TP(topic, 0)] in (2, 6)  # 2 on Tansu 0.6, 6 on Kafka
+    ends = asyncio.run(log_ends({"bootstrap_servers": [kafka_bootstrap]}, reported))
+    assert ends == {TP(topic, 0): 6, TP(topic, 1): 0}
