@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -91,44 +91,62 @@ def _check_depth(raw: bytes | str, obj: Any) -> None:
     """Walk only records that have more containers than `MAX_DEPTH` (a cheap upper bound)."""
     limit = _depth_limit(obj)
     brackets = raw.count("{") + raw.count("[") if isinstance(raw, str) else raw.count(b"{") + raw.count(b"[")
-    if brackets > limit:
-        problem = _walk(obj, limit)
+    if brackets > limit and _deeper_than(obj, limit):
+        problem = _walk(obj, limit)  # names the path
         if problem is not None:
             raise problem
+
+
+def _deeper_than(obj: Any, limit: int) -> bool:
+    """Level by level over containers only: the quick check for the common wide, shallow event."""
+    level, depth = [obj], 1
+    while level:
+        if depth > limit:
+            return True
+        children: list[Any] = []
+        for node in level:
+            children.extend(c for c in (node.values() if isinstance(node, dict) else node) if isinstance(c, (dict, list)))
+        level, depth = children, depth + 1
+    return False
 
 
 def _depth_limit(obj: Any) -> int:
     return MAX_DEPTH + 2 if isinstance(obj, dict) and obj.get("type") == SnapshotChunkEvent.TYPE else MAX_DEPTH
 
 
+_Path: TypeAlias = "tuple[_Path, str | int] | None"
+
+
 def _walk(obj: Any, limit: int) -> InvalidEvent | None:
-    """The first value too deep or not representable (lone surrogate, number out of range)."""
-    stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
+    """The first value too deep or not representable (lone surrogate, number out of range).
+    Paths are linked `(parent, key)` pairs, spelled out only for the problem found."""
+    stack: list[tuple[Any, int, _Path]] = [(obj, 1, None)]
     while stack:
         value, depth, path = stack.pop()
         if isinstance(value, (dict, list)):
             if depth > limit:
-                return InvalidEvent("too_deep", f"JSON nested more than {limit} levels deep", path or None)
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, child in items:
-                encodable = not isinstance(key, str) or _encodable(key)
-                child_path = _join(path, key if encodable else key.encode("utf-8", "backslashreplace").decode())
-                if not encodable:
-                    return InvalidEvent("unrepresentable", "the key holds a lone surrogate (not UTF-8 encodable)", child_path)
-                stack.append((child, depth + 1, child_path))
+                return InvalidEvent("too_deep", f"JSON nested more than {limit} levels deep", _spell(path))
+            for key, child in value.items() if isinstance(value, dict) else enumerate(value):
+                if isinstance(key, str) and not _encodable(key):
+                    return InvalidEvent("unrepresentable", "the key holds a lone surrogate (not UTF-8 encodable)", _spell((path, key)))
+                stack.append((child, depth + 1, (path, key)))
         elif isinstance(value, str) and not _encodable(value):
-            return InvalidEvent("unrepresentable", "holds a lone surrogate (not UTF-8 encodable)", path or None)
+            return InvalidEvent("unrepresentable", "holds a lone surrogate (not UTF-8 encodable)", _spell(path))
         elif isinstance(value, float) and not math.isfinite(value):
-            return InvalidEvent("unrepresentable", "a number beyond the range of a double", path or None)
+            return InvalidEvent("unrepresentable", "a number beyond the range of a double", _spell(path))
         elif isinstance(value, int) and not _INT_MIN <= value <= _UINT_MAX:
-            return InvalidEvent("unrepresentable", "an integer beyond 64 bits", path or None)
+            return InvalidEvent("unrepresentable", "an integer beyond 64 bits", _spell(path))
     return None
 
 
-def _join(path: str, key: object) -> str:
-    """`a.b.0.c`, shortened in the middle past 200 characters (a 500-deep path is no help)."""
-    joined = f"{path}.{key}" if path else str(key)
-    return joined if len(joined) <= 200 else f"{joined[:96]}...{joined[-96:]}"
+def _spell(path: _Path) -> str | None:
+    """`a.b.0.c` (keys made printable), shortened in the middle past 200 characters."""
+    parts: list[str] = []
+    while path is not None:
+        path, key = path
+        parts.append(key.encode("utf-8", "backslashreplace").decode() if isinstance(key, str) else str(key))
+    joined = ".".join(reversed(parts))
+    return (joined if len(joined) <= 200 else f"{joined[:96]}...{joined[-96:]}") or None
 
 
 def _encodable(text: str) -> bool:
