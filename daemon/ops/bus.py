@@ -73,7 +73,11 @@ class OpsBus:
             event = parse_event(raw)
         except InvalidEvent:
             return  # not ours to judge: the topics' consumers dead-letter bad records
-        changed = self.history.add(event)
+        try:
+            changed = self.history.add(event)
+        except Exception:  # a bug in the page's view must never stop the daemon
+            log.exception("ops history: cannot fold event %s (%s); the page skips it", event.id, event.type)
+            return
         if changed is not None:
             self.on_decision(changed)
 

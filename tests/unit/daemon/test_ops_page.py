@@ -97,3 +97,21 @@ def test_a_short_admin_token_is_refused_by_the_settings() -> None:
     with pytest.raises(ConfigError, match="GEPA_STREAM_ADMIN_TOKEN: must be at least 16 characters"):
         load_settings(admin_token="short")
     assert load_settings(admin_token="").admin_token is None
+
+
+def test_an_event_the_history_cannot_fold_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    from daemon.ops.bus import OpsBus
+    from handlers.ops_history import OpsHistory
+    from schemas.events import PromotionData, PromotionEvent
+
+    history, decided = OpsHistory(), []
+    bus = OpsBus(Settings(), history, on_decision=decided.append)
+    event = PromotionEvent.build(PromotionData(prompt="router", decision="promoted", reason="r"), id="e1")
+
+    def broken(_: object) -> None:
+        raise KeyError("a status this version does not know")
+
+    history.add = broken  # type: ignore[method-assign]
+    bus._add(event.to_json())  # the daemon's task must go on
+    bus._add(b"not json")  # bad records are the consumers' to dead-letter
+    assert decided == [] and "cannot fold event e1" in caplog.text

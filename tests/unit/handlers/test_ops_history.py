@@ -82,3 +82,12 @@ def test_dead_letters_count_by_reason_once_per_record() -> None:
     assert summary["by_reason"] == {"invalid_data": 3, "not_json": 2}
     assert summary["total"] == 5
     assert [r["offset"] for r in summary["recent"]] == [4, 3, 2]
+
+
+def test_every_optimization_status_has_a_rank() -> None:
+    from typing import get_args
+
+    from handlers.ops_history import _STATUS_RANK
+    from schemas.events import OptimizationStatus
+
+    assert set(_STATUS_RANK) == set(get_args(OptimizationStatus))
