@@ -182,6 +182,15 @@ def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(browser: Any, kaf
         _wait("the approval decision", lambda: "approved (command by alice (ops page))" in page.inner_text("#decisions"), 30, daemon)
         assert "awaiting approval" not in _text(page, f"{row[MANUAL]} [data-testid=live]")
 
+        # Roll back: production returns to v1. Optimize now reaches the ingest role (an empty window: skipped, saying why).
+        page.click("#actions [data-action=rollback]")
+        _wait("production back on v1", lambda: "v1" in _text(page, f"{row[MANUAL]} [data-testid=live-version]"), 60, daemon)
+        _wait("the rollback decision", lambda: page.locator('#decisions tr[data-decision="rolled_back"]').count() == 1, 30, daemon)
+        page.click(f'tr[data-prompt="{FILLERS[1]}"]')
+        page.click("#actions [data-action=optimize]")
+        skipped = _wait("optimize now on an empty window", lambda: "skipped" in (t := _text(page, f'tr[data-prompt="{FILLERS[1]}"] [data-testid=job]')) and t, 30, daemon)
+        assert "no labeled examples" in skipped
+
         # The page never carries the token (it only lives in the operator's browser session).
         for path in ("/ui", "/ui/ops.js", "/ui/api/state", f"/ui/api/decisions?prompt={MANUAL}", f"/ui/api/versions?name={MANUAL}"):
             body = page.evaluate("async (p) => await (await fetch(p)).text()", path)

@@ -90,10 +90,10 @@ function jobCell(p) {
     rows.push(el("div", { class: "small" }, `elapsed ${span(elapsed)} of ${span(live.max_wall_time_s || (j.budget || {}).max_wall_time_s)}`));
   } else if (j.status === "completed" || j.status === "failed") {
     rows.push(el("div", { class: "small" }, `${j.metric_calls ?? "—"} metric calls · held-out ${score(j.baseline_score)} → ${score(j.candidate_score)}` + (j.version ? ` · v${j.version}` : "")));
-    if (j.error) rows.push(el("div", { class: "small error" }, j.error));
   } else if (j.status === "requested" || j.status === "started") {
     rows.push(el("div", { class: "small" }, `${j.n_examples ?? "—"} examples · budget ${(j.budget || {}).max_metric_calls ?? "—"} calls / ${span((j.budget || {}).max_wall_time_s)}` + (ui.state.jobs_here ? "" : " · progress on the optimizer's page")));
   }
+  if (j.error) rows.push(el("div", { class: "small error" }, j.error));
   const usage = usageLine(j);
   if (usage) rows.push(el("div", { class: "small", "data-testid": "job-usage" }, usage));
   return el("td", { "data-testid": "job" }, rows);
