@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from schemas import CommandData, CommandEvent
-from tests.daemon_harness import Daemon, produce, read_topic
+from tests.daemon_harness import Daemon, assert_recovered, changelogs, produce, read_topic
 from tests.e2e.loop_helpers import register_seed, sme_feed, wait_for_events, write_policy
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +35,9 @@ def test_sigkill_during_gepa_resumes_and_announces_once(kafka_bootstrap: str, tm
         daemon.wait_until(lambda: gepa_dir.exists() and any(gepa_dir.iterdir()), 60, "GEPA to checkpoint")
         daemon.kill()
         assert not (gepa_dir.parent / "result.json").exists(), "the kill must land before the job finished"
+        before = changelogs(daemon)
         daemon.start()
+        assert_recovered(daemon, before)
         optimizations = wait_for_events(daemon, daemon.topics.optimizations, _terminal)
         promotions = wait_for_events(daemon, daemon.topics.promotions, lambda evs: len(evs) >= 1, timeout=60)
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import Changelog, Daemon, changelog, metric_value, produce, read_topic, reports_short_ends
+from tests.daemon_harness import Daemon, assert_recovered, changelogs, metric_value, produce, read_topic, reports_short_ends
 from tests.integration.ingest_feed import CONFIG, Feed, build_feed
 
 pytestmark = pytest.mark.integration
@@ -48,19 +48,6 @@ def _check_outcome(daemon: Daemon, feed: Feed) -> None:
         assert status[event.data.prompt]["trigger"]["in_flight"] == event.data.request_id
 
 
-def _changelogs(daemon: Daemon) -> dict[str, Changelog]:
-    return {table: changelog(daemon, table) for table in ("facts", "triggers")}
-
-
-def _check_recovered(daemon: Daemon, changelogs: dict[str, Changelog]) -> None:
-    """The restarted process restored every live record of every changelog (not only as many
-    as the broker reported: Tansu reports a partition's end short after a batched write)."""
-    recovered = daemon.status()["recovered"]
-    assert changelogs["facts"].live, "the restart has state to restore"
-    for table, log in changelogs.items():
-        assert recovered[table] == len(log.live), (table, recovered, log.reported_ends, log.log_ends)
-
-
 def test_ingest_windows_triggers_and_dead_letters_survive_a_clean_restart(kafka_bootstrap: str, tmp_path: Path) -> None:
     daemon = _daemon(kafka_bootstrap, tmp_path).start()
     try:
@@ -80,11 +67,11 @@ def test_ingest_windows_triggers_and_dead_letters_survive_a_clean_restart(kafka_
         assert "gepa_stream_processing_seconds_bucket" in metrics
         assert daemon.get("/healthz") == {"status": "ok"}
         daemon.stop()
-        changelogs = _changelogs(daemon)
+        before = changelogs(daemon)
         if reports_short_ends(kafka_bootstrap):  # the restart must meet the broker's short end offset
-            assert any(log.reported_short for log in changelogs.values()), {t: (c.reported_ends, c.log_ends) for t, c in changelogs.items()}
+            assert any(log.reported_short for log in before.values()), {t: (c.reported_ends, c.log_ends) for t, c in before.items()}
         daemon.start()
-        _check_recovered(daemon, changelogs)
+        assert_recovered(daemon, before)
         _check_outcome(daemon, feed)
     finally:
         daemon.stop()
@@ -100,10 +87,10 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(kafka_bootstr
             lambda: sum(p["n_examples"] for p in daemon.status()["prompts"].values()) > 300, 120, "ingest to get going"
         )
         daemon.kill()
-        changelogs = _changelogs(daemon)
+        before = changelogs(daemon)
         produce(kafka_bootstrap, feed.records[half:])
         daemon.start()
-        _check_recovered(daemon, changelogs)
+        assert_recovered(daemon, before)
         _check_outcome(daemon, feed)
     finally:
         daemon.stop()
