@@ -82,15 +82,12 @@ def _shares(optimizers: list[Daemon], topic: str) -> list[set[int]]:
     ]
 
 
-def _terminal(request_ids: set[str]):
-    return lambda events: {e.data.request_id for e in events if e.data.status in ("completed", "failed")} >= request_ids
-
-
 def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(kafka_bootstrap: str, tmp_path: Path) -> None:
     """The compose split, each role its own process, sharing MLflow and the run-dir volume:
-    1. two `--role optimizer` replicas alone run a request produced by hand (real snapshot);
-    2. `--role ingest` joins and fires one request for each of two prompts owned by different
-       replicas; the whole loop runs. Every request: one job, one version, one decision."""
+    1. two `--role optimizer` replicas alone take up a request produced by hand (real snapshot);
+    2. while that job runs, `--role ingest` joins and fires one request for each of two prompts
+       owned by different replicas; the whole loop runs. Every request: one job, one version,
+       one decision, on the replica that owns its partition."""
     names = _prompts_on_every_partition(3)  # one prompt per partition of the optimizations topic
     policy = write_policies(tmp_path / "policy.yaml", {name: {"calls": 40} for name in names})
     shared = {"GEPA_STREAM_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "GEPA_STREAM_STATE_DIR": str(tmp_path / "state")}
@@ -121,11 +118,11 @@ def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(kafka_bootstr
         alone, beside_a = (names[p] for p in sorted(shares[two]))
         beside_b = names[next(iter(shares[1 - two]))]
 
-        # 1. optimizers alone: a request as the ingest role would announce it
+        # 1. optimizers alone: a request as the ingest role would announce it is taken up
         first = _announce(kafka_bootstrap, topics, _first_request(policy, sme_feed(topics, alone)))
-        wait_for_events(optimizers[0], topics.optimizations, _terminal({first}))
+        wait_for_events(optimizers[0], topics.optimizations, lambda evs: any((e.data.request_id, e.data.status) == (first, "started") for e in evs))
 
-        # 2. ingest joins and fires two more requests, one per replica
+        # 2. while it runs, ingest joins and fires two more requests, one per replica
         ingest.start("ingest")
         produce(kafka_bootstrap, [r for name in (beside_a, beside_b) for r in sme_feed(topics, name)])
         promotions = wait_for_events(ingest, topics.promotions, lambda evs: {e.data.prompt for e in evs} == {alone, beside_a, beside_b}, timeout=300)
