@@ -210,6 +210,9 @@ class OpsHistory:
         log = self._decisions.get(prompt)
         return log[-1] if log else None
 
+    def request(self, prompt: str, request_id: str) -> RequestRecord | None:
+        return self._requests.get(prompt, {}).get(request_id)
+
     def latest_request(self, prompt: str) -> RequestRecord | None:
         requests = self._requests.get(prompt)
         return next(reversed(requests.values())) if requests else None

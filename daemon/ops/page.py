@@ -122,10 +122,10 @@ class OpsPage:
         prompts = []
         for name, policy in self.policies.items():
             names = self.live.names.get(name, [name])
-            request = self.history.latest_request(name)
+            local = local_by_prompt.get(name)  # a job running here wins over a later skip of the same prompt
+            request = self.history.request(name, local["request_id"]) if local is not None else self.history.latest_request(name)
             job = asdict(request) if request is not None else None
-            local = local_by_prompt.get(name)
-            if local is not None and (job is None or job["request_id"] == local["request_id"]):
+            if local is not None:
                 job = {**(job or {"request_id": local["request_id"], "prompt": name, "status": "started"}), "live": local}
             decisions = [d for d in (self.history.last_decision(n) for n in names) if d is not None]
             prompts.append(

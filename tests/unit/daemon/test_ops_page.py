@@ -115,3 +115,17 @@ def test_an_event_the_history_cannot_fold_is_logged_not_raised(caplog: pytest.Lo
     bus._add(event.to_json())  # the daemon's task must go on
     bus._add(b"not json")  # bad records are the consumers' to dead-letter
     assert decided == [] and "cannot fold event e1" in caplog.text
+
+
+def test_a_job_running_here_is_shown_with_its_progress_even_after_a_later_skip() -> None:
+    from schemas.events import OptimizationData, OptimizationEvent
+
+    running = {"r1": {"prompt": "router", "stage": "optimize", "metric_calls": 12, "max_metric_calls": 80}}
+    page = OpsPage(Settings(), POLICIES, "all", windows=None, jobs=lambda: running)
+    for request, status in (("r1", "requested"), ("r1", "started"), ("skip-1", "skipped")):
+        page.history.add(OptimizationEvent.build(OptimizationData(request_id=request, prompt="router", status=status), id=f"{request}:{status}"))
+    job = json.loads(asyncio.run(page.handle("GET", "/ui/api/state", {}, {}, b"", "x")).body)["prompts"][0]["job"]
+    assert (job["request_id"], job["status"], job["live"]["metric_calls"]) == ("r1", "started", 12)
+    running.clear()
+    job = json.loads(asyncio.run(page.handle("GET", "/ui/api/state", {}, {}, b"", "x")).body)["prompts"][0]["job"]
+    assert (job["request_id"], job["status"]) == ("skip-1", "skipped")
