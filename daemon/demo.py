@@ -67,8 +67,10 @@ class Watch:
 
     @property
     def done(self) -> bool:
+        """The job failed, or it completed and its decision is in (the runner emits the
+        promotion before `completed`: stopping at the promotion raced the summary)."""
         failed = self.optimization("failed") is not None
-        return failed or bool(self.of("gepa.promotion.v1"))
+        return failed or (self.optimization("completed") is not None and bool(self.of("gepa.promotion.v1")))
 
 
 def register_sample_prompt(tracking_uri: str, prompt: str = PROMPT) -> int:

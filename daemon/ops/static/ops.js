@@ -240,11 +240,16 @@ function renderAuth() {
 
 function renderActions(p) {
   const enabled = ui.state.actions.enabled;
-  const button = (label, action, version, testid) => el("button", { type: "button", disabled: !enabled, "data-action": testid || action, onclick: () => act(p.name, action, version, label) }, label);
-  const awaiting = p.live.flatMap((l) => l.awaiting.map((v) => [l.name, v]));
+  const button = (label, action, version) => el("button", { type: "button", disabled: !enabled, "data-action": action, onclick: () => act(p.name, action, version, label) }, label);
+  // One registry prompt: a button per waiting version. Several (one per DSPy predictor): the
+  // daemon approves or rejects the latest waiting version of each, together.
+  const awaiting = p.live.flatMap((l) => l.awaiting);
+  const decide = p.live.length > 1
+    ? (awaiting.length ? [button("approve latest (all predictors)", "approve", null), button("reject latest (all predictors)", "reject", null)] : [])
+    : awaiting.flatMap((v) => [button(`approve v${v}`, "approve", v), button(`reject v${v}`, "reject", v)]);
   document.getElementById("actions").replaceChildren(
     button("optimize now", "optimize"),
-    ...awaiting.flatMap(([name, v]) => [button(`approve v${v}`, "approve", p.live.length > 1 ? null : v, "approve"), button(`reject v${v}`, "reject", p.live.length > 1 ? null : v, "reject")]),
+    ...decide,
     button("roll back production", "rollback"),
     ...(enabled ? [] : [el("span", { class: "small" }, ui.state.actions.why)]));
 }
