@@ -44,9 +44,10 @@ class LiveVersions:
         self._wake = asyncio.Event()
 
     def poke(self, name: str) -> None:
-        """A decision on `name` arrived: read it again soon."""
-        self._dirty.add(name)
-        self._wake.set()
+        """A decision on `name` arrived: read it again soon (only prompts this daemon manages)."""
+        if name in self.entries:
+            self._dirty.add(name)
+            self._wake.set()
 
     async def run(self) -> None:
         """1. resolve each policy's registry names (one per DSPy predictor), 2. read them all,

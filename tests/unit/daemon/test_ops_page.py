@@ -129,3 +129,10 @@ def test_a_job_running_here_is_shown_with_its_progress_even_after_a_later_skip()
     running.clear()
     job = json.loads(asyncio.run(page.handle("GET", "/ui/api/state", {}, {}, b"", "x")).body)["prompts"][0]["job"]
     assert (job["request_id"], job["status"]) == ("skip-1", "skipped")
+
+
+def test_decisions_on_prompts_the_daemon_does_not_manage_never_reach_mlflow() -> None:
+    page, _ = _page(None)
+    page.live.poke("someone_elses_prompt")
+    page.live.poke("router")
+    assert page.live._dirty == {"router"} and "someone_elses_prompt" not in page.live.entries
