@@ -60,7 +60,7 @@ def _ready_to_kill(prompt: str, run_dir: Path) -> int | None:
 
 def test_job_processes_killed_at_each_stage_resume_and_announce_once(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings: dict[str, dict[str, Any]] = {name: {} for name in KILLED_AT}
-    settings["kill_gepa"] = {"task_model": "offline/support-router?latency_ms=40", "calls": 120}
+    settings["kill_gepa"] = {"task_model": "offline/support-router?latency_ms=40"}
     settings["kill_last"] = {"attempts": 1}
     holds = ",".join(f"{name}={stage}" for name, stage in KILLED_AT.items() if name != "kill_gepa")
     daemon = Daemon(
