@@ -20,6 +20,13 @@ PROCESSING_SECONDS = Histogram(
 )
 JOBS_IN_FLIGHT = Gauge("gepa_stream_jobs_in_flight", "Optimization jobs running in this process.")
 JOBS = Counter("gepa_stream_jobs_total", "Optimization jobs finished, by outcome (completed/failed/skipped).", ["status"])
+MODEL_CALLS = Counter("gepa_stream_model_calls_total", "Model calls completed by optimization jobs, by prompt and role.", ["prompt", "role"])
+MODEL_TOKENS = Counter(
+    "gepa_stream_model_tokens_total", "Tokens of the model calls of optimization jobs, by prompt, role and kind (prompt/completion).", ["prompt", "role", "kind"]
+)
+MODEL_COST = Counter(
+    "gepa_stream_model_cost_usd_total", "Estimated USD of the model calls of optimization jobs (litellm's cost map), by prompt and role.", ["prompt", "role"]
+)
 PROMOTIONS = Counter("gepa_stream_promotions_total", "Promotion decisions, by decision.", ["prompt", "decision"])
 BRIDGE_TRACES = Counter(
     "gepa_stream_bridge_traces_total", "MLflow traces read by the bridge, by outcome (mapped/unmapped).", ["outcome"]

@@ -201,6 +201,7 @@ class Ingest:
                 budget=Budget(
                     max_metric_calls=policy.budget.max_metric_calls,
                     max_wall_time_s=policy.budget.max_wall_time.total_seconds(),
+                    max_cost_usd=policy.budget.max_cost_usd,
                 ),
             )
 

@@ -16,7 +16,7 @@ from optimization.data import convert_to_dspy_examples, split_holdout
 from optimization.metrics import adapt_metric, create_dspy_metric, create_mlflow_based_metric, exact_match_metric
 from optimization.models import make_lm, parse_model
 from optimization.results import Candidate, DSPyOptimizationResult
-from optimization.run_control import RunLimits, RunMonitor, run_with_deadline
+from optimization.run_control import ModelCallStopper, RunLimits, RunMonitor, run_with_deadline
 
 __all__ = [
     "DSPyGepaOptimizer",
@@ -41,12 +41,12 @@ def _reflection_lm(reflection_model: str | dspy.BaseLM | None) -> dspy.BaseLM:
     if isinstance(reflection_model, dspy.BaseLM):
         return reflection_model
     if reflection_model is not None:
-        return make_lm(reflection_model)
+        return make_lm(reflection_model, role="reflection")
     task_lm = dspy.settings.lm
     if task_lm is None:
         raise ValueError("reflection_model: no reflection model given and no LM configured with dspy.configure(lm=...)")
     if str(getattr(task_lm, "model", "")).startswith("offline/"):
-        return make_lm(OFFLINE_REFLECTOR)
+        return make_lm(OFFLINE_REFLECTOR, role="reflection")
     return task_lm
 
 
@@ -96,19 +96,23 @@ def run_dspy_gepa(
     monitor = RunMonitor(report=limits.progress)
     budget = {"auto": auto} if auto else {"max_metric_calls": limits.max_metric_calls}
     extra = dict(gepa_options.pop("gepa_kwargs", {}) or {})
-    optimizer = dspy.GEPA(
-        metric=adapt_metric(metric or exact_match_metric),
-        reflection_lm=_reflection_lm(reflection_model),
-        num_threads=limits.num_threads,
-        log_dir=limits.run_dir,
-        track_stats=True,
-        perfect_score=limits.perfect_score,
-        gepa_kwargs={**extra, "stop_callbacks": limits.stop_callbacks(), "callbacks": [monitor]},
-        **budget,
-        **gepa_options,
-    )
-    with monitor.capturing("dspy"):
-        optimized = run_with_deadline(lambda: optimizer.compile(program, trainset=trainset, valset=valset), limits)
+    with limits.model_calls() as calls:
+        stopper = ModelCallStopper(calls, limits.max_cost_usd)
+        optimizer = dspy.GEPA(
+            metric=adapt_metric(metric or exact_match_metric),
+            reflection_lm=_reflection_lm(reflection_model),
+            num_threads=limits.num_threads,
+            log_dir=limits.run_dir,
+            track_stats=True,
+            perfect_score=limits.perfect_score,
+            gepa_kwargs={**extra, "stop_callbacks": limits.stop_callbacks(stopper), "callbacks": [monitor]},
+            **budget,
+            **gepa_options,
+        )
+        with monitor.capturing("dspy"):
+            optimized = run_with_deadline(lambda: optimizer.compile(program, trainset=trainset, valset=valset), limits, calls)
+        calls.raise_if_failed()
+        usage = calls.ledger.snapshot()
     details = optimized.detailed_results
     monitor.check(len(details.candidates), details.val_aggregate_scores[0] >= limits.perfect_score)
 
@@ -120,6 +124,8 @@ def run_dspy_gepa(
         candidate_scores=per_example(details.best_idx),
         metric_calls=int(details.total_metric_calls or 0),
         candidates=[Candidate(extract_prompts(c), float(s)) for c, s in zip(details.candidates, details.val_aggregate_scores)],
+        usage=usage,
+        stopped_by=stopper.fired,
         optimized_program=optimized,
         instructions=extract_prompts(optimized),
     )

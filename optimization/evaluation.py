@@ -17,6 +17,7 @@ from mlflow.genai.scorers import Scorer
 
 from optimization.data import validate_records
 from optimization.errors import OptimizationFailed
+from optimization.model_calls import CallPolicy, governed, role_scope
 from optimization.scorers import run_scorers
 from optimization.sme_metric import resolve_rated_scorers
 from optimization.template_agent import PredictFn, as_keyword_predict_fn, make_template_agent
@@ -51,8 +52,12 @@ def evaluate_per_example(
     judge_model: str = "databricks-claude-sonnet-4",
     num_threads: int = 1,
     templates: dict[str, str] | None = None,
+    calls: CallPolicy | None = None,
 ) -> list[float]:
     """Score `predict_fn` on each `{"inputs", "expectations"}` example; one float in [0, 1] per example, in order.
+
+    Model calls follow `calls` (or the enclosing run scope's policy, see `optimization.model_calls`);
+    one that fails for good fails the evaluation with its named cause.
 
     Rated examples (`sme_rating` + `outputs`, see `sme_metric.rated_examples`) serve the `sme_rating` scorer.
     A failed prediction scores 0; if every prediction fails, OptimizationFailed is raised
@@ -67,14 +72,16 @@ def evaluate_per_example(
 
     def score(record: dict[str, Any]) -> float:
         try:
-            outputs = call(**record["inputs"])
+            with role_scope("task"):
+                outputs = call(**record["inputs"])
         except Exception as error:  # one failed call scores 0; all failing raises below
             errors.append(error)
             return 0.0
         return run_scorers(resolved, record["inputs"], outputs, record.get("expectations"))[0]
 
-    with override_templates(templates), ThreadPoolExecutor(max_workers=num_threads) as pool:
+    with governed(calls or CallPolicy()) as governor, override_templates(templates), ThreadPoolExecutor(max_workers=num_threads) as pool:
         scores = list(pool.map(score, records))
+    governor.raise_if_failed()
     if len(errors) == len(records):
         raise OptimizationFailed("every prediction failed during evaluation", errors[0])
     return scores

@@ -25,11 +25,12 @@ from mlflow.utils.autologging_utils import AUTOLOGGING_INTEGRATIONS
 
 from optimization.data import split_holdout, validate_records
 from optimization.errors import OptimizationFailed
+from optimization.model_calls import ROLE_KEY, role_scope
 from optimization.models import ModelSpec, parse_model
 from optimization.offline.engine import REFLECTORS, reflect
 from optimization.registry import tag_prompt_version
 from optimization.results import Candidate, PromptOptimizationOutcome, mean
-from optimization.run_control import RunLimits, RunMonitor, run_with_deadline
+from optimization.run_control import ModelCallStopper, RunLimits, RunMonitor, run_with_deadline
 from optimization.scorers import score_value
 from optimization.sme_metric import resolve_rated_scorers
 from optimization.template_agent import PredictFn, as_keyword_predict_fn
@@ -128,46 +129,54 @@ def run_mlflow_gepa(
     resolved = resolve_rated_scorers(scorers, train + val, judge_model or reflection_model)
     _load_prompts(prompt_uris)
     monitor = RunMonitor(report=limits.progress)
-    kwargs = {
-        **(gepa_kwargs or {}),
-        "valset": [_gepa_record(r) for r in val],
-        "run_dir": limits.run_dir,
-        "stop_callbacks": limits.stop_callbacks(),
-        "callbacks": [monitor],
-        "logger": monitor,
-        "perfect_score": limits.perfect_score,
-    }
-    if spec.is_offline:
-        kwargs["custom_candidate_proposer"] = offline_proposer(spec)
-    optimizer = GepaPromptOptimizer(reflection_model=spec.mlflow_uri, max_metric_calls=limits.max_metric_calls, gepa_kwargs=kwargs)
-
     call = as_keyword_predict_fn(predict_fn)
 
     def watched_predict_fn(**inputs: Any) -> Any:
         try:
-            return call(**inputs)
+            with role_scope("task"):
+                return call(**inputs)
         except Exception as error:  # recorded for OptimizationFailed, then handled by MLflow as before
             monitor.log(f"predict_fn failed: {error!r}")
             raise
 
-    def optimize() -> Any:
-        return mlflow.genai.optimize_prompts(
-            predict_fn=watched_predict_fn,
-            train_data=[_gepa_record(r) for r in train],
-            prompt_uris=list(prompt_uris),
-            optimizer=optimizer,
-            scorers=resolved,
-            aggregation=lambda scores: mean([score_value(value)[0] for value in scores.values()]),
-            enable_tracking=enable_tracking,
-        )
+    with limits.model_calls() as calls:
+        stopper = ModelCallStopper(calls, limits.max_cost_usd)
+        extra = dict(gepa_kwargs or {})
+        kwargs = {
+            **extra,
+            "valset": [_gepa_record(r) for r in val],
+            "run_dir": limits.run_dir,
+            "stop_callbacks": limits.stop_callbacks(stopper),
+            "callbacks": [monitor],
+            "logger": monitor,
+            "perfect_score": limits.perfect_score,
+            "reflection_lm_kwargs": {**(extra.get("reflection_lm_kwargs") or {}), "metadata": {ROLE_KEY: "reflection"}},
+        }
+        if spec.is_offline:
+            kwargs["custom_candidate_proposer"] = offline_proposer(spec)
+        optimizer = GepaPromptOptimizer(reflection_model=spec.mlflow_uri, max_metric_calls=limits.max_metric_calls, gepa_kwargs=kwargs)
 
-    with _evaluation_settings(limits.num_threads, trace_evaluations):
-        result = run_with_deadline(optimize, limits)
-    try:
-        outcome = _outcome(monitor, len(val), limits.perfect_score)
-    except OptimizationFailed:
-        _delete_versions(result.optimized_prompts)
-        raise
+        def optimize() -> Any:
+            return mlflow.genai.optimize_prompts(
+                predict_fn=watched_predict_fn,
+                train_data=[_gepa_record(r) for r in train],
+                prompt_uris=list(prompt_uris),
+                optimizer=optimizer,
+                scorers=resolved,
+                aggregation=lambda scores: mean([score_value(value)[0] for value in scores.values()]),
+                enable_tracking=enable_tracking,
+            )
+
+        with _evaluation_settings(limits.num_threads, trace_evaluations):
+            result = run_with_deadline(optimize, limits, calls)
+        try:
+            calls.raise_if_failed()
+            outcome = _outcome(monitor, len(val), limits.perfect_score)
+        except OptimizationFailed:
+            _delete_versions(result.optimized_prompts)
+            raise
+        outcome.usage = calls.ledger.snapshot()
+        outcome.stopped_by = stopper.fired
     outcome.templates = {p.name: p.template for p in result.optimized_prompts}
     if register:
         for version in result.optimized_prompts:

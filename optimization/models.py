@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 import dspy
 
+from optimization.model_calls import ROLE_KEY, Role, install
 from optimization.offline import OFFLINE_MODELS, OfflineEngine, respond_to_prompt
 
 _PROVIDER_RE = re.compile(r"^(?P<provider>[A-Za-z0-9_.-]+)(?::/|/)(?P<model>\S+)$")
@@ -78,17 +79,25 @@ def parse_model(model: str, argument: str = "model") -> ModelSpec:
     return ModelSpec("offline", name, latency)
 
 
-def make_lm(model: str | ModelSpec, latency_ms: float | None = None, **lm_kwargs: object) -> dspy.LM:
-    """A `dspy.LM` for a litellm string or an offline demo/test model (`latency_ms` overrides the string's)."""
+def make_lm(model: str | ModelSpec, latency_ms: float | None = None, *, role: Role = "task", **lm_kwargs: object) -> dspy.LM:
+    """A `dspy.LM` for a litellm string or an offline demo/test model (`latency_ms` overrides the string's).
+
+    Real models use dspy's litellm engine, tagged with `role`, so their calls follow the
+    model-call policy (timeout, retries, accounting: `optimization.model_calls`) instead of
+    dspy's own retries.
+    """
     spec = model if isinstance(model, ModelSpec) else parse_model(model)
     if not spec.is_offline:
-        return dspy.LM(spec.litellm, **lm_kwargs)
+        install()
+        options: dict[str, object] = {"engine": "litellm", "num_retries": 0, **lm_kwargs}
+        options["metadata"] = {**dict(lm_kwargs.get("metadata") or {}), ROLE_KEY: role}  # type: ignore[call-overload]
+        return dspy.LM(spec.litellm, **options)
     delay = spec.latency_ms if latency_ms is None else latency_ms
     return dspy.LM(spec.litellm, engine=OfflineEngine(spec.model, delay), cache=False)
 
 
 def complete_text(model: str | ModelSpec, prompt: str, latency_ms: float | None = None) -> str:
-    """Send `prompt` as one user message to `model` and return the text of its answer."""
+    """Send `prompt` as one user message to the task model `model` and return the text of its answer."""
     spec = model if isinstance(model, ModelSpec) else parse_model(model)
     if spec.is_offline:
         delay = spec.latency_ms if latency_ms is None else latency_ms
@@ -97,5 +106,6 @@ def complete_text(model: str | ModelSpec, prompt: str, latency_ms: float | None 
         return respond_to_prompt(spec.model, prompt)
     import litellm
 
-    response = litellm.completion(model=spec.litellm, messages=[{"role": "user", "content": prompt}])
+    install()
+    response = litellm.completion(model=spec.litellm, messages=[{"role": "user", "content": prompt}], metadata={ROLE_KEY: "task"})
     return response["choices"][0]["message"]["content"] or ""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from optimization.model_calls import RoleUsage
+
 
 def relative_improvement(initial: float, final: float) -> float:
     """(final - initial) / initial; when initial is 0, the absolute gain (so a gain is never reported as 0)."""
@@ -32,6 +34,14 @@ class HeldOutScores:
     candidate_scores: list[float]
     metric_calls: int = 0
     candidates: list[Candidate] = field(default_factory=list)
+    usage: dict[str, RoleUsage] = field(default_factory=dict)
+    stopped_by: str | None = None
+    """The budget that stopped GEPA early (`max_cost_usd`), if one did."""
+
+    @property
+    def cost_usd(self) -> float:
+        """Estimated USD of the run's model calls, every role (see `usage` per role)."""
+        return sum(u.cost_usd for u in self.usage.values())
 
     @property
     def initial_score(self) -> float:

@@ -10,6 +10,7 @@ import contextvars
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 from gepa.utils import ScoreThresholdStopper, TimeoutStopCondition
 
 from optimization.errors import OptimizationFailed
+from optimization.model_calls import CallPolicy, ModelCalls, governed
 
 T = TypeVar("T")
 
@@ -26,9 +28,14 @@ _FAILURE_RE = re.compile(r"reflection failed|Exception (?:building|during)|^Erro
 """GEPA's and DSPy's log lines that report a failed model or reflection call."""
 
 
+GRACE_S = 60.0
+"""How long past `max_wall_time` a run may take to stop (GEPA only checks between iterations)."""
+
+
 @dataclass(frozen=True)
 class RunLimits:
-    """Budget and run settings: metric calls, wall time (s), threads, resumable run directory."""
+    """Budget and run settings: metric calls, wall time (s), threads, resumable run directory,
+    estimated USD of the model calls, and how each model call is made (`calls`)."""
 
     max_metric_calls: int = 100
     max_wall_time: float = 1800.0
@@ -37,6 +44,8 @@ class RunLimits:
     perfect_score: float = 1.0
     progress: Callable[[int, float | None], None] | None = field(default=None, compare=False, repr=False)
     """Called with (metric calls used, best validation score so far) as the run moves."""
+    max_cost_usd: float | None = None
+    calls: CallPolicy = CallPolicy()
 
     def __post_init__(self) -> None:
         if self.max_metric_calls < 1:
@@ -45,10 +54,39 @@ class RunLimits:
             raise ValueError(f"max_wall_time: must be > 0 seconds, got {self.max_wall_time}")
         if self.num_threads < 1:
             raise ValueError(f"num_threads: must be >= 1, got {self.num_threads}")
+        if self.max_cost_usd is not None and self.max_cost_usd <= 0:
+            raise ValueError(f"max_cost_usd: must be > 0, got {self.max_cost_usd}")
 
-    def stop_callbacks(self) -> list[Any]:
-        """GEPA stoppers: the wall-time limit and the stop on a perfect held-out score."""
-        return [TimeoutStopCondition(self.max_wall_time), ScoreThresholdStopper(self.perfect_score)]
+    def stop_callbacks(self, model_calls: ModelCallStopper) -> list[Any]:
+        """GEPA stoppers: the wall-time limit, the stop on a perfect held-out score, and the
+        model-call stopper (cost budget reached, or a call failed for good)."""
+        return [TimeoutStopCondition(self.max_wall_time), ScoreThresholdStopper(self.perfect_score), model_calls]
+
+    @contextmanager
+    def model_calls(self) -> Iterator[ModelCalls]:
+        """The run's model-call scope: this policy, until the run's hard deadline (or the
+        enclosing scope's, e.g. a daemon job's)."""
+        with governed(self.calls, time.monotonic() + self.max_wall_time + GRACE_S) as calls:
+            yield calls
+
+
+class ModelCallStopper:
+    """GEPA stopper: stop when the run's model calls cost `max_cost_usd` (then `fired` says so)
+    or when one failed for good (the run then raises that failure)."""
+
+    def __init__(self, calls: ModelCalls, max_cost_usd: float | None) -> None:
+        self.calls = calls
+        self.max_cost_usd = max_cost_usd
+        self.fired: str | None = None
+
+    def __call__(self, gepa_state: Any) -> bool:
+        """Checked by GEPA between iterations."""
+        if self.calls.failure is not None:
+            return True
+        if self.max_cost_usd is not None and self.calls.ledger.cost_usd >= self.max_cost_usd:
+            self.fired = "max_cost_usd"
+            return True
+        return False
 
 
 @dataclass
@@ -131,11 +169,12 @@ class RunMonitor:
             target.setLevel(previous)
 
 
-def run_with_deadline(fn: Callable[[], T], limits: RunLimits, grace: float = 60.0) -> T:
+def run_with_deadline(fn: Callable[[], T], limits: RunLimits, calls: ModelCalls | None = None, grace: float = GRACE_S) -> T:
     """Run `fn` with a hard wall-clock limit (GEPA's own limit is only checked between iterations).
 
     After `max_wall_time + grace` seconds, a `gepa.stop` file is dropped in the run
-    directory (GEPA's graceful stop) and OptimizationFailed is raised.
+    directory (GEPA's graceful stop) and OptimizationFailed is raised. When `fn` fails after
+    a model call of `calls` failed for good, that named failure is raised instead.
     """
     outcome: dict[str, Any] = {}
 
@@ -155,6 +194,8 @@ def run_with_deadline(fn: Callable[[], T], limits: RunLimits, grace: float = 60.
         raise OptimizationFailed(f"optimization exceeded its wall-time limit of {limits.max_wall_time:g}s")
     if "error" in outcome:
         error = outcome["error"]
+        if calls is not None and calls.failure is not None:
+            raise calls.failure from error
         if isinstance(error, OptimizationFailed | ValueError):
             raise error
         raise OptimizationFailed("optimization run failed", error) from error

@@ -60,6 +60,33 @@ class BudgetPolicy(_Policy):
         if value.total_seconds() <= 0:
             raise ValueError("must be longer than 0s")
         return value
+    max_cost_usd: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = Field(
+        default=None, description="stop GEPA once its model calls cost this much (estimated USD); the best candidate so far is still gated"
+    )
+
+
+class ModelPrice(_Policy):
+    """USD per million tokens, for a model litellm's bundled cost map lacks (or to override it)."""
+
+    input_per_million: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+    output_per_million: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class ModelCallsPolicy(_Policy):
+    """How every model call of a job (task, reflection, judge) is made."""
+
+    timeout: Duration = Field(default=timedelta(seconds=60), description="per request (attempt)")
+    max_retries: Annotated[int, Field(ge=0, le=20)] = Field(default=4, description="retries of a 429, 5xx, timeout or connection error")
+    max_backoff: Duration = Field(default=timedelta(seconds=30), description="longest wait between retries without Retry-After")
+    prices: dict[str, ModelPrice] = Field(default_factory=dict, description="litellm model string (provider/model) -> price")
+
+    @model_validator(mode="after")
+    def _positive(self) -> ModelCallsPolicy:
+        if self.timeout.total_seconds() <= 0:
+            raise ValueError("timeout: must be longer than 0s")
+        if self.max_backoff.total_seconds() < 1:
+            raise ValueError("max_backoff: must be at least 1s")
+        return self
 
 
 class PromotionPolicy(_Policy):
@@ -86,6 +113,7 @@ class PromptPolicy(_Policy):
     window: WindowPolicy = WindowPolicy()
     triggers: TriggerPolicy = TriggerPolicy()
     budget: BudgetPolicy = BudgetPolicy()
+    model_calls: ModelCallsPolicy = ModelCallsPolicy()
     promotion: PromotionPolicy = PromotionPolicy()
 
     @model_validator(mode="after")

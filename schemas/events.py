@@ -45,6 +45,8 @@ OptimizationStatus = Literal["requested", "started", "retrying", "completed", "f
 TriggerRule = Literal["min_examples", "min_new_examples", "score_drop", "max_interval", "manual"]
 OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
 Backend = Literal["mlflow", "dspy"]
+ModelRole = Literal["task", "reflection", "judge"]
+StopReason = Literal["max_cost_usd"]
 PromotionDecision = Literal["promoted", "rejected", "inconclusive", "awaiting_approval", "rolled_back"]
 DeadLetterReason = Literal[
     "null_value",
@@ -139,6 +141,26 @@ class TriggerInfo(_Data):
 class Budget(_Data):
     max_metric_calls: PositiveInt | None = None
     max_wall_time_s: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+    max_cost_usd: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+
+
+class RoleUsage(_Data):
+    """One role's model calls in a job: completed calls, retried attempts, tokens, estimated USD."""
+
+    calls: NonNegativeInt = 0
+    retries: NonNegativeInt = 0
+    prompt_tokens: NonNegativeInt = 0
+    completion_tokens: NonNegativeInt = 0
+    cost_usd: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
+    cost_unknown: bool = Field(default=False, description="a model had no price (litellm's cost map nor the policy's prices): counted as 0")
+
+
+class ModelUsage(_Data):
+    """A job's model calls per role (task, reflection, judge) and their estimated USD in total."""
+
+    roles: dict[ModelRole, RoleUsage] = Field(default_factory=dict)
+    cost_usd: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
+    cost_unknown: bool = False
 
 
 class SnapshotRef(_Data):
@@ -171,6 +193,8 @@ class OptimizationData(_Data):
     error: str | None = None
     attempt: PositiveInt | None = None
     max_attempts: PositiveInt | None = None
+    usage: ModelUsage | None = None
+    stopped_by: StopReason | None = Field(default=None, description="the budget that stopped GEPA early; the best candidate so far was gated")
 
 
 class Example(_Data):
@@ -209,6 +233,7 @@ class PromptRegisteredData(_Data):
     candidate_score: UnitFloat | None = None
     n_train: NonNegativeInt
     n_val: NonNegativeInt
+    usage: ModelUsage | None = None
 
 
 class PromotionData(_Data):

@@ -32,6 +32,7 @@ from optimization import (
     run_mlflow_gepa,
 )
 from optimization.metrics import adapt_metric, create_mlflow_based_metric, exact_match_metric
+from optimization.model_calls import governed
 from schemas.config import PromptPolicy
 
 Templates = dict[str, str]
@@ -41,6 +42,7 @@ Templates = dict[str, str]
 class Optimized:
     templates: Templates
     metric_calls: int
+    stopped_by: str | None = None
 
 
 class Backend(Protocol):
@@ -104,7 +106,7 @@ class MlflowBackend(_Scoring):
         scratch = Path(limits.run_dir).parent / "scratch-mlflow.db"
         with registry.scratch_registry(scratch, self._baseline):
             outcome = self._run_gepa(plan, limits)
-        return Optimized(dict(outcome.templates), outcome.metric_calls)
+        return Optimized(dict(outcome.templates), outcome.metric_calls, outcome.stopped_by)
 
     def _run_gepa(self, plan: JobPlan, limits: RunLimits) -> Any:
         return run_mlflow_gepa(
@@ -201,12 +203,12 @@ class DspyBackend(_Scoring):
                 limits=limits,
             )
         templates = {predictor_prompt(self.policy.name, n): text for n, text in result.instructions.items()}
-        return Optimized(templates, result.metric_calls)
+        return Optimized(templates, result.metric_calls, result.stopped_by)
 
     def evaluate(self, records: list[dict[str, Any]], templates: Templates) -> list[float]:
         program = self.program(templates)
         scores = []
-        with dspy.context(lm=self.lm):
+        with governed() as calls, dspy.context(lm=self.lm):
             for example in self.examples(records):
                 try:
                     prediction = program(**example.inputs())
@@ -214,6 +216,7 @@ class DspyBackend(_Scoring):
                     scores.append(0.0)
                     continue
                 scores.append(float(self.metric(example, prediction).score))
+        calls.raise_if_failed()  # a model call that failed for good is the cause, not a score of 0
         return scores
 
     def log(self, optimized: Optimized, run_name: str, tags: dict[str, str]) -> None:

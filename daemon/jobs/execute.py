@@ -39,6 +39,7 @@ from pydantic import BaseModel
 from daemon.jobs import registry
 from daemon.jobs.backends import Backend, Optimized, backend_for
 from daemon.jobs.outage import MLFLOW, ClientRetryWatch, mlflow_outage
+from daemon.jobs.usage import call_policy, job_model_calls, log_usage_to_run, model_usage
 from daemon.jobs.spec import (
     EXAMPLES_FILE,
     JOB_FILE,
@@ -60,7 +61,7 @@ from handlers.jobs import JobPlan, NotEnoughData, plan_job
 from optimization import OptimizationFailed, RunLimits
 from optimization.comparison import Comparison
 from optimization.results import mean, relative_improvement
-from schemas.events import Example
+from schemas.events import Example, StopReason
 
 Baseline = dict[str, registry.Version]
 PLAN_FILE = "plan.json"
@@ -74,6 +75,7 @@ HOLD_AT_VAR = "GEPA_STREAM_JOB_HOLD_AT"
 class Candidate(BaseModel):
     templates: dict[str, str]
     metric_calls: int
+    stopped_by: StopReason | None = None
 
 
 class HeldOut(BaseModel):
@@ -139,7 +141,11 @@ def run_job(run_dir: Path, attempt: int = 1) -> JobResult:
     spec = JobSpec.model_validate_json((run_dir / JOB_FILE).read_bytes())
     progress = ProgressFile(run_dir, spec.prompt, attempt)
     ClientRetryWatch.install(spec.tracking_uri, progress.waiting)
-    result = _run_stages(run_dir, spec, progress)
+    with job_model_calls(spec) as calls:
+        result = _run_stages(run_dir, spec, progress)
+    result.usage = model_usage(calls.ledger.snapshot())
+    if result.outage is None:  # with MLflow down, its run cannot take the record
+        log_usage_to_run(spec, result)
     write_model(run_dir / RESULT_FILE, result)
     progress.stage("done", result.status)
     return result
@@ -174,6 +180,7 @@ def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile) -> JobResu
         candidate_score=mean(scores.candidate),
         registered=registered,
         decisions=decisions,
+        stopped_by=candidate.stopped_by,
     )
 
 
@@ -194,9 +201,11 @@ def _optimize(run_dir: Path, spec: JobSpec, backend: Backend, plan: JobPlan, pro
             num_threads=spec.num_threads,
             run_dir=str(run_dir / "gepa"),
             progress=progress.gepa,
+            max_cost_usd=budget.max_cost_usd,
+            calls=call_policy(spec.policy),
         )
         optimized = backend.optimize(plan, limits)
-        return Candidate(templates=optimized.templates, metric_calls=optimized.metric_calls)
+        return Candidate(templates=optimized.templates, metric_calls=optimized.metric_calls, stopped_by=optimized.stopped_by)
 
     return checkpoint(run_dir / CANDIDATE_FILE, Candidate, gepa)
 

@@ -409,6 +409,7 @@ class JobRunner:
                         candidate_score=result.candidate_score,
                         n_train=result.n_train,
                         n_val=result.n_val,
+                        usage=result.usage,
                     ),
                     id=f"{data.request_id}:registered:{version.name}",
                     source=self.source,
@@ -442,8 +443,11 @@ class JobRunner:
             candidate_score=result.candidate_score,
             version=result.registered[0].version if len(result.registered) == 1 else None,
             error=result.error,
+            usage=result.usage,
+            stopped_by=result.stopped_by,
         )
         metrics.JOBS.labels(result.status).inc()
+        _count_usage(data.prompt, result)
         log.info("job %s for %s %s", data.request_id, data.prompt, result.status)
 
     # -- commands ----------------------------------------------------------------------------
@@ -542,6 +546,15 @@ def _apply_command(name: str, action: str, version: int | None) -> tuple[str, in
         return "promoted", previous.version if previous else None, target.version, "approved"
     registry.clear_awaiting(name, target.version)
     return "rejected", None, target.version, "rejected by an operator"
+
+
+def _count_usage(prompt: str, result: JobResult) -> None:
+    """Add a finished job's model calls, tokens and estimated USD to the per-prompt, per-role counters."""
+    for role, usage in (result.usage.roles if result.usage else {}).items():
+        metrics.MODEL_CALLS.labels(prompt, role).inc(usage.calls)
+        metrics.MODEL_TOKENS.labels(prompt, role, "prompt").inc(usage.prompt_tokens)
+        metrics.MODEL_TOKENS.labels(prompt, role, "completion").inc(usage.completion_tokens)
+        metrics.MODEL_COST.labels(prompt, role).inc(usage.cost_usd)
 
 
 def _job_process_setup() -> None:

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field, TypeAdapter
 
 from schemas.config import PromptPolicy
-from schemas.events import PromotionDecision, TriggerInfo
+from schemas.events import ModelUsage, PromotionDecision, StopReason, TriggerInfo
 
 JOB_FILE = "job.json"
 EXAMPLES_FILE = "examples.json"
@@ -72,6 +72,8 @@ class SideEffects(BaseModel):
 
     registered: list[RegisteredVersion] = Field(default_factory=list)
     decisions: list[Decision] = Field(default_factory=list)
+    usage: ModelUsage | None = None
+    stopped_by: StopReason | None = None
 
 
 class Progress(BaseModel):
