@@ -18,6 +18,7 @@ from mlflow.genai.scorers import Scorer
 from optimization.data import validate_records
 from optimization.errors import OptimizationFailed
 from optimization.model_calls import CallPolicy, governed, role_scope
+from optimization.models import parse_model
 from optimization.scorers import run_scorers
 from optimization.sme_metric import resolve_rated_scorers
 from optimization.template_agent import PredictFn, as_keyword_predict_fn, make_template_agent
@@ -79,7 +80,7 @@ def evaluate_per_example(
             return 0.0
         return run_scorers(resolved, record["inputs"], outputs, record.get("expectations"))[0]
 
-    with governed(calls or CallPolicy()) as governor, override_templates(templates), ThreadPoolExecutor(max_workers=num_threads) as pool:
+    with governed(calls or CallPolicy(), judge_model=parse_model(judge_model, "judge_model").litellm) as governor, override_templates(templates), ThreadPoolExecutor(max_workers=num_threads) as pool:
         scores = list(pool.map(score, records))
     governor.raise_if_failed()
     if len(errors) == len(records):

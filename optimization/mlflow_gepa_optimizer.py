@@ -139,7 +139,7 @@ def run_mlflow_gepa(
             monitor.log(f"predict_fn failed: {error!r}")
             raise
 
-    with limits.model_calls() as calls:
+    with limits.model_calls(parse_model(judge_model or reflection_model, "judge_model").litellm) as calls:
         stopper = ModelCallStopper(calls, limits.max_cost_usd)
         extra = dict(gepa_kwargs or {})
         kwargs = {

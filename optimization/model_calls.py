@@ -174,12 +174,16 @@ def retry_after_seconds(headers: Any) -> float | None:
 
 
 def classify(error: BaseException) -> Fault:
-    """What a litellm (or OpenAI SDK) exception means for a retry."""
+    """What a litellm, OpenAI SDK or `requests` exception (or any with a `status_code` and a
+    `response`) means for a retry."""
     import openai
+    import requests
 
     detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-    if isinstance(error, openai.APITimeoutError):
+    if isinstance(error, openai.APITimeoutError | requests.Timeout):
         return Fault("timeout", True, detail=detail)
+    if isinstance(error, requests.ConnectionError):
+        return Fault("connection error", True, detail=detail)
     status = getattr(error, "status_code", None)
     if isinstance(status, int) and (status == 429 or status >= 500 or status == 408):
         headers = getattr(error, "litellm_response_headers", None) or getattr(getattr(error, "response", None), "headers", None)
@@ -223,12 +227,24 @@ def role_scope(role: Role) -> Iterator[None]:
         _ROLE.reset(token)
 
 
-def call_cost(response: Any, model: str, prices: dict[str, Price]) -> float | None:
-    """USD of one response: the policy's price for `model`, else litellm's bundled cost map;
+def token_counts(response: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens of a litellm response or a provider's JSON answer (OpenAI or
+    Anthropic field names)."""
+    usage = response.get("usage") if isinstance(response, dict) else getattr(response, "usage", None)
+
+    def field_value(*names: str) -> int:
+        for name in names:
+            value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
+            if value:
+                return int(value)
+        return 0
+
+    return field_value("prompt_tokens", "input_tokens"), field_value("completion_tokens", "output_tokens")
+
+
+def call_cost(prompt_tokens: int, completion_tokens: int, model: str, prices: dict[str, Price]) -> float | None:
+    """USD of one call: the policy's price for `model`, else litellm's bundled cost map;
     None when neither knows the model."""
-    usage = getattr(response, "usage", None)
-    prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-    completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
     price = prices.get(model)
     if price is not None:
         return (prompt_tokens * price.input + completion_tokens * price.output) / 1_000_000
@@ -243,7 +259,8 @@ def call_cost(response: Any, model: str, prices: dict[str, Price]) -> float | No
 
 class ModelCalls:
     """The governor of a run's model calls: policy, deadline (monotonic seconds), usage ledger,
-    and (with `latch`) the first final failure, after which every call fails at once with it."""
+    the run's judge model (litellm form: MLflow's judge requests carry only the bare name), and
+    (with `latch`) the first final failure, after which every call fails at once with it."""
 
     def __init__(
         self,
@@ -251,6 +268,7 @@ class ModelCalls:
         deadline: float | None = None,
         ledger: UsageLedger | None = None,
         *,
+        judge_model: str | None = None,
         latch: bool = True,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -259,6 +277,7 @@ class ModelCalls:
         self.deadline = deadline
         self.ledger = ledger or UsageLedger()
         self.failure: ModelCallFailed | None = None
+        self.judge_model = judge_model
         self.latch = latch
         self._sleep = sleep
         self._clock = clock
@@ -305,13 +324,9 @@ class ModelCalls:
             retry_error_callback=lambda state: self._give_up(role, model, faults, state),
         )
         response = retrying(attempt)
-        usage = getattr(response, "usage", None)
-        self.ledger.record(
-            role,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            cost=call_cost(response, model, self.policy.prices),
-        )
+        prompt_tokens, completion_tokens = token_counts(response)
+        cost = call_cost(prompt_tokens, completion_tokens, model, self.policy.prices)
+        self.ledger.record(role, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
         return response
 
     def _wait(self, fault: Fault, attempt_number: int) -> float:
@@ -355,12 +370,13 @@ def current() -> ModelCalls | None:
 
 
 def install() -> None:
-    """Wrap `litellm.completion` once per process (idempotent)."""
+    """Wrap `litellm.completion` and MLflow's judge requests once per process (idempotent)."""
     import litellm
 
     with _STATE_LOCK:
         if getattr(litellm.completion, "_gepa_stream_governed", False):
             return
+        _install_judge_requests()
         original = litellm.completion
 
         def completion(*args: Any, **kwargs: Any) -> Any:
@@ -382,8 +398,39 @@ def install() -> None:
         litellm.completion = completion
 
 
+def _install_judge_requests() -> None:
+    """MLflow's judges reach OpenAI-style providers through their own HTTP call (the gateway
+    adapter's `send_chat_request`, with its own retries and a 300 s timeout), not litellm; inside
+    a run scope that request follows the policy too and counts as the judge's."""
+    import requests
+    from mlflow.genai.judges.adapters import gateway_adapter
+    from mlflow.genai.judges.adapters.utils import ChatCompletionError, _safe_parse_error, is_context_window_error
+
+    original = gateway_adapter.send_chat_request
+
+    def send_chat_request(endpoint: str, headers: dict[str, str], payload: dict[str, Any], num_retries: int) -> dict[str, Any]:
+        governor = current()
+        if governor is None:
+            return original(endpoint=endpoint, headers=headers, payload=payload, num_retries=num_retries)
+
+        def send(timeout: float, **_: Any) -> dict[str, Any]:
+            response = requests.post(endpoint, headers={"Content-Type": "application/json", **headers}, json=payload, timeout=timeout)
+            if response.status_code >= 400:
+                body = _safe_parse_error(response)
+                error = ChatCompletionError(response.status_code, body, is_context_window_error=response.status_code == 400 and is_context_window_error(body))
+                error.response = response  # type: ignore[attr-defined]  # classify() reads Retry-After from it
+                raise error
+            return response.json()
+
+        return governor.complete(send, "judge", governor.judge_model or str(payload.get("model")), {})
+
+    gateway_adapter.send_chat_request = send_chat_request
+
+
 @contextmanager
-def governed(policy: CallPolicy = CallPolicy(), deadline: float | None = None, ledger: UsageLedger | None = None) -> Iterator[ModelCalls]:
+def governed(
+    policy: CallPolicy = CallPolicy(), deadline: float | None = None, ledger: UsageLedger | None = None, judge_model: str | None = None
+) -> Iterator[ModelCalls]:
     """A run scope: every litellm call of the process follows `policy` until `deadline` and is
     counted in `ledger`. Inside an active scope, the outer scope's governor is reused (a job's
     stages share one ledger and one deadline)."""
@@ -392,7 +439,7 @@ def governed(policy: CallPolicy = CallPolicy(), deadline: float | None = None, l
         yield outer
         return
     install()
-    governor = ModelCalls(policy, deadline, ledger)
+    governor = ModelCalls(policy, deadline, ledger, judge_model=judge_model)
     with _STATE_LOCK:
         _ACTIVE.append(governor)
     try:

@@ -63,10 +63,10 @@ class RunLimits:
         return [TimeoutStopCondition(self.max_wall_time), ScoreThresholdStopper(self.perfect_score), model_calls]
 
     @contextmanager
-    def model_calls(self) -> Iterator[ModelCalls]:
+    def model_calls(self, judge_model: str | None = None) -> Iterator[ModelCalls]:
         """The run's model-call scope: this policy, until the run's hard deadline (or the
-        enclosing scope's, e.g. a daemon job's)."""
-        with governed(self.calls, time.monotonic() + self.max_wall_time + GRACE_S) as calls:
+        enclosing scope's, e.g. a daemon job's); `judge_model` in litellm form."""
+        with governed(self.calls, time.monotonic() + self.max_wall_time + GRACE_S, judge_model=judge_model) as calls:
             yield calls
 
 

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from daemon.jobs.registry import TAG_REQUEST
 from daemon.jobs.spec import JobResult, JobSpec
 from optimization.model_calls import CallPolicy, ModelCalls, Price, governed
+from optimization.models import parse_model
 from optimization.model_calls import RoleUsage as LedgerUsage
 from optimization.run_control import GRACE_S
 from schemas.config import PromptPolicy
@@ -39,7 +40,8 @@ def job_model_calls(spec: JobSpec) -> Iterator[ModelCalls]:
     """Every model call of the job process, governed by the prompt's policy until the job's hard
     deadline (`max_wall_time` plus the grace GEPA gets to stop; the runner kills later still)."""
     deadline = time.monotonic() + spec.policy.budget.max_wall_time.total_seconds() + GRACE_S
-    with governed(call_policy(spec.policy), deadline) as calls:
+    judge = parse_model(spec.policy.judge_model or spec.policy.reflection_model, "judge_model").litellm
+    with governed(call_policy(spec.policy), deadline, judge_model=judge) as calls:
         yield calls
 
 

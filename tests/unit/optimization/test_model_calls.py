@@ -18,6 +18,7 @@ from optimization.model_calls import (
     UsageLedger,
     call_cost,
     classify,
+    token_counts,
     retry_after_seconds,
     role_of,
     role_scope,
@@ -174,9 +175,9 @@ def test_classify_reads_retry_after_in_every_form() -> None:
 
 
 def test_policy_prices_beat_the_cost_map_and_unknown_models_cost_nothing_but_say_so() -> None:
-    assert call_cost(answer(1_000_000, 500_000), "openai/m", {"openai/m": Price(1.0, 2.0)}) == pytest.approx(2.0)
-    assert call_cost(answer(1000, 1000), "openai/no-such-model-anywhere", {}) is None
-    priced = call_cost(answer(1_000_000, 0), "openai/gpt-4o-mini", {})
+    assert call_cost(1_000_000, 500_000, "openai/m", {"openai/m": Price(1.0, 2.0)}) == pytest.approx(2.0)
+    assert call_cost(1000, 1000, "openai/no-such-model-anywhere", {}) is None
+    priced = call_cost(1_000_000, 0, "openai/gpt-4o-mini", {})
     assert priced is not None and priced > 0  # litellm's bundled cost map, no network
     ledger = UsageLedger()
     ledger.record("judge", prompt_tokens=5, completion_tokens=1, cost=None)
@@ -199,3 +200,10 @@ def test_the_policy_refuses_nonsense() -> None:
         CallPolicy(timeout=0)
     with pytest.raises(ValueError, match="max_retries"):
         CallPolicy(max_retries=-1)
+
+
+def test_tokens_are_read_from_litellm_responses_and_provider_json_alike() -> None:
+    assert token_counts(answer(7, 3)) == (7, 3)
+    assert token_counts({"usage": {"prompt_tokens": 7, "completion_tokens": 3}}) == (7, 3)
+    assert token_counts({"usage": {"input_tokens": 5, "output_tokens": 2}}) == (5, 2)
+    assert token_counts({}) == (0, 0)
