@@ -71,11 +71,11 @@ class CallPolicy:
 
 @dataclass
 class RoleUsage:
-    """What one role's calls used: completed calls, retried attempts, tokens, estimated USD.
+    """What one role's calls used: completed calls, failed attempts, tokens, estimated USD.
     `cost_unknown`: some call's model has no price (litellm's map nor the policy), counted as 0."""
 
     calls: int = 0
-    retries: int = 0
+    failed_attempts: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -84,7 +84,7 @@ class RoleUsage:
     def add(self, other: RoleUsage) -> None:
         """Add `other`'s figures to these."""
         self.calls += other.calls
-        self.retries += other.retries
+        self.failed_attempts += other.failed_attempts
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.cost_usd += other.cost_usd
@@ -100,12 +100,11 @@ class UsageLedger:
         for role, usage in (initial or {}).items():
             self._roles.setdefault(role, RoleUsage()).add(usage)
 
-    def record(self, role: Role, *, prompt_tokens: int = 0, completion_tokens: int = 0, cost: float | None = 0.0, retries: int = 0) -> None:
+    def record(self, role: Role, *, prompt_tokens: int = 0, completion_tokens: int = 0, cost: float | None = 0.0, failed_attempts: int = 0) -> None:
         """One completed call of `role` (cost None: the model has no price)."""
         with self._lock:
             usage = self._roles.setdefault(role, RoleUsage())
             usage.calls += 1
-            usage.retries += retries
             usage.prompt_tokens += prompt_tokens
             usage.completion_tokens += completion_tokens
             usage.cost_usd += cost or 0.0
@@ -114,7 +113,7 @@ class UsageLedger:
     def retried(self, role: Role) -> None:
         """An attempt of `role` that failed and will be retried (or gave up)."""
         with self._lock:
-            self._roles.setdefault(role, RoleUsage()).retries += 1
+            self._roles.setdefault(role, RoleUsage()).failed_attempts += 1
 
     @property
     def cost_usd(self) -> float:

@@ -148,7 +148,7 @@ class RoleUsage(_Data):
     """One role's model calls in a job: completed calls, retried attempts, tokens, estimated USD."""
 
     calls: NonNegativeInt = 0
-    retries: NonNegativeInt = 0
+    failed_attempts: NonNegativeInt = Field(default=0, description="attempts that failed (retried, or the last one)")
     prompt_tokens: NonNegativeInt = 0
     completion_tokens: NonNegativeInt = 0
     cost_usd: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0

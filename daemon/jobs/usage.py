@@ -65,7 +65,7 @@ def log_usage_to_run(spec: JobSpec, result: JobResult) -> None:
     for role, figures in result.usage.roles.items():
         metrics |= {
             f"model_calls.{role}": figures.calls,
-            f"model_retries.{role}": figures.retries,
+            f"model_failed_attempts.{role}": figures.failed_attempts,
             f"model_prompt_tokens.{role}": figures.prompt_tokens,
             f"model_completion_tokens.{role}": figures.completion_tokens,
             f"model_cost_usd.{role}": figures.cost_usd,

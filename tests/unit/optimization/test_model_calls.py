@@ -80,7 +80,7 @@ def test_a_429_is_retried_after_the_seconds_its_retry_after_names() -> None:
     assert clock.sleeps == [7.0]
     assert len(provider.calls) == 2
     usage = calls.ledger.snapshot()["task"]
-    assert (usage.calls, usage.retries, usage.prompt_tokens, usage.completion_tokens) == (1, 1, 10, 2)
+    assert (usage.calls, usage.failed_attempts, usage.prompt_tokens, usage.completion_tokens) == (1, 1, 10, 2)
 
 
 def test_each_attempt_gets_the_timeout_and_no_library_retries() -> None:
@@ -106,7 +106,7 @@ def test_a_provider_that_stays_down_fails_naming_role_model_and_error() -> None:
         calls.complete(provider, "reflection", "openai/reflector", {})
     assert str(failure.value).startswith("reflection model openai/reflector: 5 consecutive 503 responses")
     assert len(provider.calls) == 5
-    assert calls.ledger.snapshot()["reflection"].retries == 5
+    assert calls.ledger.snapshot()["reflection"].failed_attempts == 5
 
 
 def test_after_a_final_failure_every_call_fails_at_once_without_sending() -> None:
