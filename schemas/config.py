@@ -78,15 +78,26 @@ class ModelCallsPolicy(_Policy):
     timeout: Duration = Field(default=timedelta(seconds=60), description="per request (attempt)")
     max_retries: Annotated[int, Field(ge=0, le=20)] = Field(default=4, description="retries of a 429, 5xx, timeout or connection error")
     max_backoff: Duration = Field(default=timedelta(seconds=30), description="longest wait between retries without Retry-After")
-    prices: dict[str, ModelPrice] = Field(default_factory=dict, description="litellm model string (provider/model) -> price")
+    prices: dict[str, ModelPrice] = Field(default_factory=dict, description="model string (provider/model or provider:/model) -> price")
 
-    @model_validator(mode="after")
-    def _positive(self) -> ModelCallsPolicy:
-        if self.timeout.total_seconds() <= 0:
-            raise ValueError("timeout: must be longer than 0s")
-        if self.max_backoff.total_seconds() < 1:
-            raise ValueError("max_backoff: must be at least 1s")
-        return self
+    @field_validator("timeout", "max_backoff")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _litellm_names(cls, prices: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
+        """Keys as litellm names the calls (`openai:/gpt-4.1` -> `openai/gpt-4.1`)."""
+        named = {}
+        for model, price in prices.items():
+            provider, separator, name = model.partition(":/") if ":/" in model else model.partition("/")
+            if not (provider and separator and name):
+                raise ValueError(f"{model!r}: expected a model string such as 'openai/gpt-4.1-mini'")
+            named[f"{provider}/{name}"] = price
+        return named
 
 
 class PromotionPolicy(_Policy):

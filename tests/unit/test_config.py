@@ -43,7 +43,14 @@ def test_the_architecture_example_loads(tmp_path: Path) -> None:
     assert policy.budget.max_wall_time == timedelta(minutes=30)
     assert (policy.budget.max_attempts, policy.budget.max_outage_wait) == (3, timedelta(hours=1))
     assert policy.promotion.confidence == 0.95
+    assert (policy.model_calls.timeout, policy.model_calls.max_retries, policy.budget.max_cost_usd) == (timedelta(seconds=60), 4, None)
     assert policies.prompt("other") is None
+
+
+def test_model_prices_are_keyed_by_litellm_names(tmp_path: Path) -> None:
+    text = "prompts: [{name: a, model_calls: {prices: {'openai:/m': {input_per_million: 1, output_per_million: 2}}}}]"
+    policy = load_policy_file(_write(tmp_path, text)).prompts[0]
+    assert list(policy.model_calls.prices) == ["openai/m"]
 
 
 @pytest.mark.parametrize(
@@ -59,6 +66,11 @@ def test_the_architecture_example_loads(tmp_path: Path) -> None:
         ("prompts: [{name: a, budget: {max_attempts: 0}}]", ["prompts[0] (a).budget.max_attempts", "greater than or equal to 1"]),
         ("prompts: [{name: a, budget: {max_attempts: 21}}]", ["prompts[0] (a).budget.max_attempts", "less than or equal to 20"]),
         ("prompts: [{name: a, budget: {max_outage_wait: 0s}}]", ["prompts[0] (a).budget.max_outage_wait", "must be longer than 0s"]),
+        ("prompts: [{name: a, model_calls: {timeout: 0s}}]", ["prompts[0] (a).model_calls.timeout", "must be at least 1s"]),
+        ("prompts: [{name: a, model_calls: {max_retries: -1}}]", ["prompts[0] (a).model_calls.max_retries", "greater than or equal to 0"]),
+        ("prompts: [{name: a, model_calls: {prices: {gpt4: {input_per_million: 1, output_per_million: 2}}}}]", ["prompts[0] (a).model_calls.prices", "'gpt4'"]),
+        ("prompts: [{name: a, model_calls: {prices: {openai/x: {input_per_million: 1}}}}]", ["output_per_million", "is required"]),
+        ("prompts: [{name: a, budget: {max_cost_usd: 0}}]", ["prompts[0] (a).budget.max_cost_usd", "greater than 0"]),
         ("prompts: [{name: a}\n", ["not valid YAML at line"]),
         ("prompts: 3", ["prompts:"]),
     ],
