@@ -14,6 +14,7 @@ import dspy
 
 from optimization.data import convert_to_dspy_examples, split_holdout
 from optimization.metrics import adapt_metric, create_dspy_metric, create_mlflow_based_metric, exact_match_metric
+from optimization.model_calls import CallPolicy
 from optimization.models import make_lm, parse_model
 from optimization.results import Candidate, DSPyOptimizationResult
 from optimization.run_control import ModelCallStopper, RunLimits, RunMonitor, run_with_deadline
@@ -137,7 +138,8 @@ class DSPyGepaOptimizer:
     `max_bootstrapped_demos`, `max_labeled_demos` and `max_rounds` are accepted
     for compatibility with DSPy's few-shot optimizers and are not used by GEPA
     (it optimizes instructions only). Other keyword options go to `dspy.GEPA`;
-    `reflection_model`, `max_wall_time`, `num_threads` and `run_dir` set the run.
+    `reflection_model`, `max_wall_time`, `num_threads`, `run_dir`, `max_cost_usd` and
+    `model_calls` (timeout, retries, prices of every model call) set the run.
     """
 
     def __init__(
@@ -151,6 +153,8 @@ class DSPyGepaOptimizer:
         max_wall_time: float = 1800.0,
         num_threads: int = 1,
         run_dir: str | None = None,
+        max_cost_usd: float | None = None,
+        model_calls: CallPolicy = CallPolicy(),
         **gepa_options: Any,
     ) -> None:
         if auto not in ("light", "medium", "heavy"):
@@ -162,7 +166,7 @@ class DSPyGepaOptimizer:
         self.max_labeled_demos = max_labeled_demos
         self.max_rounds = max_rounds
         self.reflection_model = reflection_model
-        self.limits = RunLimits(max_wall_time=max_wall_time, num_threads=num_threads, run_dir=run_dir)
+        self.limits = RunLimits(max_wall_time=max_wall_time, num_threads=num_threads, run_dir=run_dir, max_cost_usd=max_cost_usd, calls=model_calls)
         self.gepa_options = gepa_options
 
     def optimize(

@@ -25,7 +25,7 @@ from mlflow.utils.autologging_utils import AUTOLOGGING_INTEGRATIONS
 
 from optimization.data import split_holdout, validate_records
 from optimization.errors import OptimizationFailed
-from optimization.model_calls import ROLE_KEY, role_scope
+from optimization.model_calls import ROLE_KEY, CallPolicy, role_scope
 from optimization.models import ModelSpec, parse_model
 from optimization.offline.engine import REFLECTORS, reflect
 from optimization.registry import tag_prompt_version
@@ -215,7 +215,8 @@ class GepaOptimizer:
 
     `reflection_model` also judges the name scorers unless `judge_model` is set.
     The optimized prompts are registered (unless `register=False`) as new versions
-    tagged with the scores and `source` = the optimizer's class name.
+    tagged with the scores and `source` = the optimizer's class name. `model_calls` sets
+    every model call's timeout, retries and prices; `max_cost_usd` stops GEPA at that spend.
     """
 
     def __init__(
@@ -230,6 +231,8 @@ class GepaOptimizer:
         register: bool = True,
         enable_tracking: bool = False,
         trace_evaluations: bool = False,
+        max_cost_usd: float | None = None,
+        model_calls: CallPolicy = CallPolicy(),
         **gepa_kwargs: Any,
     ) -> None:
         parse_model(reflection_model, "reflection_model")
@@ -237,7 +240,14 @@ class GepaOptimizer:
             parse_model(judge_model, "judge_model")
         self.reflection_model = reflection_model
         self.judge_model = judge_model
-        self.limits = RunLimits(max_metric_calls=max_metric_calls, max_wall_time=max_wall_time, num_threads=num_threads, run_dir=run_dir)
+        self.limits = RunLimits(
+            max_metric_calls=max_metric_calls,
+            max_wall_time=max_wall_time,
+            num_threads=num_threads,
+            run_dir=run_dir,
+            max_cost_usd=max_cost_usd,
+            calls=model_calls,
+        )
         self.register = register
         self.enable_tracking = enable_tracking
         self.trace_evaluations = trace_evaluations

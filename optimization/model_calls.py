@@ -110,8 +110,8 @@ class UsageLedger:
             usage.cost_usd += cost or 0.0
             usage.cost_unknown = usage.cost_unknown or cost is None
 
-    def retried(self, role: Role) -> None:
-        """An attempt of `role` that failed and will be retried (or gave up)."""
+    def failed_attempt(self, role: Role) -> None:
+        """An attempt of `role` that failed (it is retried, or it was the last)."""
         with self._lock:
             self._roles.setdefault(role, RoleUsage()).failed_attempts += 1
 
@@ -288,7 +288,7 @@ class ModelCalls:
     def complete(self, send: Callable[..., Any], role: Role, model: str, kwargs: dict[str, Any]) -> Any:
         """Send one request through `send` (litellm's completion) under the policy; record its usage.
 
-        1. fail at once if an earlier call failed for good or the deadline passed;
+        1. fail at once if a call of the run failed for good or the deadline passed;
         2. each attempt gets `timeout` (at most the time left) and no library retries;
         3. a transient fault is retried after `Retry-After` or the backoff, unless that wait
            would pass the deadline or the retries are used up: then ModelCallFailed;
@@ -299,6 +299,8 @@ class ModelCalls:
         faults: list[Fault] = []
 
         def attempt() -> Any:
+            if self.failure is not None:  # another thread's call failed for good meanwhile
+                raise self.failure
             left = self.remaining()
             if left is not None and left <= 0:
                 raise self._fail(role, model, faults, "the run's deadline has passed") from None
@@ -309,7 +311,7 @@ class ModelCalls:
                 fault = classify(error)
                 faults.append(fault)
                 if fault.transient:
-                    self.ledger.retried(role)
+                    self.ledger.failed_attempt(role)
                     raise
                 if isinstance(getattr(error, "status_code", None), int) and error.status_code in _FATAL_STATUS:  # type: ignore[attr-defined]
                     raise self._fail(role, model, faults) from error

@@ -141,7 +141,7 @@ def run_job(run_dir: Path, attempt: int = 1) -> JobResult:
     spec = JobSpec.model_validate_json((run_dir / JOB_FILE).read_bytes())
     progress = ProgressFile(run_dir, spec.prompt, attempt)
     ClientRetryWatch.install(spec.tracking_uri, progress.waiting)
-    with job_model_calls(spec) as calls:
+    with job_model_calls(spec, run_dir) as calls:
         result = _run_stages(run_dir, spec, progress)
     result.usage = model_usage(calls.ledger.snapshot())
     if result.outage is None:  # with MLflow down, its run cannot take the record

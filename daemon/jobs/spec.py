@@ -65,6 +65,8 @@ class JobResult(BaseModel):
     registered: list[RegisteredVersion] = Field(default_factory=list)
     decisions: list[Decision] = Field(default_factory=list)
     outage: Literal["MLflow"] | None = Field(default=None, description="the dependency whose outage failed the job (the runner retries it)")
+    usage: ModelUsage | None = None
+    stopped_by: StopReason | None = None
 
 
 class SideEffects(BaseModel):
@@ -72,8 +74,6 @@ class SideEffects(BaseModel):
 
     registered: list[RegisteredVersion] = Field(default_factory=list)
     decisions: list[Decision] = Field(default_factory=list)
-    usage: ModelUsage | None = None
-    stopped_by: StopReason | None = None
 
 
 class Progress(BaseModel):

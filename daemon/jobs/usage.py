@@ -8,13 +8,14 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
 
 from daemon.jobs.registry import TAG_REQUEST
-from daemon.jobs.spec import JobResult, JobSpec
-from optimization.model_calls import CallPolicy, ModelCalls, Price, governed
+from daemon.jobs.spec import JobResult, JobSpec, read_model, write_model
+from optimization.model_calls import CallPolicy, ModelCalls, Price, UsageLedger, governed
 from optimization.models import parse_model
 from optimization.model_calls import RoleUsage as LedgerUsage
 from optimization.run_control import GRACE_S
@@ -22,6 +23,7 @@ from schemas.config import PromptPolicy
 from schemas.events import ModelUsage, RoleUsage
 
 log = logging.getLogger("gepa_stream.jobs")
+USAGE_FILE = "usage.json"
 
 
 def call_policy(policy: PromptPolicy) -> CallPolicy:
@@ -36,13 +38,20 @@ def call_policy(policy: PromptPolicy) -> CallPolicy:
 
 
 @contextmanager
-def job_model_calls(spec: JobSpec) -> Iterator[ModelCalls]:
+def job_model_calls(spec: JobSpec, run_dir: Path) -> Iterator[ModelCalls]:
     """Every model call of the job process, governed by the prompt's policy until the job's hard
-    deadline (`max_wall_time` plus the grace GEPA gets to stop; the runner kills later still)."""
+    deadline (`max_wall_time` plus the grace GEPA gets to stop; the runner kills later still).
+    The ledger starts from what earlier attempts of the job recorded in `usage.json` and is
+    written back there at the end, so a resumed job reports (and budgets) its whole spend."""
     deadline = time.monotonic() + spec.policy.budget.max_wall_time.total_seconds() + GRACE_S
     judge = parse_model(spec.policy.judge_model or spec.policy.reflection_model, "judge_model").litellm
-    with governed(call_policy(spec.policy), deadline, judge_model=judge) as calls:
-        yield calls
+    earlier = read_model(run_dir / USAGE_FILE, ModelUsage)
+    initial = {role: LedgerUsage(**figures.model_dump()) for role, figures in earlier.roles.items()} if isinstance(earlier, ModelUsage) else None
+    with governed(call_policy(spec.policy), deadline, UsageLedger(initial), judge_model=judge) as calls:
+        try:
+            yield calls
+        finally:
+            write_model(run_dir / USAGE_FILE, model_usage(calls.ledger.snapshot()))
 
 
 def model_usage(roles: dict[str, LedgerUsage]) -> ModelUsage:
