@@ -367,7 +367,10 @@ _DEFAULT = ModelCalls(latch=False)
 
 def current() -> ModelCalls | None:
     """The innermost active run scope's governor, if any."""
-    return _ACTIVE[-1] if _ACTIVE else None
+    try:
+        return _ACTIVE[-1]
+    except IndexError:  # no scope (or the last one just closed in another thread)
+        return None
 
 
 def install() -> None:
