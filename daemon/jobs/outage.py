@@ -4,6 +4,7 @@ it not answering, and a watch that reports the MLflow client's own retries while
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -15,6 +16,8 @@ import requests
 
 MLFLOW = "MLflow"
 PROBE_TIMEOUT_S = 5.0
+PROBE_FIRST_S = 1.0
+PROBE_MAX_S = 10.0
 
 
 def is_remote(tracking_uri: str) -> bool:
@@ -50,6 +53,18 @@ def failed_request(exc: BaseException, tracking_uri: str) -> bool:
 def mlflow_outage(exc: BaseException, tracking_uri: str) -> bool:
     """Did `exc` end the job because MLflow was unreachable? (Then the job is retried once it answers.)"""
     return is_remote(tracking_uri) and (failed_request(exc, tracking_uri) or not tracking_answers(tracking_uri))
+
+
+async def answers_again(tracking_uri: str, deadline: datetime) -> bool:
+    """Probe `/health` with backoff (1 s doubling to 10 s) until MLflow answers (True) or `deadline` passes (False)."""
+    delay = PROBE_FIRST_S
+    while not await asyncio.to_thread(tracking_answers, tracking_uri):
+        left = (deadline - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(delay, left))
+        delay = min(delay * 2, PROBE_MAX_S)
+    return True
 
 
 class ClientRetryWatch(logging.Handler):

@@ -59,6 +59,8 @@ def production(name: str) -> Version | None:
     try:
         return _version(MlflowClient().get_prompt_version_by_alias(name, PRODUCTION))
     except Exception as exc:
+        if str(exc).startswith("API request to"):  # MLflow did not answer (its alias endpoint's URL says "alias")
+            raise
         if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc) or "alias" in str(exc).lower():
             return None
         raise

@@ -30,7 +30,7 @@ from daemon.broker import die_with_parent
 from daemon.jobs import registry
 from daemon.jobs.attempts import Attempt, Attempts, describe_exit
 from daemon.jobs.backends import prompt_names
-from daemon.jobs.outage import MLFLOW, tracking_answers
+from daemon.jobs.outage import MLFLOW, answers_again, mlflow_outage
 from daemon.jobs.spec import (
     EXAMPLES_FILE,
     JOB_FILE,
@@ -64,8 +64,6 @@ from schemas.parse import InvalidEvent, parse_event
 log = logging.getLogger("gepa_stream.jobs")
 GRACE_S = 120.0
 WATCH_S = 1.0
-PROBE_FIRST_S = 1.0
-PROBE_MAX_S = 10.0
 
 
 @dataclass
@@ -105,6 +103,8 @@ class JobRunner:
         self._next: dict[TopicPartition, int] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._states: dict[str, JobState] = {}
+        self._commands: set[asyncio.Task[None]] = set()
+        self._command_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = False
@@ -143,7 +143,7 @@ class JobRunner:
                 await self._commit(consumer)
         finally:
             self.ready = False
-            for task in self._running.values():
+            for task in [*self._running.values(), *self._commands]:
                 task.cancel()
             await consumer.stop()
             await self._producer.stop()
@@ -176,7 +176,10 @@ class JobRunner:
             self._running[event.data.request_id] = task
         elif isinstance(event, CommandEvent) and event.data.action in ("approve", "reject", "rollback"):
             if event.data.prompt in self.policies:
-                await self._command(event)
+                self._pending[tp].add(offset)
+                task = asyncio.create_task(self._command_in_order(tp, offset, event))
+                self._commands.add(task)
+                task.add_done_callback(self._commands.discard)
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -343,14 +346,9 @@ class JobRunner:
             "job %s: attempt %d of %d failed with %s unreachable; waiting for it to answer (until %s)",
             spec.request_id, state.attempt, state.max_attempts, MLFLOW, f"{deadline:%Y-%m-%dT%H:%M:%SZ}",
         )
-        delay = PROBE_FIRST_S
         try:
-            while not await asyncio.to_thread(tracking_answers, spec.tracking_uri):
-                left = (deadline - datetime.now(UTC)).total_seconds()
-                if left <= 0:
-                    return False
-                await asyncio.sleep(min(delay, left))
-                delay = min(delay * 2, PROBE_MAX_S)
+            if not await answers_again(spec.tracking_uri, deadline):
+                return False
         finally:
             state.waiting_since = None
         log.warning("job %s: %s answers again; resuming it (attempt %d of %d)", spec.request_id, MLFLOW, state.attempt + 1, state.max_attempts)
@@ -451,6 +449,30 @@ class JobRunner:
         log.info("job %s for %s %s", data.request_id, data.prompt, result.status)
 
     # -- commands ----------------------------------------------------------------------------
+
+    async def _command_in_order(self, tp: TopicPartition, offset: int, event: CommandEvent) -> None:
+        """Apply a command after the prompt's earlier ones. While MLflow is unreachable the command
+        waits for it (up to the prompt's `budget.max_outage_wait`), in a task, so consuming goes on;
+        a command that still fails is logged as an error and skipped, never a crash."""
+        prompt = event.data.prompt
+        async with self._command_locks[prompt]:
+            deadline = datetime.now(UTC) + self.policies[prompt].budget.max_outage_wait
+            uri = self.settings.mlflow_tracking_uri
+            while True:
+                try:
+                    await self._command(event)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if not await asyncio.to_thread(mlflow_outage, exc, uri) or datetime.now(UTC) >= deadline:
+                        log.exception("command %s (%s %s) failed; skipped", event.id, event.data.action, prompt)
+                        break
+                    log.warning("command %s (%s %s) waits for %s at %s to answer: %s", event.id, event.data.action, prompt, MLFLOW, uri, exc)
+                    if not await answers_again(uri, deadline):
+                        log.error("command %s (%s %s) skipped: %s did not answer within max_outage_wait", event.id, event.data.action, prompt, MLFLOW)
+                        break
+        self._pending[tp].discard(offset)
 
     async def _command(self, event: CommandEvent) -> None:
         """approve / reject a version awaiting approval, or roll `production` back."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 
@@ -89,3 +92,34 @@ def test_the_client_retry_watch_reports_mlflow_retries_only() -> None:
 )
 def test_status_lines(state: JobState, client: str, line: str) -> None:
     assert state.describe(client) == line
+
+
+def test_a_command_while_mlflow_is_down_waits_bounded_and_never_crashes_the_runner(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A rollback arriving during an MLflow outage waits for MLflow (here 2 s), then is skipped
+    with an error in the log; the runner task survives and the record's offset is released."""
+    from aiokafka import TopicPartition
+
+    from daemon.jobs.runner import JobRunner
+    from daemon.settings import load_settings
+    from schemas.config import PolicyFile
+    from schemas.events import CommandData, CommandEvent
+
+    down = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    settings = load_settings(mlflow_tracking_uri=down, state_dir=tmp_path)
+    runner = JobRunner(settings, PolicyFile.model_validate({"prompts": [{"name": "router", "budget": {"max_outage_wait": "2s"}}]}))
+    tp = TopicPartition("gepa.commands", 0)
+    runner._pending[tp].add(7)
+    event = CommandEvent.build(CommandData(prompt="router", action="rollback", requested_by="ops"))
+    started = time.monotonic()
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(down)  # as the daemon does for its commands (MLFLOW_TRACKING_URI, daemon/worker.py)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gepa_stream.jobs"):
+            asyncio.run(runner._command_in_order(tp, 7, event))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert time.monotonic() - started < 60
+    assert runner._pending[tp] == set()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("waits for MLflow" in m for m in messages) and any("did not answer within max_outage_wait" in m for m in messages), messages
