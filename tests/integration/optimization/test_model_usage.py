@@ -1,11 +1,14 @@
 """The library through the fake OpenAI-compatible provider: every role's tokens and dollars in the
-result are what the provider served, and a reflection model that stays down is named, not
-swallowed."""
+result are what the provider served; 429 (waiting its Retry-After), 5xx, connection resets and
+malformed answers are retried; a silent provider times out; a reflection model that stays down
+is named, not swallowed."""
+
+import time
 
 import pytest
 
-from optimization import GepaOptimizer, OptimizationFailed, RunLimits, make_template_agent, run_mlflow_gepa
-from optimization.model_calls import CallPolicy, ModelCallFailed, Price
+from optimization import GepaOptimizer, OptimizationFailed, RunLimits, complete_text, make_template_agent, run_mlflow_gepa
+from optimization.model_calls import CallPolicy, ModelCallFailed, Price, governed
 
 PRICES = {"openai/support-router": Price(1.0, 2.0), "openai/reflector": Price(3.0, 4.0)}
 
@@ -49,3 +52,26 @@ def test_a_reflection_model_that_stays_down_is_named_and_nothing_is_registered(r
     from mlflow.tracking import MlflowClient
 
     assert [int(v.version) for v in MlflowClient().search_prompt_versions("support_router")] == [1]
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "at_least_s"),
+    [("status", {"code": 429, "retry_after": 2}, 2.0), ("status", {"code": 500}, 0.0), ("reset", {}, 0.0), ("malformed", {}, 0.0)],
+)
+def test_litellm_faults_are_retried_and_retry_after_is_waited_out(fake_provider, kind, params, at_least_s) -> None:
+    fake_provider.inject(kind, times=1, model="support-router", **params)
+    started = time.monotonic()
+    with governed(CallPolicy(timeout=5.0, max_retries=2, max_backoff=1.0)) as calls:
+        answer = complete_text("openai/support-router", "Ticket: I was charged twice")
+    assert answer == complete_text("offline/support-router", "Ticket: I was charged twice")  # the fake serves the offline model
+    assert time.monotonic() - started >= at_least_s
+    assert fake_provider.stats()["by_model"]["support-router"]["requests"] == 2
+    assert calls.ledger.snapshot()["task"].failed_attempts == 1
+
+
+def test_a_silent_provider_times_out_and_is_named(fake_provider) -> None:
+    fake_provider.inject("hang", times=None, model="support-router")
+    started = time.monotonic()
+    with governed(CallPolicy(timeout=1.0, max_retries=1, max_backoff=1.0)), pytest.raises(ModelCallFailed, match="task model openai/support-router: 2 consecutive timeouts"):
+        complete_text("openai/support-router", "Ticket: I was charged twice")
+    assert time.monotonic() - started < 10
