@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import mlflow
 from mlflow.genai.optimize.optimizers import GepaPromptOptimizer
 from mlflow.genai.scorers import Scorer
+from mlflow.ml_package_versions import FLAVOR_TO_MODULE_NAME
 from mlflow.tracing.provider import is_tracing_enabled
 from mlflow.tracking import MlflowClient
 from mlflow.utils.autologging_utils import AUTOLOGGING_INTEGRATIONS
@@ -51,17 +52,40 @@ def offline_proposer(spec: ModelSpec) -> Proposer:
     return propose
 
 
+def _preload_lazy_imports() -> None:
+    """Import what litellm's success-logging thread imports lazily on its first call (the proxy's
+    savings module, absent from SDK-only installs), so no thread imports it mid-run. Part of the
+    workaround for the MLflow/litellm import deadlock (see `_evaluation_settings`)."""
+    try:
+        import litellm.proxy.spend_tracking.savings  # noqa: F401
+    except Exception:  # an SDK-only litellm has no proxy package: nothing to preload
+        pass
+
+
 @contextmanager
 def _evaluation_settings(num_threads: int, trace_evaluations: bool) -> Iterator[None]:
-    """Process-wide MLflow settings for one run: the evaluation thread count
-    (MLFLOW_GENAI_EVAL_MAX_WORKERS); unless `trace_evaluations`, tracing off (a trace per
-    evaluated example costs ~30 ms and serializes on the store); and MLflow's DSPy autolog
-    left off unless the user configured it (enabled from an evaluation thread, it calls
-    `dspy.configure` there and breaks every later `dspy.configure` of the process)."""
+    """Process-wide MLflow settings for one run, restored afterwards:
+
+    1. the evaluation thread count (MLFLOW_GENAI_EVAL_MAX_WORKERS);
+    2. unless `trace_evaluations`, tracing off (a trace per evaluated example costs ~30 ms and
+       serializes on the store);
+    3. every MLflow autolog integration the user has not configured marked disabled. Each
+       evaluation of `optimize_prompts` otherwise re-configures autologging: it holds MLflow's
+       import-hook lock while importing `mlflow.<flavor>` for every loaded library (`openai` gets
+       loaded by the first litellm call, i.e. mid-run). If litellm's success-logging thread is
+       importing a module lazily at that moment, it waits for that lock in MLflow's import
+       finder while the GEPA thread waits for its module lock: an ABBA deadlock, forever
+       (MLflow 3.17.2, litellm 1.110.2; 2 of 6 fresh runs hung here). Disabled integrations
+       register no hook and import nothing, so the lock is never held across an import.
+       (It also keeps DSPy's autolog from calling `dspy.configure` in an evaluation thread,
+       which breaks every later `dspy.configure` of the process.) Integrations the user
+       configured stay as they are; litellm's lazy import is preloaded for them.
+    """
     previous = os.environ.get("MLFLOW_GENAI_EVAL_MAX_WORKERS")
-    untouched_dspy_autolog = "dspy" not in AUTOLOGGING_INTEGRATIONS
-    if untouched_dspy_autolog:
-        AUTOLOGGING_INTEGRATIONS["dspy"] = {"disable": True}
+    _preload_lazy_imports()
+    left_off = [flavor for flavor in FLAVOR_TO_MODULE_NAME if flavor not in AUTOLOGGING_INTEGRATIONS]
+    for flavor in left_off:
+        AUTOLOGGING_INTEGRATIONS[flavor] = {"disable": True}
     os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = str(num_threads)
     was_tracing = is_tracing_enabled()
     if was_tracing and not trace_evaluations:
@@ -69,8 +93,8 @@ def _evaluation_settings(num_threads: int, trace_evaluations: bool) -> Iterator[
     try:
         yield
     finally:
-        if untouched_dspy_autolog:
-            AUTOLOGGING_INTEGRATIONS.pop("dspy", None)
+        for flavor in left_off:
+            AUTOLOGGING_INTEGRATIONS.pop(flavor, None)
         if was_tracing and not trace_evaluations:
             mlflow.tracing.enable()
         if previous is None:

@@ -1,5 +1,8 @@
 """What every GEPA run shares: stop conditions, a wall-clock guard, and a monitor that detects seed-only runs.
 
+A run that outlives its wall time is abandoned with OptimizationFailed, and its stuck
+threads can no longer keep the process alive at exit (`_exit_despite_stuck_threads`).
+
 GEPA swallows reflection failures and then "succeeds" with the seed only; the
 monitor records proposals and errors so such runs raise `OptimizationFailed`.
 """
@@ -8,7 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -169,12 +174,15 @@ class RunMonitor:
             target.setLevel(previous)
 
 
-def run_with_deadline(fn: Callable[[], T], limits: RunLimits, calls: ModelCalls | None = None, grace: float = GRACE_S) -> T:
+def run_with_deadline(
+    fn: Callable[[], T], limits: RunLimits, calls: ModelCalls | None = None, grace: float = GRACE_S, exit_grace: float = 30.0
+) -> T:
     """Run `fn` with a hard wall-clock limit (GEPA's own limit is only checked between iterations).
 
     After `max_wall_time + grace` seconds, a `gepa.stop` file is dropped in the run
-    directory (GEPA's graceful stop) and OptimizationFailed is raised. When `fn` fails after
-    a model call of `calls` failed for good, that named failure is raised instead.
+    directory (GEPA's graceful stop), the process is armed to exit even if the run's
+    threads stay stuck (see `_exit_despite_stuck_threads`), and OptimizationFailed is raised.
+    When `fn` fails after a model call of `calls` failed for good, that named failure is raised instead.
     """
     outcome: dict[str, Any] = {}
 
@@ -191,6 +199,7 @@ def run_with_deadline(fn: Callable[[], T], limits: RunLimits, calls: ModelCalls 
     if worker.is_alive():
         if limits.run_dir:
             Path(limits.run_dir, "gepa.stop").touch()
+        _arm_exit_watchdog(exit_grace)
         raise OptimizationFailed(f"optimization exceeded its wall-time limit of {limits.max_wall_time:g}s")
     if "error" in outcome:
         error = outcome["error"]
@@ -200,3 +209,42 @@ def run_with_deadline(fn: Callable[[], T], limits: RunLimits, calls: ModelCalls 
             raise error
         raise OptimizationFailed("optimization run failed", error) from error
     return outcome["value"]
+
+
+_watchdog_armed = threading.Event()
+_exiting = threading.Event()
+
+
+def _arm_exit_watchdog(exit_grace: float) -> None:
+    """Start (once per process) the daemon thread that keeps an abandoned run from blocking exit."""
+    if _watchdog_armed.is_set():
+        return
+    _watchdog_armed.set()
+    # Python's shutdown first runs threading's exit hooks, newest first (concurrent.futures joins its
+    # workers in one), then joins the other threads; ours runs before those joins and tells the watchdog.
+    threading._register_atexit(_exiting.set)  # type: ignore[attr-defined]  # the stdlib's hook (3.9+)
+    threading.Thread(target=_exit_despite_stuck_threads, args=(exit_grace,), name="gepa-exit-watchdog", daemon=True).start()
+
+
+def _exit_despite_stuck_threads(exit_grace: float) -> None:
+    """After a run was abandoned at its wall time, its threads may never return (a model that never
+    answers, a deadlock in a library), and Python's shutdown joins worker pools (MLflow's evaluation
+    executor, litellm's logging workers) forever. So:
+
+    1. wait until the interpreter starts shutting down (the main thread has finished);
+    2. give the normal shutdown `exit_grace` seconds (this daemon thread dies with the process
+       if it completes);
+    3. otherwise name the threads still alive on stderr and end the process with exit code 1
+       (a run was abandoned: the exit must not look like a success).
+    """
+    _exiting.wait()
+    time.sleep(exit_grace)
+    others = {threading.main_thread(), threading.current_thread()}
+    names = ", ".join(sorted({thread.name for thread in threading.enumerate() if thread not in others}))
+    sys.stderr.write(f"gepa-stream: an optimization run was abandoned at its wall time; exiting although threads are still stuck ({names})\n")
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed stream must not keep the process alive either
+            pass
+    os._exit(1)

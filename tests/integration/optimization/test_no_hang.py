@@ -1,0 +1,117 @@
+"""No hang, ever: a run abandoned at its wall time (here: a model that never answers) cannot keep
+its process alive; the MLflow path through a real litellm provider finishes in fresh processes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+SILENT_MODEL_RUN = textwrap.dedent(
+    """
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    import litellm
+
+    from optimization.errors import OptimizationFailed
+    from optimization.run_control import RunLimits, run_with_deadline
+
+    pool = ThreadPoolExecutor(2)  # a worker pool, joined at exit like MLflow's evaluation executor
+
+    def run():
+        request = dict(model="openai/support-router", messages=[{"role": "user", "content": "hi"}], timeout=3600)
+        return pool.submit(litellm.completion, **request).result()
+
+    try:
+        run_with_deadline(run, RunLimits(max_wall_time=1), grace=0.5, exit_grace=2)
+    except OptimizationFailed as error:
+        print("FAILED:", error, flush=True)
+    """
+)
+
+
+def test_a_silent_model_ends_the_call_with_a_clear_error_and_the_process_exits(fake_provider) -> None:
+    fake_provider.inject("hang", times=None)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", SILENT_MODEL_RUN], capture_output=True, text=True, timeout=300)
+    assert "FAILED: optimization exceeded its wall-time limit of 1s" in done.stdout, done.stderr[-2000:]
+    assert done.returncode == 1 and "abandoned at its wall time" in done.stderr and "ThreadPoolExecutor" in done.stderr
+    assert fake_provider.stats()["by_model"]["support-router"]["faults"] == 1  # the request really hung at the provider
+    assert time.monotonic() - started < 240  # seconds of start-up under load, not the request's 3600 s timeout
+
+FRESH_RUNS = textwrap.dedent(
+    '''
+    """Import once, then fork N fresh single-run processes, PARALLEL at a time; print one line per run."""
+    import os, shutil, sys, time
+
+    import mlflow
+    from mlflow.entities import Feedback
+    from mlflow.genai.scorers import scorer
+
+    from optimization import GepaOptimizer, complete_text
+    from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets
+
+    runs, parallel, workdir, limit, task_model = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), sys.argv[5]
+
+    @scorer
+    def match(outputs, expectations):
+        wanted = expectations["expected_response"]
+        ok = outputs.strip() == wanted
+        return Feedback(value=float(ok), rationale="Correct." if ok else f'Wrong. Expected answer: "{wanted}"')
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir}/template.db")  # creating a store takes ~15 s: do it once
+    prompt = mlflow.genai.register_prompt(name="router", template=SEED_ROUTER_PROMPT)
+
+    def one_run(index):
+        started = time.monotonic()
+        shutil.copy(f"{workdir}/template.db", f"{workdir}/run{index}.db")
+        mlflow.set_tracking_uri(f"sqlite:///{workdir}/run{index}.db")
+        agent = lambda ticket: complete_text(task_model, mlflow.genai.load_prompt(prompt.uri).format(ticket=ticket))
+        optimizer = GepaOptimizer(reflection_model="openai:/reflector", max_metric_calls=40, register=False, max_wall_time=limit)
+        result = optimizer.optimize(predict_fn=agent, train_data=support_tickets(30), prompt_uris=[prompt.uri], scorers=[match])
+        print(f"run {index}: finished {result.initial_score:.2f} -> {result.final_score:.2f} in {time.monotonic() - started:.1f}s", flush=True)
+
+    pending, alive = list(range(runs)), {}
+    while pending or alive:
+        while pending and len(alive) < parallel:
+            index = pending.pop(0)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    one_run(index)
+                    code = 0
+                except BaseException as error:
+                    print(f"run {index}: error {error!r}", flush=True)
+                    code = 1
+                sys.stdout.flush()
+                os._exit(code)
+            alive[pid] = (index, time.monotonic())
+        time.sleep(0.2)
+        for pid, (index, started) in list(alive.items()):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                del alive[pid]
+            elif time.monotonic() - started > 3 * limit:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                del alive[pid]
+                print(f"run {index}: hung, killed after {3 * limit:.0f}s", flush=True)
+    '''
+)
+
+
+def test_mlflow_path_through_litellm_finishes_in_20_fresh_processes(fake_provider, tmp_path) -> None:
+    """The MLflow 3.17.2 / litellm 1.110.2 import deadlock hung 3 of 6 such runs before the fix (each
+    would end as "error ... wall-time" here, or be killed).
+    The launcher imports once, then each run is a forked process with no run behind it: the lazy
+    imports of the first litellm call and of MLflow's evaluation happen mid-run, as in a fresh process."""
+    runs = 20
+    done = subprocess.run(  # the task model is offline: reflection (litellm) is the path under test, and it is 4x faster
+        [sys.executable, "-c", FRESH_RUNS, str(runs), "3", str(tmp_path), "300", "offline/support-router"], capture_output=True, text=True, timeout=900
+    )
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("run "))
+    finished = [line for line in lines if re.fullmatch(r"run \d+: finished [\d.]+ -> [\d.]+ in [\d.]+s", line)]
+    assert len(finished) == runs, "\n".join(lines) + done.stderr[-3000:]
+    assert fake_provider.stats()["by_model"]["reflector"]["requests"] >= runs  # reflection went through litellm
