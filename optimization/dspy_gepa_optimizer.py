@@ -13,6 +13,7 @@ from typing import Any, Literal
 import dspy
 
 from optimization.data import convert_to_dspy_examples, split_holdout
+from optimization.keywords import check_pass_through, one_reflection_model
 from optimization.metrics import adapt_metric, create_dspy_metric, create_mlflow_based_metric, exact_match_metric
 from optimization.model_calls import CallPolicy
 from optimization.models import make_lm, parse_model
@@ -30,6 +31,14 @@ __all__ = [
 
 AutoBudget = Literal["light", "medium", "heavy"]
 OFFLINE_REFLECTOR = "offline/reflector"
+DSPY_OWNED_OPTIONS = {
+    "metric": "pass the metric to optimize()",
+    "max_full_evals": "use auto= or max_metric_calls=",
+    "log_dir": "use run_dir=",
+    "track_stats": "always on (the result's scores come from it)",
+    "perfect_score": "1.0: the run stops on a perfect held-out score",
+}
+"""`dspy.GEPA` options the optimizer sets itself, and what to use instead."""
 
 
 def extract_prompts(program: dspy.Module) -> dict[str, str]:
@@ -137,9 +146,10 @@ class DSPyGepaOptimizer:
 
     `max_bootstrapped_demos`, `max_labeled_demos` and `max_rounds` are accepted
     for compatibility with DSPy's few-shot optimizers and are not used by GEPA
-    (it optimizes instructions only). Other keyword options go to `dspy.GEPA`;
-    `reflection_model`, `max_wall_time`, `num_threads`, `run_dir`, `max_cost_usd` and
-    `model_calls` (timeout, retries, prices of every model call) set the run.
+    (it optimizes instructions only). `reflection_model` (or dspy's name `reflection_lm`),
+    `max_metric_calls` (replaces `auto`), `max_wall_time`, `num_threads`, `run_dir`,
+    `max_cost_usd` and `model_calls` (timeout, retries, prices of every model call) set the
+    run; other keyword options go to `dspy.GEPA` (an unknown one is a TypeError).
     """
 
     def __init__(
@@ -150,6 +160,8 @@ class DSPyGepaOptimizer:
         max_rounds: int = 3,
         *,
         reflection_model: str | dspy.BaseLM | None = None,
+        reflection_lm: str | dspy.BaseLM | None = None,
+        max_metric_calls: int | None = None,
         max_wall_time: float = 1800.0,
         num_threads: int = 1,
         run_dir: str | None = None,
@@ -159,14 +171,19 @@ class DSPyGepaOptimizer:
     ) -> None:
         if auto not in ("light", "medium", "heavy"):
             raise ValueError(f"auto: expected 'light', 'medium' or 'heavy', got {auto!r}")
-        if reflection_model is not None and isinstance(reflection_model, str):
+        reflection_model = one_reflection_model("DSPyGepaOptimizer", reflection_model, reflection_lm)
+        if isinstance(reflection_model, str):
             parse_model(reflection_model, "reflection_model")
-        self.auto = auto
+        check_pass_through("DSPyGepaOptimizer", gepa_options, dspy.GEPA.__init__, DSPY_OWNED_OPTIONS)
+        self.auto = None if max_metric_calls is not None else auto
         self.max_bootstrapped_demos = max_bootstrapped_demos
         self.max_labeled_demos = max_labeled_demos
         self.max_rounds = max_rounds
         self.reflection_model = reflection_model
-        self.limits = RunLimits(max_wall_time=max_wall_time, num_threads=num_threads, run_dir=run_dir, max_cost_usd=max_cost_usd, calls=model_calls)
+        budget = {} if max_metric_calls is None else {"max_metric_calls": max_metric_calls}
+        self.limits = RunLimits(
+            max_wall_time=max_wall_time, num_threads=num_threads, run_dir=run_dir, max_cost_usd=max_cost_usd, calls=model_calls, **budget
+        )
         self.gepa_options = gepa_options
 
     def optimize(

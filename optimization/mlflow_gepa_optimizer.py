@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import gepa
 import mlflow
 from mlflow.genai.optimize.optimizers import GepaPromptOptimizer
 from mlflow.genai.scorers import Scorer
@@ -26,6 +27,7 @@ from mlflow.utils.autologging_utils import AUTOLOGGING_INTEGRATIONS
 
 from optimization.data import split_holdout, validate_records
 from optimization.errors import OptimizationFailed
+from optimization.keywords import check_pass_through, one_reflection_model
 from optimization.model_calls import ROLE_KEY, CallPolicy, role_scope
 from optimization.models import ModelSpec, parse_model
 from optimization.offline.engine import REFLECTORS, reflect
@@ -35,6 +37,17 @@ from optimization.run_control import ModelCallStopper, RunLimits, RunMonitor, ru
 from optimization.scorers import score_value
 from optimization.sme_metric import resolve_rated_scorers
 from optimization.template_agent import PredictFn, as_keyword_predict_fn
+
+DEFAULT_REFLECTION_MODEL = "databricks-claude-sonnet-4"
+GEPA_OWNED_OPTIONS = {
+    name: "set by gepa-stream or MLflow for every run"
+    for name in ("seed_candidate", "trainset", "adapter", "task_lm", "evaluator", "display_progress_bar", "use_mlflow", "stop_callbacks", "logger", "callbacks", "perfect_score")
+} | {
+    "valset": "pass val_data to optimize()",
+    "max_metric_calls": "use max_metric_calls=",
+    "run_dir": "use run_dir=",
+}
+"""`gepa.optimize` options the MLflow path sets itself, and what to use instead."""
 
 Proposer = Callable[[dict[str, str], dict[str, list[dict[str, Any]]], list[str]], dict[str, str]]
 
@@ -237,7 +250,9 @@ def _outcome(monitor: RunMonitor, n_val: int, perfect_score: float) -> PromptOpt
 class GepaOptimizer:
     """The guide's MLflow GEPA optimizer for any predict_fn that loads its prompts from the registry.
 
-    `reflection_model` also judges the name scorers unless `judge_model` is set.
+    `reflection_model` (or gepa's name `reflection_lm`) also judges the name scorers unless
+    `judge_model` is set. Other keyword options go to `gepa.optimize` (an unknown one, or one
+    the library sets, is a TypeError naming it).
     The optimized prompts are registered (unless `register=False`) as new versions
     tagged with the scores and `source` = the optimizer's class name. `model_calls` sets
     every model call's timeout, retries and prices; `max_cost_usd` stops GEPA at that spend.
@@ -245,9 +260,10 @@ class GepaOptimizer:
 
     def __init__(
         self,
-        reflection_model: str = "databricks-claude-sonnet-4",
+        reflection_model: str | None = None,
         max_metric_calls: int = 100,
         *,
+        reflection_lm: str | None = None,
         judge_model: str | None = None,
         max_wall_time: float = 1800.0,
         num_threads: int = 1,
@@ -259,9 +275,12 @@ class GepaOptimizer:
         model_calls: CallPolicy = CallPolicy(),
         **gepa_kwargs: Any,
     ) -> None:
+        owner = type(self).__name__
+        reflection_model = one_reflection_model(owner, reflection_model, reflection_lm) or DEFAULT_REFLECTION_MODEL
         parse_model(reflection_model, "reflection_model")
         if judge_model is not None:
             parse_model(judge_model, "judge_model")
+        check_pass_through(owner, gepa_kwargs, gepa.optimize, GEPA_OWNED_OPTIONS)
         self.reflection_model = reflection_model
         self.judge_model = judge_model
         self.limits = RunLimits(

@@ -58,4 +58,5 @@ class PromptOptimizer:
 
     def _mlflow_settings(self, options: dict[str, Any]) -> dict[str, Any]:
         """This object's reflection model and budget, overridden by per-call `options`."""
-        return {"reflection_model": self.reflection_model, "max_metric_calls": self.max_metric_calls, **options}
+        reflection = {} if {"reflection_model", "reflection_lm"} & set(options) else {"reflection_model": self.reflection_model}
+        return {**reflection, "max_metric_calls": self.max_metric_calls, **options}

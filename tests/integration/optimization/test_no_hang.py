@@ -70,7 +70,7 @@ FRESH_RUNS = textwrap.dedent(
         shutil.copy(f"{workdir}/template.db", f"{workdir}/run{index}.db")
         mlflow.set_tracking_uri(f"sqlite:///{workdir}/run{index}.db")
         agent = lambda ticket: complete_text(task_model, mlflow.genai.load_prompt(prompt.uri).format(ticket=ticket))
-        optimizer = GepaOptimizer(reflection_model="openai:/reflector", max_metric_calls=40, register=False, max_wall_time=limit)
+        optimizer = GepaOptimizer(reflection_model="openai:/reflector", max_metric_calls=24, register=False, max_wall_time=limit)
         result = optimizer.optimize(predict_fn=agent, train_data=support_tickets(30), prompt_uris=[prompt.uri], scorers=[match])
         print(f"run {index}: finished {result.initial_score:.2f} -> {result.final_score:.2f} in {time.monotonic() - started:.1f}s", flush=True)
 
