@@ -1,7 +1,9 @@
 """Optimization integration tests: real GEPA, offline demo/test models, a real sqlite MLflow per test."""
 
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -20,12 +22,25 @@ TICKETS = [
 SEED = 'Route this support ticket to billing, shipping, technical or account.\nRule: if the ticket mentions "crash", the category is technical.\nTicket: {{ticket}}'
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An empty, fully migrated sqlite MLflow database (creating one takes ~15 s; copying it, milliseconds)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def mlflow_store(tmp_path):
-    """A fresh sqlite MLflow store for the test."""
+def mlflow_store(tmp_path, empty_mlflow_db):
+    """A fresh sqlite MLflow store for the test (a copy of the empty template)."""
     from examples._local import use_local_mlflow
 
-    return use_local_mlflow(str(tmp_path / "mlflow"))
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    shutil.copy(empty_mlflow_db, root / "mlflow.db")
+    return use_local_mlflow(str(root))
 
 
 @pytest.fixture
