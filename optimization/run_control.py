@@ -63,9 +63,10 @@ class RunLimits:
             raise ValueError(f"max_cost_usd: must be > 0, got {self.max_cost_usd}")
 
     def stop_callbacks(self, model_calls: ModelCallStopper) -> list[Any]:
-        """GEPA stoppers: the wall-time limit, the stop on a perfect held-out score, and the
-        model-call stopper (cost budget reached, or a call failed for good)."""
-        return [TimeoutStopCondition(self.max_wall_time), ScoreThresholdStopper(self.perfect_score), model_calls]
+        """GEPA stoppers: the model-call stopper (cost budget reached, or a call failed for good;
+        first, so it records why even when another stopper fires too), the wall-time limit, and
+        the stop on a perfect held-out score."""
+        return [model_calls, TimeoutStopCondition(self.max_wall_time), ScoreThresholdStopper(self.perfect_score)]
 
     @contextmanager
     def model_calls(self, judge_model: str | None = None) -> Iterator[ModelCalls]:

@@ -5,7 +5,8 @@ import threading
 import pytest
 
 from optimization.errors import OptimizationFailed
-from optimization.run_control import RunLimits, RunMonitor, run_with_deadline
+from optimization.model_calls import ModelCallFailed, ModelCalls
+from optimization.run_control import ModelCallStopper, RunLimits, RunMonitor, run_with_deadline
 
 
 def test_seed_only_after_failures_raises_with_the_cause() -> None:
@@ -55,3 +56,17 @@ def test_errors_in_the_run_are_wrapped_but_value_errors_pass_through() -> None:
         run_with_deadline(boom, RunLimits())
     with pytest.raises(ValueError, match="trainset"):
         run_with_deadline(bad, RunLimits())
+
+
+def test_the_model_call_stopper_fires_at_the_cost_budget_and_after_a_final_failure() -> None:
+    calls = ModelCalls()
+    stopper = ModelCallStopper(calls, max_cost_usd=1.0)
+    assert RunLimits().stop_callbacks(stopper)[0] is stopper  # first: it records why even when another stopper fires
+    calls.ledger.record("task", cost=0.6)
+    assert not stopper(None) and stopper.fired is None
+    calls.ledger.record("reflection", cost=0.4)
+    assert stopper(None) and stopper.fired == "max_cost_usd"
+    failing = ModelCalls()
+    failing.failure = ModelCallFailed("judge", "openai/j", "5 consecutive 503 responses")
+    unbudgeted = ModelCallStopper(failing, max_cost_usd=None)
+    assert unbudgeted(None) and unbudgeted.fired is None
