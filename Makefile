@@ -33,6 +33,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/optimize.py
+	$(BIN)/python bench/guard.py
 
 clean:
 	rm -rf $(VENV) .gepa-stream .pytest_cache

@@ -16,7 +16,8 @@ import faust
 from daemon import metrics
 from daemon.settings import Settings
 from handlers.deadletter import dead_letter
-from handlers.ingest import Ingest, Request, Step, UnknownPrompt
+from handlers.guard import GuardSpec
+from handlers.ingest import GuardStep, Ingest, Request, Step, UnknownPrompt
 from handlers.snapshot import snapshot_chunks
 from handlers.trigger import TriggerState, outlook
 from schemas.config import PolicyFile
@@ -78,9 +79,15 @@ class IngestApp:
         self.snapshots = faust_app.topic(self.topics.snapshots, **options)
         self.optimizations = faust_app.topic(self.topics.optimizations, **options)
         self.dlq = faust_app.topic(self.topics.dlq, **options)
+        self.outputs = {
+            PromotionEvent: faust_app.topic(self.topics.promotions, **options),
+            CommandEvent: faust_app.topic(self.topics.commands, **options),
+        }
         table_options = {"partitions": settings.partitions, "key_type": bytes, "value_type": bytes}  # raw codec
         self.facts = faust_app.Table("facts", **table_options)
         self.triggers = faust_app.Table("triggers", **table_options)
+        self.guards = faust_app.Table("guards", **table_options)  # prompt -> GuardSpec
+        self.guard_votes = faust_app.Table("guard_votes", **table_options)  # (prompt, trace, rater) -> Vote
         self.facts.on_recover(self._rebuild)
         faust_app.agent(self.source, name="ingest")(self._consume)
 
@@ -94,6 +101,10 @@ class IngestApp:
             self.ingest.restore_trigger(prompt.decode(), TriggerState.decode(raw))
         for raw in self.facts.values():
             self.ingest.restore_record(raw, now)
+        for prompt, raw in self.guards.items():
+            self.ingest.restore_guard(prompt.decode(), GuardSpec.decode(raw))
+        for key, raw in self.guard_votes.items():
+            self.ingest.restore_vote(key, raw)
         self.ready = True
         if not self.recovered["rebuilds"]:
             self.recovered.update(facts=len(self.facts), triggers=len(self.triggers))
@@ -147,6 +158,10 @@ class IngestApp:
         if step.skipped is not None:
             prompt, reason = step.skipped
             await self._emit_status(prompt, f"skipped:{event.id}", "skipped", error=reason)
+        if step.guard is not None:
+            for decision in step.guard.events:
+                sent = await self.outputs[type(decision)].send(key=decision.key, value=decision.to_json())
+                await sent
         if not step.puts and isinstance(event, (TraceEvent, RatingEvent)):
             metrics.DUPLICATES.labels(event.type).inc()
         for key, value in step.puts:
@@ -155,9 +170,23 @@ class IngestApp:
             if key in self.facts:
                 del self.facts[key]
         if step.trigger_state is not None:
-            self.triggers[event.subject.encode()] = step.trigger_state.encode()
+            self.triggers[(step.prompt or event.subject).encode()] = step.trigger_state.encode()
+        if step.guard is not None:
+            self._store_guard(step.guard)
         if event.subject in self.ingest.windows:
             self._refresh_gauge(event.subject)
+
+    def _store_guard(self, change: GuardStep) -> None:
+        """The guard's votes and spec (after its events were acknowledged), then its gauges."""
+        for key in change.deletes:
+            if key in self.guard_votes:
+                del self.guard_votes[key]
+        for key, value in change.puts:
+            self.guard_votes[key] = value
+        self.guards[change.prompt.encode()] = change.spec.encode()
+        self._refresh_guard_gauges(change.prompt)
+        if change.spec.decision is not None:
+            log.info("%s", change.spec.reason)
 
     async def _announce(self, request: Request) -> None:
         """Freeze the window on the snapshots topic, then emit `requested` pointing at it."""
@@ -215,13 +244,30 @@ class IngestApp:
         if figures.rolling_score is not None:
             metrics.ROLLING_SCORE.labels(prompt).set(figures.rolling_score)
 
+    def _refresh_guard_gauges(self, prompt: str) -> None:
+        status = self.ingest.guard_status(prompt)
+        for gauge in metrics.GUARD_GAUGES:
+            for labels in [s.labels for m in gauge.collect() for s in m.samples if s.labels.get("prompt") == prompt]:
+                gauge.remove(*labels.values())
+        if status is None:
+            return
+        metrics.GUARD_RATINGS.labels(prompt, "new").set(status["n_new"])
+        metrics.GUARD_RATINGS.labels(prompt, "old").set(status["n_old"])
+        if status["difference"] is not None:
+            metrics.GUARD_DIFFERENCE.labels(prompt).set(status["difference"])
+        metrics.GUARD_BOUND.labels(prompt, "lower").set(status["lower"])
+        metrics.GUARD_BOUND.labels(prompt, "upper").set(status["upper"])
+        metrics.GUARD_STATE.labels(prompt, status["state"]).set(1)
+
     def _refresh_gauges(self) -> None:
         """After (re)assignment: the gauges of this worker's prompts only; a prompt whose partition
         moved to another worker must not keep reporting its last figures from here."""
-        for gauge in (metrics.WINDOW_EXAMPLES, metrics.WINDOW_NEW_EXAMPLES, metrics.ROLLING_SCORE):
+        for gauge in (metrics.WINDOW_EXAMPLES, metrics.WINDOW_NEW_EXAMPLES, metrics.ROLLING_SCORE, *metrics.GUARD_GAUGES):
             gauge.clear()
         for prompt in self.ingest.windows:
             self._refresh_gauge(prompt)
+        for prompt in self.ingest.guards:
+            self._refresh_guard_gauges(prompt)
 
     def status(self) -> dict[str, Any]:
         """Per prompt: window figures and age, join buffers, trigger state and what fires next
@@ -243,5 +289,6 @@ class IngestApp:
                 "waiting_ratings": waiting_ratings,
                 "trigger": asdict(state),
                 "next_trigger": asdict(outlook(self.ingest.policy(prompt).triggers, state, figures, now)),
+                "guard": self.ingest.guard_status(prompt),
             }
         return {"ready": self.ready, "prompts": prompts, "recovered": self.recovered}

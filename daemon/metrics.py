@@ -28,6 +28,13 @@ MODEL_COST = Counter(
     "gepa_stream_model_cost_usd_total", "Estimated USD of the model calls of optimization jobs (litellm's cost map), by prompt and role.", ["prompt", "role"]
 )
 PROMOTIONS = Counter("gepa_stream_promotions_total", "Promotion decisions, by decision.", ["prompt", "decision"])
+GUARD_RATINGS = Gauge(
+    "gepa_stream_guard_ratings", "Live ratings the guard compares, per prompt and side (new version / replaced version).", ["prompt", "side"]
+)
+GUARD_DIFFERENCE = Gauge("gepa_stream_guard_difference", "Mean rating of the new version minus the replaced one's, per prompt.", ["prompt"])
+GUARD_BOUND = Gauge("gepa_stream_guard_bound", "Anytime-valid bounds (lower/upper) of that difference, per prompt.", ["prompt", "bound"])
+GUARD_STATE = Gauge("gepa_stream_guard_state", "1 for the guard's state (watching, confirmed, rolled_back, ...), per prompt.", ["prompt", "state"])
+GUARD_GAUGES = (GUARD_RATINGS, GUARD_DIFFERENCE, GUARD_BOUND, GUARD_STATE)
 BRIDGE_TRACES = Counter(
     "gepa_stream_bridge_traces_total", "MLflow traces read by the bridge, by outcome (mapped/unmapped).", ["outcome"]
 )

@@ -100,14 +100,43 @@ class ModelCallsPolicy(_Policy):
         return named
 
 
+class MaxWatch(_Policy):
+    """How long a guard watches at most: whichever comes first."""
+
+    examples: PositiveInt = 2000
+    duration: Duration = timedelta(days=7)
+
+
+class GuardPolicy(_Policy):
+    """The live guard after a promotion (handlers/guard.py): compares the new version's live
+    ratings with the replaced version's, anytime-valid at `confidence`."""
+
+    enabled: bool = True
+    min_live_examples: PositiveInt = 50
+    margin: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    max_watch: MaxWatch = MaxWatch()
+
+    @model_validator(mode="after")
+    def _watch_covers_minimum(self) -> GuardPolicy:
+        if self.max_watch.examples < self.min_live_examples:
+            raise ValueError(
+                f"max_watch.examples ({self.max_watch.examples}) is below min_live_examples "
+                f"({self.min_live_examples}): the guard could never confirm"
+            )
+        return self
+
+
 class PromotionPolicy(_Policy):
-    """The statistical gate between a candidate and the `production` alias."""
+    """The statistical gate between a candidate and the `production` alias, and the live
+    guard after it."""
 
     mode: Literal["auto", "manual"] = "auto"
     min_improvement: Annotated[float, Field(ge=0.0)] = 0.05
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     min_eval_examples: PositiveInt = 20
     holdout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
+    guard: GuardPolicy = GuardPolicy()
 
 
 class PromptPolicy(_Policy):

@@ -47,7 +47,9 @@ OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
 Backend = Literal["mlflow", "dspy"]
 ModelRole = Literal["task", "reflection", "judge"]
 StopReason = Literal["max_cost_usd"]
-PromotionDecision = Literal["promoted", "rejected", "inconclusive", "awaiting_approval", "rolled_back"]
+PromotionDecision = Literal[
+    "promoted", "rejected", "inconclusive", "awaiting_approval", "rolled_back", "confirmed", "regression_suspected", "watch_ended"
+]
 DeadLetterReason = Literal[
     "null_value",
     "not_json",
@@ -126,6 +128,7 @@ class CommandData(_Data):
     action: CommandAction
     version: PositiveInt | None = None
     requested_by: str | None = None
+    reason: str | None = Field(default=None, description="why (e.g. the live guard's statistics for a rollback)")
 
 
 # -- outbound --------------------------------------------------------------------------------

@@ -267,7 +267,10 @@ def _gate_and_promote(run_dir: Path, spec: JobSpec, registered: list[RegisteredV
     gate = checkpoint(run_dir / GATE_FILE, Comparison, lambda: decide(scores.baseline, scores.candidate, policy.promotion, seed=_seed(spec.request_id)))
     decisions = []
     for version in registered:
-        decision = gate.decision
+        decision, reason = gate.decision, gate.reason
+        twin = registry.rolled_back_twin(version.name, version.version) if decision == "promoted" else None
+        if twin is not None:
+            decision, reason = "rejected", f"the same template as version {twin.version}, which the live guard rolled back; {reason}"
         if decision == "promoted" and policy.promotion.mode == "manual":
             registry.mark_awaiting_approval(version.name, version.version)
             decision = "awaiting_approval"
@@ -282,7 +285,7 @@ def _gate_and_promote(run_dir: Path, spec: JobSpec, registered: list[RegisteredV
                 improvement=gate.improvement,
                 ci_low=gate.ci_low,
                 ci_high=gate.ci_high,
-                reason=gate.reason,
+                reason=reason,
             )
         )
     write_model(run_dir / SIDE_EFFECTS_FILE, SideEffects(registered=registered, decisions=decisions))

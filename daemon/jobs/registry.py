@@ -17,6 +17,7 @@ PRODUCTION = "production"
 TAG_REQUEST = "gepa_stream.request_id"
 TAG_PREVIOUS = "gepa_stream.previous_production"
 TAG_AWAITING = "gepa_stream.awaiting_approval"
+TAG_GUARD_ROLLBACK = "gepa_stream.rolled_back_by_guard"
 _EXPERIMENT_VARS = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 
 
@@ -134,15 +135,33 @@ def previous_production(name: str) -> tuple[Version, int] | None:
     return current, int(current.tags[TAG_PREVIOUS])
 
 
-def roll_back(name: str) -> tuple[int, int] | None:
+def roll_back(name: str, expected: int | None = None) -> tuple[int, int] | None:
     """Move `production` back to the version the current one replaced; (from, to) or None.
+    With `expected`, only while production is still that version (a stale request does nothing).
     The target keeps its own history, so a second rollback goes further back, not forth."""
     found = previous_production(name)
     if found is None:
         return None
     current, previous = found
+    if expected is not None and current.version != expected:
+        return None
     mlflow.genai.set_prompt_alias(name, PRODUCTION, previous)
     return current.version, previous
+
+
+def mark_rolled_back_by_guard(name: str, version: int, reason: str) -> None:
+    """Remember on the version that the live guard rolled it back (and why)."""
+    MlflowClient().set_prompt_version_tag(name, str(version), TAG_GUARD_ROLLBACK, reason[:4000])
+
+
+def rolled_back_twin(name: str, version: int) -> Version | None:
+    """Another version with the same template that the live guard rolled back, if any: promoting
+    this one would bring the regression straight back."""
+    known = versions(name)
+    mine = next((v for v in known if v.version == version), None)
+    if mine is None:
+        return None
+    return next((v for v in known if v.version != version and TAG_GUARD_ROLLBACK in v.tags and v.template == mine.template), None)
 
 
 @contextmanager

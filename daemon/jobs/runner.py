@@ -49,6 +49,7 @@ from handlers.snapshot import snapshot_sha256
 from schemas.config import PolicyFile
 from schemas.events import (
     CloudEvent,
+    CommandData,
     CommandEvent,
     Example,
     OptimizationData,
@@ -418,6 +419,7 @@ class JobRunner:
                 f"{data.request_id}:promotion:{decision.name}",
                 decision.name,
                 decision.decision,
+                program=data.prompt,
                 from_version=decision.from_version,
                 to_version=decision.to_version,
                 baseline_score=result.baseline_score,
@@ -479,15 +481,16 @@ class JobRunner:
         data = event.data
         names = await asyncio.to_thread(prompt_names, self.policies[data.prompt])
         for name in names:
-            outcome = await asyncio.to_thread(_apply_command, name, data.action, data.version)
+            outcome = await asyncio.to_thread(_apply_command, name, data)
             if outcome is None:
-                log.warning("%s %s: nothing to do (%s)", data.action, name, "no version awaiting approval" if data.action != "rollback" else "no previous production version")
+                log.warning("%s %s: nothing to do (%s)", data.action, name, "no version awaiting approval" if data.action != "rollback" else "no previous production version, or production is no longer the version named")
                 continue
             decision, from_version, to_version, reason = outcome
             await self._promotion(
                 f"{event.id}:{name}",
                 name,
                 decision,
+                program=data.prompt,
                 from_version=from_version,
                 to_version=to_version,
                 reason=f"{reason} (command by {data.requested_by or 'unknown'})",
@@ -495,9 +498,11 @@ class JobRunner:
 
     # -- emitting ----------------------------------------------------------------------------
 
-    async def _promotion(self, event_id: str, name: str, decision: str, **fields: Any) -> None:
+    async def _promotion(self, event_id: str, name: str, decision: str, *, program: str, **fields: Any) -> None:
+        """Keyed by the policy prompt (`program`): a dspy predictor prompt's promotion lands on its
+        program's partition, where the ingest role keeps the program's live guard."""
         event = PromotionEvent.build(PromotionData(prompt=name, decision=decision, **fields), id=event_id, source=self.source)
-        await self._send(self.topics.promotions, event)
+        await self._send(self.topics.promotions, event, key=program.encode())
         metrics.PROMOTIONS.labels(name, decision).inc()
 
     async def _emit_status(self, prompt: str, request_id: str, status: str, event_id: str | None = None, **fields: Any) -> None:
@@ -508,9 +513,9 @@ class JobRunner:
         )
         await self._send(self.topics.optimizations, event)
 
-    async def _send(self, topic: str, event: CloudEvent) -> None:
+    async def _send(self, topic: str, event: CloudEvent, key: bytes | None = None) -> None:
         assert self._producer is not None
-        await self._producer.send_and_wait(topic, event.to_json(), key=event.key)
+        await self._producer.send_and_wait(topic, event.to_json(), key=key or event.key)
 
     # -- status ------------------------------------------------------------------------------
 
@@ -553,11 +558,19 @@ def _set_aside(run_dir: Path, attempts: Attempts, result: JobResult) -> None:
     (run_dir / RESULT_FILE).replace(run_dir / f"result.attempt-{last.number if last else 0}.json")
 
 
-def _apply_command(name: str, action: str, version: int | None) -> tuple[str, int | None, int, str] | None:
-    """The registry change a command asks for: (decision, from, to, reason), or None."""
+def _apply_command(name: str, command: CommandData) -> tuple[str, int | None, int, str] | None:
+    """The registry change a command asks for: (decision, from, to, reason), or None. A rollback
+    naming a version happens only while that version is in production (the guard's request
+    may be stale); one requested by the guard tags the version it rolled back."""
+    action, version = command.action, command.version
     if action == "rollback":
-        moved = registry.roll_back(name)
-        return None if moved is None else ("rolled_back", moved[0], moved[1], f"production rolled back from {moved[0]} to {moved[1]}")
+        moved = registry.roll_back(name, expected=version)
+        if moved is None:
+            return None
+        reason = command.reason or f"production rolled back from {moved[0]} to {moved[1]}"
+        if command.requested_by == "guard":
+            registry.mark_rolled_back_by_guard(name, moved[0], reason)
+        return "rolled_back", moved[0], moved[1], reason
     waiting = [v for v in registry.awaiting_approval(name) if version is None or v.version == version]
     if not waiting:
         return None

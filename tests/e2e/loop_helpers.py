@@ -25,7 +25,7 @@ ROUTER_POLICY = """
     window: {{max_examples: 500}}
     triggers: {{min_examples: {n}, min_new_examples: 1000, cooldown: 1h}}
     budget: {{max_metric_calls: {calls}, max_wall_time: 5m, num_threads: 4, max_attempts: {attempts}}}
-    promotion: {{mode: {mode}, min_eval_examples: 10, holdout_fraction: 0.35}}
+    promotion: {{mode: {mode}, min_eval_examples: 10, holdout_fraction: 0.35{guard}}}
 """
 
 
@@ -52,6 +52,7 @@ def router_policy(
     calls: int = 60,
     mode: str = "auto",
     attempts: int = 3,
+    guard: str = "",
 ) -> str:
     """The policy entry of a support router prompt, optimized by GEPA after `n` rated traces."""
     return ROUTER_POLICY.format(
@@ -64,6 +65,7 @@ def router_policy(
         calls=calls,
         mode=mode,
         attempts=attempts,
+        guard=f", guard: {guard}" if guard else "",
     )
 
 
