@@ -47,6 +47,7 @@ FRESH_RUNS = textwrap.dedent(
     """Import once, then fork N fresh single-run processes, PARALLEL at a time; print one line per run."""
     import os, shutil, sys, time
 
+    import litellm  # noqa: F401  (each run imports it before its threads start: ~7 s of CPU saved per run)
     import mlflow
     from mlflow.entities import Feedback
     from mlflow.genai.scorers import scorer
@@ -103,10 +104,11 @@ FRESH_RUNS = textwrap.dedent(
 
 
 def test_mlflow_path_through_litellm_finishes_in_20_fresh_processes(fake_provider, tmp_path) -> None:
-    """The MLflow 3.17.2 / litellm 1.110.2 import deadlock hung 3 of 6 such runs before the fix (each
-    would end as "error ... wall-time" here, or be killed).
-    The launcher imports once, then each run is a forked process with no run behind it: the lazy
-    imports of the first litellm call and of MLflow's evaluation happen mid-run, as in a fresh process."""
+    """The whole MLflow path through litellm, end to end, in fresh processes: each run is a process
+    forked from a launcher that imported the libraries (as every run does before its threads start),
+    with no run behind it. Before the workaround 3 of 6 such runs hung (when litellm was still
+    imported mid-run); `test_mlflow_autolog_set_up_cannot_deadlock_...` reproduces the deadlock
+    deterministically, this test guards the path users take."""
     runs = 20
     done = subprocess.run(  # the task model is offline: reflection (litellm) is the path under test, and it is 4x faster
         [sys.executable, "-c", FRESH_RUNS, str(runs), "3", str(tmp_path), "300", "offline/support-router"], capture_output=True, text=True, timeout=900
@@ -115,3 +117,72 @@ def test_mlflow_path_through_litellm_finishes_in_20_fresh_processes(fake_provide
     finished = [line for line in lines if re.fullmatch(r"run \d+: finished [\d.]+ -> [\d.]+ in [\d.]+s", line)]
     assert len(finished) == runs, "\n".join(lines) + done.stderr[-3000:]
     assert fake_provider.stats()["by_model"]["reflector"]["requests"] >= runs  # reflection went through litellm
+
+
+IMPORT_ABBA = textwrap.dedent(
+    '''
+    """Deterministic ABBA: thread A is importing mlflow.openai (holds its module lock) when thread B,
+    MLflow's per-evaluation autolog set-up, takes the import-hook lock and imports mlflow.openai too."""
+    import os, sys, threading, time, traceback
+
+    import openai  # noqa: F401  a loaded library whose MLflow flavor module is not imported yet
+    from mlflow.models.evaluation.utils.trace import configure_autologging_for_evaluation
+
+    from optimization.mlflow_gepa_optimizer import _evaluation_settings
+
+    assert "mlflow.openai" not in sys.modules
+    paused, resume = threading.Event(), threading.Event()
+
+
+    class PauseInsideImport:
+        """Pauses thread A inside `import mlflow.openai` (module lock held), at its first nested import."""
+
+        def find_spec(self, name, path=None, target=None):
+            if name == "mlflow.openai.constant" and threading.current_thread().name == "A":
+                paused.set()
+                resume.wait()
+            return None
+
+
+    def waiting_in_import(thread):
+        frame = sys._current_frames().get(thread.ident)
+        return frame is not None and any(f.name == "_find_and_load" for f in traceback.extract_stack(frame))
+
+
+    sys.meta_path.insert(0, PauseInsideImport())
+    a = threading.Thread(target=lambda: __import__("mlflow.openai"), name="A", daemon=True)
+    a.start()
+    paused.wait()
+
+    def set_up_evaluation():
+        if sys.argv[1] == "fixed":
+            with _evaluation_settings(num_threads=1, trace_evaluations=False), configure_autologging_for_evaluation(enable_tracing=True):
+                pass
+        else:
+            with configure_autologging_for_evaluation(enable_tracing=True):
+                pass
+
+    b = threading.Thread(target=set_up_evaluation, name="B", daemon=True)
+    b.start()
+    deadline = time.monotonic() + 20
+    while b.is_alive() and not waiting_in_import(b) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    resume.set()
+    a.join(float(sys.argv[2]))
+    b.join(float(sys.argv[2]) if not a.is_alive() else 0)
+    print("finished" if not (a.is_alive() or b.is_alive()) else "deadlock", flush=True)
+    os._exit(0)
+    '''
+)
+
+
+def test_mlflow_autolog_set_up_cannot_deadlock_with_a_concurrent_import_under_our_settings() -> None:
+    """The deadlock made deterministic: thread A is paused inside `import mlflow.openai` (holding that
+    module's lock) while MLflow's per-evaluation autolog set-up runs in thread B. MLflow alone (3.17.2)
+    deadlocks — if this first assertion ever fails, upstream fixed it and the workaround can go —;
+    under `_evaluation_settings` B imports nothing under its lock and both finish."""
+    outcomes = {}
+    for variant, wait in (("mlflow-alone", "8"), ("fixed", "60")):
+        done = subprocess.run([sys.executable, "-c", IMPORT_ABBA, variant, wait], capture_output=True, text=True, timeout=300)
+        outcomes[variant] = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
+    assert outcomes == {"mlflow-alone": "deadlock", "fixed": "finished"}
