@@ -25,6 +25,23 @@ def _docker_engine_answers() -> bool:
         return False
 
 
+MLFLOW_PROCESS_VARIABLES = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_variables_stay_per_test() -> Iterator[None]:
+    """`mlflow.set_experiment` / `set_tracking_uri` write process-wide variables that every later
+    subprocess inherits (a job process, a fresh-process run); with xdist, whichever test ran before
+    on the same worker would leak its experiment id into the next one's store."""
+    saved = {name: os.environ.get(name) for name in MLFLOW_PROCESS_VARIABLES}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """A real Kafka-protocol broker for the session.
