@@ -6,6 +6,7 @@ import pytest
 
 from optimization.errors import OptimizationFailed
 from optimization.model_calls import ModelCallFailed, ModelCalls
+from optimization import run_control
 from optimization.run_control import ModelCallStopper, RunLimits, RunMonitor, run_with_deadline
 
 
@@ -37,12 +38,15 @@ def test_limits_are_validated(bad) -> None:
         RunLimits(**bad)
 
 
-def test_deadline_stops_waiting_and_drops_the_stop_file(tmp_path) -> None:
+def test_deadline_stops_waiting_drops_the_stop_file_and_arms_the_exit_watchdog(tmp_path, monkeypatch) -> None:
+    armed: list[float] = []  # the real watchdog is process-wide: arming it here would time the pytest worker's exit
+    monkeypatch.setattr(run_control, "_arm_exit_watchdog", armed.append)
     release = threading.Event()
     with pytest.raises(OptimizationFailed, match="wall-time"):
-        run_with_deadline(lambda: release.wait(10), RunLimits(max_wall_time=0.05, run_dir=str(tmp_path)), grace=0.05)
+        run_with_deadline(lambda: release.wait(10), RunLimits(max_wall_time=0.05, run_dir=str(tmp_path)), grace=0.05, exit_grace=7)
     release.set()
     assert (tmp_path / "gepa.stop").exists()
+    assert armed == [7]
 
 
 def test_errors_in_the_run_are_wrapped_but_value_errors_pass_through() -> None:
