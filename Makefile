@@ -25,7 +25,7 @@ browser:
 	else echo "chromium missing: run 'sudo apt-get install chromium' (the browser test is skipped without it)"; fi
 
 test: install
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 demo: install
 	$(BIN)/gepa-stream demo
