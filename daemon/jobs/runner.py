@@ -42,6 +42,7 @@ from daemon.jobs.spec import (
     Progress,
     SideEffects,
     read_model,
+    write_atomically,
     write_model,
 )
 from daemon.settings import Settings
@@ -272,9 +273,7 @@ class JobRunner:
                 num_threads=self.policies[data.prompt].budget.num_threads,
             )
             write_model(run_dir / JOB_FILE, spec)
-            tmp = run_dir / (EXAMPLES_FILE + ".tmp")
-            tmp.write_text(json.dumps([e.model_dump(mode="json") for e in examples]))
-            tmp.replace(run_dir / EXAMPLES_FILE)
+            write_atomically(run_dir / EXAMPLES_FILE, json.dumps([e.model_dump(mode="json") for e in examples]).encode())
         return JobSpec.model_validate_json((run_dir / JOB_FILE).read_bytes())
 
     async def _attempt(self, run_dir: Path, spec: JobSpec, attempts: Attempts, attempt: Attempt, state: JobState) -> JobResult | None:

@@ -95,11 +95,16 @@ def read_model(path: Path, model: type[BaseModel]) -> BaseModel | None:
         return None
 
 
-def write_model(path: Path, value: BaseModel) -> None:
-    """Atomic write (rename), so a crash never leaves half a file behind."""
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write then rename, so a crash never leaves half a file behind."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(value.model_dump_json(indent=2))
+    tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def write_model(path: Path, value: BaseModel) -> None:
+    """`value` as JSON in `path`, atomically."""
+    write_atomically(path, value.model_dump_json(indent=2).encode())
 
 
 def frozen(path: Path, kind: Any) -> Any:
@@ -117,8 +122,5 @@ def checkpoint(path: Path, kind: Any, compute: Callable[[], T]) -> T:
     if found is not None:
         return found
     value = compute()
-    adapter = TypeAdapter(kind)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(adapter.dump_json(value, indent=2))
-    tmp.replace(path)
+    write_atomically(path, TypeAdapter(kind).dump_json(value, indent=2))
     return value
