@@ -39,7 +39,9 @@ MODELS = {"five_point": np.array([0.0, 0.5, 0.75, 1.0]), "thumbs": np.array([0.0
 
 def rating_probabilities(values: np.ndarray, mean: float) -> np.ndarray:
     """The maximum-entropy distribution on `values` with this mean (exponential tilting)."""
-    tilt = brentq(lambda t: float(values @ np.exp(t * values) / np.exp(t * values).sum()) - mean, -200.0, 200.0)
+    tilt = brentq(
+        lambda t: float(values @ np.exp(t * values) / np.exp(t * values).sum()) - mean, -200.0, 200.0
+    )
     weights = np.exp(tilt * values)
     return weights / weights.sum()
 
@@ -89,7 +91,9 @@ def simulate(
         ever_rolled_back=float(np.mean(rollback_at > 0)),
         rolled_back_within_200=float(np.mean((rollback_at > 0) & (rollback_at <= 200))),
         confirmed=float(np.mean(confirm_at > 0)),
-        confirmed_before_any_rollback=float(np.mean((confirm_at > 0) & ((rollback_at < 0) | (confirm_at < rollback_at)))),
+        confirmed_before_any_rollback=float(
+            np.mean((confirm_at > 0) & ((rollback_at < 0) | (confirm_at < rollback_at)))
+        ),
         median_first_decision=float(np.median(decided)) if decided.size else None,
     )
 
@@ -98,23 +102,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=400)
     parser.add_argument("--ratings", type=int, default=2000)
-    parser.add_argument("--reference", type=int, default=500, help="rated traces of the replaced version (its window)")
+    parser.add_argument(
+        "--reference", type=int, default=500, help="rated traces of the replaced version (its window)"
+    )
     parser.add_argument("--old-mean", type=float, default=0.85, help="mean rating of the replaced version")
     parser.add_argument("--model", choices=sorted(MODELS), default="five_point")
     parser.add_argument("--shifts", default="-0.10,0.0,0.10")
     args = parser.parse_args()
     policy = GuardPolicy()
-    print(f"guard: confidence {policy.confidence}, margin {policy.margin}, min_live_examples {policy.min_live_examples}; "
-          f"{args.runs} runs x {args.ratings} ratings; {args.model} ratings, replaced version's mean {args.old_mean}, "
-          f"reference window {args.reference} ratings")
-    print(f"{'shift':>6} {'rolled back':>12} {'  within 200':>12} {'confirmed':>10} {'first decision (median n)':>26} {'time':>7}")
+    print(
+        f"guard: confidence {policy.confidence}, margin {policy.margin}, min_live_examples {policy.min_live_examples}; "
+        f"{args.runs} runs x {args.ratings} ratings; {args.model} ratings, replaced version's mean {args.old_mean}, "
+        f"reference window {args.reference} ratings"
+    )
+    print(
+        f"{'shift':>6} {'rolled back':>12} {'  within 200':>12} {'confirmed':>10} {'first decision (median n)':>26} {'time':>7}"
+    )
     for shift in (float(s) for s in args.shifts.split(",")):
         started = time.perf_counter()
         rates = simulate(
-            shift, args.runs, args.ratings, policy, old_mean=args.old_mean, model=args.model, reference=args.reference
+            shift,
+            args.runs,
+            args.ratings,
+            policy,
+            old_mean=args.old_mean,
+            model=args.model,
+            reference=args.reference,
         )
-        print(f"{shift:+6.2f} {rates.ever_rolled_back:12.1%} {rates.rolled_back_within_200:12.1%} {rates.confirmed:10.1%} "
-              f"{rates.median_first_decision!s:>26} {time.perf_counter() - started:6.0f}s", flush=True)
+        print(
+            f"{shift:+6.2f} {rates.ever_rolled_back:12.1%} {rates.rolled_back_within_200:12.1%} {rates.confirmed:10.1%} "
+            f"{rates.median_first_decision!s:>26} {time.perf_counter() - started:6.0f}s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -28,12 +28,13 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from schemas import RatingData, RatingEvent, TraceData, TraceEvent, Topics  # noqa: E402
+from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent  # noqa: E402
 
 PROMPTS = ("bench_a", "bench_b", "bench_c")
 PARTITIONS = 3
@@ -76,7 +77,12 @@ def produce(bootstrap: str, topics: Topics, n: int) -> None:
         else:
             target = (i * 7919) % traces
             event = RatingEvent.build(
-                RatingData(prompt=PROMPTS[target % len(PROMPTS)], trace_id=f"tr-{target}", rating=1 + i % 5, rater=f"sme{i % 3}")
+                RatingData(
+                    prompt=PROMPTS[target % len(PROMPTS)],
+                    trace_id=f"tr-{target}",
+                    rating=1 + i % 5,
+                    rater=f"sme{i % 3}",
+                )
             )
             topic = topics.ratings
         producer.send(topic, key=event.key, value=event.to_json())
@@ -140,7 +146,8 @@ def faust_settings(bootstrap: str, topics: Topics, state: Path, max_examples: in
 def run_faust(mode: str, bootstrap: str, topics: Topics, n: int, max_examples: int, state: Path) -> None:
     import faust
 
-    from daemon.worker import Daemon, build_faust_app
+    from daemon.app import build_faust_app
+    from daemon.worker import Daemon
     from schemas.config import load_policy_file
 
     settings = faust_settings(bootstrap, topics, state, max_examples)
@@ -166,7 +173,9 @@ def run_faust(mode: str, bootstrap: str, topics: Topics, n: int, max_examples: i
             meter.tick()
 
         ingest.process = counted
-    faust.Worker(app, loglevel=os.environ.get("BENCH_LOGLEVEL", "error"), quiet=True, redirect_stdouts=False).execute_from_commandline()
+    faust.Worker(
+        app, loglevel=os.environ.get("BENCH_LOGLEVEL", "error"), quiet=True, redirect_stdouts=False
+    ).execute_from_commandline()
 
 
 class GepaJobInFlight:
@@ -198,9 +207,19 @@ class GepaJobInFlight:
                 "budget": {"max_metric_calls": 100000, "max_wall_time": "30m", "num_threads": 8},
             }
         )
-        write_model(self.run_dir / JOB_FILE, JobSpec(request_id="bench-request", prompt="bench_router", policy=policy, tracking_uri=self.tracking_uri, window_size=120, num_threads=8))
+        write_model(
+            self.run_dir / JOB_FILE,
+            JobSpec(
+                request_id="bench-request",
+                prompt="bench_router",
+                policy=policy,
+                tracking_uri=self.tracking_uri,
+                window_size=120,
+                num_threads=8,
+            ),
+        )
         now = time.time()
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         # every third label is wrong (noise), so no candidate is perfect and GEPA keeps going
         examples = [
@@ -208,13 +227,16 @@ class GepaJobInFlight:
                 trace_id=f"b{i}",
                 inputs=r["inputs"],
                 expectations={"expected_response": "general"} if i % 3 == 0 else r["expectations"],
-                time=datetime.fromtimestamp(now, tz=timezone.utc),
+                time=datetime.fromtimestamp(now, tz=UTC),
             ).model_dump(mode="json")
             for i, r in enumerate(support_tickets(120))
         ]
         (self.run_dir / EXAMPLES_FILE).write_text(json.dumps(examples))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daemon.jobs.execute", str(self.run_dir)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [sys.executable, "-m", "daemon.jobs.execute", str(self.run_dir)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 120
         while b'"optimize"' not in _read(self.run_dir / "progress.json"):
@@ -224,7 +246,11 @@ class GepaJobInFlight:
         return self
 
     def still_optimizing(self) -> bool:
-        return self.process is not None and self.process.poll() is None and b'"optimize"' in _read(self.run_dir / "progress.json")
+        return (
+            self.process is not None
+            and self.process.poll() is None
+            and b'"optimize"' in _read(self.run_dir / "progress.json")
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None:
@@ -241,9 +267,24 @@ def _read(path: Path) -> bytes:
 
 def measure(mode: str, bootstrap: str, prefix: str, n: int, max_examples: int = 50) -> float:
     with subprocess.Popen(
-        [sys.executable, __file__, "--worker", mode, "--bootstrap", bootstrap, "--prefix", prefix,
-         "--events", str(n), "--max-examples", str(max_examples)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            mode,
+            "--bootstrap",
+            bootstrap,
+            "--prefix",
+            prefix,
+            "--events",
+            str(n),
+            "--max-examples",
+            str(max_examples),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        text=True,
     ) as process:
         try:
             out, _ = process.communicate(timeout=900)
@@ -257,7 +298,9 @@ def measure(mode: str, bootstrap: str, prefix: str, n: int, max_examples: int = 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--bootstrap", default=os.environ.get("GEPA_STREAM_BENCH_BOOTSTRAP"))
     parser.add_argument("--worker", choices=["raw", "faust", "ingest"])
@@ -272,7 +315,9 @@ def main() -> None:
     if args.worker:
         import tempfile
 
-        run_faust(args.worker, args.bootstrap, topics, args.events, args.max_examples, Path(tempfile.mkdtemp()))
+        run_faust(
+            args.worker, args.bootstrap, topics, args.events, args.max_examples, Path(tempfile.mkdtemp())
+        )
         return
 
     from daemon.broker import EmbeddedBroker
@@ -287,9 +332,15 @@ def main() -> None:
         print(f"produced {args.events:,} events in {time.perf_counter() - started:.1f}s on {args.bootstrap}")
         results = {
             "a) raw aiokafka consumer": measure("raw", args.bootstrap, args.prefix, args.events),
-            "b) bare Faust agent, 1 table write/event": measure("faust", args.bootstrap, args.prefix, args.events),
-            "c) daemon ingest, 50-example windows": measure("ingest", args.bootstrap, args.prefix, args.events, 50),
-            "d) daemon ingest, 5,000-example windows": measure("ingest", args.bootstrap, args.prefix, args.events, 5000),
+            "b) bare Faust agent, 1 table write/event": measure(
+                "faust", args.bootstrap, args.prefix, args.events
+            ),
+            "c) daemon ingest, 50-example windows": measure(
+                "ingest", args.bootstrap, args.prefix, args.events, 50
+            ),
+            "d) daemon ingest, 5,000-example windows": measure(
+                "ingest", args.bootstrap, args.prefix, args.events, 5000
+            ),
         }
         import tempfile
 

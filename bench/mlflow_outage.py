@@ -22,7 +22,11 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-for variable in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+for variable in (
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+):
     os.environ.pop(variable, None)  # MLflow's default client retries
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,8 +58,12 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-outage-"))
     with EmbeddedBroker() as broker:
         server = MlflowServer(workdir).start()
-        policy = write_policy(workdir / "policy.yaml", PROMPT, task_model="offline/support-router?latency_ms=40", calls=120)
-        daemon = Daemon(broker.bootstrap_servers, policy, workdir, env={"GEPA_STREAM_MLFLOW_TRACKING_URI": server.uri})
+        policy = write_policy(
+            workdir / "policy.yaml", PROMPT, task_model="offline/support-router?latency_ms=40", calls=120
+        )
+        daemon = Daemon(
+            broker.bootstrap_servers, policy, workdir, env={"GEPA_STREAM_MLFLOW_TRACKING_URI": server.uri}
+        )
         try:
             daemon.start()
             server.wait_ready()
@@ -77,22 +85,40 @@ def main() -> int:
             server.start().wait_ready()
             say(f"MLflow answers again on the same port and store after {time.monotonic() - down:.0f}s down")
             daemon.wait_until(
-                lambda: any(e.data.status in ("completed", "failed") for e in read_topic(broker.bootstrap_servers, daemon.topics.optimizations, idle_s=0.3)),
+                lambda: any(
+                    e.data.status in ("completed", "failed")
+                    for e in read_topic(broker.bootstrap_servers, daemon.topics.optimizations, idle_s=0.3)
+                ),
                 900,
                 "the job to end",
             )
-            optimizations = [e.data for e in read_topic(broker.bootstrap_servers, daemon.topics.optimizations)]
+            optimizations = [
+                e.data for e in read_topic(broker.bootstrap_servers, daemon.topics.optimizations)
+            ]
             promotions = [e.data for e in read_topic(broker.bootstrap_servers, daemon.topics.promotions)]
             mlflow.set_tracking_uri(server.uri)
-            versions = {int(v.version): v.tags.get("gepa_stream.request_id") for v in MlflowClient().search_prompt_versions(PROMPT)}
+            versions = {
+                int(v.version): v.tags.get("gepa_stream.request_id")
+                for v in MlflowClient().search_prompt_versions(PROMPT)
+            }
         finally:
             daemon.stop()
             server.stop()
-    say("events on gepa.optimizations: " + ", ".join(f"{d.status}{f' (attempt {d.attempt} of {d.max_attempts})' if d.attempt else ''}" for d in optimizations))
+    say(
+        "events on gepa.optimizations: "
+        + ", ".join(
+            f"{d.status}{f' (attempt {d.attempt} of {d.max_attempts})' if d.attempt else ''}"
+            for d in optimizations
+        )
+    )
     for attempts_file in workdir.glob("state/jobs/*/attempts.json"):
         for attempt in json.loads(attempts_file.read_text())["attempts"]:
-            say(f"attempt {attempt['number']}: {attempt['started']} -> {attempt['ended']}: {(attempt['cause'] or 'result')[:160]}")
-    say(f"versions: {versions}; promotions: {[(p.decision, p.from_version, p.to_version) for p in promotions]}")
+            say(
+                f"attempt {attempt['number']}: {attempt['started']} -> {attempt['ended']}: {(attempt['cause'] or 'result')[:160]}"
+            )
+    say(
+        f"versions: {versions}; promotions: {[(p.decision, p.from_version, p.to_version) for p in promotions]}"
+    )
     terminal = [d.status for d in optimizations if d.status in ("completed", "failed")]
     request_ids = {d.request_id for d in optimizations}
     ok = (
@@ -102,7 +128,9 @@ def main() -> int:
         and versions[2] in request_ids
         and [(p.decision, p.from_version, p.to_version) for p in promotions] == [("promoted", 1, 2)]
     )
-    say(f"{'PASS' if ok else 'FAIL'}: a {args.outage_s:.0f}s MLflow outage with default client retries -> {terminal}")
+    say(
+        f"{'PASS' if ok else 'FAIL'}: a {args.outage_s:.0f}s MLflow outage with default client retries -> {terminal}"
+    )
     return 0 if ok else 1
 
 

@@ -61,7 +61,10 @@ def timed(run: Callable[[], HeldOutScores]) -> tuple[HeldOutScores, float]:
 def models(provider: str, latency_ms: float) -> tuple[str, str]:
     """(task model, reflection model) litellm strings of `provider`; the fake one adds its latency itself."""
     if provider == "offline":
-        return f"offline/support-router?latency_ms={latency_ms:g}", f"offline/reflector?latency_ms={latency_ms:g}"
+        return (
+            f"offline/support-router?latency_ms={latency_ms:g}",
+            f"offline/reflector?latency_ms={latency_ms:g}",
+        )
     return "openai/support-router", "openai/reflector"
 
 
@@ -74,10 +77,15 @@ def run_dspy(provider: str, threads: int, latency_ms: float) -> tuple[HeldOutSco
     program = dspy.Predict(dspy.Signature("ticket -> category", instructions))
     options = {} if provider == "offline" else {"cache": False}
     with dspy.context(lm=make_lm(task, **options)):
-        return timed(lambda: run_dspy_gepa(
-            program, examples[:N_TRAIN], examples[N_TRAIN:], reflection_model=make_lm(reflection, **options),
-            limits=RunLimits(max_metric_calls=BUDGET, num_threads=threads),
-        ))
+        return timed(
+            lambda: run_dspy_gepa(
+                program,
+                examples[:N_TRAIN],
+                examples[N_TRAIN:],
+                reflection_model=make_lm(reflection, **options),
+                limits=RunLimits(max_metric_calls=BUDGET, num_threads=threads),
+            )
+        )
 
 
 def run_mlflow(provider: str, threads: int, latency_ms: float) -> tuple[HeldOutScores, float]:
@@ -87,11 +95,17 @@ def run_mlflow(provider: str, threads: int, latency_ms: float) -> tuple[HeldOutS
     prompt = mlflow.genai.register_prompt(name="support_router", template=SEED_ROUTER_PROMPT)
     records = support_tickets(N_TRAIN + N_VAL)
     agent = make_template_agent(prompt.uri, task)
-    return timed(lambda: run_mlflow_gepa(
-        agent, records[:N_TRAIN], records[N_TRAIN:], [prompt.uri], ["exact_match"],
-        reflection_model=reflection.replace("/", ":/", 1) if provider == "fake" else reflection,
-        limits=RunLimits(max_metric_calls=BUDGET, num_threads=threads),
-    ))
+    return timed(
+        lambda: run_mlflow_gepa(
+            agent,
+            records[:N_TRAIN],
+            records[N_TRAIN:],
+            [prompt.uri],
+            ["exact_match"],
+            reflection_model=reflection.replace("/", ":/", 1) if provider == "fake" else reflection,
+            limits=RunLimits(max_metric_calls=BUDGET, num_threads=threads),
+        )
+    )
 
 
 class ProviderProcess:
@@ -99,7 +113,9 @@ class ProviderProcess:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "optimization.offline.provider", "--port", "0"], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "optimization.offline.provider", "--port", "0"],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.base_url = self.process.stdout.readline().split()[3]  # "fake provider at <url> (...)"
         os.environ["OPENAI_BASE_URL"] = self.base_url
@@ -140,11 +156,17 @@ def per_call_overhead(calls: int) -> list[tuple[str, float]]:
             samples.append((time.perf_counter() - start) * 1000)
         return statistics.median(samples)
 
-    raw = median_ms(lambda: litellm.completion(model="openai/support-router", messages=messages))  # before the project wraps litellm
+    raw = median_ms(
+        lambda: litellm.completion(model="openai/support-router", messages=messages)
+    )  # before the project wraps litellm
     project = median_ms(lambda: complete_text("openai/support-router", messages[0]["content"]))
     with governed():
         in_run = median_ms(lambda: complete_text("openai/support-router", messages[0]["content"]))
-    return [("raw litellm.completion", raw), ("complete_text", project), ("complete_text in a run scope", in_run)]
+    return [
+        ("raw litellm.completion", raw),
+        ("complete_text", project),
+        ("complete_text in a run scope", in_run),
+    ]
 
 
 def main() -> None:
@@ -168,7 +190,9 @@ def main() -> None:
             for name, ms in figures:
                 print(f"  {name:30} {ms:7.2f} ms  (+{ms - figures[0][1]:.2f} ms over raw)")
             fake.latency(args.latency_ms)
-        print(f"{N_TRAIN} train / {N_VAL} held-out tickets, budget {BUDGET} metric calls, {args.latency_ms:g} ms per model call")
+        print(
+            f"{N_TRAIN} train / {N_VAL} held-out tickets, budget {BUDGET} metric calls, {args.latency_ms:g} ms per model call"
+        )
         print(f"{'provider':8} {'backend':8} {'threads':>7} {'wall s':>8} {'held-out':>13} {'calls':>6}")
         for provider in providers:
             for backend in backends:
@@ -176,8 +200,14 @@ def main() -> None:
                 for threads in (1, args.threads):
                     result, walls[threads] = runners[backend](provider, threads, args.latency_ms)
                     scores = f"{result.initial_score:.2f} -> {result.final_score:.2f}"
-                    print(f"{provider:8} {backend:8} {threads:>7} {walls[threads]:>8.2f} {scores:>13} {result.metric_calls:>6}", flush=True)
-                print(f"{provider:8} {backend:8} speedup {walls[1] / walls[args.threads]:.2f}x at {args.threads} threads", flush=True)
+                    print(
+                        f"{provider:8} {backend:8} {threads:>7} {walls[threads]:>8.2f} {scores:>13} {result.metric_calls:>6}",
+                        flush=True,
+                    )
+                print(
+                    f"{provider:8} {backend:8} speedup {walls[1] / walls[args.threads]:.2f}x at {args.threads} threads",
+                    flush=True,
+                )
         if fake is not None:
             print(f"fake provider served {fake.control('GET', '/_fake/stats')['requests']} requests")
     finally:

@@ -34,7 +34,9 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing accepted connections on {host}:{port} within {timeout:.0f}s") from None
+                raise TimeoutError(
+                    f"nothing accepted connections on {host}:{port} within {timeout:.0f}s"
+                ) from None
             time.sleep(0.05)
 
 
@@ -50,7 +52,9 @@ class EmbeddedBroker:
     The child gets PR_SET_PDEATHSIG, so even a SIGKILLed parent leaves no orphan broker.
     """
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_file: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, host: str = "127.0.0.1", log_file: Path | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_file = log_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -46,7 +46,12 @@ def main() -> None:
 
 @app.command()
 def demo(
-    keep_open: Annotated[bool, typer.Option("--keep-open", help="keep the daemon and its ops page up after the summary, until Ctrl-C")] = False,
+    keep_open: Annotated[
+        bool,
+        typer.Option(
+            "--keep-open", help="keep the daemon and its ops page up after the summary, until Ctrl-C"
+        ),
+    ] = False,
 ) -> None:
     """The whole loop on embedded defaults: broker, sqlite MLflow in ./.gepa-stream/, offline models."""
     from daemon.demo import run_demo
@@ -56,7 +61,9 @@ def demo(
 
 @app.command()
 def schemas(
-    out: Annotated[Path, typer.Option("--out", help="directory for the *.schema.json files")] = Path("schemas-json"),
+    out: Annotated[Path, typer.Option("--out", help="directory for the *.schema.json files")] = Path(
+        "schemas-json"
+    ),
 ) -> None:
     """Write the JSON Schema of every event type (one file per type)."""
     from schemas.export import write_json_schemas
@@ -78,7 +85,9 @@ def broker(
     except (OSError, TimeoutError) as exc:
         console.print(f"[bold red]broker failed to start:[/] {exc}")
         raise typer.Exit(1) from None
-    console.print(f"embedded broker listening on [bold]{embedded.bootstrap_servers}[/] (memory-only; Ctrl-C stops it)")
+    console.print(
+        f"embedded broker listening on [bold]{embedded.bootstrap_servers}[/] (memory-only; Ctrl-C stops it)"
+    )
     console.print(broker_env_hint(embedded), highlight=False)
     try:
         code = embedded.wait()
@@ -99,7 +108,7 @@ def _settings() -> Settings:
         raise  # unreachable: fail_config exits
 
 
-def _config(config: Optional[Path]) -> tuple[Settings, PolicyFile]:
+def _config(config: Path | None) -> tuple[Settings, PolicyFile]:
     """Settings and the policy file (`config`, else the settings' one); a problem exits 2."""
     from daemon.settings import load_config
 
@@ -120,13 +129,15 @@ def _topic(settings: Settings, name: str) -> str:
 
 @app.command()
 def send(
-    topic: Annotated[str, typer.Argument(help="traces, ratings, commands, a full topic name, or auto (by type)")],
-    file: Annotated[Path, typer.Argument(help="one CloudEvents JSON object per line", exists=True, dir_okay=False)],
+    topic: Annotated[
+        str, typer.Argument(help="traces, ratings, commands, a full topic name, or auto (by type)")
+    ],
+    file: Annotated[
+        Path, typer.Argument(help="one CloudEvents JSON object per line", exists=True, dir_okay=False)
+    ],
 ) -> None:
     """Validate every line of FILE, then produce the events keyed by prompt (nothing is sent if a line is bad)."""
-    from daemon.tools import send_events, validate_file
-
-    from daemon.tools import AUTO
+    from daemon.kafka_client import AUTO, send_events, validate_file
 
     settings = _settings()
     full = topic if topic == AUTO else _topic(settings, topic)
@@ -145,16 +156,20 @@ def send(
 @app.command()
 def tail(
     topic: Annotated[str, typer.Argument(help="any topic: traces, dlq, promotions, ... or a full name")],
-    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="start at the oldest record")] = False,
-    max_records: Annotated[Optional[int], typer.Option("--max", help="stop after N records")] = None,
-    idle_timeout: Annotated[Optional[float], typer.Option("--idle-timeout", help="stop after N s without records")] = None,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="start at the oldest record")
+    ] = False,
+    max_records: Annotated[int | None, typer.Option("--max", help="stop after N records")] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option("--idle-timeout", help="stop after N s without records")
+    ] = None,
     raw: Annotated[bool, typer.Option("--raw", help="print one JSON record per line")] = False,
 ) -> None:
     """Follow a topic, pretty-printed."""
     from rich.console import Console as Out
     from rich.json import JSON
 
-    from daemon.tools import follow
+    from daemon.kafka_client import follow
 
     settings = _settings()
     out = Out()
@@ -185,7 +200,8 @@ def tail(
 @app.command()
 def run(
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", help="per-prompt policy YAML (default: $GEPA_STREAM_CONFIG)")
+        Path | None,
+        typer.Option("--config", "-c", help="per-prompt policy YAML (default: $GEPA_STREAM_CONFIG)"),
     ] = None,
     role: Annotated[str, typer.Option("--role", help="all | ingest | optimizer")] = "all",
 ) -> None:
@@ -213,11 +229,13 @@ def run(
         raise typer.Exit(1) from None
 
 
-bridge_app = typer.Typer(help="Feed the daemon from systems that already hold production data.", no_args_is_help=True)
+bridge_app = typer.Typer(
+    help="Feed the daemon from systems that already hold production data.", no_args_is_help=True
+)
 app.add_typer(bridge_app, name="bridge")
 
 
-def _managed_prompts(settings: Settings, config: Optional[Path]) -> frozenset[str] | None:
+def _managed_prompts(settings: Settings, config: Path | None) -> frozenset[str] | None:
     """Prompt names of the policy file (given, or the settings' one if it exists); None = publish every prompt."""
     from schemas.config import load_policy_file
 
@@ -234,15 +252,41 @@ def _managed_prompts(settings: Settings, config: Optional[Path]) -> frozenset[st
 @bridge_app.command("mlflow")
 def bridge_mlflow(
     experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment id (or name)")],
-    since: Annotated[Optional[str], typer.Option("--since", help="start here (ISO time or duration ago, e.g. 2h) instead of the saved position")] = None,
-    follow: Annotated[bool, typer.Option("--follow", help="keep polling for new traces and assessments")] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="start here (ISO time or duration ago, e.g. 2h) instead of the saved position"
+        ),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="keep polling for new traces and assessments")
+    ] = False,
     interval: Annotated[str, typer.Option("--interval", help="poll interval with --follow")] = "10s",
-    lookback: Annotated[str, typer.Option("--lookback", help="how far back late traces and assessments are looked for")] = "1d",
-    prompt_key: Annotated[str, typer.Option("--prompt-key", help="trace tag/metadata naming the prompt (name, name/3, prompts:/name/3)")] = "gepa.prompt",
-    rating_scale: Annotated[str, typer.Option("--rating-scale", help="numeric feedback: auto (0-1 unit, 1-5 five-point), unit, five_point")] = "auto",
-    retry_for: Annotated[str, typer.Option("--retry-for", help="retry MLflow this long before giving up")] = "60s",
-    metrics_port: Annotated[int, typer.Option("--metrics-port", help="with --follow: serve Prometheus /metrics on this port (0: off)")] = 0,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="policy file: only its prompts are published")] = None,
+    lookback: Annotated[
+        str, typer.Option("--lookback", help="how far back late traces and assessments are looked for")
+    ] = "1d",
+    prompt_key: Annotated[
+        str,
+        typer.Option(
+            "--prompt-key", help="trace tag/metadata naming the prompt (name, name/3, prompts:/name/3)"
+        ),
+    ] = "gepa.prompt",
+    rating_scale: Annotated[
+        str,
+        typer.Option(
+            "--rating-scale", help="numeric feedback: auto (0-1 unit, 1-5 five-point), unit, five_point"
+        ),
+    ] = "auto",
+    retry_for: Annotated[
+        str, typer.Option("--retry-for", help="retry MLflow this long before giving up")
+    ] = "60s",
+    metrics_port: Annotated[
+        int,
+        typer.Option("--metrics-port", help="with --follow: serve Prometheus /metrics on this port (0: off)"),
+    ] = 0,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="policy file: only its prompts are published")
+    ] = None,
 ) -> None:
     """Publish an MLflow experiment's traces (gepa.trace.v1) and human assessments (gepa.rating.v1)."""
     import signal
@@ -251,8 +295,14 @@ def bridge_mlflow(
     from kafka.errors import KafkaError
 
     from daemon.admin import TopicLayoutError, ensure_topics
-    from daemon.bridge import BridgeConfig, MlflowBridge, MlflowUnavailable, describe_counts, parse_since
-    from handlers.bridge import Counts, MappingOptions
+    from daemon.mlflow_bridge import (
+        BridgeConfig,
+        MlflowBridge,
+        MlflowUnavailable,
+        describe_counts,
+        parse_since,
+    )
+    from handlers.trace_mapping import Counts, MappingOptions
     from schemas.durations import parse_duration
 
     settings = _settings()
@@ -274,9 +324,16 @@ def bridge_mlflow(
     )
     try:
         ensure_topics(settings)
-        bridge = MlflowBridge(settings, BridgeConfig(experiment, options, since_ms, lookback_td, retry_for_s=retry_s.total_seconds()))
+        bridge = MlflowBridge(
+            settings,
+            BridgeConfig(experiment, options, since_ms, lookback_td, retry_for_s=retry_s.total_seconds()),
+        )
         if not follow:
-            console.print(f"bridge mlflow experiment {bridge.reader.experiment_id}: {describe_counts(bridge.run_once())}", highlight=False, soft_wrap=True)
+            console.print(
+                f"bridge mlflow experiment {bridge.reader.experiment_id}: {describe_counts(bridge.run_once())}",
+                highlight=False,
+                soft_wrap=True,
+            )
             return
         if metrics_port:
             from prometheus_client import start_http_server
@@ -284,7 +341,9 @@ def bridge_mlflow(
             start_http_server(metrics_port, addr=settings.web_host)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        console.print(f"bridge mlflow experiment {bridge.reader.experiment_id}: following every {interval} (Ctrl-C stops)")
+        console.print(
+            f"bridge mlflow experiment {bridge.reader.experiment_id}: following every {interval} (Ctrl-C stops)"
+        )
 
         def report(counts: Counts) -> None:
             if counts.published or counts.traces_unmapped or counts.assessments_unmapped:
@@ -294,7 +353,11 @@ def bridge_mlflow(
             bridge.follow(interval_s.total_seconds(), stop, report)
         except KeyboardInterrupt:
             pass
-        console.print(f"bridge mlflow stopped; in all: {describe_counts(bridge.counts)}", highlight=False, soft_wrap=True)
+        console.print(
+            f"bridge mlflow stopped; in all: {describe_counts(bridge.counts)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     except TopicLayoutError as exc:
         console.print(f"[bold red]topic layout error:[/] {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
@@ -302,7 +365,11 @@ def bridge_mlflow(
         console.print(f"[bold red]MLflow error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KafkaError as exc:
-        console.print(f"[bold red]Kafka error[/] ({settings.bootstrap_servers}): {exc!r}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]Kafka error[/] ({settings.bootstrap_servers}): {exc!r}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
 
 
@@ -311,17 +378,33 @@ def compare(
     prompt: Annotated[str, typer.Option("--prompt", help="prompt name (must be in the policy file)")],
     a: Annotated[int, typer.Option("--a", help="baseline version")],
     b: Annotated[int, typer.Option("--b", help="candidate version")],
-    data: Annotated[Optional[Path], typer.Option("--data", help="JSONL of {inputs, expectations}", exists=True, dir_okay=False)] = None,
-    experiment: Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment whose traces (with expectations) are the examples")] = None,
-    promote: Annotated[bool, typer.Option("--promote", help="move `production` to B when the gate passes, and emit the promotion event")] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="JSONL of {inputs, expectations}", exists=True, dir_okay=False),
+    ] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--experiment", help="MLflow experiment whose traces (with expectations) are the examples"
+        ),
+    ] = None,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote", help="move `production` to B when the gate passes, and emit the promotion event"
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option("--seed", help="bootstrap seed")] = 0,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="per-prompt policy YAML (default: $GEPA_STREAM_CONFIG)")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="per-prompt policy YAML (default: $GEPA_STREAM_CONFIG)"),
+    ] = None,
 ) -> None:
     """A/B test two versions of a prompt with its configured agent and scorers; print the promotion gate's result."""
-    from daemon.bridge import MlflowUnavailable, experiment_examples
     from kafka.errors import KafkaError
 
     from daemon.compare import describe, run_compare
+    from daemon.mlflow_bridge import MlflowUnavailable, experiment_examples
     from optimization.ab_test import load_examples
     from optimization.errors import OptimizationFailed
 
@@ -340,10 +423,16 @@ def compare(
         console.print(f"[bold red]compare failed:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KafkaError as exc:
-        console.print(f"[bold red]production moved to v{b}, but the promotion event was not sent:[/] {exc!r}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]production moved to v{b}, but the promotion event was not sent:[/] {exc!r}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     typer.echo(describe(result))
     if event is not None:
-        typer.echo(f"promoted: production -> v{b} (was v{event.data.from_version}); event {event.id} sent to {settings.topics.promotions}")
+        typer.echo(
+            f"promoted: production -> v{b} (was v{event.data.from_version}); event {event.id} sent to {settings.topics.promotions}"
+        )
     elif promote:
         typer.echo(f"not promoted: production unchanged (gate decision {result.comparison.decision})")

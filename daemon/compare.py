@@ -10,19 +10,22 @@ from typing import Any
 
 import mlflow
 
-from daemon.jobs import registry
+from daemon.jobs import prompt_versions
 from daemon.jobs.backends import load_ref
+from daemon.kafka_client import send_events
 from daemon.settings import Settings
-from daemon.tools import send_events
 from optimization.ab_test import ABTestResult, ab_test
 from optimization.template_agent import PredictFn
 from schemas.config import PromptPolicy
 from schemas.events import PromotionData, PromotionEvent
 
+
 def configured_agent(policy: PromptPolicy) -> PredictFn | None:
     """The policy's own `predict_fn` (`module:function`), or None for the built-in template agent."""
     if policy.backend != "mlflow":
-        raise ValueError(f"prompt {policy.name!r}: compare supports backend 'mlflow' only (this prompt uses {policy.backend!r})")
+        raise ValueError(
+            f"prompt {policy.name!r}: compare supports backend 'mlflow' only (this prompt uses {policy.backend!r})"
+        )
     return load_ref(policy.predict_fn, "predict_fn") if policy.predict_fn else None
 
 
@@ -33,7 +36,7 @@ def promotion_event(result: ABTestResult, from_version: int | None) -> Promotion
         PromotionData(
             prompt=result.prompt,
             decision="promoted",
-            alias=registry.PRODUCTION,
+            alias=prompt_versions.PRODUCTION,
             from_version=from_version,
             to_version=result.version_b,
             baseline_score=c.baseline_score,
@@ -79,7 +82,7 @@ def run_compare(
     if not (promote and result.passed):
         return result, None
     # the daemon's own alias move, so a later `rollback` command knows the version it replaced
-    previous = registry.move_production(policy.name, version_b)
+    previous = prompt_versions.move_production(policy.name, version_b)
     result = replace(result, promoted=True)
     event = promotion_event(result, previous)
     send_events([(settings.topics.promotions, event)], settings)

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from daemon.broker import EmbeddedBroker, free_port
-from daemon.tools import send_events
+from daemon.kafka_client import send_events
 from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent
 from schemas.events import CloudEvent
 from schemas.parse import InvalidEvent, parse_event
@@ -82,13 +82,17 @@ def register_sample_prompt(tracking_uri: str, prompt: str = PROMPT) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri)
     version = mlflow.genai.register_prompt(
-        name=prompt, template=SEED_ROUTER_PROMPT, commit_message="gepa-stream demo: weak seed (offline demo model)"
+        name=prompt,
+        template=SEED_ROUTER_PROMPT,
+        commit_message="gepa-stream demo: weak seed (offline demo model)",
     )
     mlflow.genai.set_prompt_alias(prompt, "production", version.version)
     return int(version.version)
 
 
-def sample_feed(version: int, prompt: str = PROMPT, topics: Topics | None = None) -> list[tuple[str, CloudEvent]]:
+def sample_feed(
+    version: int, prompt: str = PROMPT, topics: Topics | None = None
+) -> list[tuple[str, CloudEvent]]:
     """Traces of `prompt` answered by the seed prompt on the offline router, each rated by an
     SME: right answers 'excellent', wrong ones 'poor' with the category the SME wanted."""
     from optimization.models import complete_text
@@ -101,7 +105,21 @@ def sample_feed(version: int, prompt: str = PROMPT, topics: Topics | None = None
         expected = ticket["expectations"]["expected_response"]
         answer = complete_text("offline/support-router", SEED_ROUTER_PROMPT.replace("{{ticket}}", text))
         trace_id = f"demo-{time.time_ns()}-{i}"
-        feed.append((topics.traces, TraceEvent.build(TraceData(prompt=prompt, prompt_version=version, trace_id=trace_id, inputs={"ticket": text}, outputs=answer, model="offline/support-router"))))
+        feed.append(
+            (
+                topics.traces,
+                TraceEvent.build(
+                    TraceData(
+                        prompt=prompt,
+                        prompt_version=version,
+                        trace_id=trace_id,
+                        inputs={"ticket": text},
+                        outputs=answer,
+                        model="offline/support-router",
+                    )
+                ),
+            )
+        )
         right = answer == expected
         feed.append(
             (
@@ -136,15 +154,26 @@ def _render(watch: Watch, filling: Progress, started: float) -> Group:
     requested = watch.optimization("requested")
     if requested is not None:
         trigger = requested.data.trigger
-        lines.add_row("trigger", f"[green]fired[/] ({trigger.rule}: {trigger.values}); window frozen: {requested.data.snapshot.n_examples} examples")
+        lines.add_row(
+            "trigger",
+            f"[green]fired[/] ({trigger.rule}: {trigger.values}); window frozen: {requested.data.snapshot.n_examples} examples",
+        )
     job = next(iter((watch.status.get("jobs") or {}).values()), None)
     if watch.optimization("started") is not None:
         stage = f"{job['stage']}: {job['detail']}" if job else "finishing"
         done = watch.optimization("completed") or watch.optimization("failed")
-        lines.add_row("GEPA", f"[green]{done.data.status}[/] after {done.data.metric_calls} metric calls" if done else f"[yellow]running[/] — {stage}")
+        lines.add_row(
+            "GEPA",
+            f"[green]{done.data.status}[/] after {done.data.metric_calls} metric calls"
+            if done
+            else f"[yellow]running[/] — {stage}",
+        )
     for event in watch.of("gepa.prompt.registered.v1"):
         d = event.data
-        lines.add_row("registered", f"{d.uri} (parent v{d.parent_version}; held-out {d.baseline_score:.2f} -> {d.candidate_score:.2f}, n={d.n_val})")
+        lines.add_row(
+            "registered",
+            f"{d.uri} (parent v{d.parent_version}; held-out {d.baseline_score:.2f} -> {d.candidate_score:.2f}, n={d.n_val})",
+        )
     for event in watch.of("gepa.promotion.v1"):
         d = event.data
         colour = "green" if d.decision == "promoted" else "yellow"
@@ -174,7 +203,9 @@ def run_demo(state_dir: Path = Path(".gepa-stream"), keep_open: bool = False) ->
     tracking_uri = f"sqlite:///{state_dir / 'mlflow.db'}"
     config = state_dir / "demo.yaml"
     config.write_text(POLICY)
-    console.print(f"[bold]gepa-stream demo[/]: state and MLflow store in {state_dir}/ (models are built-in offline demo/test models)")
+    console.print(
+        f"[bold]gepa-stream demo[/]: state and MLflow store in {state_dir}/ (models are built-in offline demo/test models)"
+    )
     with EmbeddedBroker(log_file=state_dir / "broker.log") as broker:
         port = free_port()
         env = {
@@ -185,12 +216,19 @@ def run_demo(state_dir: Path = Path(".gepa-stream"), keep_open: bool = False) ->
             "GEPA_STREAM_WEB_PORT": str(port),
             "GEPA_STREAM_LOG_LEVEL": "warn",
         }
-        console.print(f"embedded broker on {broker.bootstrap_servers}; registering the sample prompt '{PROMPT}'")
-        console.print(f"[bold]ops page[/]: http://127.0.0.1:{port}/ui (window, trigger, GEPA progress, decisions, diff)")
+        console.print(
+            f"embedded broker on {broker.bootstrap_servers}; registering the sample prompt '{PROMPT}'"
+        )
+        console.print(
+            f"[bold]ops page[/]: http://127.0.0.1:{port}/ui (window, trigger, GEPA progress, decisions, diff)"
+        )
         version = register_sample_prompt(tracking_uri)
         with (state_dir / "daemon.log").open("ab") as log:
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "run", "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "daemon", "run", "--config", str(config)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         try:
             code = _watch_loop(console, broker.bootstrap_servers, port, daemon, version, started, state_dir)
@@ -215,22 +253,38 @@ def _hold(console: Console, port: int, daemon: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def _watch_loop(console: Console, bootstrap: str, port: int, daemon: subprocess.Popen[bytes], version: int, started: float, state_dir: Path) -> int:
+def _watch_loop(
+    console: Console,
+    bootstrap: str,
+    port: int,
+    daemon: subprocess.Popen[bytes],
+    version: int,
+    started: float,
+    state_dir: Path,
+) -> int:
     from daemon.settings import Settings
 
     with console.status("starting the daemon (topic creation, consumer group join)..."):
         while not (_get(port, "/readyz") or {}).get("ready"):
             if daemon.poll() is not None:
-                console.print(f"[red]the daemon exited with {daemon.returncode}; see {state_dir / 'daemon.log'}[/]")
+                console.print(
+                    f"[red]the daemon exited with {daemon.returncode}; see {state_dir / 'daemon.log'}[/]"
+                )
                 return 1
             time.sleep(0.3)
     topics = Topics()
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    partitions = [TopicPartition(t, p) for t in (topics.optimizations, topics.prompts, topics.promotions) for p in consumer.partitions_for_topic(t) or []]
+    partitions = [
+        TopicPartition(t, p)
+        for t in (topics.optimizations, topics.prompts, topics.promotions)
+        for p in consumer.partitions_for_topic(t) or []
+    ]
     consumer.assign(partitions)
     feed = sample_feed(version)
     settings = Settings(bootstrap_servers=bootstrap)
-    filling = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"))
+    filling = Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}")
+    )
     sent_task = filling.add_task("events sent", total=len(feed))
     window_task = filling.add_task(f"window '{PROMPT}' (trigger at 60)", total=N_TICKETS)
     watch = Watch()
@@ -246,7 +300,9 @@ def _watch_loop(console: Console, bootstrap: str, port: int, daemon: subprocess.
             time.sleep(0.15)
         while not watch.done and time.monotonic() - started < TIMEOUT_S and daemon.poll() is None:
             watch.status = _get(port, "/status") or watch.status
-            filling.update(window_task, completed=watch.status.get("prompts", {}).get(PROMPT, {}).get("n_examples", 0))
+            filling.update(
+                window_task, completed=watch.status.get("prompts", {}).get(PROMPT, {}).get("n_examples", 0)
+            )
             _poll(consumer, watch)
             live.update(_render(watch, filling, started))
     consumer.close()
@@ -258,13 +314,21 @@ def _summary(console: Console, watch: Watch, started: float, state_dir: Path) ->
     promotions = watch.of("gepa.promotion.v1")
     if completed is None or not promotions:
         failed = watch.optimization("failed")
-        console.print(f"[red]the loop did not complete[/]: {failed.data.error if failed else 'timed out'}; see {state_dir / 'daemon.log'}")
+        console.print(
+            f"[red]the loop did not complete[/]: {failed.data.error if failed else 'timed out'}; see {state_dir / 'daemon.log'}"
+        )
         return 1
     promotion = promotions[-1].data
     table = Table(title="gepa-stream demo summary", show_header=False)
     table.add_row("prompt", PROMPT)
-    table.add_row("held-out score", f"{completed.data.baseline_score:.2f} (production v{promotion.from_version}) -> {completed.data.candidate_score:.2f} (candidate v{promotion.to_version})")
-    table.add_row("gate", f"{promotion.decision}: improvement {promotion.improvement:+.0%}, CI [{promotion.ci_low:+.2f}, {promotion.ci_high:+.2f}], n={promotion.n_eval}")
+    table.add_row(
+        "held-out score",
+        f"{completed.data.baseline_score:.2f} (production v{promotion.from_version}) -> {completed.data.candidate_score:.2f} (candidate v{promotion.to_version})",
+    )
+    table.add_row(
+        "gate",
+        f"{promotion.decision}: improvement {promotion.improvement:+.0%}, CI [{promotion.ci_low:+.2f}, {promotion.ci_high:+.2f}], n={promotion.n_eval}",
+    )
     table.add_row("metric calls", str(completed.data.metric_calls))
     table.add_row("elapsed", f"{time.monotonic() - started:.0f}s")
     live = promotion.to_version if promotion.decision == "promoted" else promotion.from_version

@@ -28,7 +28,9 @@ log = logging.getLogger("gepa_stream.recovery")
 FETCH_TIMEOUT_S = 10.0
 
 
-async def log_ends(client_options: Mapping[str, Any], reported: Mapping[TP, int], timeout_s: float = FETCH_TIMEOUT_S) -> dict[TP, int]:
+async def log_ends(
+    client_options: Mapping[str, Any], reported: Mapping[TP, int], timeout_s: float = FETCH_TIMEOUT_S
+) -> dict[TP, int]:
     """The real end offset of each non-empty partition, given the ends the broker reported:
     the high watermark of a fetch at `reported - 1` (or its last record + 1, if larger).
     A partition whose fetch returns nothing within `timeout_s` keeps its reported end."""
@@ -52,7 +54,10 @@ async def log_ends(client_options: Mapping[str, Any], reported: Mapping[TP, int]
                     ends[tp] = max(reported[tp], records[-1].offset + 1, consumer.highwater(atp) or 0)
                     pending.discard(atp)
         if pending:
-            log.warning("no answer when fetching the end of %s; recovery uses the reported ends", sorted(map(str, pending)))
+            log.warning(
+                "no answer when fetching the end of %s; recovery uses the reported ends",
+                sorted(map(str, pending)),
+            )
     finally:
         await consumer.stop()
     return ends
@@ -61,7 +66,9 @@ async def log_ends(client_options: Mapping[str, Any], reported: Mapping[TP, int]
 class ExactEndRecovery(Recovery):
     """Faust's recovery, with each changelog highwater corrected to the partition's real end."""
 
-    async def _build_highwaters(self, consumer: ConsumerT, tps: set[TP], destination: Any, title: str) -> None:
+    async def _build_highwaters(
+        self, consumer: ConsumerT, tps: set[TP], destination: Any, title: str
+    ) -> None:
         await super()._build_highwaters(consumer, tps, destination, title)
         if self.app.in_transaction:  # exactly-once reads stop at the last stable offset: keep Faust's
             return
@@ -73,11 +80,21 @@ class ExactEndRecovery(Recovery):
         try:
             ends = await log_ends(options, reported)
         except KafkaError as exc:
-            log.warning("cannot read the changelog ends (%r); recovery uses the reported ends, which the embedded broker reports short", exc)
+            log.warning(
+                "cannot read the changelog ends (%r); recovery uses the reported ends, which the embedded broker reports short",
+                exc,
+            )
             return
         for tp, end in ends.items():
             if end != reported[tp]:
-                log.info("%s changelog %s/%d: the broker reported end %d, the log ends at %d", title, tp.topic, tp.partition, reported[tp], end)
+                log.info(
+                    "%s changelog %s/%d: the broker reported end %d, the log ends at %d",
+                    title,
+                    tp.topic,
+                    tp.partition,
+                    reported[tp],
+                    end,
+                )
                 destination[tp] = end - 1  # Faust's highwater is the last offset
 
 

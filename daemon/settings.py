@@ -26,14 +26,18 @@ class Settings(BaseSettings):
 
     bootstrap_servers: str = "localhost:9092"
     mlflow_tracking_uri: str = "sqlite:///.gepa-stream/mlflow.db"
-    mlflow_experiment: str = Field(default="gepa-stream", min_length=1, description="where jobs log their MLflow runs")
+    mlflow_experiment: str = Field(
+        default="gepa-stream", min_length=1, description="where jobs log their MLflow runs"
+    )
     config: Path = Path("gepa-stream.yaml")
     topic_prefix: str = Field(default="gepa.", pattern=r"^[A-Za-z0-9._\-]*$")
     state_dir: Path = Path(".gepa-stream")
     web_port: int = Field(default=6066, ge=0, le=65535)
     web_host: str = "127.0.0.1"
     app_id: str = Field(default="gepa-stream", description="Kafka consumer group / Faust app id")
-    partitions: int = Field(default=3, ge=1, description="partitions of the co-partitioned topics created at start")
+    partitions: int = Field(
+        default=3, ge=1, description="partitions of the co-partitioned topics created at start"
+    )
     replication_factor: int = Field(default=1, ge=1)
     max_event_bytes: int = Field(default=512 * 1024, ge=1024, description="larger records go to the DLQ")
     max_concurrent_jobs: int = Field(default=1, ge=1)
@@ -51,7 +55,9 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
     # The ops page's actions (approve, reject, rollback, optimize) are off unless this is set.
-    admin_token: SecretStr | None = Field(default=None, description="bearer token the ops page's actions require")
+    admin_token: SecretStr | None = Field(
+        default=None, description="bearer token the ops page's actions require"
+    )
 
     @field_validator("admin_token")
     @classmethod
@@ -60,7 +66,9 @@ class Settings(BaseSettings):
         if value is None or not value.get_secret_value():
             return None
         if len(value.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
-            raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (or unset, which turns the actions off)")
+            raise ValueError(
+                f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (or unset, which turns the actions off)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -86,7 +94,9 @@ class Settings(BaseSettings):
         if self.kafka_sasl_mechanism:
             options["sasl_mechanism"] = self.kafka_sasl_mechanism
             options["sasl_plain_username"] = self.kafka_sasl_username
-            options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            options["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            )
         if self.kafka_ssl_cafile:
             options["ssl_cafile"] = str(self.kafka_ssl_cafile)
         return options
@@ -117,7 +127,11 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False):
-            name = "GEPA_STREAM_" + "_".join(str(p) for p in error["loc"]).upper() if error["loc"] else "settings"
+            name = (
+                "GEPA_STREAM_" + "_".join(str(p) for p in error["loc"]).upper()
+                if error["loc"]
+                else "settings"
+            )
             problems.append(f"{name}: {str(error['msg']).removeprefix('Value error, ')}")
         raise ConfigError("; ".join(problems)) from None
 

@@ -38,8 +38,12 @@ def register_ops_page(app: faust.App, page: OpsPage) -> None:
 
     async def serve(view: View, request: Any, method: str) -> Any:
         body = await request.read() if method == "POST" else b""
-        reply = await page.handle(method, request.path, request.query, request.headers, body, request.remote or "unknown")
-        return view.bytes(reply.body, status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers})
+        reply = await page.handle(
+            method, request.path, request.query, request.headers, body, request.remote or "unknown"
+        )
+        return view.bytes(
+            reply.body, status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers}
+        )
 
     for path in OPS_PATHS:
 

@@ -7,68 +7,28 @@ import os
 from typing import Any, Literal
 
 import faust
-from faust.app.base import BootStrategy
 
 from daemon.admin import ensure_topics
-from daemon.app import IngestApp, broker_credentials
+from daemon.app import build_faust_app, without_kafka
+from daemon.ingest_agent import IngestAgent
 from daemon.jobs.runner import JobRunner
-from daemon.recovery import ExactEndTableManager
-from daemon.settings import Settings
 from daemon.ops.page import OpsPage
+from daemon.settings import Settings
 from daemon.web import register_ops_page, register_views
 from schemas.config import PolicyFile
 
-Role = Literal["all", "ingest", "optimizer"]
-
-
-def build_faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
-    """The Faust app with the process settings (broker, security, group timing, web port)."""
-    app_id = app_id or settings.app_id
-    (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
-    return faust.App(
-        app_id,
-        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
-        broker_credentials=broker_credentials(settings),
-        store="memory://",
-        TableManager=ExactEndTableManager,  # the embedded broker reports changelog ends short
-        datadir=str(settings.state_dir / "faust" / app_id),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.heartbeat_interval_s,
-        broker_rebalance_timeout=settings.rebalance_timeout_s,
-        broker_commit_interval=settings.commit_interval_s,
-        web_port=settings.web_port,
-        web_bind=settings.web_host,
-        web_host=settings.web_host,
-        web_in_thread=False,
-    )
-
-
-def without_kafka(app: faust.App) -> faust.App:
-    """Faust as host only: the web views, app tasks and signal handling, no Kafka clients.
-
-    The optimizer role has no Faust streams or tables; its job runner consumes with its own
-    aiokafka group. A Faust consumer would have nothing to subscribe to (Faust then stops
-    the worker: "You should provide either topics or pattern"), so the app runs in Faust's
-    producer-only mode with Kafka disabled, which starts the web server and nothing else.
-    """
-    app.producer_only = True
-    app.boot_strategy = BootStrategy(app, enable_kafka=False)
-    return app
+WorkerRole = Literal["all", "ingest", "optimizer"]
 
 
 class Daemon:
     """The roles of one process on one Faust app: ingest agents and/or the job runner."""
 
-    def __init__(self, settings: Settings, policies: PolicyFile, role: Role = "all") -> None:
+    def __init__(self, settings: Settings, policies: PolicyFile, role: WorkerRole = "all") -> None:
         if role == "optimizer":
             self.app = without_kafka(build_faust_app(settings, f"{settings.app_id}-optimizer"))
         else:
             self.app = build_faust_app(settings)
-        self.ingest = IngestApp(settings, policies, self.app) if role in ("all", "ingest") else None
+        self.ingest = IngestAgent(settings, policies, self.app) if role in ("all", "ingest") else None
         self.runner = JobRunner(settings, policies) if role in ("all", "optimizer") else None
         if self.runner is not None:
             self.app.task(self.runner.run)
@@ -96,7 +56,7 @@ class Daemon:
         return body
 
 
-def run(settings: Settings, policies: PolicyFile, role: Role = "all") -> None:
+def run(settings: Settings, policies: PolicyFile, role: WorkerRole = "all") -> None:
     """1. create missing topics, 2. build the roles, 3. run until SIGINT/SIGTERM."""
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     ensure_topics(settings)

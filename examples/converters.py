@@ -34,11 +34,7 @@ def main() -> object:
     ]
 
     # Convert to DSPy format
-    dspy_examples = convert_to_dspy_examples(
-        data=data,
-        input_keys=["question"],
-        output_key="answer"
-    )
+    dspy_examples = convert_to_dspy_examples(data=data, input_keys=["question"], output_key="answer")
 
     # Simple scoring function
     def my_accuracy(expected, predicted):
@@ -48,11 +44,7 @@ def main() -> object:
     dspy_metric = create_dspy_metric(my_accuracy, name="accuracy")
 
     # Use with DSPy GEPA
-    result = optimizer.optimize_with_dspy_gepa(
-        program=program,
-        trainset=dspy_examples,
-        metric=dspy_metric
-    )
+    result = optimizer.optimize_with_dspy_gepa(program=program, trainset=dspy_examples, metric=dspy_metric)
     print(f"Held-out score: {result.initial_score:.2f} -> {result.final_score:.2f}")
     return result
 

@@ -23,8 +23,7 @@ def main(workdir: str | None = None) -> object:
 
     # Register initial prompt
     prompt = mlflow.genai.register_prompt(
-        name="customer_support",
-        template="Answer the customer query professionally: {{query}}"
+        name="customer_support", template="Answer the customer query professionally: {{query}}"
     )
 
     # Your existing agent (ANY framework!)
@@ -37,16 +36,13 @@ def main(workdir: str | None = None) -> object:
     train_data = support_records()
 
     # Optimize with MLflow GEPA
-    optimizer = GepaOptimizer(
-        reflection_model="offline/reflector",
-        max_metric_calls=100
-    )
+    optimizer = GepaOptimizer(reflection_model="offline/reflector", max_metric_calls=100)
 
     result = optimizer.optimize(
         predict_fn=lambda inputs: customer_support_agent(inputs["query"]),
         train_data=train_data,
         prompt_uris=[prompt.uri],
-        scorers=["correctness", "professionalism"]
+        scorers=["correctness", "professionalism"],
     )
 
     # Use optimized prompt

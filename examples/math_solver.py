@@ -30,16 +30,26 @@ def main() -> object:
     trainset = [
         dspy.Example(question=question, answer=answer).with_inputs("question")
         for question, answer in [
-            ("What is 2+2?", "4"), ("What is 3*5?", "15"), ("What is 9-4?", "5"), ("What is 6*7?", "42"),
-            ("What is 12/4?", "3"), ("What is 8+5?", "13"), ("What is 20-8?", "12"), ("What is 18/3?", "6"),
+            ("What is 2+2?", "4"),
+            ("What is 3*5?", "15"),
+            ("What is 9-4?", "5"),
+            ("What is 6*7?", "42"),
+            ("What is 12/4?", "3"),
+            ("What is 8+5?", "13"),
+            ("What is 20-8?", "12"),
+            ("What is 18/3?", "6"),
         ]
     ]
 
     valset = [
         dspy.Example(question=question, answer=answer).with_inputs("question")
         for question, answer in [
-            ("What is 10-3?", "7"), ("What is 4*4?", "16"), ("What is 9+9?", "18"), ("What is 21/7?", "3"),
-            ("What is 15-6?", "9"), ("What is 7*3?", "21"),
+            ("What is 10-3?", "7"),
+            ("What is 4*4?", "16"),
+            ("What is 9+9?", "18"),
+            ("What is 21/7?", "3"),
+            ("What is 15-6?", "9"),
+            ("What is 7*3?", "21"),
         ]
     ]
 
@@ -50,12 +60,7 @@ def main() -> object:
     # Optimize with DSPy GEPA
     optimizer = DSPyGepaOptimizer(auto="light")  # light/medium/heavy
 
-    result = optimizer.optimize(
-        program=MathSolver(),
-        trainset=trainset,
-        valset=valset,
-        metric=accuracy
-    )
+    result = optimizer.optimize(program=MathSolver(), trainset=trainset, valset=valset, metric=accuracy)
 
     # Use optimized program
     optimized_solver = result.optimized_program

@@ -67,7 +67,10 @@ def main(workdir: str | None = None) -> dict[str, object]:
 
     # Define MLflow-based metric (guide: Correctness(model=...), Relevance(model=...))
     mlflow_scorers = resolve_scorers(
-        ["correctness", "guidelines:The response must answer the customer's question about orders, returns, refunds, shipping or passwords"],
+        [
+            "correctness",
+            "guidelines:The response must answer the customer's question about orders, returns, refunds, shipping or passwords",
+        ],
         judge_model="offline/judge",
     )
     metric = create_mlflow_based_metric(mlflow_scorers)
@@ -75,17 +78,12 @@ def main(workdir: str | None = None) -> dict[str, object]:
     # Optimize with DSPy GEPA
     optimizer = DSPyGepaOptimizer(auto="medium")
 
-    result = optimizer.optimize(
-        program=ProductionAgent(),
-        trainset=trainset,
-        valset=valset,
-        metric=metric
-    )
+    result = optimizer.optimize(program=ProductionAgent(), trainset=trainset, valset=valset, metric=metric)
 
-    print(f"Optimization complete!")
+    print("Optimization complete!")
     print(f"   Initial Score: {result.initial_score:.2f}")
     print(f"   Final Score: {result.final_score:.2f}")
-    print(f"   Improvement: {result.improvement*100:.1f}%")
+    print(f"   Improvement: {result.improvement * 100:.1f}%")
 
     # Extract optimized prompts
     optimized_prompts = optimizer.extract_prompts(result.optimized_program)
@@ -100,9 +98,9 @@ def main(workdir: str | None = None) -> dict[str, object]:
                 "optimizer": "dspy_gepa",
                 "initial_score": str(result.initial_score),
                 "final_score": str(result.final_score),
-                "improvement": f"{result.improvement*100:.1f}%",
+                "improvement": f"{result.improvement * 100:.1f}%",
                 "experiment_id": train_experiment,
-            }
+            },
         )
         registered.append(prompt)
         print(f"Registered: {prompt.uri}")
@@ -135,9 +133,9 @@ def continuous_optimization_pipeline(experiment_id: str, mlflow_based_metric, mi
         prompts = optimizer.extract_prompts(result.optimized_program)
         for name, template in prompts.items():
             mlflow.genai.register_prompt(name=f"production_agent_{name}", template=template)
-        print(f"Deployed new version with {result.improvement*100:.1f}% improvement")
+        print(f"Deployed new version with {result.improvement * 100:.1f}% improvement")
         return "deployed"
-    print(f"Skipped deployment (improvement: {result.improvement*100:.1f}%)")
+    print(f"Skipped deployment (improvement: {result.improvement * 100:.1f}%)")
     return "skipped"
 
 

@@ -24,30 +24,33 @@ def main(workdir: str | None = None) -> object:
 
     # SME feedback with ratings only
     feedback = [
-        {
-            "inputs": {"query": "How do I track my order?"},
-            "sme_rating": "excellent"
-        },
+        {"inputs": {"query": "How do I track my order?"}, "sme_rating": "excellent"},
         {
             "inputs": {"query": "What's your return policy?"},
-            "sme_rating": "poor"  # No correction provided!
+            "sme_rating": "poor",  # No correction provided!
         },
-        {
-            "inputs": {"query": "Do you ship internationally?"},
-            "sme_rating": "fair"
-        },
+        {"inputs": {"query": "Do you ship internationally?"}, "sme_rating": "fair"},
     ]
     # ... more feedback: answers SMEs rated in past reviews, on the label, five-point and thumbs scales
-    scales = [{"sme_rating": "excellent"}, {"sme_rating": 5, "scale": "five_point"}, {"sme_rating": "up"}, {"sme_rating": "good"}]
+    scales = [
+        {"sme_rating": "excellent"},
+        {"sme_rating": 5, "scale": "five_point"},
+        {"sme_rating": "up"},
+        {"sme_rating": "good"},
+    ]
     for index, (question, topic) in enumerate(QUESTIONS):
-        feedback.append({"inputs": {"query": question}, "outputs": ANSWERS[topic], **scales[index % len(scales)]})
+        feedback.append(
+            {"inputs": {"query": question}, "outputs": ANSWERS[topic], **scales[index % len(scales)]}
+        )
         if index % 3 == 0:
-            feedback.append({
-                "inputs": {"query": question},
-                "outputs": "Please contact our support team for more details.",
-                "sme_rating": "poor",
-                "comment": "Generic; it should state our policy.",
-            })
+            feedback.append(
+                {
+                    "inputs": {"query": question},
+                    "outputs": "Please contact our support team for more details.",
+                    "sme_rating": "poor",
+                    "comment": "Generic; it should state our policy.",
+                }
+            )
 
     # Optimize using ratings as metric
     optimizer = HumanFeedbackOptimizer(reflection_model="offline/reflector")
@@ -56,7 +59,7 @@ def main(workdir: str | None = None) -> object:
         predict_fn=my_agent,
         feedback=feedback,
         prompt_uris=["prompts:/agent/1"],
-        use_ratings_as_metric=True  # Use ratings directly
+        use_ratings_as_metric=True,  # Use ratings directly
     )
 
     print(f"Optimized from {len(feedback)} SME ratings")

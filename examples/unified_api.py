@@ -22,8 +22,18 @@ def main(workdir: str | None = None) -> dict[str, object]:
     dspy_program = dspy.ChainOfThought("question -> answer")
     trainset = [
         dspy.Example(question=f"What is {a}{op}{b}?", answer=str(value)).with_inputs("question")
-        for a, op, b, value in [(2, "+", 2, 4), (3, "*", 5, 15), (9, "-", 4, 5), (6, "*", 7, 42), (8, "-", 3, 5),
-                                (5, "+", 6, 11), (4, "*", 4, 16), (20, "-", 8, 12), (7, "*", 3, 21), (15, "-", 6, 9)]
+        for a, op, b, value in [
+            (2, "+", 2, 4),
+            (3, "*", 5, 15),
+            (9, "-", 4, 5),
+            (6, "*", 7, 42),
+            (8, "-", 3, 5),
+            (5, "+", 6, 11),
+            (4, "*", 4, 16),
+            (20, "-", 8, 12),
+            (7, "*", 3, 21),
+            (15, "-", 6, 9),
+        ]
     ]
 
     def accuracy(example, pred, trace=None):
@@ -33,23 +43,18 @@ def main(workdir: str | None = None) -> dict[str, object]:
     any_function = make_template_agent("prompts:/agent/1", "offline/support-agent")
     train_data = support_records()
     sme_feedback = [
-        {"inputs": {"query": question}, "outputs": ANSWERS[topic], "sme_rating": "excellent"} for question, topic in QUESTIONS
+        {"inputs": {"query": question}, "outputs": ANSWERS[topic], "sme_rating": "excellent"}
+        for question, topic in QUESTIONS
     ] + [{"inputs": {"query": "How do I track my order?"}, "sme_rating": "fair", "comment": "Too generic."}]
 
     optimizer = PromptOptimizer(reflection_model="offline/reflector")
 
     # DSPy GEPA
-    result1 = optimizer.optimize_with_dspy_gepa(
-        program=dspy_program,
-        trainset=trainset,
-        metric=accuracy
-    )
+    result1 = optimizer.optimize_with_dspy_gepa(program=dspy_program, trainset=trainset, metric=accuracy)
 
     # MLflow GEPA
     result2 = optimizer.optimize_with_gepa(
-        predict_fn=any_function,
-        train_data=train_data,
-        prompt_uris=["prompts:/agent/1"]
+        predict_fn=any_function, train_data=train_data, prompt_uris=["prompts:/agent/1"]
     )
 
     # SME Ratings
@@ -57,7 +62,7 @@ def main(workdir: str | None = None) -> dict[str, object]:
         predict_fn=any_function,
         feedback=sme_feedback,
         prompt_uris=["prompts:/agent/1"],
-        use_ratings_as_metric=True
+        use_ratings_as_metric=True,
     )
 
     results = {"dspy_gepa": result1, "mlflow_gepa": result2, "sme_ratings": result3}

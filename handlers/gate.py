@@ -9,7 +9,9 @@ from optimization.comparison import Comparison, compare_paired
 from schemas.config import PromotionPolicy
 
 
-def decide(baseline: Sequence[float], candidate: Sequence[float], policy: PromotionPolicy, seed: int = 0) -> Comparison:
+def decide(
+    baseline: Sequence[float], candidate: Sequence[float], policy: PromotionPolicy, seed: int = 0
+) -> Comparison:
     """promoted / rejected / inconclusive with the statistics behind it (deterministic per seed)."""
     return compare_paired(
         baseline,

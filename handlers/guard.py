@@ -79,14 +79,18 @@ class Interval:
     upper: float
 
 
-def _rowwise_searchsorted(sorted_rows: np.ndarray, queries: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
+def _rowwise_searchsorted(
+    sorted_rows: np.ndarray, queries: np.ndarray, side: Literal["left", "right"]
+) -> np.ndarray:
     """np.searchsorted per row of (..., G) arrays, in one call (rows shifted apart)."""
     rows = sorted_rows.reshape(-1, sorted_rows.shape[-1])
     wanted = queries.reshape(-1, queries.shape[-1])
     span = np.abs(rows).max(initial=0.0) + np.abs(wanted).max(initial=0.0) + 1.0
     shift = (np.arange(rows.shape[0]) * 2.0 * span)[:, None]
     found = np.searchsorted((rows + shift).ravel(), (wanted + shift).ravel(), side=side)
-    return (found.reshape(wanted.shape) - np.arange(rows.shape[0])[:, None] * rows.shape[-1]).reshape(queries.shape)
+    return (found.reshape(wanted.shape) - np.arange(rows.shape[0])[:, None] * rows.shape[-1]).reshape(
+        queries.shape
+    )
 
 
 def _upper(log_new_below: np.ndarray, log_old_above: np.ndarray, threshold: float) -> np.ndarray:
@@ -117,8 +121,12 @@ def difference_bounds(
     (one-sided): P(the true difference ever exceeds `upper`) <= 1 - confidence, likewise
     below `lower`. Vectorised over leading batch axes of the counts (the simulation bench)."""
     threshold = float(np.log(1.0 / (1.0 - confidence)))
-    upper = _upper(log_wealth(values, counts_new, above=False), log_wealth(values, counts_old, above=True), threshold)
-    lower = _lower(log_wealth(values, counts_new, above=True), log_wealth(values, counts_old, above=False), threshold)
+    upper = _upper(
+        log_wealth(values, counts_new, above=False), log_wealth(values, counts_old, above=True), threshold
+    )
+    lower = _lower(
+        log_wealth(values, counts_new, above=True), log_wealth(values, counts_old, above=False), threshold
+    )
     # one grid step further out: the true means lie between grid points
     upper = np.where(np.isfinite(upper), np.clip(upper + STEP, -1.0, 1.0), -1.0)
     lower = np.where(np.isfinite(lower), np.clip(lower - STEP, -1.0, 1.0), 1.0)
@@ -153,7 +161,13 @@ def decide(interval: Interval, policy: GuardPolicy, mode: str, watched_s: float)
     return None
 
 
-def describe(interval: Interval, decision: GuardDecision | None, policy: GuardPolicy, new_version: int, old_version: int | None) -> str:
+def describe(
+    interval: Interval,
+    decision: GuardDecision | None,
+    policy: GuardPolicy,
+    new_version: int,
+    old_version: int | None,
+) -> str:
     """One line for the promotion event's reason and the logs."""
     if interval.difference is None:
         figures = f"{interval.n_new} live ratings of version {new_version}, {interval.n_old} of version {old_version}"
@@ -246,7 +260,11 @@ class PromptGuard:
         return self.spec.decision is None
 
     def watches(self, version: int | None) -> bool:
-        return self.watching and version is not None and version in (self.spec.new_version, self.spec.old_version)
+        return (
+            self.watching
+            and version is not None
+            and version in (self.spec.new_version, self.spec.old_version)
+        )
 
     def add(self, vote: Vote) -> bool:
         """Merge one vote; False when nothing changed (the caller skips the write)."""

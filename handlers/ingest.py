@@ -94,7 +94,9 @@ class Ingest:
     def policy(self, prompt: str) -> PromptPolicy:
         policy = self.policies.get(prompt)
         if policy is None:
-            raise UnknownPrompt(f"prompt {prompt!r} is not in the policy file (known: {', '.join(self.policies)})")
+            raise UnknownPrompt(
+                f"prompt {prompt!r} is not in the policy file (known: {', '.join(self.policies)})"
+            )
         return policy
 
     def window(self, prompt: str) -> PromptWindow:
@@ -128,7 +130,9 @@ class Ingest:
 
     def restore_guard(self, prompt: str, spec: GuardSpec) -> None:
         if prompt in self.policies:
-            self.guards[prompt] = PromptGuard(spec, self.guards[prompt].votes if prompt in self.guards else {})
+            self.guards[prompt] = PromptGuard(
+                spec, self.guards[prompt].votes if prompt in self.guards else {}
+            )
 
     def restore_vote(self, key: bytes, raw: bytes) -> None:
         """One stored guard vote back into its guard (specs are restored first)."""
@@ -147,7 +151,10 @@ class Ingest:
         prompt = (self.policy_prompt(named) if named is not None else None) or named
         window, state, guard = self.windows.get(prompt), self.triggers.get(prompt), self.guards.get(prompt)
         saved_state = replace(state) if state is not None else None
-        with window.transaction() if window is not None else nullcontext(), guard.transaction() if guard is not None else nullcontext():
+        with (
+            window.transaction() if window is not None else nullcontext(),
+            guard.transaction() if guard is not None else nullcontext(),
+        ):
             try:
                 return self._handle(event, now)
             except BaseException:
@@ -165,7 +172,9 @@ class Ingest:
 
     def _handle(self, event: CloudEvent, now: float) -> Step:
         if isinstance(event, (TraceEvent, RatingEvent)):
-            fact: Fact = TraceFact.from_event(event) if isinstance(event, TraceEvent) else RatingFact.from_event(event)
+            fact: Fact = (
+                TraceFact.from_event(event) if isinstance(event, TraceEvent) else RatingFact.from_event(event)
+            )
             return self._on_fact(fact, now)
         if isinstance(event, CommandEvent):
             return self._on_command(event, now)
@@ -231,7 +240,9 @@ class Ingest:
         predictor prompt `<prompt>_<predictor>` it is (the longest such name)."""
         if name in self.policies:
             return name
-        owners = [p.name for p in self.policies.values() if p.backend == "dspy" and name.startswith(f"{p.name}_")]
+        owners = [
+            p.name for p in self.policies.values() if p.backend == "dspy" and name.startswith(f"{p.name}_")
+        ]
         return max(owners, key=len, default=None)
 
     # -- the live guard ------------------------------------------------------------------
@@ -247,8 +258,15 @@ class Ingest:
         if not policy.guard.enabled or data.to_version is None:
             return
         if current is not None:
-            same_versions = (current.spec.new_version, current.spec.old_version) == (data.to_version, data.from_version)
-            if current.spec.promotion_id == event.id or promoted_at < current.spec.promoted_at or (same_versions and current.watching):
+            same_versions = (current.spec.new_version, current.spec.old_version) == (
+                data.to_version,
+                data.from_version,
+            )
+            if (
+                current.spec.promotion_id == event.id
+                or promoted_at < current.spec.promoted_at
+                or (same_versions and current.watching)
+            ):
                 return
         spec = GuardSpec(event.id, promoted_at, data.to_version, data.from_version, policy.mode)
         guard = PromptGuard(spec)
@@ -291,13 +309,18 @@ class Ingest:
         change = GuardStep(prompt, guard.spec)
         if trace is not None and trace.prompt_version is not None and guard.watches(trace.prompt_version):
             change.puts = self._merge_votes(guard, prompt, trace_id, trace.prompt_version, window)
-        expired = now - guard.spec.promoted_at >= self.policy(prompt).promotion.guard.max_watch.duration.total_seconds()
+        expired = (
+            now - guard.spec.promoted_at
+            >= self.policy(prompt).promotion.guard.max_watch.duration.total_seconds()
+        )
         if change.puts or expired:
             self._decide(prompt, guard, change, now)
             step.guard = change
 
     @staticmethod
-    def _merge_votes(guard: PromptGuard, prompt: str, trace_id: str, version: int, window: PromptWindow) -> list[tuple[bytes, bytes]]:
+    def _merge_votes(
+        guard: PromptGuard, prompt: str, trace_id: str, version: int, window: PromptWindow
+    ) -> list[tuple[bytes, bytes]]:
         puts = []
         for rater, rating in window.ratings.get(trace_id, {}).items():
             vote = Vote(trace_id, rater, version, rating.score)
@@ -317,7 +340,13 @@ class Ingest:
         spec.decision, spec.decided_at, spec.reason = decision, now, reason
         event_id = f"{spec.promotion_id}:guard:{decision}"
         if decision == "rolled_back":
-            command = CommandData(prompt=prompt, action="rollback", version=spec.new_version, requested_by="guard", reason=reason)
+            command = CommandData(
+                prompt=prompt,
+                action="rollback",
+                version=spec.new_version,
+                requested_by="guard",
+                reason=reason,
+            )
             change.events.append(CommandEvent.build(command, id=event_id, source=GUARD_SOURCE))
             return
         promotion = PromotionData(

@@ -169,7 +169,9 @@ class OpsHistory:
         requests = self._requests.setdefault(d.prompt, OrderedDict())
         record = requests.get(d.request_id)
         if record is None:
-            record = requests[d.request_id] = RequestRecord(request_id=d.request_id, prompt=d.prompt, status=d.status)
+            record = requests[d.request_id] = RequestRecord(
+                request_id=d.request_id, prompt=d.prompt, status=d.status
+            )
             while len(requests) > self.requests_per_prompt:
                 requests.popitem(last=False)
         record.merge(event)
@@ -203,7 +205,9 @@ class OpsHistory:
     def decisions(self, prompt: str, limit: int = 100, offset: int = 0) -> tuple[list[DecisionRecord], int]:
         """Newest first, `limit` from `offset`; with the total held for the prompt."""
         log = self._decisions.get(prompt, deque())
-        newest_first = [log[i] for i in range(len(log) - 1 - offset, max(len(log) - 1 - offset - limit, -1), -1)]
+        newest_first = [
+            log[i] for i in range(len(log) - 1 - offset, max(len(log) - 1 - offset - limit, -1), -1)
+        ]
         return newest_first, len(log)
 
     def last_decision(self, prompt: str) -> DecisionRecord | None:

@@ -25,7 +25,9 @@ def snapshot_chunks(
         size += len(encoded)
     return [
         SnapshotChunkEvent.build(
-            SnapshotChunkData(request_id=request_id, prompt=prompt, chunk=i, n_chunks=len(groups), examples=group),
+            SnapshotChunkData(
+                request_id=request_id, prompt=prompt, chunk=i, n_chunks=len(groups), examples=group
+            ),
             id=f"{request_id}:snapshot:{i}",
         )
         for i, group in enumerate(groups)

@@ -40,7 +40,9 @@ def split_examples(examples: list[Example], holdout_fraction: float, val_fractio
     return Split(train, val, heldout)
 
 
-def _non_empty(train: list[Example], val: list[Example], heldout: list[Example]) -> tuple[list[Example], list[Example], list[Example]]:
+def _non_empty(
+    train: list[Example], val: list[Example], heldout: list[Example]
+) -> tuple[list[Example], list[Example], list[Example]]:
     """Move one example from the largest part into any empty one (tiny windows)."""
     parts = [train, val, heldout]
     for part in parts:

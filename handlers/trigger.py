@@ -85,12 +85,24 @@ def evaluate(
         if rolling < threshold:
             return Fire(
                 "score_drop",
-                {"rolling_score": rolling, "baseline_score": baseline, "score_drop": policy.score_drop, "threshold": threshold},
+                {
+                    "rolling_score": rolling,
+                    "baseline_score": baseline,
+                    "score_drop": policy.score_drop,
+                    "threshold": threshold,
+                },
             )
     if figures.n_new >= policy.min_new_examples:
         return Fire("min_new_examples", {"n_new": figures.n_new, "min_new_examples": policy.min_new_examples})
-    if policy.max_interval is not None and last is not None and now - last >= policy.max_interval.total_seconds():
-        return Fire("max_interval", {"seconds_since_last": now - last, "max_interval_s": policy.max_interval.total_seconds()})
+    if (
+        policy.max_interval is not None
+        and last is not None
+        and now - last >= policy.max_interval.total_seconds()
+    ):
+        return Fire(
+            "max_interval",
+            {"seconds_since_last": now - last, "max_interval_s": policy.max_interval.total_seconds()},
+        )
     return None
 
 
@@ -119,27 +131,49 @@ def outlook(policy: TriggerPolicy, state: TriggerState, figures: WindowFigures, 
         return Outlook("in_flight", f"optimization {state.in_flight} is running", [])
     n, rules = figures.n_examples, []
     if state.generation == 0 or n < policy.min_examples:
-        rules.append(RuleOutlook("min_examples", min(1.0, n / policy.min_examples), f"{n} of {policy.min_examples} examples"))
+        rules.append(
+            RuleOutlook(
+                "min_examples", min(1.0, n / policy.min_examples), f"{n} of {policy.min_examples} examples"
+            )
+        )
     if state.generation > 0:
         need = max(policy.min_new_examples, 1)
-        rules.append(RuleOutlook("min_new_examples", min(1.0, figures.n_new / need), f"{figures.n_new} of {policy.min_new_examples} new examples"))
+        rules.append(
+            RuleOutlook(
+                "min_new_examples",
+                min(1.0, figures.n_new / need),
+                f"{figures.n_new} of {policy.min_new_examples} new examples",
+            )
+        )
         rolling, baseline = figures.rolling_score, state.baseline_score
         if policy.score_drop is not None and rolling is not None and baseline is not None:
             threshold = baseline * (1.0 - policy.score_drop)
             gap = max(baseline - threshold, 1e-9)
             rules.append(
-                RuleOutlook("score_drop", min(1.0, max(0.0, (baseline - rolling) / gap)), f"rolling {rolling:.2f}; fires below {threshold:.2f}")
+                RuleOutlook(
+                    "score_drop",
+                    min(1.0, max(0.0, (baseline - rolling) / gap)),
+                    f"rolling {rolling:.2f}; fires below {threshold:.2f}",
+                )
             )
     last = max((t for t in (state.last_fired_at, state.last_finished_at) if t is not None), default=None)
     if policy.max_interval is not None and last is not None:
         interval = policy.max_interval.total_seconds()
-        rules.append(RuleOutlook("max_interval", min(1.0, (now - last) / interval), f"{_span(now - last)} of {_span(interval)} since the last run"))
+        rules.append(
+            RuleOutlook(
+                "max_interval",
+                min(1.0, (now - last) / interval),
+                f"{_span(now - last)} of {_span(interval)} since the last run",
+            )
+        )
     cooldown_left = policy.cooldown.total_seconds() - (now - last) if last is not None else 0.0
     if evaluate(policy, state, figures, now) is not None:
         return Outlook("ready", "fires on the next trace or rating", rules)
     if n >= policy.min_examples and cooldown_left > 0:
         return Outlook("cooldown", f"cooldown: {_span(cooldown_left)} left", rules)
-    return Outlook("waiting", "waiting for " + ", or ".join(r.text for r in rules) if rules else "waiting", rules)
+    return Outlook(
+        "waiting", "waiting for " + ", or ".join(r.text for r in rules) if rules else "waiting", rules
+    )
 
 
 def _span(seconds: float) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sortedcontainers import SortedList
 
@@ -39,9 +39,9 @@ class _Journal:
     score: tuple[float, int]
     n_pending_deletes: int
     watermark: float | None
-    traces: dict[str, tuple[TraceFact | None, dict[str, RatingFact] | None, tuple[float, float | None] | None]] = field(
-        default_factory=dict
-    )
+    traces: dict[
+        str, tuple[TraceFact | None, dict[str, RatingFact] | None, tuple[float, float | None] | None]
+    ] = field(default_factory=dict)
     waiting: list[tuple[bool, tuple[float, str]]] = field(default_factory=list)  # (added?, entry)
 
 
@@ -206,7 +206,11 @@ class PromptWindow:
         journal = self._journal
         if journal is not None and trace_id not in journal.traces:
             votes = self.ratings.get(trace_id)
-            journal.traces[trace_id] = (self.traces.get(trace_id), dict(votes) if votes is not None else None, self._entry.get(trace_id))
+            journal.traces[trace_id] = (
+                self.traces.get(trace_id),
+                dict(votes) if votes is not None else None,
+                self._entry.get(trace_id),
+            )
 
     def _note_waiting(self, added: bool, entry: tuple[float, str]) -> None:
         if self._journal is not None:
@@ -253,5 +257,5 @@ class PromptWindow:
             comments=[v.comment for v in votes if v.comment],
             feedback=trace.feedback,
             prompt_version=trace.prompt_version,
-            time=datetime.fromtimestamp(labeled_at, tz=timezone.utc),
+            time=datetime.fromtimestamp(labeled_at, tz=UTC),
         )

@@ -77,7 +77,11 @@ def ab_test(
     """
     if predict_fn is None and model is None:
         raise ValueError("ab_test: give `model` (template agent) or `predict_fn`")
-    agent = predict_fn if predict_fn is not None else make_template_agent(f"prompts:/{prompt}/{version_a}", str(model))
+    agent = (
+        predict_fn
+        if predict_fn is not None
+        else make_template_agent(f"prompts:/{prompt}/{version_a}", str(model))
+    )
     scores_a, scores_b = (
         evaluate_per_example(
             agent,

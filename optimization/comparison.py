@@ -70,7 +70,9 @@ def compare_paired(
 ) -> Comparison:
     """Compare per-example scores of the same examples (paired by position)."""
     if len(baseline) != len(candidate):
-        raise ValueError(f"paired scores differ in length: {len(baseline)} baseline vs {len(candidate)} candidate")
+        raise ValueError(
+            f"paired scores differ in length: {len(baseline)} baseline vs {len(candidate)} candidate"
+        )
     b = np.asarray(baseline, dtype=float)
     c = np.asarray(candidate, dtype=float)
     n = len(b)

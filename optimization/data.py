@@ -25,7 +25,9 @@ def _stable_hash(item: Any) -> str:
     return hashlib.sha256(canonical_key(payload).encode()).hexdigest()
 
 
-def split_holdout(items: Sequence[T], val_fraction: float = VAL_FRACTION, argument: str = "trainset") -> tuple[list[T], list[T]]:
+def split_holdout(
+    items: Sequence[T], val_fraction: float = VAL_FRACTION, argument: str = "trainset"
+) -> tuple[list[T], list[T]]:
     """Deterministic train/held-out split by content hash (same data -> same split); both parts non-empty."""
     if len(items) < 2:
         raise ValueError(f"{argument}: need at least 2 examples to hold some out, got {len(items)}")
@@ -34,14 +36,18 @@ def split_holdout(items: Sequence[T], val_fraction: float = VAL_FRACTION, argume
     return ordered[n_val:], ordered[:n_val]
 
 
-def validate_records(records: Sequence[dict[str, Any]], argument: str, input_keys: Sequence[str] = ()) -> list[dict[str, Any]]:
+def validate_records(
+    records: Sequence[dict[str, Any]], argument: str, input_keys: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Check `{"inputs": {...}, "expectations"?: {...}, "outputs"?: ...}` records; ValueError names `argument`."""
     if not records:
         raise ValueError(f"{argument}: no examples given")
     checked = []
     for index, record in enumerate(records):
         if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict) or not record["inputs"]:
-            raise ValueError(f"{argument}[{index}]: expected a dict with a non-empty 'inputs' dict, got {record!r:.200}")
+            raise ValueError(
+                f"{argument}[{index}]: expected a dict with a non-empty 'inputs' dict, got {record!r:.200}"
+            )
         missing = [key for key in input_keys if key not in record["inputs"]]
         if missing:
             raise ValueError(f"{argument}[{index}]: inputs lack the key(s) {missing}")
@@ -51,7 +57,9 @@ def validate_records(records: Sequence[dict[str, Any]], argument: str, input_key
     return checked
 
 
-def convert_to_dspy_examples(data: Sequence[dict[str, Any]], input_keys: Sequence[str], output_key: str) -> list[dspy.Example]:
+def convert_to_dspy_examples(
+    data: Sequence[dict[str, Any]], input_keys: Sequence[str], output_key: str
+) -> list[dspy.Example]:
     """Flat dicts (or `{"inputs", "expectations"}` records) -> `dspy.Example`s with `input_keys` as inputs.
 
     For records, `output_key` is read from the expectations (or its `expected_response`).

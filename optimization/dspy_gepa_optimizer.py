@@ -14,7 +14,12 @@ import dspy
 
 from optimization.data import convert_to_dspy_examples, split_holdout
 from optimization.keywords import check_pass_through, one_reflection_model
-from optimization.metrics import adapt_metric, create_dspy_metric, create_mlflow_based_metric, exact_match_metric
+from optimization.metrics import (
+    adapt_metric,
+    create_dspy_metric,
+    create_mlflow_based_metric,
+    exact_match_metric,
+)
 from optimization.model_calls import CallPolicy
 from optimization.models import make_lm, parse_model
 from optimization.results import Candidate, DSPyOptimizationResult
@@ -43,7 +48,10 @@ DSPY_OWNED_OPTIONS = {
 
 def extract_prompts(program: dspy.Module) -> dict[str, str]:
     """`{predictor_name: instruction}` of a program (`answer.predict` is reported as `answer`)."""
-    return {name.removesuffix(".predict"): predictor.signature.instructions for name, predictor in program.named_predictors()}
+    return {
+        name.removesuffix(".predict"): predictor.signature.instructions
+        for name, predictor in program.named_predictors()
+    }
 
 
 def _reflection_lm(reflection_model: str | dspy.BaseLM | None) -> dspy.BaseLM:
@@ -54,7 +62,9 @@ def _reflection_lm(reflection_model: str | dspy.BaseLM | None) -> dspy.BaseLM:
         return make_lm(reflection_model, role="reflection")
     task_lm = dspy.settings.lm
     if task_lm is None:
-        raise ValueError("reflection_model: no reflection model given and no LM configured with dspy.configure(lm=...)")
+        raise ValueError(
+            "reflection_model: no reflection model given and no LM configured with dspy.configure(lm=...)"
+        )
     if str(getattr(task_lm, "model", "")).startswith("offline/"):
         return make_lm(OFFLINE_REFLECTOR, role="reflection")
     return task_lm
@@ -63,19 +73,27 @@ def _reflection_lm(reflection_model: str | dspy.BaseLM | None) -> dspy.BaseLM:
 def required_inputs(program: dspy.Module) -> list[str]:
     """The inputs `program` needs: `forward`'s required arguments, or its only predictor's input fields."""
     parameters = list(inspect.signature(program.forward).parameters.values())
-    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty]
+    named = [
+        p.name
+        for p in parameters
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty
+    ]
     predictors = [predictor for _, predictor in program.named_predictors()]
     if not named and len(predictors) == 1:
         return list(predictors[0].signature.input_fields)
     return named
 
 
-def _check_examples(examples: Sequence[dspy.Example], argument: str, needed: Sequence[str] = ()) -> list[dspy.Example]:
+def _check_examples(
+    examples: Sequence[dspy.Example], argument: str, needed: Sequence[str] = ()
+) -> list[dspy.Example]:
     if not examples:
         raise ValueError(f"{argument}: no examples given")
     for index, example in enumerate(examples):
         if not isinstance(example, dspy.Example) or not example.inputs().keys():
-            raise ValueError(f"{argument}[{index}]: expected a dspy.Example with inputs set by .with_inputs(...)")
+            raise ValueError(
+                f"{argument}[{index}]: expected a dspy.Example with inputs set by .with_inputs(...)"
+            )
         missing = [key for key in needed if key not in example.inputs()]
         if missing:
             raise ValueError(f"{argument}[{index}]: inputs lack {missing}, which the program needs")
@@ -120,7 +138,9 @@ def run_dspy_gepa(
             **gepa_options,
         )
         with monitor.capturing("dspy"):
-            optimized = run_with_deadline(lambda: optimizer.compile(program, trainset=trainset, valset=valset), limits, calls)
+            optimized = run_with_deadline(
+                lambda: optimizer.compile(program, trainset=trainset, valset=valset), limits, calls
+            )
         calls.raise_if_failed()
         usage = calls.ledger.snapshot()
     details = optimized.detailed_results
@@ -133,7 +153,10 @@ def run_dspy_gepa(
         baseline_scores=per_example(0),
         candidate_scores=per_example(details.best_idx),
         metric_calls=int(details.total_metric_calls or 0),
-        candidates=[Candidate(extract_prompts(c), float(s)) for c, s in zip(details.candidates, details.val_aggregate_scores)],
+        candidates=[
+            Candidate(extract_prompts(c), float(s))
+            for c, s in zip(details.candidates, details.val_aggregate_scores)
+        ],
         usage=usage,
         stopped_by=stopper.fired,
         optimized_program=optimized,
@@ -182,7 +205,12 @@ class DSPyGepaOptimizer:
         self.reflection_model = reflection_model
         budget = {} if max_metric_calls is None else {"max_metric_calls": max_metric_calls}
         self.limits = RunLimits(
-            max_wall_time=max_wall_time, num_threads=num_threads, run_dir=run_dir, max_cost_usd=max_cost_usd, calls=model_calls, **budget
+            max_wall_time=max_wall_time,
+            num_threads=num_threads,
+            run_dir=run_dir,
+            max_cost_usd=max_cost_usd,
+            calls=model_calls,
+            **budget,
         )
         self.gepa_options = gepa_options
 

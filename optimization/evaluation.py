@@ -36,7 +36,11 @@ def override_templates(templates: dict[str, str] | None) -> Iterator[None]:
         original = PromptVersion.__dict__["template"]
 
         def template(self: PromptVersion) -> Any:
-            return templates[self.name] if self.name in templates and self.is_text_prompt else original.fget(self)
+            return (
+                templates[self.name]
+                if self.name in templates and self.is_text_prompt
+                else original.fget(self)
+            )
 
         PromptVersion.template = property(template)
         try:
@@ -80,7 +84,13 @@ def evaluate_per_example(
             return 0.0
         return run_scorers(resolved, record["inputs"], outputs, record.get("expectations"))[0]
 
-    with governed(calls or CallPolicy(), judge_model=parse_model(judge_model, "judge_model").litellm) as governor, override_templates(templates), ThreadPoolExecutor(max_workers=num_threads) as pool:
+    with (
+        governed(
+            calls or CallPolicy(), judge_model=parse_model(judge_model, "judge_model").litellm
+        ) as governor,
+        override_templates(templates),
+        ThreadPoolExecutor(max_workers=num_threads) as pool,
+    ):
         scores = list(pool.map(score, records))
     governor.raise_if_failed()
     if len(errors) == len(records):

@@ -22,7 +22,9 @@ def feedback_records(feedback: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     """One `{"inputs", "expectations"}` record per distinct input (the correction, when given, is the expectation)."""
     records: dict[str, dict[str, Any]] = {}
     for item in validate_records(feedback, "feedback"):
-        record = records.setdefault(canonical_key(item["inputs"]), {"inputs": item["inputs"], "expectations": {}})
+        record = records.setdefault(
+            canonical_key(item["inputs"]), {"inputs": item["inputs"], "expectations": {}}
+        )
         if item.get("correction"):
             record["expectations"]["expected_response"] = item["correction"]
     return list(records.values())
@@ -49,7 +51,9 @@ class HumanFeedbackOptimizer(GepaOptimizer):
         else:
             records = [r for r in records if r["expectations"]]
             if not records:
-                raise ValueError("feedback: no item has a 'correction' (needed when use_ratings_as_metric=False)")
+                raise ValueError(
+                    "feedback: no item has a 'correction' (needed when use_ratings_as_metric=False)"
+                )
             scorers = ["correctness"]
         train, held_out = split_holdout(records, argument="feedback")
         return self._run(predict_fn, train, held_out, prompt_uris, scorers)

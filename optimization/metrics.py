@@ -25,7 +25,9 @@ def _label_field(example: dspy.Example) -> str:
 def _prediction_field(pred: Any, preferred: str) -> Any:
     if hasattr(pred, preferred):
         return getattr(pred, preferred)
-    values = {k: v for k, v in dict(pred).items() if k != "reasoning"} if isinstance(pred, dspy.Prediction) else {}
+    values = (
+        {k: v for k, v in dict(pred).items() if k != "reasoning"} if isinstance(pred, dspy.Prediction) else {}
+    )
     return next(iter(values.values()), pred) if len(values) == 1 else values or pred
 
 
@@ -33,11 +35,15 @@ def to_feedback(result: Any) -> dspy.Prediction:
     """A metric result (float, bool, Prediction/dict with score and feedback) as `Prediction(score, feedback)`."""
     if isinstance(result, dspy.Prediction) or isinstance(result, dict):
         score = result["score"] if isinstance(result, dict) else result.score
-        feedback = (result.get("feedback") if isinstance(result, dict) else getattr(result, "feedback", None)) or ""
+        feedback = (
+            result.get("feedback") if isinstance(result, dict) else getattr(result, "feedback", None)
+        ) or ""
         return dspy.Prediction(score=float(score), feedback=str(feedback) or f"Score: {float(score):.2f}")
     if isinstance(result, bool | int | float):
         return dspy.Prediction(score=float(result), feedback=f"Score: {float(result):.2f}")
-    raise ValueError(f"metric: expected a float, a bool or dspy.Prediction(score=, feedback=), got {type(result).__name__}")
+    raise ValueError(
+        f"metric: expected a float, a bool or dspy.Prediction(score=, feedback=), got {type(result).__name__}"
+    )
 
 
 def _accepts_gepa_arguments(metric: Callable[..., Any]) -> bool:
@@ -57,7 +63,9 @@ def adapt_metric(metric: Callable[..., Any]) -> GepaMetric:
         raise ValueError(f"metric: expected a callable, got {type(metric).__name__}")
     five = _accepts_gepa_arguments(metric)
 
-    def gepa_metric(gold: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None) -> dspy.Prediction:
+    def gepa_metric(
+        gold: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+    ) -> dspy.Prediction:
         result = metric(gold, pred, trace, pred_name, pred_trace) if five else metric(gold, pred, trace)
         return to_feedback(result)
 
@@ -70,7 +78,9 @@ def exact_match_metric(example: dspy.Example, pred: Any, trace: Any = None) -> d
     field = _label_field(example)
     got = _prediction_field(pred, field)
     ok = normalize_answer(got) == normalize_answer(example[field])
-    return dspy.Prediction(score=float(ok), feedback="Correct." if ok else f"Got {got!r}. {format_expected(str(example[field]))}")
+    return dspy.Prediction(
+        score=float(ok), feedback="Correct." if ok else f"Got {got!r}. {format_expected(str(example[field]))}"
+    )
 
 
 def create_dspy_metric(fn: Callable[[Any, Any], Any], name: str = "metric") -> Callable[..., dspy.Prediction]:
@@ -81,14 +91,18 @@ def create_dspy_metric(fn: Callable[[Any, Any], Any], name: str = "metric") -> C
         got = _prediction_field(pred, field)
         result = to_feedback(fn(example[field], got))
         if result.score < 1.0:
-            result.feedback = f"{name}: {result.score:.2f}. Got {got!r}. {format_expected(str(example[field]))}"
+            result.feedback = (
+                f"{name}: {result.score:.2f}. Got {got!r}. {format_expected(str(example[field]))}"
+            )
         return result
 
     metric.__name__ = name
     return metric
 
 
-def create_mlflow_based_metric(scorers: Sequence[Scorer | Callable[..., Any]]) -> Callable[..., dspy.Prediction]:
+def create_mlflow_based_metric(
+    scorers: Sequence[Scorer | Callable[..., Any]],
+) -> Callable[..., dspy.Prediction]:
     """A DSPy metric averaging MLflow scorers; its feedback carries the scorers' rationales."""
     if not scorers:
         raise ValueError("scorers: give at least one scorer")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import gepa
 import mlflow
@@ -41,7 +41,19 @@ from optimization.template_agent import PredictFn, as_keyword_predict_fn
 DEFAULT_REFLECTION_MODEL = "databricks-claude-sonnet-4"
 GEPA_OWNED_OPTIONS = {
     name: "set by gepa-stream or MLflow for every run"
-    for name in ("seed_candidate", "trainset", "adapter", "task_lm", "evaluator", "display_progress_bar", "use_mlflow", "stop_callbacks", "logger", "callbacks", "perfect_score")
+    for name in (
+        "seed_candidate",
+        "trainset",
+        "adapter",
+        "task_lm",
+        "evaluator",
+        "display_progress_bar",
+        "use_mlflow",
+        "stop_callbacks",
+        "logger",
+        "callbacks",
+        "perfect_score",
+    )
 } | {
     "valset": "pass val_data to optimize()",
     "max_metric_calls": "use max_metric_calls=",
@@ -57,10 +69,15 @@ def offline_proposer(spec: ModelSpec) -> Proposer:
     if spec.model not in REFLECTORS:
         raise ValueError(f"reflection_model: offline/{spec.model} is a task model; use offline/reflector")
 
-    def propose(candidate: dict[str, str], reflective_dataset: dict[str, list[dict[str, Any]]], components: list[str]) -> dict[str, str]:
+    def propose(
+        candidate: dict[str, str], reflective_dataset: dict[str, list[dict[str, Any]]], components: list[str]
+    ) -> dict[str, str]:
         if spec.latency_ms:
             time.sleep(spec.latency_ms / 1000)
-        return {name: reflect(spec.model, candidate[name], reflective_dataset.get(name, [])) for name in components}
+        return {
+            name: reflect(spec.model, candidate[name], reflective_dataset.get(name, []))
+            for name in components
+        }
 
     return propose
 
@@ -187,11 +204,16 @@ def run_mlflow_gepa(
             "callbacks": [monitor],
             "logger": monitor,
             "perfect_score": limits.perfect_score,
-            "reflection_lm_kwargs": {**(extra.get("reflection_lm_kwargs") or {}), "metadata": {ROLE_KEY: "reflection"}},
+            "reflection_lm_kwargs": {
+                **(extra.get("reflection_lm_kwargs") or {}),
+                "metadata": {ROLE_KEY: "reflection"},
+            },
         }
         if spec.is_offline:
             kwargs["custom_candidate_proposer"] = offline_proposer(spec)
-        optimizer = GepaPromptOptimizer(reflection_model=spec.mlflow_uri, max_metric_calls=limits.max_metric_calls, gepa_kwargs=kwargs)
+        optimizer = GepaPromptOptimizer(
+            reflection_model=spec.mlflow_uri, max_metric_calls=limits.max_metric_calls, gepa_kwargs=kwargs
+        )
 
         def optimize() -> Any:
             return mlflow.genai.optimize_prompts(
@@ -234,7 +256,9 @@ def _delete_versions(versions: Sequence[Any]) -> None:
 def _outcome(monitor: RunMonitor, n_val: int, perfect_score: float) -> PromptOptimizationOutcome:
     state = monitor.final_state
     if state is None:
-        raise OptimizationFailed("GEPA ended without a final state", monitor.errors[0] if monitor.errors else None)
+        raise OptimizationFailed(
+            "GEPA ended without a final state", monitor.errors[0] if monitor.errors else None
+        )
     subscores = state.prog_candidate_val_subscores
     averages = [mean([float(s.get(i, 0.0)) for i in range(n_val)]) for s in subscores]
     monitor.check(len(state.program_candidates), averages[0] >= perfect_score)
@@ -276,7 +300,9 @@ class GepaOptimizer:
         **gepa_kwargs: Any,
     ) -> None:
         owner = type(self).__name__
-        reflection_model = one_reflection_model(owner, reflection_model, reflection_lm) or DEFAULT_REFLECTION_MODEL
+        reflection_model = (
+            one_reflection_model(owner, reflection_model, reflection_lm) or DEFAULT_REFLECTION_MODEL
+        )
         parse_model(reflection_model, "reflection_model")
         if judge_model is not None:
             parse_model(judge_model, "judge_model")

@@ -24,18 +24,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import tenacity
 
 from optimization.errors import OptimizationFailed
+from schemas.events import ModelRole
 
-Role = Literal["task", "reflection", "judge"]
-ROLES: tuple[Role, ...] = ("task", "reflection", "judge")
+ROLES: tuple[ModelRole, ...] = ("task", "reflection", "judge")
 ROLE_KEY = "gepa_stream_role"
 """Key in litellm's `metadata` argument naming the role of a call (removed before sending)."""
 
-_ROLE: contextvars.ContextVar[Role | None] = contextvars.ContextVar("gepa_stream_model_role", default=None)
+_ROLE: contextvars.ContextVar[ModelRole | None] = contextvars.ContextVar(
+    "gepa_stream_model_role", default=None
+)
 _FATAL_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not found"}
 """Answers no retry can change: the key or the model name is wrong, so every later call fails too."""
 
@@ -66,11 +68,13 @@ class CallPolicy:
         if self.max_retries < 0:
             raise ValueError(f"max_retries: must be >= 0, got {self.max_retries}")
         if self.backoff < 0 or self.max_backoff < self.backoff:
-            raise ValueError(f"backoff: need 0 <= backoff <= max_backoff, got {self.backoff} and {self.max_backoff}")
+            raise ValueError(
+                f"backoff: need 0 <= backoff <= max_backoff, got {self.backoff} and {self.max_backoff}"
+            )
 
 
 @dataclass
-class RoleUsage:
+class UsageTally:
     """What one role's calls used: completed calls, failed attempts, tokens, estimated USD.
     `cost_unknown`: some call's model has no price (litellm's map nor the policy), counted as 0."""
 
@@ -81,7 +85,7 @@ class RoleUsage:
     cost_usd: float = 0.0
     cost_unknown: bool = False
 
-    def add(self, other: RoleUsage) -> None:
+    def add(self, other: UsageTally) -> None:
         """Add `other`'s figures to these."""
         self.calls += other.calls
         self.failed_attempts += other.failed_attempts
@@ -94,26 +98,34 @@ class RoleUsage:
 class UsageLedger:
     """Thread-safe usage per role (GEPA evaluates in several threads)."""
 
-    def __init__(self, initial: dict[str, RoleUsage] | None = None) -> None:
+    def __init__(self, initial: dict[str, UsageTally] | None = None) -> None:
         self._lock = threading.Lock()
-        self._roles: dict[str, RoleUsage] = {}
+        self._roles: dict[str, UsageTally] = {}
         for role, usage in (initial or {}).items():
-            self._roles.setdefault(role, RoleUsage()).add(usage)
+            self._roles.setdefault(role, UsageTally()).add(usage)
 
-    def record(self, role: Role, *, prompt_tokens: int = 0, completion_tokens: int = 0, cost: float | None = 0.0, failed_attempts: int = 0) -> None:
+    def record(
+        self,
+        role: ModelRole,
+        *,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost: float | None = 0.0,
+        failed_attempts: int = 0,
+    ) -> None:
         """One completed call of `role` (cost None: the model has no price)."""
         with self._lock:
-            usage = self._roles.setdefault(role, RoleUsage())
+            usage = self._roles.setdefault(role, UsageTally())
             usage.calls += 1
             usage.prompt_tokens += prompt_tokens
             usage.completion_tokens += completion_tokens
             usage.cost_usd += cost or 0.0
             usage.cost_unknown = usage.cost_unknown or cost is None
 
-    def failed_attempt(self, role: Role) -> None:
+    def failed_attempt(self, role: ModelRole) -> None:
         """An attempt of `role` that failed (it is retried, or it was the last)."""
         with self._lock:
-            self._roles.setdefault(role, RoleUsage()).failed_attempts += 1
+            self._roles.setdefault(role, UsageTally()).failed_attempts += 1
 
     @property
     def cost_usd(self) -> float:
@@ -121,10 +133,10 @@ class UsageLedger:
         with self._lock:
             return sum(u.cost_usd for u in self._roles.values())
 
-    def snapshot(self) -> dict[str, RoleUsage]:
+    def snapshot(self) -> dict[str, UsageTally]:
         """A copy of the figures per role, in role order."""
         with self._lock:
-            return {role: RoleUsage(**vars(self._roles[role])) for role in ROLES if role in self._roles}
+            return {role: UsageTally(**vars(self._roles[role])) for role in ROLES if role in self._roles}
 
 
 class ModelCallFailed(OptimizationFailed):
@@ -138,7 +150,7 @@ class ModelCallFailed(OptimizationFailed):
 
 
 @dataclass(frozen=True)
-class Fault:
+class FailedAttempt:
     """A failed attempt: a short label (`503 response`, `timeout`), whether a retry can help,
     and the provider's `Retry-After` in seconds, if it sent one."""
 
@@ -172,7 +184,7 @@ def retry_after_seconds(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def classify(error: BaseException) -> Fault:
+def classify(error: BaseException) -> FailedAttempt:
     """What a litellm, OpenAI SDK or `requests` exception (or any with a `status_code` and a
     `response`) means for a retry."""
     import openai
@@ -180,21 +192,23 @@ def classify(error: BaseException) -> Fault:
 
     detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
     if isinstance(error, openai.APITimeoutError | requests.Timeout):
-        return Fault("timeout", True, detail=detail)
+        return FailedAttempt("timeout", True, detail=detail)
     if isinstance(error, requests.ConnectionError):
-        return Fault("connection error", True, detail=detail)
+        return FailedAttempt("connection error", True, detail=detail)
     status = getattr(error, "status_code", None)
     if isinstance(status, int) and (status == 429 or status >= 500 or status == 408):
-        headers = getattr(error, "litellm_response_headers", None) or getattr(getattr(error, "response", None), "headers", None)
-        return Fault(f"{status} response", True, retry_after_seconds(headers), detail)
+        headers = getattr(error, "litellm_response_headers", None) or getattr(
+            getattr(error, "response", None), "headers", None
+        )
+        return FailedAttempt(f"{status} response", True, retry_after_seconds(headers), detail)
     if isinstance(error, openai.APIConnectionError):
-        return Fault("connection error", True, detail=detail)
+        return FailedAttempt("connection error", True, detail=detail)
     if isinstance(status, int):
-        return Fault(f"{status} response", False, detail=detail)
-    return Fault(type(error).__name__, False, detail=detail)
+        return FailedAttempt(f"{status} response", False, detail=detail)
+    return FailedAttempt(type(error).__name__, False, detail=detail)
 
 
-def failure_reason(faults: list[Fault], gave_up: str = "") -> str:
+def failure_reason(faults: list[FailedAttempt], gave_up: str = "") -> str:
     """`5 consecutive 503 responses (last: ...)`, `3 failed attempts, the last a timeout`, ..."""
     last = faults[-1]
     if len(faults) == 1:
@@ -208,7 +222,7 @@ def failure_reason(faults: list[Fault], gave_up: str = "") -> str:
     return f"{text} (last: {last.detail})" if last.detail else text
 
 
-def role_of(metadata: Any) -> Role:
+def role_of(metadata: Any) -> ModelRole:
     """The role of a call: its metadata tag, else the role scope around it, else `judge`."""
     tagged = metadata.get(ROLE_KEY) if isinstance(metadata, dict) else None
     if tagged in ROLES:
@@ -217,7 +231,7 @@ def role_of(metadata: Any) -> Role:
 
 
 @contextmanager
-def role_scope(role: Role) -> Iterator[None]:
+def role_scope(role: ModelRole) -> Iterator[None]:
     """Calls made in this thread while active are `role`'s (used around the user's predict_fn)."""
     token = _ROLE.set(role)
     try:
@@ -241,7 +255,9 @@ def token_counts(response: Any) -> tuple[int, int]:
     return field_value("prompt_tokens", "input_tokens"), field_value("completion_tokens", "output_tokens")
 
 
-def call_cost(prompt_tokens: int, completion_tokens: int, model: str, prices: dict[str, Price]) -> float | None:
+def call_cost(
+    prompt_tokens: int, completion_tokens: int, model: str, prices: dict[str, Price]
+) -> float | None:
     """USD of one call: the policy's price for `model`, else litellm's bundled cost map;
     None when neither knows the model."""
     price = prices.get(model)
@@ -250,7 +266,9 @@ def call_cost(prompt_tokens: int, completion_tokens: int, model: str, prices: di
     import litellm
 
     try:
-        prompt_cost, completion_cost = litellm.cost_per_token(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
     except Exception:  # litellm raises several types for a model missing from its map
         return None
     return float(prompt_cost) + float(completion_cost)
@@ -285,7 +303,7 @@ class ModelCalls:
         """Seconds left before the deadline (None: no deadline)."""
         return None if self.deadline is None else self.deadline - self._clock()
 
-    def complete(self, send: Callable[..., Any], role: Role, model: str, kwargs: dict[str, Any]) -> Any:
+    def complete(self, send: Callable[..., Any], role: ModelRole, model: str, kwargs: dict[str, Any]) -> Any:
         """Send one request through `send` (litellm's completion) under the policy; record its usage.
 
         1. fail at once if a call of the run failed for good or the deadline passed;
@@ -296,7 +314,7 @@ class ModelCalls:
         """
         if self.failure is not None:
             raise self.failure
-        faults: list[Fault] = []
+        faults: list[FailedAttempt] = []
 
         def attempt() -> Any:
             if self.failure is not None:  # another thread's call failed for good meanwhile
@@ -313,14 +331,21 @@ class ModelCalls:
                 if fault.transient:
                     self.ledger.failed_attempt(role)
                     raise
-                if isinstance(getattr(error, "status_code", None), int) and error.status_code in _FATAL_STATUS:  # type: ignore[attr-defined]
+                if (
+                    isinstance(getattr(error, "status_code", None), int)
+                    and error.status_code in _FATAL_STATUS
+                ):  # type: ignore[attr-defined]
                     raise self._fail(role, model, faults) from error
                 raise
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(lambda error: not isinstance(error, ModelCallFailed) and faults[-1].transient),
+            retry=tenacity.retry_if_exception(
+                lambda error: not isinstance(error, ModelCallFailed) and faults[-1].transient
+            ),
             wait=lambda state: self._wait(faults[-1], state.attempt_number),
-            stop=lambda state: state.attempt_number > self.policy.max_retries or self._past_deadline(state.upcoming_sleep),
+            stop=lambda state: (
+                state.attempt_number > self.policy.max_retries or self._past_deadline(state.upcoming_sleep)
+            ),
             sleep=self._sleep,
             retry_error_callback=lambda state: self._give_up(role, model, faults, state),
         )
@@ -330,7 +355,7 @@ class ModelCalls:
         self.ledger.record(role, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
         return response
 
-    def _wait(self, fault: Fault, attempt_number: int) -> float:
+    def _wait(self, fault: FailedAttempt, attempt_number: int) -> float:
         if fault.retry_after is not None:
             return fault.retry_after
         backoff = min(self.policy.max_backoff, self.policy.backoff * 2 ** (attempt_number - 1))
@@ -340,14 +365,22 @@ class ModelCalls:
         left = self.remaining()
         return left is not None and wait >= left
 
-    def _give_up(self, role: Role, model: str, faults: list[Fault], state: tenacity.RetryCallState) -> Any:
+    def _give_up(
+        self, role: ModelRole, model: str, faults: list[FailedAttempt], state: tenacity.RetryCallState
+    ) -> Any:
         gave_up = ""
         if self._past_deadline(state.upcoming_sleep):
-            asked = f"asked to retry after {faults[-1].retry_after:g}s" if faults[-1].retry_after is not None else "the next retry"
+            asked = (
+                f"asked to retry after {faults[-1].retry_after:g}s"
+                if faults[-1].retry_after is not None
+                else "the next retry"
+            )
             gave_up = f"{asked} would pass the run's deadline"
         raise self._fail(role, model, faults, gave_up)
 
-    def _fail(self, role: Role, model: str, faults: list[Fault], gave_up: str = "") -> ModelCallFailed:
+    def _fail(
+        self, role: ModelRole, model: str, faults: list[FailedAttempt], gave_up: str = ""
+    ) -> ModelCallFailed:
         failure = ModelCallFailed(role, model, failure_reason(faults, gave_up) if faults else gave_up)
         if self.latch and self.failure is None:
             self.failure = failure
@@ -408,20 +441,35 @@ def _install_judge_requests() -> None:
     a run scope that request follows the policy too and counts as the judge's."""
     import requests
     from mlflow.genai.judges.adapters import gateway_adapter
-    from mlflow.genai.judges.adapters.utils import ChatCompletionError, _safe_parse_error, is_context_window_error
+    from mlflow.genai.judges.adapters.utils import (
+        ChatCompletionError,
+        _safe_parse_error,
+        is_context_window_error,
+    )
 
     original = gateway_adapter.send_chat_request
 
-    def send_chat_request(endpoint: str, headers: dict[str, str], payload: dict[str, Any], num_retries: int) -> dict[str, Any]:
+    def send_chat_request(
+        endpoint: str, headers: dict[str, str], payload: dict[str, Any], num_retries: int
+    ) -> dict[str, Any]:
         governor = current()
         if governor is None:
             return original(endpoint=endpoint, headers=headers, payload=payload, num_retries=num_retries)
 
         def send(timeout: float, **_: Any) -> dict[str, Any]:
-            response = requests.post(endpoint, headers={"Content-Type": "application/json", **headers}, json=payload, timeout=timeout)
+            response = requests.post(
+                endpoint,
+                headers={"Content-Type": "application/json", **headers},
+                json=payload,
+                timeout=timeout,
+            )
             if response.status_code >= 400:
                 body = _safe_parse_error(response)
-                error = ChatCompletionError(response.status_code, body, is_context_window_error=response.status_code == 400 and is_context_window_error(body))
+                error = ChatCompletionError(
+                    response.status_code,
+                    body,
+                    is_context_window_error=response.status_code == 400 and is_context_window_error(body),
+                )
                 error.response = response  # type: ignore[attr-defined]  # classify() reads Retry-After from it
                 raise error
             return response.json()
@@ -433,7 +481,10 @@ def _install_judge_requests() -> None:
 
 @contextmanager
 def governed(
-    policy: CallPolicy = CallPolicy(), deadline: float | None = None, ledger: UsageLedger | None = None, judge_model: str | None = None
+    policy: CallPolicy = CallPolicy(),
+    deadline: float | None = None,
+    ledger: UsageLedger | None = None,
+    judge_model: str | None = None,
 ) -> Iterator[ModelCalls]:
     """A run scope: every litellm call of the process follows `policy` until `deadline` and is
     counted in `ledger`. Inside an active scope, the outer scope's governor is reused (a job's

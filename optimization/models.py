@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 import dspy
 
-from optimization.model_calls import ROLE_KEY, Role, install
+from optimization.model_calls import ROLE_KEY, ModelRole, install
 from optimization.offline import OFFLINE_MODELS, OfflineEngine, respond_to_prompt
 
 _PROVIDER_RE = re.compile(r"^(?P<provider>[A-Za-z0-9_.-]+)(?::/|/)(?P<model>\S+)$")
@@ -62,7 +62,9 @@ def parse_model(model: str, argument: str = "model") -> ModelSpec:
     provider, name = match["provider"], match["model"]
     if provider != "offline":
         if query:
-            raise ValueError(f"{argument}: options after '?' are only supported for offline models ({model!r})")
+            raise ValueError(
+                f"{argument}: options after '?' are only supported for offline models ({model!r})"
+            )
         return ModelSpec(provider, name)
     if name not in OFFLINE_MODELS:
         raise ValueError(f"{argument}: unknown offline model {model!r} (known: {', '.join(OFFLINE_MODELS)})")
@@ -79,7 +81,9 @@ def parse_model(model: str, argument: str = "model") -> ModelSpec:
     return ModelSpec("offline", name, latency)
 
 
-def make_lm(model: str | ModelSpec, latency_ms: float | None = None, *, role: Role = "task", **lm_kwargs: object) -> dspy.LM:
+def make_lm(
+    model: str | ModelSpec, latency_ms: float | None = None, *, role: ModelRole = "task", **lm_kwargs: object
+) -> dspy.LM:
     """A `dspy.LM` for a litellm string or an offline demo/test model (`latency_ms` overrides the string's).
 
     Real models use dspy's litellm engine, tagged with `role`, so their calls follow the
@@ -107,5 +111,7 @@ def complete_text(model: str | ModelSpec, prompt: str, latency_ms: float | None 
     import litellm
 
     install()
-    response = litellm.completion(model=spec.litellm, messages=[{"role": "user", "content": prompt}], metadata={ROLE_KEY: "task"})
+    response = litellm.completion(
+        model=spec.litellm, messages=[{"role": "user", "content": prompt}], metadata={ROLE_KEY: "task"}
+    )
     return response["choices"][0]["message"]["content"] or ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dspy
@@ -25,7 +25,14 @@ def score_tags(optimizer: str, scores: HeldOutScores, source: str) -> dict[str, 
     }
 
 
-def tag_prompt_version(version: Any, *, optimizer: str, scores: HeldOutScores, source: str, extra_tags: dict[str, str] | None = None) -> None:
+def tag_prompt_version(
+    version: Any,
+    *,
+    optimizer: str,
+    scores: HeldOutScores,
+    source: str,
+    extra_tags: dict[str, str] | None = None,
+) -> None:
     """Set the score tags (and `extra_tags`) on an already registered prompt version."""
     for key, value in {**score_tags(optimizer, scores, source), **(extra_tags or {})}.items():
         mlflow.genai.set_prompt_version_tag(version.name, version.version, key, value)
@@ -60,7 +67,7 @@ def _time_window(date_range: str | tuple[datetime, datetime] | None) -> tuple[in
     """`date_range` ('today', 'yesterday', 'last_<N>d', or (start, end)) as epoch milliseconds."""
     if date_range is None:
         return None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if isinstance(date_range, tuple):
         start, end = date_range
@@ -71,7 +78,9 @@ def _time_window(date_range: str | tuple[datetime, datetime] | None) -> tuple[in
     elif date_range.startswith("last_") and date_range.endswith("d") and date_range[5:-1].isdigit():
         start, end = now - timedelta(days=int(date_range[5:-1])), now
     else:
-        raise ValueError(f"date_range: expected 'today', 'yesterday', 'last_<N>d' or (start, end), got {date_range!r}")
+        raise ValueError(
+            f"date_range: expected 'today', 'yesterday', 'last_<N>d' or (start, end), got {date_range!r}"
+        )
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
 
 
@@ -111,14 +120,16 @@ def load_production_records(
                 value, _ = score_value(assessment.feedback.value)
                 scores[assessment.name] = value
                 notes += [assessment.rationale] if assessment.rationale else []
-        records.append({
-            "trace_id": trace.info.trace_id,
-            "inputs": inputs if isinstance(inputs, dict) else {"input": inputs},
-            "outputs": parsed_json(trace.data.response),
-            "expectations": expectations,
-            "scores": scores,
-            "feedback": "\n".join(notes),
-        })
+        records.append(
+            {
+                "trace_id": trace.info.trace_id,
+                "inputs": inputs if isinstance(inputs, dict) else {"input": inputs},
+                "outputs": parsed_json(trace.data.response),
+                "expectations": expectations,
+                "scores": scores,
+                "feedback": "\n".join(notes),
+            }
+        )
     return records
 
 
@@ -135,7 +146,11 @@ def load_production_data_from_mlflow(
     examples = []
     for record in load_production_records(experiment_id, date_range, max_results):
         inputs = record["inputs"]
-        query = inputs.get(input_key, next(iter(inputs.values()), None)) if len(inputs) == 1 or input_key in inputs else None
+        query = (
+            inputs.get(input_key, next(iter(inputs.values()), None))
+            if len(inputs) == 1 or input_key in inputs
+            else None
+        )
         label = record["expectations"].get("expected_response")
         scores = list(record["scores"].values())
         if label is None and scores and sum(scores) / len(scores) >= min_score:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from optimization.model_calls import RoleUsage
+from optimization.model_calls import UsageTally
 
 
 def relative_improvement(initial: float, final: float) -> float:
@@ -34,7 +34,7 @@ class HeldOutScores:
     candidate_scores: list[float]
     metric_calls: int = 0
     candidates: list[Candidate] = field(default_factory=list)
-    usage: dict[str, RoleUsage] = field(default_factory=dict)
+    usage: dict[str, UsageTally] = field(default_factory=dict)
     stopped_by: str | None = None
     """The budget that stopped GEPA early (`max_cost_usd`), if one did."""
 

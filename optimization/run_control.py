@@ -66,13 +66,19 @@ class RunLimits:
         """GEPA stoppers: the model-call stopper (cost budget reached, or a call failed for good;
         first, so it records why even when another stopper fires too), the wall-time limit, and
         the stop on a perfect held-out score."""
-        return [model_calls, TimeoutStopCondition(self.max_wall_time), ScoreThresholdStopper(self.perfect_score)]
+        return [
+            model_calls,
+            TimeoutStopCondition(self.max_wall_time),
+            ScoreThresholdStopper(self.perfect_score),
+        ]
 
     @contextmanager
     def model_calls(self, judge_model: str | None = None) -> Iterator[ModelCalls]:
         """The run's model-call scope: this policy, until the run's hard deadline (or the
         enclosing scope's, e.g. a daemon job's); `judge_model` in litellm form."""
-        with governed(self.calls, time.monotonic() + self.max_wall_time + GRACE_S, judge_model=judge_model) as calls:
+        with governed(
+            self.calls, time.monotonic() + self.max_wall_time + GRACE_S, judge_model=judge_model
+        ) as calls:
             yield calls
 
 
@@ -151,8 +157,14 @@ class RunMonitor:
         if n_candidates > 1 or seed_is_perfect:
             return
         if self.errors or (self.proposals_started and not self.proposals_made):
-            cause = self.errors[0] if self.errors else f"{self.proposals_started} reflection call(s) returned nothing"
-            raise OptimizationFailed("GEPA kept only the seed candidate because reflection or the model failed", cause)
+            cause = (
+                self.errors[0]
+                if self.errors
+                else f"{self.proposals_started} reflection call(s) returned nothing"
+            )
+            raise OptimizationFailed(
+                "GEPA kept only the seed candidate because reflection or the model failed", cause
+            )
 
     @contextmanager
     def capturing(self, logger_name: str) -> Iterator[None]:
@@ -176,7 +188,11 @@ class RunMonitor:
 
 
 def run_with_deadline(
-    fn: Callable[[], T], limits: RunLimits, calls: ModelCalls | None = None, grace: float = GRACE_S, exit_grace: float = 30.0
+    fn: Callable[[], T],
+    limits: RunLimits,
+    calls: ModelCalls | None = None,
+    grace: float = GRACE_S,
+    exit_grace: float = 30.0,
 ) -> T:
     """Run `fn` with a hard wall-clock limit (GEPA's own limit is only checked between iterations).
 
@@ -224,7 +240,9 @@ def _arm_exit_watchdog(exit_grace: float) -> None:
     # Python's shutdown first runs threading's exit hooks, newest first (concurrent.futures joins its
     # workers in one), then joins the other threads; ours runs before those joins and tells the watchdog.
     threading._register_atexit(_exiting.set)  # type: ignore[attr-defined]  # the stdlib's hook (3.9+)
-    threading.Thread(target=_exit_despite_stuck_threads, args=(exit_grace,), name="gepa-exit-watchdog", daemon=True).start()
+    threading.Thread(
+        target=_exit_despite_stuck_threads, args=(exit_grace,), name="gepa-exit-watchdog", daemon=True
+    ).start()
 
 
 def _exit_despite_stuck_threads(exit_grace: float) -> None:
@@ -242,7 +260,9 @@ def _exit_despite_stuck_threads(exit_grace: float) -> None:
     time.sleep(exit_grace)
     others = {threading.main_thread(), threading.current_thread()}
     names = ", ".join(sorted({thread.name for thread in threading.enumerate() if thread not in others}))
-    sys.stderr.write(f"gepa-stream: an optimization run was abandoned at its wall time; exiting although threads are still stuck ({names})\n")
+    sys.stderr.write(
+        f"gepa-stream: an optimization run was abandoned at its wall time; exiting although threads are still stuck ({names})\n"
+    )
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

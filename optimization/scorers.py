@@ -19,11 +19,16 @@ from mlflow.genai.scorers import Correctness, Guidelines, Scorer, scorer
 from optimization.models import parse_model
 from optimization.offline.rules import format_expected
 
-SCORER_NAMES = ("exact_match", "correctness", "professionalism", "guidelines:<text>", "sme_rating", "module:function")
-
-PROFESSIONALISM_GUIDELINE = (
-    "The response is polite and professional: courteous, no slang, no shouting (all caps or '!!'), and complete sentences."
+SCORER_NAMES = (
+    "exact_match",
+    "correctness",
+    "professionalism",
+    "guidelines:<text>",
+    "sme_rating",
+    "module:function",
 )
+
+PROFESSIONALISM_GUIDELINE = "The response is polite and professional: courteous, no slang, no shouting (all caps or '!!'), and complete sentences."
 _SLANG = frozenset("lol gonna wanna dude whatever u ur omg btw idk nope yeah".split())
 
 
@@ -79,7 +84,9 @@ def offline_correctness(outputs: Any, expectations: dict[str, Any]) -> Feedback:
     if value >= 1.0:
         return Feedback(value=1.0, rationale="The response states every fact of the expected response.")
     missing = ", ".join(sorted(expected_words - got)[:12])
-    return Feedback(value=round(value, 4), rationale=f"The response misses: {missing}. {format_expected(wanted)}")
+    return Feedback(
+        value=round(value, 4), rationale=f"The response misses: {missing}. {format_expected(wanted)}"
+    )
 
 
 @scorer(name="professionalism")
@@ -94,7 +101,10 @@ def offline_professionalism(outputs: Any) -> Feedback:
     if len(text.split()) < 3:
         problems.append("is too terse")
     value = max(0.0, 1.0 - 0.5 * len(problems))
-    return Feedback(value=value, rationale="Professional." if not problems else "The response " + " and ".join(problems) + ".")
+    return Feedback(
+        value=value,
+        rationale="Professional." if not problems else "The response " + " and ".join(problems) + ".",
+    )
 
 
 def _stem(word: str) -> str:
@@ -115,10 +125,18 @@ def offline_guidelines(guideline: str, name: str = "guidelines") -> Scorer:
         if phrases:
             missing = [phrase for phrase in phrases if phrase.lower() not in text]
             value = 1 - len(missing) / len(phrases)
-            return Feedback(value=value, rationale="Follows the guideline." if not missing else f"Missing {missing} required by: {guideline}")
+            return Feedback(
+                value=value,
+                rationale="Follows the guideline."
+                if not missing
+                else f"Missing {missing} required by: {guideline}",
+            )
         request_words = {_stem(word) for word in tokens(inputs) if len(word) > 3}
         ok = bool(request_words & {_stem(word) for word in tokens(text)})
-        return Feedback(value=float(ok), rationale="Addresses the request." if ok else f"Does not address the request ({guideline})")
+        return Feedback(
+            value=float(ok),
+            rationale="Addresses the request." if ok else f"Does not address the request ({guideline})",
+        )
 
     return scorer(judge, name=name)
 
@@ -165,14 +183,18 @@ def resolve_scorers(
             resolved.append(offline_correctness if offline else Correctness(model=uri))
         elif spec == "professionalism":
             resolved.append(
-                offline_professionalism if offline else Guidelines(name="professionalism", guidelines=PROFESSIONALISM_GUIDELINE, model=uri)
+                offline_professionalism
+                if offline
+                else Guidelines(name="professionalism", guidelines=PROFESSIONALISM_GUIDELINE, model=uri)
             )
         elif spec.startswith("guidelines:") and spec[len("guidelines:") :].strip():
             text = spec[len("guidelines:") :].strip()
             resolved.append(offline_guidelines(text) if offline else Guidelines(guidelines=text, model=uri))
         elif spec == "sme_rating":
             if sme_scorer is None:
-                raise ValueError("scorers: 'sme_rating' needs rated examples (use HumanFeedbackOptimizer or pass an SMERatingMetric scorer)")
+                raise ValueError(
+                    "scorers: 'sme_rating' needs rated examples (use HumanFeedbackOptimizer or pass an SMERatingMetric scorer)"
+                )
             resolved.append(sme_scorer)
         elif re.fullmatch(r"[\w.]+:\w+", spec):
             resolved.append(_from_import_path(spec))
@@ -185,7 +207,9 @@ def score_value(result: Any) -> tuple[float, str]:
     """(score in [0, 1], rationale) of one scorer result: number, bool, yes/no, Feedback or a list of them."""
     if isinstance(result, list):
         parts = [score_value(item) for item in result]
-        return (sum(p[0] for p in parts) / len(parts) if parts else 0.0), " ".join(p[1] for p in parts if p[1])
+        return (sum(p[0] for p in parts) / len(parts) if parts else 0.0), " ".join(
+            p[1] for p in parts if p[1]
+        )
     rationale = ""
     if isinstance(result, Feedback):
         if result.error is not None:
@@ -200,11 +224,15 @@ def score_value(result: Any) -> tuple[float, str]:
     return min(1.0, max(0.0, float(result))), rationale
 
 
-def run_scorers(scorers: Sequence[Scorer], inputs: dict[str, Any], outputs: Any, expectations: dict[str, Any] | None) -> tuple[float, str]:
+def run_scorers(
+    scorers: Sequence[Scorer], inputs: dict[str, Any], outputs: Any, expectations: dict[str, Any] | None
+) -> tuple[float, str]:
     """Mean score of `scorers` on one example and their rationales as one feedback text."""
     scores, notes = [], []
     for item in scorers:
-        value, rationale = score_value(item.run(inputs=inputs, outputs=outputs, expectations=expectations or {}))
+        value, rationale = score_value(
+            item.run(inputs=inputs, outputs=outputs, expectations=expectations or {})
+        )
         scores.append(value)
         notes.append(f"{item.name} ({value:.2f}): {rationale}" if rationale else f"{item.name}: {value:.2f}")
     return sum(scores) / len(scores), "\n".join(notes)

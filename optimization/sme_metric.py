@@ -15,12 +15,12 @@ from typing import Any
 
 from mlflow.entities import Feedback
 from mlflow.genai.scorers import Scorer, scorer
-from schemas.ratings import normalize_rating
 
 from optimization.data import canonical_key
 from optimization.offline.rules import format_expected
 from optimization.scorers import output_text, resolve_scorers, tokens
 from optimization.template_agent import PredictFn, as_keyword_predict_fn
+from schemas.ratings import normalize_rating
 
 SHARPNESS = 4
 """Similarities are raised to this power as weights, so the closest rated outputs dominate."""
@@ -79,7 +79,9 @@ class SMERatingMetric:
         similarities = [similarity(text, example.output) for example in rated]
         closest = max(similarities)
         weights = [s**SHARPNESS for s in similarities]
-        weighted = sum(w * e.rating for w, e in zip(weights, rated)) / sum(weights) if closest > 0 else self.prior
+        weighted = (
+            sum(w * e.rating for w, e in zip(weights, rated)) / sum(weights) if closest > 0 else self.prior
+        )
         value = closest * weighted + (1 - closest) * self.prior
         return round(value, 6), self._feedback(rated, similarities)
 
@@ -105,7 +107,9 @@ class SMERatingMetric:
         return scorer(sme_rating, name=name)
 
 
-def rated_examples(feedback: Sequence[dict[str, Any]], predict_fn: PredictFn | None = None) -> list[RatedExample]:
+def rated_examples(
+    feedback: Sequence[dict[str, Any]], predict_fn: PredictFn | None = None
+) -> list[RatedExample]:
     """Feedback items as rated examples (ratings normalized with `schemas.ratings`); ValueError names the item."""
     if not feedback:
         raise ValueError("feedback: no feedback items given")
@@ -143,8 +147,13 @@ def sme_scorer_for(records: Sequence[dict[str, Any]], predict_fn: PredictFn | No
 
 
 def resolve_rated_scorers(
-    specs: Sequence[Any] | None, records: Sequence[dict[str, Any]], judge_model: str, predict_fn: PredictFn | None = None
+    specs: Sequence[Any] | None,
+    records: Sequence[dict[str, Any]],
+    judge_model: str,
+    predict_fn: PredictFn | None = None,
 ) -> list[Scorer]:
     """`resolve_scorers`, with `sme_rating` built from the rated items among `records` when it is asked for."""
     wanted = "sme_rating" in (specs or [])
-    return resolve_scorers(specs, judge_model=judge_model, sme_scorer=sme_scorer_for(records, predict_fn) if wanted else None)
+    return resolve_scorers(
+        specs, judge_model=judge_model, sme_scorer=sme_scorer_for(records, predict_fn) if wanted else None
+    )

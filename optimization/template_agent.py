@@ -37,7 +37,11 @@ def make_template_agent(prompt_uri_or_name: str, model: str, latency_ms: float |
     spec = parse_model(model, "model")
 
     def predict_fn(**inputs: Any) -> str:
-        prompt = mlflow.genai.load_prompt(uri, cache_ttl_seconds=0) if "@" in uri else mlflow.genai.load_prompt(uri)
+        prompt = (
+            mlflow.genai.load_prompt(uri, cache_ttl_seconds=0)
+            if "@" in uri
+            else mlflow.genai.load_prompt(uri)
+        )
         return complete_text(spec, _as_text(prompt.format(**inputs)), latency_ms)
 
     predict_fn.__name__ = f"template_agent[{uri}]"
@@ -52,7 +56,11 @@ def as_keyword_predict_fn(predict_fn: PredictFn) -> PredictFn:
         parameters = list(inspect.signature(predict_fn).parameters.values())
     except (TypeError, ValueError):
         return predict_fn
-    if len(parameters) == 1 and parameters[0].name == "inputs" and parameters[0].kind is not parameters[0].VAR_KEYWORD:
+    if (
+        len(parameters) == 1
+        and parameters[0].name == "inputs"
+        and parameters[0].kind is not parameters[0].VAR_KEYWORD
+    ):
 
         def keyword_predict_fn(**inputs: Any) -> Any:
             return predict_fn(inputs)

@@ -17,7 +17,12 @@ from optimization.template_agent import PredictFn
 class PromptOptimizer:
     """Unified API; `reflection_model` and `max_metric_calls` apply to the MLflow-based methods."""
 
-    def __init__(self, reflection_model: str = "databricks-claude-sonnet-4", max_metric_calls: int = 100, auto: str = "light") -> None:
+    def __init__(
+        self,
+        reflection_model: str = "databricks-claude-sonnet-4",
+        max_metric_calls: int = 100,
+        auto: str = "light",
+    ) -> None:
         self.reflection_model = reflection_model
         self.max_metric_calls = max_metric_calls
         self.auto = auto
@@ -31,7 +36,9 @@ class PromptOptimizer:
         **options: Any,
     ) -> DSPyOptimizationResult:
         """DSPy GEPA on a DSPy program (see `DSPyGepaOptimizer`)."""
-        return DSPyGepaOptimizer(auto=options.pop("auto", self.auto), **options).optimize(program, trainset, valset, metric)
+        return DSPyGepaOptimizer(auto=options.pop("auto", self.auto), **options).optimize(
+            program, trainset, valset, metric
+        )
 
     def optimize_with_gepa(
         self,
@@ -42,7 +49,9 @@ class PromptOptimizer:
         **options: Any,
     ) -> PromptOptimizationOutcome:
         """MLflow GEPA on any predict_fn (see `GepaOptimizer`)."""
-        return GepaOptimizer(**self._mlflow_settings(options)).optimize(predict_fn, train_data, prompt_uris, scorers)
+        return GepaOptimizer(**self._mlflow_settings(options)).optimize(
+            predict_fn, train_data, prompt_uris, scorers
+        )
 
     def optimize_from_feedback(
         self,
@@ -58,5 +67,9 @@ class PromptOptimizer:
 
     def _mlflow_settings(self, options: dict[str, Any]) -> dict[str, Any]:
         """This object's reflection model and budget, overridden by per-call `options`."""
-        reflection = {} if {"reflection_model", "reflection_lm"} & set(options) else {"reflection_model": self.reflection_model}
+        reflection = (
+            {}
+            if {"reflection_model", "reflection_lm"} & set(options)
+            else {"reflection_model": self.reflection_model}
+        )
         return {**reflection, "max_metric_calls": self.max_metric_calls, **options}

@@ -11,12 +11,22 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from schemas.durations import Duration
 from schemas.events import PromptName
 
-ModuleRef = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="`package.module:function`")]
+ModuleRef = Annotated[
+    str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="`package.module:function`")
+]
 
 
 class _Policy(BaseModel):
@@ -28,7 +38,9 @@ class WindowPolicy(_Policy):
 
     max_examples: PositiveInt = 500
     max_age: Duration = timedelta(days=7)
-    join_ttl: Duration = Field(default=timedelta(hours=1), description="how long a trace waits for its rating")
+    join_ttl: Duration = Field(
+        default=timedelta(hours=1), description="how long a trace waits for its rating"
+    )
 
 
 class TriggerPolicy(_Policy):
@@ -48,10 +60,12 @@ class BudgetPolicy(_Policy):
     max_wall_time: Duration = timedelta(minutes=30)
     num_threads: PositiveInt = 4
     max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
-        default=3, description="job process starts per request: a process that dies without a result, or a job failed by an MLflow outage, is resumed until this many"
+        default=3,
+        description="job process starts per request: a process that dies without a result, or a job failed by an MLflow outage, is resumed until this many",
     )
     max_outage_wait: Duration = Field(
-        default=timedelta(hours=1), description="how long a job failed by an MLflow outage waits for MLflow to answer again before it ends `failed`"
+        default=timedelta(hours=1),
+        description="how long a job failed by an MLflow outage waits for MLflow to answer again before it ends `failed`",
     )
 
     @field_validator("max_outage_wait")
@@ -60,8 +74,10 @@ class BudgetPolicy(_Policy):
         if value.total_seconds() <= 0:
             raise ValueError("must be longer than 0s")
         return value
+
     max_cost_usd: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = Field(
-        default=None, description="stop GEPA once its model calls cost this much (estimated USD); the best candidate so far is still gated"
+        default=None,
+        description="stop GEPA once its model calls cost this much (estimated USD); the best candidate so far is still gated",
     )
 
 
@@ -76,9 +92,15 @@ class ModelCallsPolicy(_Policy):
     """How every model call of a job (task, reflection, judge) is made."""
 
     timeout: Duration = Field(default=timedelta(seconds=60), description="per request (attempt)")
-    max_retries: Annotated[int, Field(ge=0, le=20)] = Field(default=4, description="retries of a 429, 5xx, timeout or connection error")
-    max_backoff: Duration = Field(default=timedelta(seconds=30), description="longest wait between retries without Retry-After")
-    prices: dict[str, ModelPrice] = Field(default_factory=dict, description="model string (provider/model or provider:/model) -> price")
+    max_retries: Annotated[int, Field(ge=0, le=20)] = Field(
+        default=4, description="retries of a 429, 5xx, timeout or connection error"
+    )
+    max_backoff: Duration = Field(
+        default=timedelta(seconds=30), description="longest wait between retries without Retry-After"
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="model string (provider/model or provider:/model) -> price"
+    )
 
     @field_validator("timeout", "max_backoff")
     @classmethod
@@ -146,8 +168,12 @@ class PromptPolicy(_Policy):
     predict_fn: ModuleRef | None = None
     task_model: str = "offline/support-router"
     reflection_model: str = "offline/reflector"
-    judge_model: str | None = Field(default=None, description="LLM judge for correctness/guidelines; default: reflection_model")
-    output_field: str | None = Field(default=None, description="dspy: the output field compared with expected_response")
+    judge_model: str | None = Field(
+        default=None, description="LLM judge for correctness/guidelines; default: reflection_model"
+    )
+    output_field: str | None = Field(
+        default=None, description="dspy: the output field compared with expected_response"
+    )
     input_keys: Annotated[list[str], Field(min_length=1)] = ["query"]
     scorers: Annotated[list[str], Field(min_length=1)] = ["exact_match"]
     window: WindowPolicy = WindowPolicy()

@@ -38,4 +38,6 @@ def format_duration(value: timedelta) -> str:
     return f"{seconds:g}s"
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, Union
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -44,11 +44,17 @@ CommandAction = Literal["optimize", "approve", "reject", "rollback"]
 OptimizationStatus = Literal["requested", "started", "retrying", "completed", "failed", "skipped"]
 TriggerRule = Literal["min_examples", "min_new_examples", "score_drop", "max_interval", "manual"]
 OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
-Backend = Literal["mlflow", "dspy"]
 ModelRole = Literal["task", "reflection", "judge"]
 StopReason = Literal["max_cost_usd"]
 PromotionDecision = Literal[
-    "promoted", "rejected", "inconclusive", "awaiting_approval", "rolled_back", "confirmed", "regression_suspected", "watch_ended"
+    "promoted",
+    "rejected",
+    "inconclusive",
+    "awaiting_approval",
+    "rolled_back",
+    "confirmed",
+    "regression_suspected",
+    "watch_ended",
 ]
 DeadLetterReason = Literal[
     "null_value",
@@ -65,7 +71,7 @@ DeadLetterReason = Literal[
     "handler_error",
 ]
 
-EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_CLOCK_SKEW = timedelta(days=1)
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
@@ -128,7 +134,9 @@ class CommandData(_Data):
     action: CommandAction
     version: PositiveInt | None = None
     requested_by: str | None = None
-    reason: str | None = Field(default=None, description="why (e.g. the live guard's statistics for a rollback)")
+    reason: str | None = Field(
+        default=None, description="why (e.g. the live guard's statistics for a rollback)"
+    )
 
 
 # -- outbound --------------------------------------------------------------------------------
@@ -151,11 +159,16 @@ class RoleUsage(_Data):
     """One role's model calls in a job: completed calls, retried attempts, tokens, estimated USD."""
 
     calls: NonNegativeInt = 0
-    failed_attempts: NonNegativeInt = Field(default=0, description="attempts that failed (retried, or the last one)")
+    failed_attempts: NonNegativeInt = Field(
+        default=0, description="attempts that failed (retried, or the last one)"
+    )
     prompt_tokens: NonNegativeInt = 0
     completion_tokens: NonNegativeInt = 0
     cost_usd: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
-    cost_unknown: bool = Field(default=False, description="a model had no price (litellm's cost map nor the policy's prices): counted as 0")
+    cost_unknown: bool = Field(
+        default=False,
+        description="a model had no price (litellm's cost map nor the policy's prices): counted as 0",
+    )
 
 
 class ModelUsage(_Data):
@@ -197,7 +210,9 @@ class OptimizationData(_Data):
     attempt: PositiveInt | None = None
     max_attempts: PositiveInt | None = None
     usage: ModelUsage | None = None
-    stopped_by: StopReason | None = Field(default=None, description="the budget that stopped GEPA early; the best candidate so far was gated")
+    stopped_by: StopReason | None = Field(
+        default=None, description="the budget that stopped GEPA early; the best candidate so far was gated"
+    )
 
 
 class Example(_Data):
@@ -275,7 +290,7 @@ E = TypeVar("E", bound="CloudEvent[Any]")
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class CloudEvent(BaseModel, Generic[D]):
@@ -302,7 +317,9 @@ class CloudEvent(BaseModel, Generic[D]):
         if isinstance(value, datetime):
             return value
         if not isinstance(value, str) or not _RFC3339.fullmatch(value):
-            raise ValueError("must be an RFC 3339 timestamp string with a UTC offset, e.g. 2026-11-26T14:00:00Z")
+            raise ValueError(
+                "must be an RFC 3339 timestamp string with a UTC offset, e.g. 2026-11-26T14:00:00Z"
+            )
         return value
 
     @field_validator("time")
@@ -313,7 +330,9 @@ class CloudEvent(BaseModel, Generic[D]):
         if value < EARLIEST_EVENT_TIME:
             raise ValueError(f"{value.isoformat()} is before {EARLIEST_EVENT_TIME.date().isoformat()}")
         if value > _now() + MAX_CLOCK_SKEW:
-            raise ValueError(f"{value.isoformat()} is more than {MAX_CLOCK_SKEW.days} day ahead of this clock")
+            raise ValueError(
+                f"{value.isoformat()} is more than {MAX_CLOCK_SKEW.days} day ahead of this clock"
+            )
         return value
 
     @model_validator(mode="after")
@@ -324,7 +343,9 @@ class CloudEvent(BaseModel, Generic[D]):
         return self
 
     @classmethod
-    def build(cls: type[E], data: Any, *, id: str | None = None, source: str = "gepa-stream", **extra: Any) -> E:
+    def build(
+        cls: type[E], data: Any, *, id: str | None = None, source: str = "gepa-stream", **extra: Any
+    ) -> E:
         """A new event of this type: fresh id (unless given), current time, subject = prompt."""
         subject = getattr(data, "prompt", None) or extra.pop("subject", None)
         return cls(
@@ -402,15 +423,13 @@ EVENT_CLASSES: dict[str, type[CloudEvent[Any]]] = {
 }
 
 Event = Annotated[
-    Union[
-        TraceEvent,
-        RatingEvent,
-        CommandEvent,
-        OptimizationEvent,
-        SnapshotChunkEvent,
-        PromptRegisteredEvent,
-        PromotionEvent,
-        DeadLetterEvent,
-    ],
+    TraceEvent
+    | RatingEvent
+    | CommandEvent
+    | OptimizationEvent
+    | SnapshotChunkEvent
+    | PromptRegisteredEvent
+    | PromotionEvent
+    | DeadLetterEvent,
     Field(discriminator="type"),
 ]

@@ -45,7 +45,9 @@ def parse_event(raw: bytes | str | None, *, max_bytes: int | None = None) -> Clo
     failure takes the slow path that classifies the problem for the dead-letter queue.
     """
     if raw is None:
-        raise InvalidEvent("null_value", "the record has no value (a tombstone); events are never deleted by key")
+        raise InvalidEvent(
+            "null_value", "the record has no value (a tombstone); events are never deleted by key"
+        )
     if max_bytes is not None and len(raw) > max_bytes:
         raise InvalidEvent("oversize", f"record of {len(raw)} bytes exceeds the limit of {max_bytes} bytes")
     try:
@@ -105,13 +107,17 @@ def _deeper_than(obj: Any, limit: int) -> bool:
             return True
         children: list[Any] = []
         for node in level:
-            children.extend(c for c in (node.values() if isinstance(node, dict) else node) if isinstance(c, (dict, list)))
+            children.extend(
+                c for c in (node.values() if isinstance(node, dict) else node) if isinstance(c, (dict, list))
+            )
         level, depth = children, depth + 1
     return False
 
 
 def _depth_limit(obj: Any) -> int:
-    return MAX_DEPTH + 2 if isinstance(obj, dict) and obj.get("type") == SnapshotChunkEvent.TYPE else MAX_DEPTH
+    return (
+        MAX_DEPTH + 2 if isinstance(obj, dict) and obj.get("type") == SnapshotChunkEvent.TYPE else MAX_DEPTH
+    )
 
 
 _Path: TypeAlias = "tuple[_Path, str | int] | None"
@@ -128,10 +134,16 @@ def _walk(obj: Any, limit: int) -> InvalidEvent | None:
                 return InvalidEvent("too_deep", f"JSON nested more than {limit} levels deep", _spell(path))
             for key, child in value.items() if isinstance(value, dict) else enumerate(value):
                 if isinstance(key, str) and not _encodable(key):
-                    return InvalidEvent("unrepresentable", "the key holds a lone surrogate (not UTF-8 encodable)", _spell((path, key)))
+                    return InvalidEvent(
+                        "unrepresentable",
+                        "the key holds a lone surrogate (not UTF-8 encodable)",
+                        _spell((path, key)),
+                    )
                 stack.append((child, depth + 1, (path, key)))
         elif isinstance(value, str) and not _encodable(value):
-            return InvalidEvent("unrepresentable", "holds a lone surrogate (not UTF-8 encodable)", _spell(path))
+            return InvalidEvent(
+                "unrepresentable", "holds a lone surrogate (not UTF-8 encodable)", _spell(path)
+            )
         elif isinstance(value, float) and not math.isfinite(value):
             return InvalidEvent("unrepresentable", "a number beyond the range of a double", _spell(path))
         elif isinstance(value, int) and not _INT_MIN <= value <= _UINT_MAX:
@@ -202,6 +214,10 @@ def _message(error: Any) -> str:
         if message.startswith(prefix):
             message = message[len(prefix) :]
     value = error.get("input")
-    if kind not in ("model_type", "dict_type", "value_error") and isinstance(value, (str, int, float)) and len(str(value)) <= 80:
+    if (
+        kind not in ("model_type", "dict_type", "value_error")
+        and isinstance(value, (str, int, float))
+        and len(str(value)) <= 80
+    ):
         message = f"{message} (got {value!r})"
     return message

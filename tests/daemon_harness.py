@@ -29,7 +29,15 @@ from schemas import Topics, parse_event
 class Daemon:
     """`python -m daemon run` with its own topic prefix, app id, state dir and web port."""
 
-    def __init__(self, bootstrap: str, config: Path, workdir: Path, *, prefix: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        config: Path,
+        workdir: Path,
+        *,
+        prefix: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.config = config
         self.workdir = workdir
@@ -70,7 +78,9 @@ class Daemon:
         return self
 
     def wait_ready(self, timeout: float = 120.0) -> Daemon:
-        self.wait_until(lambda: self.get("/readyz", ok_only=True) is not None, timeout, "the daemon to become ready")
+        self.wait_until(
+            lambda: self.get("/readyz", ok_only=True) is not None, timeout, "the daemon to become ready"
+        )
         return self
 
     def kill(self) -> None:
@@ -106,14 +116,20 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"the daemon exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}")
+                raise AssertionError(
+                    f"the daemon exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}"
+                )
             if condition():
                 return
             time.sleep(0.25)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}:\n{self.log.read_text()[-4000:]}")
+        raise AssertionError(
+            f"timed out after {timeout:.0f}s waiting for {what}:\n{self.log.read_text()[-4000:]}"
+        )
 
 
-def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]) -> list[RecordMetadata]:
+def produce(
+    bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]
+) -> list[RecordMetadata]:
     """(topic, key, value) records in order (value None: a tombstone); returns where each landed."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2_000_000)
     futures = [producer.send(topic, key=key, value=value) for topic, key, value in records]
@@ -123,7 +139,9 @@ def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | N
     return landed
 
 
-def read_records(bootstrap: str, topic: str, *, idle_s: float = 1.5, timeout_s: float = 60.0) -> list[ConsumerRecord]:
+def read_records(
+    bootstrap: str, topic: str, *, idle_s: float = 1.5, timeout_s: float = 60.0
+) -> list[ConsumerRecord]:
     """Every raw record of a topic from the beginning; stops after `idle_s` without records."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
@@ -144,7 +162,10 @@ def read_records(bootstrap: str, topic: str, *, idle_s: float = 1.5, timeout_s: 
 
 def read_topic(bootstrap: str, topic: str, *, idle_s: float = 1.5, timeout_s: float = 60.0) -> list[Any]:
     """Every record of a topic from the beginning, parsed; stops after `idle_s` without records."""
-    return [parse_event(record.value) for record in read_records(bootstrap, topic, idle_s=idle_s, timeout_s=timeout_s)]
+    return [
+        parse_event(record.value)
+        for record in read_records(bootstrap, topic, idle_s=idle_s, timeout_s=timeout_s)
+    ]
 
 
 def metric_value(metrics_text: str, name: str, **labels: str) -> float:

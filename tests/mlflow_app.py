@@ -48,7 +48,11 @@ class ProductionApp:
         mlflow.set_tracking_uri(self.tracking_uri)
         name = "support-app-production"
         found = mlflow.get_experiment_by_name(name)
-        self.experiment_id = found.experiment_id if found else mlflow.create_experiment(name, artifact_location=str(self.workdir / "artifacts"))
+        self.experiment_id = (
+            found.experiment_id
+            if found
+            else mlflow.create_experiment(name, artifact_location=str(self.workdir / "artifacts"))
+        )
         if not mlflow.genai.search_prompts(filter_string=f"name='{PROMPT}'"):
             version = mlflow.genai.register_prompt(name=PROMPT, template=SEED_ROUTER_PROMPT)
             mlflow.genai.set_prompt_alias(PROMPT, "production", version.version)
@@ -110,4 +114,6 @@ class ProductionApp:
                     rationale="correct queue" if right else f"should go to {self.truth[trace_id]}",
                     source=SME,
                 )
-                mlflow.log_expectation(trace_id=trace_id, name="expected_response", value=self.truth[trace_id], source=SME)
+                mlflow.log_expectation(
+                    trace_id=trace_id, name="expected_response", value=self.truth[trace_id], source=SME
+                )

@@ -44,7 +44,9 @@ class MlflowServer:
             if self.process is None or self.process.poll() is not None:
                 raise AssertionError(f"mlflow server exited:\n{self.log.read_text()[-3000:]}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not answer within {timeout:.0f}s:\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"mlflow server did not answer within {timeout:.0f}s:\n{self.log.read_text()[-3000:]}"
+                )
             time.sleep(0.25)
         return self
 
@@ -62,5 +64,7 @@ class MlflowServer:
             pass
         self.process = None
         deadline = time.monotonic() + 20
-        while tracking_answers(self.uri, timeout=1.0) and time.monotonic() < deadline:  # a worker may linger a moment
+        while (
+            tracking_answers(self.uri, timeout=1.0) and time.monotonic() < deadline
+        ):  # a worker may linger a moment
             time.sleep(0.1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from schemas import (
     Budget,
@@ -28,7 +28,7 @@ from schemas import (
     TriggerInfo,
 )
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def sample_events() -> list[CloudEvent]:
@@ -48,16 +48,24 @@ def sample_events() -> list[CloudEvent]:
             )
         ),
         TraceEvent.build(
-            TraceData(prompt="agent.v2", trace_id="tr-2", inputs={"q": "hi"}, outputs={"answer": "hello", "n": 1})
+            TraceData(
+                prompt="agent.v2", trace_id="tr-2", inputs={"q": "hi"}, outputs={"answer": "hello", "n": 1}
+            )
         ),
         RatingEvent.build(
-            RatingData(prompt="support_router", trace_id="tr-1", rating="excellent", comment="spot on", rater="ana")
+            RatingData(
+                prompt="support_router", trace_id="tr-1", rating="excellent", comment="spot on", rater="ana"
+            )
         ),
         RatingEvent.build(RatingData(prompt="support_router", trace_id="tr-1", rating=4, rater="bo")),
         RatingEvent.build(
-            RatingData(prompt="support_router", trace_id="tr-1", rating=0.25, scale="unit", correction="billing")
+            RatingData(
+                prompt="support_router", trace_id="tr-1", rating=0.25, scale="unit", correction="billing"
+            )
         ),
-        CommandEvent.build(CommandData(prompt="support_router", action="rollback", version=2, requested_by="ops")),
+        CommandEvent.build(
+            CommandData(prompt="support_router", action="rollback", version=2, requested_by="ops")
+        ),
         OptimizationEvent.build(
             OptimizationData(
                 request_id="req-1",

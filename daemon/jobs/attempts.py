@@ -64,7 +64,9 @@ class Attempts:
             setattr(attempt, name, value)
         self._save()
 
-    def end(self, attempt: Attempt, cause: str | None = None, *, outage: str | None = None, counted: bool = True) -> None:
+    def end(
+        self, attempt: Attempt, cause: str | None = None, *, outage: str | None = None, counted: bool = True
+    ) -> None:
         self.update(attempt, ended=datetime.now(UTC), cause=cause, outage=outage, counted=counted)
 
     def _save(self) -> None:

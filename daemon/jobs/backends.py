@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import dspy
 import mlflow
 
-from daemon.jobs import registry
+from daemon.jobs import prompt_versions
 from handlers.jobs import JobPlan
 from optimization import (
     RunLimits,
@@ -48,7 +48,7 @@ class Optimized:
 class Backend(Protocol):
     optimizer: str
 
-    def baseline(self) -> dict[str, registry.Version]: ...
+    def baseline(self) -> dict[str, prompt_versions.Version]: ...
 
     def optimize(self, plan: JobPlan, limits: RunLimits) -> Optimized: ...
 
@@ -67,7 +67,10 @@ def load_ref(ref: str, what: str) -> Callable[..., Any]:
 
 
 def backend_for(
-    policy: PromptPolicy, plan: JobPlan | None = None, num_threads: int = 1, baseline: dict[str, registry.Version] | None = None
+    policy: PromptPolicy,
+    plan: JobPlan | None = None,
+    num_threads: int = 1,
+    baseline: dict[str, prompt_versions.Version] | None = None,
 ) -> Backend:
     """The policy's backend; `plan` supplies the rated outputs of the SME-rating scorer; `baseline`
     (a resumed job's frozen one) replaces the registry's current `production`."""
@@ -90,21 +93,27 @@ class MlflowBackend(_Scoring):
 
     optimizer = "mlflow_gepa"
 
-    def __init__(self, policy: PromptPolicy, plan: JobPlan | None, num_threads: int, baseline: dict[str, registry.Version] | None = None) -> None:
+    def __init__(
+        self,
+        policy: PromptPolicy,
+        plan: JobPlan | None,
+        num_threads: int,
+        baseline: dict[str, prompt_versions.Version] | None = None,
+    ) -> None:
         super().__init__(policy, plan, num_threads)
-        self._baseline = baseline[policy.name] if baseline else registry.ensure_production(policy.name)
+        self._baseline = baseline[policy.name] if baseline else prompt_versions.ensure_production(policy.name)
         if policy.predict_fn:
             self.predict_fn = load_ref(policy.predict_fn, "predict_fn")
         else:
             self.predict_fn = make_template_agent(self._baseline.uri, policy.task_model)
 
-    def baseline(self) -> dict[str, registry.Version]:
+    def baseline(self) -> dict[str, prompt_versions.Version]:
         return {self.policy.name: self._baseline}
 
     def optimize(self, plan: JobPlan, limits: RunLimits) -> Optimized:
         assert limits.run_dir is not None  # jobs always have a run directory
         scratch = Path(limits.run_dir).parent / "scratch-mlflow.db"
-        with registry.scratch_registry(scratch, self._baseline):
+        with prompt_versions.scratch_registry(scratch, self._baseline):
             outcome = self._run_gepa(plan, limits)
         return Optimized(dict(outcome.templates), outcome.metric_calls, outcome.stopped_by)
 
@@ -157,7 +166,13 @@ class DspyBackend(_Scoring):
 
     optimizer = "dspy_gepa"
 
-    def __init__(self, policy: PromptPolicy, plan: JobPlan | None, num_threads: int, baseline: dict[str, registry.Version] | None = None) -> None:
+    def __init__(
+        self,
+        policy: PromptPolicy,
+        plan: JobPlan | None,
+        num_threads: int,
+        baseline: dict[str, prompt_versions.Version] | None = None,
+    ) -> None:
         super().__init__(policy, plan, num_threads)
         assert policy.program is not None  # the policy model requires it for dspy
         self.factory = load_ref(policy.program, "program")
@@ -165,14 +180,19 @@ class DspyBackend(_Scoring):
         program = self.factory()
         self.names = {predictor_prompt(policy.name, n): n for n, _ in program.named_predictors()}
         initial = extract_prompts(program)
-        self._baseline = baseline or {name: registry.ensure_production(name, initial[predictor]) for name, predictor in self.names.items()}
+        self._baseline = baseline or {
+            name: prompt_versions.ensure_production(name, initial[predictor])
+            for name, predictor in self.names.items()
+        }
         first = program.named_predictors()[0][1]
         self.output_field = policy.output_field or next(iter(first.signature.output_fields))
         self.metric = adapt_metric(
-            exact_match_metric if list(policy.scorers) == ["exact_match"] else create_mlflow_based_metric(self.scorers)
+            exact_match_metric
+            if list(policy.scorers) == ["exact_match"]
+            else create_mlflow_based_metric(self.scorers)
         )
 
-    def baseline(self) -> dict[str, registry.Version]:
+    def baseline(self) -> dict[str, prompt_versions.Version]:
         return dict(self._baseline)
 
     def program(self, templates: Templates) -> dspy.Module:
@@ -187,7 +207,9 @@ class DspyBackend(_Scoring):
     def examples(self, records: list[dict[str, Any]]) -> list[dspy.Example]:
         keys = list(self.policy.input_keys)
         return [
-            dspy.Example(**r["inputs"], **{self.output_field: r["expectations"].get("expected_response", "")}).with_inputs(*keys)
+            dspy.Example(
+                **r["inputs"], **{self.output_field: r["expectations"].get("expected_response", "")}
+            ).with_inputs(*keys)
             for r in records
         ]
 
@@ -222,7 +244,9 @@ class DspyBackend(_Scoring):
     def log(self, optimized: Optimized, run_name: str, tags: dict[str, str]) -> None:
         """Log the optimized program's state to an MLflow run tagged like the prompt versions
         (once: a resumed job finds the finished run an earlier attempt logged by its tags)."""
-        wanted = " and ".join([*(f"tags.`{key}` = '{value}'" for key, value in tags.items()), "attributes.status = 'FINISHED'"])
+        wanted = " and ".join(
+            [*(f"tags.`{key}` = '{value}'" for key, value in tags.items()), "attributes.status = 'FINISHED'"]
+        )
         if not mlflow.search_runs(filter_string=wanted, max_results=1, output_format="list"):
             self._log_run(optimized, run_name, tags)
 

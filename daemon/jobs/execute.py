@@ -36,10 +36,9 @@ from typing import Any
 import mlflow
 from pydantic import BaseModel
 
-from daemon.jobs import registry
+from daemon.jobs import prompt_versions
 from daemon.jobs.backends import Backend, Optimized, backend_for
 from daemon.jobs.outage import MLFLOW, ClientRetryWatch, mlflow_outage
-from daemon.jobs.usage import call_policy, job_model_calls, log_usage_to_run, model_usage
 from daemon.jobs.spec import (
     EXAMPLES_FILE,
     JOB_FILE,
@@ -56,6 +55,7 @@ from daemon.jobs.spec import (
     frozen,
     write_model,
 )
+from daemon.jobs.usage import call_policy, job_model_calls, log_usage_to_run, model_usage
 from handlers.gate import decide
 from handlers.jobs import JobPlan, NotEnoughData, plan_job
 from optimization import OptimizationFailed, RunLimits
@@ -63,7 +63,7 @@ from optimization.comparison import Comparison
 from optimization.results import mean, relative_improvement
 from schemas.events import Example, StopReason
 
-Baseline = dict[str, registry.Version]
+Baseline = dict[str, prompt_versions.Version]
 PLAN_FILE = "plan.json"
 BASELINE_FILE = "baseline.json"
 CANDIDATE_FILE = "candidate.json"
@@ -72,7 +72,7 @@ GATE_FILE = "gate.json"
 HOLD_AT_VAR = "GEPA_STREAM_JOB_HOLD_AT"
 
 
-class Candidate(BaseModel):
+class CandidateCheckpoint(BaseModel):
     templates: dict[str, str]
     metric_calls: int
     stopped_by: StopReason | None = None
@@ -159,7 +159,9 @@ def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile) -> JobResu
         progress.stage("plan")
         plan = checkpoint(run_dir / PLAN_FILE, JobPlan, lambda: plan_job(examples, spec.policy))
         progress.stage("baseline")
-        backend = backend_for(spec.policy, plan, spec.num_threads, baseline=frozen(run_dir / BASELINE_FILE, Baseline))
+        backend = backend_for(
+            spec.policy, plan, spec.num_threads, baseline=frozen(run_dir / BASELINE_FILE, Baseline)
+        )
         baseline = checkpoint(run_dir / BASELINE_FILE, Baseline, backend.baseline)
         candidate = _optimize(run_dir, spec, backend, plan, progress)
         scores = _evaluate(run_dir, backend, plan.heldout, baseline, candidate, progress)
@@ -187,11 +189,17 @@ def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile) -> JobResu
 def _failed(exc: BaseException, spec: JobSpec) -> JobResult:
     outage = MLFLOW if mlflow_outage(exc, spec.tracking_uri) else None
     cause = f"{type(exc).__name__}: {exc}"
-    return JobResult(status="failed", error=f"{MLFLOW} at {spec.tracking_uri} is unreachable: {cause}" if outage else cause, outage=outage)
+    return JobResult(
+        status="failed",
+        error=f"{MLFLOW} at {spec.tracking_uri} is unreachable: {cause}" if outage else cause,
+        outage=outage,
+    )
 
 
-def _optimize(run_dir: Path, spec: JobSpec, backend: Backend, plan: JobPlan, progress: ProgressFile) -> Candidate:
-    def gepa() -> Candidate:
+def _optimize(
+    run_dir: Path, spec: JobSpec, backend: Backend, plan: JobPlan, progress: ProgressFile
+) -> CandidateCheckpoint:
+    def gepa() -> CandidateCheckpoint:
         progress.stage("optimize", f"GEPA on {len(plan.train)} train / {len(plan.val)} val examples")
         progress.gepa(0, None)
         budget = spec.policy.budget
@@ -205,13 +213,22 @@ def _optimize(run_dir: Path, spec: JobSpec, backend: Backend, plan: JobPlan, pro
             calls=call_policy(spec.policy),
         )
         optimized = backend.optimize(plan, limits)
-        return Candidate(templates=optimized.templates, metric_calls=optimized.metric_calls, stopped_by=optimized.stopped_by)
+        return CandidateCheckpoint(
+            templates=optimized.templates,
+            metric_calls=optimized.metric_calls,
+            stopped_by=optimized.stopped_by,
+        )
 
-    return checkpoint(run_dir / CANDIDATE_FILE, Candidate, gepa)
+    return checkpoint(run_dir / CANDIDATE_FILE, CandidateCheckpoint, gepa)
 
 
 def _evaluate(
-    run_dir: Path, backend: Backend, heldout: list[dict[str, Any]], baseline: Baseline, candidate: Candidate, progress: ProgressFile
+    run_dir: Path,
+    backend: Backend,
+    heldout: list[dict[str, Any]],
+    baseline: Baseline,
+    candidate: CandidateCheckpoint,
+    progress: ProgressFile,
 ) -> HeldOut:
     def score() -> HeldOut:
         progress.stage("evaluate", f"baseline and candidate on {len(heldout)} held-out examples")
@@ -229,7 +246,7 @@ def _register(
     backend: Backend,
     plan: JobPlan,
     baseline: Baseline,
-    candidate: Candidate,
+    candidate: CandidateCheckpoint,
     scores: HeldOut,
     progress: ProgressFile,
 ) -> list[RegisteredVersion]:
@@ -252,30 +269,51 @@ def _register(
     registered = []
     for name, template in candidate.templates.items():
         parent = baseline[name].version
-        version = registry.register_candidate(name, template, spec.request_id, {**tags, "gepa_stream.parent_version": str(parent)})
-        registered.append(RegisteredVersion(name=name, version=version.version, uri=version.uri, parent_version=parent))
+        version = prompt_versions.register_candidate(
+            name, template, spec.request_id, {**tags, "gepa_stream.parent_version": str(parent)}
+        )
+        registered.append(
+            RegisteredVersion(name=name, version=version.version, uri=version.uri, parent_version=parent)
+        )
     write_model(run_dir / SIDE_EFFECTS_FILE, SideEffects(registered=registered))
-    backend.log(Optimized(candidate.templates, candidate.metric_calls), f"gepa-stream {spec.request_id}", {registry.TAG_REQUEST: spec.request_id})
+    backend.log(
+        Optimized(candidate.templates, candidate.metric_calls),
+        f"gepa-stream {spec.request_id}",
+        {prompt_versions.TAG_REQUEST: spec.request_id},
+    )
     return registered
 
 
-def _gate_and_promote(run_dir: Path, spec: JobSpec, registered: list[RegisteredVersion], scores: HeldOut, progress: ProgressFile) -> list[Decision]:
+def _gate_and_promote(
+    run_dir: Path, spec: JobSpec, registered: list[RegisteredVersion], scores: HeldOut, progress: ProgressFile
+) -> list[Decision]:
     """The paired gate (frozen on first computation); in auto mode move `production`, in
     manual mode mark the versions awaiting approval. Both are idempotent on a resume."""
     policy = spec.policy
     progress.stage("gate")
-    gate = checkpoint(run_dir / GATE_FILE, Comparison, lambda: decide(scores.baseline, scores.candidate, policy.promotion, seed=_seed(spec.request_id)))
+    gate = checkpoint(
+        run_dir / GATE_FILE,
+        Comparison,
+        lambda: decide(scores.baseline, scores.candidate, policy.promotion, seed=_seed(spec.request_id)),
+    )
     decisions = []
     for version in registered:
         decision, reason = gate.decision, gate.reason
-        twin = registry.rolled_back_twin(version.name, version.version) if decision == "promoted" else None
+        twin = (
+            prompt_versions.rolled_back_twin(version.name, version.version)
+            if decision == "promoted"
+            else None
+        )
         if twin is not None:
-            decision, reason = "rejected", f"the same template as version {twin.version}, which the live guard rolled back; {reason}"
+            decision, reason = (
+                "rejected",
+                f"the same template as version {twin.version}, which the live guard rolled back; {reason}",
+            )
         if decision == "promoted" and policy.promotion.mode == "manual":
-            registry.mark_awaiting_approval(version.name, version.version)
+            prompt_versions.mark_awaiting_approval(version.name, version.version)
             decision = "awaiting_approval"
         elif decision == "promoted":
-            registry.move_production(version.name, version.version)
+            prompt_versions.move_production(version.name, version.version)
         decisions.append(
             Decision(
                 name=version.name,

@@ -29,9 +29,15 @@ def tracking_answers(tracking_uri: str, timeout: float = PROBE_TIMEOUT_S) -> boo
     """True if the tracking server answers `/health` with anything but a 5xx (always True for a local store)."""
     if not is_remote(tracking_uri):
         return True
-    verify: bool | str = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true"
+    verify: bool | str = (
+        os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+        or os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true"
+    )
     try:
-        return requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout, verify=verify).status_code < 500
+        return (
+            requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout, verify=verify).status_code
+            < 500
+        )
     except requests.RequestException:
         return False
 
@@ -52,7 +58,9 @@ def failed_request(exc: BaseException, tracking_uri: str) -> bool:
 
 def mlflow_outage(exc: BaseException, tracking_uri: str) -> bool:
     """Did `exc` end the job because MLflow was unreachable? (Then the job is retried once it answers.)"""
-    return is_remote(tracking_uri) and (failed_request(exc, tracking_uri) or not tracking_answers(tracking_uri))
+    return is_remote(tracking_uri) and (
+        failed_request(exc, tracking_uri) or not tracking_answers(tracking_uri)
+    )
 
 
 async def answers_again(tracking_uri: str, deadline: datetime) -> bool:
@@ -98,7 +106,9 @@ class ClientRetryWatch(logging.Handler):
             if self.since is None:
                 self.since = datetime.now(UTC)
             self.retries += 1
-            self.report(f"{MLFLOW} at {self.tracking_uri} has not answered since {self.since:%H:%M:%S} UTC; its client is retrying (retry {self.retries})")
+            self.report(
+                f"{MLFLOW} at {self.tracking_uri} has not answered since {self.since:%H:%M:%S} UTC; its client is retrying (retry {self.retries})"
+            )
         if first:
             threading.Thread(target=self._until_it_answers, name="mlflow-outage-watch", daemon=True).start()
 

@@ -25,9 +25,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from daemon import metrics
+from daemon import prometheus_metrics
 from daemon.broker import die_with_parent
-from daemon.jobs import registry
+from daemon.jobs import prompt_versions
 from daemon.jobs.attempts import Attempt, Attempts, describe_exit
 from daemon.jobs.backends import prompt_names
 from daemon.jobs.outage import MLFLOW, answers_again, mlflow_outage
@@ -114,7 +114,10 @@ class JobRunner:
     # -- the loop --------------------------------------------------------------------------
 
     def _client_options(self) -> dict[str, Any]:
-        return {"bootstrap_servers": self.settings.bootstrap_servers.split(","), **self.settings.aiokafka_options()}
+        return {
+            "bootstrap_servers": self.settings.bootstrap_servers.split(","),
+            **self.settings.aiokafka_options(),
+        }
 
     async def run(self) -> None:
         """Consume until cancelled."""
@@ -230,27 +233,47 @@ class JobRunner:
                     error = f"{MLFLOW} at {spec.tracking_uri} did not answer within max_outage_wait after attempt {attempts.used} of {limit}: {last.cause}"
                     return self._final(run_dir, JobResult(status="failed", error=error))
             if attempts.used >= limit:
-                causes = "; ".join(f"attempt {a.number}: {a.cause}" for a in attempts.ledger.attempts if a.counted)
-                return self._final(run_dir, JobResult(status="failed", error=f"no result after {limit} attempt{'s' if limit > 1 else ''} (budget.max_attempts): {causes}"))
+                causes = "; ".join(
+                    f"attempt {a.number}: {a.cause}" for a in attempts.ledger.attempts if a.counted
+                )
+                return self._final(
+                    run_dir,
+                    JobResult(
+                        status="failed",
+                        error=f"no result after {limit} attempt{'s' if limit > 1 else ''} (budget.max_attempts): {causes}",
+                    ),
+                )
             attempt = attempts.begin()
             state.attempt = attempts.used
             async with self._slots:
-                metrics.JOBS_IN_FLIGHT.inc()
+                prometheus_metrics.JOBS_IN_FLIGHT.inc()
                 state.running = True
                 state.started_at = state.started_at or time.time()
                 try:
                     result = await self._attempt(run_dir, spec, attempts, attempt, state)
                 finally:
                     state.running = False
-                    metrics.JOBS_IN_FLIGHT.dec()
+                    prometheus_metrics.JOBS_IN_FLIGHT.dec()
             if result is not None and result.outage is None:
                 return result
             if result is not None:
                 _set_aside(run_dir, attempts, result)
             if attempts.used < limit:
-                log.warning("job %s: attempt %d of %d ended without a result (%s); it will be resumed", data.request_id, attempts.used, limit, attempt.cause)
+                log.warning(
+                    "job %s: attempt %d of %d ended without a result (%s); it will be resumed",
+                    data.request_id,
+                    attempts.used,
+                    limit,
+                    attempt.cause,
+                )
                 await self._emit_status(
-                    data.prompt, data.request_id, "retrying", event_id=f"{data.request_id}:retrying:{attempts.used}", error=attempt.cause, attempt=attempts.used, max_attempts=limit
+                    data.prompt,
+                    data.request_id,
+                    "retrying",
+                    event_id=f"{data.request_id}:retrying:{attempts.used}",
+                    error=attempt.cause,
+                    attempt=attempts.used,
+                    max_attempts=limit,
                 )
 
     async def _freeze(self, run_dir: Path, request: OptimizationEvent) -> JobSpec | JobResult:
@@ -273,10 +296,14 @@ class JobRunner:
                 num_threads=self.policies[data.prompt].budget.num_threads,
             )
             write_model(run_dir / JOB_FILE, spec)
-            write_atomically(run_dir / EXAMPLES_FILE, json.dumps([e.model_dump(mode="json") for e in examples]).encode())
+            write_atomically(
+                run_dir / EXAMPLES_FILE, json.dumps([e.model_dump(mode="json") for e in examples]).encode()
+            )
         return JobSpec.model_validate_json((run_dir / JOB_FILE).read_bytes())
 
-    async def _attempt(self, run_dir: Path, spec: JobSpec, attempts: Attempts, attempt: Attempt, state: JobState) -> JobResult | None:
+    async def _attempt(
+        self, run_dir: Path, spec: JobSpec, attempts: Attempts, attempt: Attempt, state: JobState
+    ) -> JobResult | None:
         """Run the job process once; its result, a failed one at the wall time, or None if it died without one."""
         wall = spec.policy.budget.max_wall_time.total_seconds() + GRACE_S
         with (run_dir / "job.log").open("ab") as job_log:
@@ -306,10 +333,14 @@ class JobRunner:
         if isinstance(result, JobResult):
             attempts.end(attempt, result.error if result.outage else None, outage=result.outage)
             return result
-        attempts.end(attempt, f"the job process {describe_exit(code)} without a result (see {run_dir / 'job.log'})")
+        attempts.end(
+            attempt, f"the job process {describe_exit(code)} without a result (see {run_dir / 'job.log'})"
+        )
         return None
 
-    async def _watch(self, process: asyncio.subprocess.Process, request_id: str, run_dir: Path, wall: float) -> int | None:
+    async def _watch(
+        self, process: asyncio.subprocess.Process, request_id: str, run_dir: Path, wall: float
+    ) -> int | None:
         """Wait for the job process (None if it hit `wall` and was killed), logging when it
         starts and stops waiting on MLflow's client retries."""
         loop = asyncio.get_running_loop()
@@ -326,7 +357,9 @@ class JobRunner:
                     await exited
                     return None
                 progress = read_model(run_dir / PROGRESS_FILE, Progress)
-                waiting = progress.waiting if isinstance(progress, Progress) and progress.pid == process.pid else ""
+                waiting = (
+                    progress.waiting if isinstance(progress, Progress) and progress.pid == process.pid else ""
+                )
                 if waiting and not noted:
                     log.warning("job %s waits: %s", request_id, waiting)
                 elif noted and not waiting:
@@ -344,14 +377,24 @@ class JobRunner:
         state.waiting_since = since
         log.warning(
             "job %s: attempt %d of %d failed with %s unreachable; waiting for it to answer (until %s)",
-            spec.request_id, state.attempt, state.max_attempts, MLFLOW, f"{deadline:%Y-%m-%dT%H:%M:%SZ}",
+            spec.request_id,
+            state.attempt,
+            state.max_attempts,
+            MLFLOW,
+            f"{deadline:%Y-%m-%dT%H:%M:%SZ}",
         )
         try:
             if not await answers_again(spec.tracking_uri, deadline):
                 return False
         finally:
             state.waiting_since = None
-        log.warning("job %s: %s answers again; resuming it (attempt %d of %d)", spec.request_id, MLFLOW, state.attempt + 1, state.max_attempts)
+        log.warning(
+            "job %s: %s answers again; resuming it (attempt %d of %d)",
+            spec.request_id,
+            MLFLOW,
+            state.attempt + 1,
+            state.max_attempts,
+        )
         return True
 
     def _final(self, run_dir: Path, result: JobResult) -> JobResult:
@@ -377,10 +420,15 @@ class JobRunner:
                 consumer.seek(tp, offset)
                 record = await asyncio.wait_for(consumer.getone(tp), 30)
                 event = parse_event(record.value)
-                if not isinstance(event, SnapshotChunkEvent) or event.data.request_id != request.data.request_id:
-                    raise SnapshotError(f"{ref.topic}/{ref.partition}@{offset} is not a chunk of {request.data.request_id}")
+                if (
+                    not isinstance(event, SnapshotChunkEvent)
+                    or event.data.request_id != request.data.request_id
+                ):
+                    raise SnapshotError(
+                        f"{ref.topic}/{ref.partition}@{offset} is not a chunk of {request.data.request_id}"
+                    )
                 chunks[event.data.chunk] = event
-        except (asyncio.TimeoutError, KafkaError, InvalidEvent) as exc:
+        except (TimeoutError, KafkaError, InvalidEvent) as exc:
             raise SnapshotError(f"cannot read the snapshot: {exc!r}") from None
         finally:
             await consumer.stop()
@@ -445,7 +493,7 @@ class JobRunner:
             usage=result.usage,
             stopped_by=result.stopped_by,
         )
-        metrics.JOBS.labels(result.status).inc()
+        prometheus_metrics.JOBS.labels(result.status).inc()
         _count_usage(data.prompt, result)
         log.info("job %s for %s %s", data.request_id, data.prompt, result.status)
 
@@ -467,11 +515,27 @@ class JobRunner:
                     raise
                 except Exception as exc:
                     if not await asyncio.to_thread(mlflow_outage, exc, uri) or datetime.now(UTC) >= deadline:
-                        log.exception("command %s (%s %s) failed; skipped", event.id, event.data.action, prompt)
+                        log.exception(
+                            "command %s (%s %s) failed; skipped", event.id, event.data.action, prompt
+                        )
                         break
-                    log.warning("command %s (%s %s) waits for %s at %s to answer: %s", event.id, event.data.action, prompt, MLFLOW, uri, exc)
+                    log.warning(
+                        "command %s (%s %s) waits for %s at %s to answer: %s",
+                        event.id,
+                        event.data.action,
+                        prompt,
+                        MLFLOW,
+                        uri,
+                        exc,
+                    )
                     if not await answers_again(uri, deadline):
-                        log.error("command %s (%s %s) skipped: %s did not answer within max_outage_wait", event.id, event.data.action, prompt, MLFLOW)
+                        log.error(
+                            "command %s (%s %s) skipped: %s did not answer within max_outage_wait",
+                            event.id,
+                            event.data.action,
+                            prompt,
+                            MLFLOW,
+                        )
                         break
         self._pending[tp].discard(offset)
 
@@ -482,7 +546,14 @@ class JobRunner:
         for name in names:
             outcome = await asyncio.to_thread(_apply_command, name, data)
             if outcome is None:
-                log.warning("%s %s: nothing to do (%s)", data.action, name, "no version awaiting approval" if data.action != "rollback" else "no previous production version, or production is no longer the version named")
+                log.warning(
+                    "%s %s: nothing to do (%s)",
+                    data.action,
+                    name,
+                    "no version awaiting approval"
+                    if data.action != "rollback"
+                    else "no previous production version, or production is no longer the version named",
+                )
                 continue
             decision, from_version, to_version, reason = outcome
             await self._promotion(
@@ -497,14 +568,20 @@ class JobRunner:
 
     # -- emitting ----------------------------------------------------------------------------
 
-    async def _promotion(self, event_id: str, name: str, decision: str, *, program: str, **fields: Any) -> None:
+    async def _promotion(
+        self, event_id: str, name: str, decision: str, *, program: str, **fields: Any
+    ) -> None:
         """Keyed by the policy prompt (`program`): a dspy predictor prompt's promotion lands on its
         program's partition, where the ingest role keeps the program's live guard."""
-        event = PromotionEvent.build(PromotionData(prompt=name, decision=decision, **fields), id=event_id, source=self.source)
+        event = PromotionEvent.build(
+            PromotionData(prompt=name, decision=decision, **fields), id=event_id, source=self.source
+        )
         await self._send(self.topics.promotions, event, key=program.encode())
-        metrics.PROMOTIONS.labels(name, decision).inc()
+        prometheus_metrics.PROMOTIONS.labels(name, decision).inc()
 
-    async def _emit_status(self, prompt: str, request_id: str, status: str, event_id: str | None = None, **fields: Any) -> None:
+    async def _emit_status(
+        self, prompt: str, request_id: str, status: str, event_id: str | None = None, **fields: Any
+    ) -> None:
         event = OptimizationEvent.build(
             OptimizationData(request_id=request_id, prompt=prompt, status=status, **fields),
             id=event_id or f"{request_id}:{status}",
@@ -539,7 +616,11 @@ class JobRunner:
                 "detail": progress.detail if isinstance(progress, Progress) else "",
                 "attempt": state.attempt if state else 0,
                 "max_attempts": state.max_attempts if state else None,
-                "state": state.describe(progress.waiting if isinstance(progress, Progress) and progress.pid == state.pid else "") if state else "queued",
+                "state": state.describe(
+                    progress.waiting if isinstance(progress, Progress) and progress.pid == state.pid else ""
+                )
+                if state
+                else "queued",
                 "metric_calls": progress.metric_calls if isinstance(progress, Progress) else None,
                 "best_score": progress.best_score if isinstance(progress, Progress) else None,
                 "max_metric_calls": budget.max_metric_calls if budget else None,
@@ -563,32 +644,32 @@ def _apply_command(name: str, command: CommandData) -> tuple[str, int | None, in
     may be stale); one requested by the guard tags the version it rolled back."""
     action, version = command.action, command.version
     if action == "rollback":
-        moved = registry.roll_back(name, expected=version)
+        moved = prompt_versions.roll_back(name, expected=version)
         if moved is None:
             return None
         reason = command.reason or f"production rolled back from {moved[0]} to {moved[1]}"
         if command.requested_by == "guard":
-            registry.mark_rolled_back_by_guard(name, moved[0], reason)
+            prompt_versions.mark_rolled_back_by_guard(name, moved[0], reason)
         return "rolled_back", moved[0], moved[1], reason
-    waiting = [v for v in registry.awaiting_approval(name) if version is None or v.version == version]
+    waiting = [v for v in prompt_versions.awaiting_approval(name) if version is None or v.version == version]
     if not waiting:
         return None
     target = waiting[-1]
     if action == "approve":
-        previous = registry.production(name)
-        registry.move_production(name, target.version)
+        previous = prompt_versions.production(name)
+        prompt_versions.move_production(name, target.version)
         return "promoted", previous.version if previous else None, target.version, "approved"
-    registry.clear_awaiting(name, target.version)
+    prompt_versions.clear_awaiting(name, target.version)
     return "rejected", None, target.version, "rejected by an operator"
 
 
 def _count_usage(prompt: str, result: JobResult) -> None:
     """Add a finished job's model calls, tokens and estimated USD to the per-prompt, per-role counters."""
     for role, usage in (result.usage.roles if result.usage else {}).items():
-        metrics.MODEL_CALLS.labels(prompt, role).inc(usage.calls)
-        metrics.MODEL_TOKENS.labels(prompt, role, "prompt").inc(usage.prompt_tokens)
-        metrics.MODEL_TOKENS.labels(prompt, role, "completion").inc(usage.completion_tokens)
-        metrics.MODEL_COST.labels(prompt, role).inc(usage.cost_usd)
+        prometheus_metrics.MODEL_CALLS.labels(prompt, role).inc(usage.calls)
+        prometheus_metrics.MODEL_TOKENS.labels(prompt, role, "prompt").inc(usage.prompt_tokens)
+        prometheus_metrics.MODEL_TOKENS.labels(prompt, role, "completion").inc(usage.completion_tokens)
+        prometheus_metrics.MODEL_COST.labels(prompt, role).inc(usage.cost_usd)
 
 
 def _job_process_setup() -> None:

@@ -64,7 +64,9 @@ class JobResult(BaseModel):
     candidate_score: float | None = None
     registered: list[RegisteredVersion] = Field(default_factory=list)
     decisions: list[Decision] = Field(default_factory=list)
-    outage: Literal["MLflow"] | None = Field(default=None, description="the dependency whose outage failed the job (the runner retries it)")
+    outage: Literal["MLflow"] | None = Field(
+        default=None, description="the dependency whose outage failed the job (the runner retries it)"
+    )
     usage: ModelUsage | None = None
     stopped_by: StopReason | None = None
 
@@ -82,9 +84,13 @@ class Progress(BaseModel):
     stage: str
     detail: str = ""
     pid: int | None = None
-    waiting: str = Field(default="", description="a dependency the process waits for now (e.g. MLflow client retries)")
+    waiting: str = Field(
+        default="", description="a dependency the process waits for now (e.g. MLflow client retries)"
+    )
     metric_calls: int | None = Field(default=None, description="GEPA's metric calls so far (stage optimize)")
-    best_score: float | None = Field(default=None, description="the best validation score so far (stage optimize)")
+    best_score: float | None = Field(
+        default=None, description="the best validation score so far (stage optimize)"
+    )
 
 
 def read_model(path: Path, model: type[BaseModel]) -> BaseModel | None:

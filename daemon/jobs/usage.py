@@ -13,11 +13,10 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from daemon.jobs.registry import TAG_REQUEST
+from daemon.jobs.prompt_versions import TAG_REQUEST
 from daemon.jobs.spec import JobResult, JobSpec, read_model, write_model
-from optimization.model_calls import CallPolicy, ModelCalls, Price, UsageLedger, governed
+from optimization.model_calls import CallPolicy, ModelCalls, Price, UsageLedger, UsageTally, governed
 from optimization.models import parse_model
-from optimization.model_calls import RoleUsage as LedgerUsage
 from optimization.run_control import GRACE_S
 from schemas.config import PromptPolicy
 from schemas.events import ModelUsage, RoleUsage
@@ -46,7 +45,11 @@ def job_model_calls(spec: JobSpec, run_dir: Path) -> Iterator[ModelCalls]:
     deadline = time.monotonic() + spec.policy.budget.max_wall_time.total_seconds() + GRACE_S
     judge = parse_model(spec.policy.judge_model or spec.policy.reflection_model, "judge_model").litellm
     earlier = read_model(run_dir / USAGE_FILE, ModelUsage)
-    initial = {role: LedgerUsage(**figures.model_dump()) for role, figures in earlier.roles.items()} if isinstance(earlier, ModelUsage) else None
+    initial = (
+        {role: UsageTally(**figures.model_dump()) for role, figures in earlier.roles.items()}
+        if isinstance(earlier, ModelUsage)
+        else None
+    )
     with governed(call_policy(spec.policy), deadline, UsageLedger(initial), judge_model=judge) as calls:
         try:
             yield calls
@@ -54,7 +57,7 @@ def job_model_calls(spec: JobSpec, run_dir: Path) -> Iterator[ModelCalls]:
             write_model(run_dir / USAGE_FILE, model_usage(calls.ledger.snapshot()))
 
 
-def model_usage(roles: dict[str, LedgerUsage]) -> ModelUsage:
+def model_usage(roles: dict[str, UsageTally]) -> ModelUsage:
     """The event form of a ledger snapshot."""
     usage = {role: RoleUsage(**vars(figures)) for role, figures in roles.items()}
     return ModelUsage(
@@ -79,14 +82,24 @@ def log_usage_to_run(spec: JobSpec, result: JobResult) -> None:
             f"model_completion_tokens.{role}": figures.completion_tokens,
             f"model_cost_usd.{role}": figures.cost_usd,
         }
-    tags = {TAG_REQUEST: spec.request_id, "gepa_stream.status": result.status, "gepa_stream.cost_unknown": str(result.usage.cost_unknown).lower()}
+    tags = {
+        TAG_REQUEST: spec.request_id,
+        "gepa_stream.status": result.status,
+        "gepa_stream.cost_unknown": str(result.usage.cost_unknown).lower(),
+    }
     if result.stopped_by:
         tags["gepa_stream.stopped_by"] = result.stopped_by
     try:
         experiment = mlflow.set_experiment(spec.experiment)
-        found = MlflowClient().search_runs([experiment.experiment_id], filter_string=f"tags.`{TAG_REQUEST}` = '{spec.request_id}'", max_results=1)
+        found = MlflowClient().search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{TAG_REQUEST}` = '{spec.request_id}'",
+            max_results=1,
+        )
         run_id = found[0].info.run_id if found else None
-        with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"gepa-stream {spec.request_id}", tags=tags):
+        with mlflow.start_run(
+            run_id=run_id, run_name=None if run_id else f"gepa-stream {spec.request_id}", tags=tags
+        ):
             mlflow.log_metrics(metrics)
     except Exception:  # the result is final; only the run's record of it is lost
         log.exception("could not log the model usage of job %s to MLflow", spec.request_id)

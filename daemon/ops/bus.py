@@ -32,13 +32,18 @@ class OpsBus:
         self._producer_lock = asyncio.Lock()
 
     def _options(self) -> dict[str, object]:
-        return {"bootstrap_servers": self.settings.bootstrap_servers.split(","), **self.settings.aiokafka_options()}
+        return {
+            "bootstrap_servers": self.settings.bootstrap_servers.split(","),
+            **self.settings.aiokafka_options(),
+        }
 
     async def run(self) -> None:
         """1. assign every partition of the three topics, 2. read from the beginning, forever;
         `caught_up` once a fetch comes back empty."""
         topics = self.settings.topics
-        consumer = AIOKafkaConsumer(enable_auto_commit=False, client_id=f"{self.settings.app_id}-ops", **self._options())
+        consumer = AIOKafkaConsumer(
+            enable_auto_commit=False, client_id=f"{self.settings.app_id}-ops", **self._options()
+        )
         await consumer.start()
         try:
             await consumer.topics()  # loads the metadata partitions_for_topic reads
@@ -85,7 +90,9 @@ class OpsBus:
         """Produce a command keyed by prompt and wait for the broker's ack (same as `gepa-stream send`)."""
         async with self._producer_lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(acks="all", client_id=f"{self.settings.app_id}-ops", **self._options())
+                producer = AIOKafkaProducer(
+                    acks="all", client_id=f"{self.settings.app_id}-ops", **self._options()
+                )
                 await producer.start()
                 self._producer = producer
         await self._producer.send_and_wait(self.settings.topics.commands, event.to_json(), key=event.key)

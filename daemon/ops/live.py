@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from daemon.jobs import registry
+from daemon.jobs import prompt_versions
 from daemon.jobs.backends import prompt_names
 from handlers.ops_history import OpsHistory
 from schemas.config import PolicyFile
@@ -70,14 +70,18 @@ class LiveVersions:
                 await self._refresh(name)
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.1, self.period - (time.monotonic() - last_full)))
-            except asyncio.TimeoutError:
+                await asyncio.wait_for(
+                    self._wake.wait(), timeout=max(0.1, self.period - (time.monotonic() - last_full))
+                )
+            except TimeoutError:
                 pass
 
     async def _refresh(self, name: str) -> None:
         entry = self.entries.setdefault(name, LiveEntry(name))
         try:
-            current, versions = await asyncio.to_thread(lambda: (registry.production(name), registry.versions(name)))
+            current, versions = await asyncio.to_thread(
+                lambda: (prompt_versions.production(name), prompt_versions.versions(name))
+            )
         except Exception as exc:  # MLflow away: keep the last answer, say why it is old
             entry.error = f"MLflow: {type(exc).__name__}: {str(exc)[:200]}"
             return
@@ -86,6 +90,6 @@ class LiveVersions:
         if current is not None:
             tagged = current.tags.get(TAG_CANDIDATE_SCORE)
             entry.score = float(tagged) if tagged else self.history.score_of(name, current.version)
-        entry.awaiting = [v.version for v in versions if v.tags.get(registry.TAG_AWAITING) == "true"]
+        entry.awaiting = [v.version for v in versions if v.tags.get(prompt_versions.TAG_AWAITING) == "true"]
         entry.checked_at = time.time()
         entry.error = None

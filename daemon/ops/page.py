@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from daemon.jobs import registry
+from daemon.jobs import prompt_versions
 from daemon.ops.bus import OpsBus
 from daemon.ops.live import LiveVersions
 from daemon.settings import Settings
@@ -41,7 +41,14 @@ _STATIC = {
     "/ui/ops.js": ("ops.js", "text/javascript; charset=utf-8"),
     "/ui/ops.css": ("ops.css", "text/css; charset=utf-8"),
 }
-OPS_PATHS = (*_STATIC, "/ui/api/state", "/ui/api/decisions", "/ui/api/versions", "/ui/api/diff", "/ui/api/actions")
+OPS_PATHS = (
+    *_STATIC,
+    "/ui/api/state",
+    "/ui/api/decisions",
+    "/ui/api/versions",
+    "/ui/api/diff",
+    "/ui/api/actions",
+)
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -66,7 +73,9 @@ class ActionRequest(BaseModel):
     prompt: str
     action: CommandAction
     version: int | None = Field(default=None, gt=0)
-    requested_by: str = Field(min_length=1, max_length=100, description="who asks (logged and carried in the command)")
+    requested_by: str = Field(
+        min_length=1, max_length=100, description="who asks (logged and carried in the command)"
+    )
 
 
 class OpsPage:
@@ -89,11 +98,22 @@ class OpsPage:
         self.history = OpsHistory()
         self.live = LiveVersions(policies, self.history)
         self.bus = OpsBus(settings, self.history, on_decision=self.live.poke)
-        self._static = {path: resources.files("daemon.ops").joinpath("static", name).read_bytes() for path, (name, _) in _STATIC.items()}
+        self._static = {
+            path: resources.files("daemon.ops").joinpath("static", name).read_bytes()
+            for path, (name, _) in _STATIC.items()
+        }
 
     # -- routing -----------------------------------------------------------------------------
 
-    async def handle(self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes, remote: str) -> Reply:
+    async def handle(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        body: bytes,
+        remote: str,
+    ) -> Reply:
         path = path.rstrip("/") or "/"
         if path in _STATIC and method == "GET":
             return Reply(200, self._static[path], _STATIC[path][1], dict(_PAGE_HEADERS))
@@ -123,10 +143,17 @@ class OpsPage:
         for name, policy in self.policies.items():
             names = self.live.names.get(name, [name])
             local = local_by_prompt.get(name)  # a job running here wins over a later skip of the same prompt
-            request = self.history.request(name, local["request_id"]) if local is not None else self.history.latest_request(name)
+            request = (
+                self.history.request(name, local["request_id"])
+                if local is not None
+                else self.history.latest_request(name)
+            )
             job = asdict(request) if request is not None else None
             if local is not None:
-                job = {**(job or {"request_id": local["request_id"], "prompt": name, "status": "started"}), "live": local}
+                job = {
+                    **(job or {"request_id": local["request_id"], "prompt": name, "status": "started"}),
+                    "live": local,
+                }
             decisions = [d for d in (self.history.last_decision(n) for n in names) if d is not None]
             prompts.append(
                 {
@@ -163,12 +190,21 @@ class OpsPage:
             merged.extend(records)
             total += held
         merged.sort(key=lambda d: d.time, reverse=True)
-        return _json({"prompt": prompt, "total": total, "offset": offset, "decisions": [asdict(d) for d in merged[offset : offset + limit]]})
+        return _json(
+            {
+                "prompt": prompt,
+                "total": total,
+                "offset": offset,
+                "decisions": [asdict(d) for d in merged[offset : offset + limit]],
+            }
+        )
 
     async def versions(self, query: Mapping[str, str]) -> Reply:
         name = self._registry_name(query)
         try:
-            current, versions = await asyncio.to_thread(lambda: (registry.production(name), registry.versions(name)))
+            current, versions = await asyncio.to_thread(
+                lambda: (prompt_versions.production(name), prompt_versions.versions(name))
+            )
         except Exception as exc:
             return _json({"error": f"MLflow did not answer: {type(exc).__name__}: {str(exc)[:200]}"}, 503)
         return _json(
@@ -178,10 +214,10 @@ class OpsPage:
                 "versions": [
                     {
                         "version": v.version,
-                        "awaiting_approval": v.tags.get(registry.TAG_AWAITING) == "true",
+                        "awaiting_approval": v.tags.get(prompt_versions.TAG_AWAITING) == "true",
                         "score": _float(v.tags.get("gepa_stream.candidate_score")),
                         "parent_version": _int_or_none(v.tags.get("gepa_stream.parent_version")),
-                        "request_id": v.tags.get(registry.TAG_REQUEST),
+                        "request_id": v.tags.get(prompt_versions.TAG_REQUEST),
                         "trigger": v.tags.get("gepa_stream.trigger"),
                     }
                     for v in reversed(versions)
@@ -193,32 +229,52 @@ class OpsPage:
         name = self._registry_name(query)
         a, b = _int(query, "a", None, 1, 10**9), _int(query, "b", None, 1, 10**9)
         try:
-            by_number = {v.version: v.template for v in await asyncio.to_thread(registry.versions, name)}
+            by_number = {
+                v.version: v.template for v in await asyncio.to_thread(prompt_versions.versions, name)
+            }
         except Exception as exc:
             return _json({"error": f"MLflow did not answer: {type(exc).__name__}: {str(exc)[:200]}"}, 503)
         missing = [str(v) for v in (a, b) if v not in by_number]
         if missing:
             return _json({"error": f"{name} has no version {', '.join(missing)}"}, 404)
         rows = template_diff(by_number[a], by_number[b])
-        return _json({"name": name, "a": a, "b": b, "changed": any(r.op != "equal" for r in rows), "rows": [asdict(r) for r in rows]})
+        return _json(
+            {
+                "name": name,
+                "a": a,
+                "b": b,
+                "changed": any(r.op != "equal" for r in rows),
+                "rows": [asdict(r) for r in rows],
+            }
+        )
 
     # -- actions -----------------------------------------------------------------------------
 
     def _actions_state(self) -> dict[str, Any]:
         if self.token is None:
-            return {"enabled": False, "why": "Actions are off on this daemon: set GEPA_STREAM_ADMIN_TOKEN to turn them on."}
+            return {
+                "enabled": False,
+                "why": "Actions are off on this daemon: set GEPA_STREAM_ADMIN_TOKEN to turn them on.",
+            }
         return {"enabled": True, "why": "Actions need the admin token (GEPA_STREAM_ADMIN_TOKEN)."}
 
     async def action(self, headers: Mapping[str, str], body: bytes, remote: str) -> Reply:
         """1. actions on? 2. token right (constant time)? 3. a valid request? 4. send the command, log who asked."""
         if self.token is None:
-            log.warning("ops page: refused an action from %s: actions are off (GEPA_STREAM_ADMIN_TOKEN is not set)", remote)
+            log.warning(
+                "ops page: refused an action from %s: actions are off (GEPA_STREAM_ADMIN_TOKEN is not set)",
+                remote,
+            )
             return _json({"error": self._actions_state()["why"]}, 403)
         given = _bearer(headers)
         if given is None or not hmac.compare_digest(given.encode(), self.token.get_secret_value().encode()):
             why = "no admin token was given" if given is None else "the admin token is wrong"
             log.warning("ops page: refused an action from %s: %s", remote, why)
-            return _json({"error": f"Not sent: {why}. Sign in with the admin token (GEPA_STREAM_ADMIN_TOKEN)."}, 401, {"WWW-Authenticate": "Bearer"})
+            return _json(
+                {"error": f"Not sent: {why}. Sign in with the admin token (GEPA_STREAM_ADMIN_TOKEN)."},
+                401,
+                {"WWW-Authenticate": "Bearer"},
+            )
         try:
             request = ActionRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
@@ -228,13 +284,32 @@ class OpsPage:
             return _json({"error": f"prompt {request.prompt!r} is not in the policy file"}, 404)
         requested_by = f"{request.requested_by.strip()} (ops page)"
         event = CommandEvent.build(
-            CommandData(prompt=request.prompt, action=request.action, version=request.version, requested_by=requested_by),
+            CommandData(
+                prompt=request.prompt,
+                action=request.action,
+                version=request.version,
+                requested_by=requested_by,
+            ),
             source="gepa-stream/ops-page",
         )
         await self.bus.send_command(event)
         target = f" v{request.version}" if request.version else ""
-        log.warning("ops page: %s %s%s requested by %s from %s (command %s)", request.action, request.prompt, target, requested_by, remote, event.id)
-        return _json({"sent": event.id, "message": f"{request.action} {request.prompt}{target} sent as {requested_by}; the page updates when the daemon acts."}, 202)
+        log.warning(
+            "ops page: %s %s%s requested by %s from %s (command %s)",
+            request.action,
+            request.prompt,
+            target,
+            requested_by,
+            remote,
+            event.id,
+        )
+        return _json(
+            {
+                "sent": event.id,
+                "message": f"{request.action} {request.prompt}{target} sent as {requested_by}; the page updates when the daemon acts.",
+            },
+            202,
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -262,7 +337,9 @@ def _bearer(headers: Mapping[str, str]) -> str | None:
 
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(status, orjson.dumps(value), "application/json", {"Cache-Control": "no-store", **(headers or {})})
+    return Reply(
+        status, orjson.dumps(value), "application/json", {"Cache-Control": "no-store", **(headers or {})}
+    )
 
 
 def _int(query: Mapping[str, str], name: str, default: int | None, low: int, high: int) -> Any:
@@ -289,5 +366,3 @@ def _float(raw: str | None) -> float | None:
 
 def _int_or_none(raw: str | None) -> int | None:
     return int(raw) if raw and raw.isdigit() else None
-
-

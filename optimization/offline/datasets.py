@@ -29,7 +29,9 @@ def support_tickets(n: int) -> list[dict[str, object]]:
     keywords = [(category, words[i]) for i in range(depth) for category, words in ROUTER_LEXICON.items()]
     records = []
     for template, (category, word) in itertools.islice(itertools.product(_TICKET_TEMPLATES, keywords), n):
-        records.append({"inputs": {"ticket": template.format(kw=word)}, "expectations": {"expected_response": category}})
+        records.append(
+            {"inputs": {"ticket": template.format(kw=word)}, "expectations": {"expected_response": category}}
+        )
     if len(records) < n:
         raise ValueError(f"n: at most {len(records)} distinct demo tickets exist")
     return records

@@ -74,7 +74,9 @@ def respond_to_prompt(name: str, prompt: str) -> str:
     return SKILLS[name].answer(prompt, prompt_input(prompt))
 
 
-def respond_to_fields(name: str, instructions: str, inputs: dict[str, str], outputs: list[str]) -> dict[str, str]:
+def respond_to_fields(
+    name: str, instructions: str, inputs: dict[str, str], outputs: list[str]
+) -> dict[str, str]:
     """Answer of offline model `name` to a DSPy signature call: one value per output field."""
     if name in REFLECTORS:
         examples = _parse_examples(inputs.get("examples_with_feedback", "[]"))
@@ -83,7 +85,10 @@ def respond_to_fields(name: str, instructions: str, inputs: dict[str, str], outp
     if name not in SKILLS:
         raise ValueError(f"offline/{name} is not a task model (task models: {', '.join(SKILLS)})")
     answer = SKILLS[name].answer(instructions, "\n".join(inputs.values()))
-    return {field: ("Applied the rules in my instructions." if field == "reasoning" else answer) for field in outputs}
+    return {
+        field: ("Applied the rules in my instructions." if field == "reasoning" else answer)
+        for field in outputs
+    }
 
 
 def chat_answer(name: str, system: str, user: str, conversation: str, json_mode: bool) -> str:
@@ -112,7 +117,11 @@ def _parse_examples(text: str) -> list[dict[str, Any]]:
         examples, _ = json.JSONDecoder().raw_decode(text.strip())
     except json.JSONDecodeError:
         return [{"feedback": text}]
-    return [e if isinstance(e, dict) else {"feedback": e} for e in examples] if isinstance(examples, list) else []
+    return (
+        [e if isinstance(e, dict) else {"feedback": e} for e in examples]
+        if isinstance(examples, list)
+        else []
+    )
 
 
 class OfflineEngine:
@@ -120,7 +129,9 @@ class OfflineEngine:
 
     def __init__(self, name: str, latency_ms: float = 0.0) -> None:
         if name not in OFFLINE_MODELS:
-            raise ValueError(f"model: unknown offline model 'offline/{name}' (known: {', '.join(OFFLINE_MODELS)})")
+            raise ValueError(
+                f"model: unknown offline model 'offline/{name}' (known: {', '.join(OFFLINE_MODELS)})"
+            )
         self.name = name
         self.latency_ms = latency_ms
 

@@ -28,7 +28,12 @@ def _verdict(feedback: Any) -> str:
 
 def judge_prompt(prompt: str) -> str:
     """The JSON verdict on one MLflow judge prompt; ValueError for a prompt the offline judge cannot read."""
-    from optimization.scorers import PROFESSIONALISM_GUIDELINE, offline_correctness, offline_guidelines, offline_professionalism
+    from optimization.scorers import (
+        PROFESSIONALISM_GUIDELINE,
+        offline_correctness,
+        offline_guidelines,
+        offline_professionalism,
+    )
 
     question, claim, document = _tag("question", prompt), _tag("claim", prompt), _tag("document", prompt)
     if claim is not None and document is not None:

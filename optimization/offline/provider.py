@@ -28,7 +28,13 @@ from optimization.offline.engine import OFFLINE_MODELS, OfflineModelError, chat_
 
 DEFAULT_API_KEY = "sk-fake-gepa"
 FAULT_KINDS = ("latency", "status", "reset", "hang", "malformed")
-_FAULT_PARAMS = {"latency": {"ms"}, "status": {"code", "retry_after"}, "reset": set(), "hang": set(), "malformed": set()}
+_FAULT_PARAMS = {
+    "latency": {"ms"},
+    "status": {"code", "retry_after"},
+    "reset": set(),
+    "hang": set(),
+    "malformed": set(),
+}
 
 
 @dataclass
@@ -46,10 +52,14 @@ class Fault:
             raise ValueError(f"kind: unknown fault {self.kind!r} (known: {', '.join(FAULT_KINDS)})")
         unknown = set(self.params) - _FAULT_PARAMS[self.kind]
         if unknown:
-            raise ValueError(f"{sorted(unknown)[0]}: not a parameter of fault {self.kind!r} (known: {sorted(_FAULT_PARAMS[self.kind])})")
+            raise ValueError(
+                f"{sorted(unknown)[0]}: not a parameter of fault {self.kind!r} (known: {sorted(_FAULT_PARAMS[self.kind])})"
+            )
         if self.times is not None and (not isinstance(self.times, int) or self.times < 1):
             raise ValueError(f"times: must be a positive integer or None (forever), got {self.times!r}")
-        if self.kind == "latency" and not (isinstance(self.params.get("ms"), int | float) and self.params["ms"] >= 0):
+        if self.kind == "latency" and not (
+            isinstance(self.params.get("ms"), int | float) and self.params["ms"] >= 0
+        ):
             raise ValueError("ms: a latency fault needs ms >= 0")
         if self.kind == "status":
             if self.params.get("code") not in (429, 500, 503):
@@ -167,7 +177,9 @@ class FakeProvider:
             self._stats = {"requests": 0, "by_model": {}}
 
     def _model_stats(self, model: str) -> dict[str, int]:
-        return self._stats["by_model"].setdefault(model, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "faults": 0})
+        return self._stats["by_model"].setdefault(
+            model, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "faults": 0}
+        )
 
     def _take_faults(self, model: str) -> tuple[float, Fault | None, threading.Event]:
         """Count the request and consume its faults: (total latency ms, the deciding fault, release event)."""
@@ -207,18 +219,29 @@ class FakeProvider:
         if not isinstance(model, str) or not isinstance(messages, list) or not messages:
             raise _HTTPError(400, "model and messages are required", "invalid_request_error")
         if body.get("stream"):
-            raise _HTTPError(400, "stream=true is not supported by the fake provider", "invalid_request_error")
+            raise _HTTPError(
+                400, "stream=true is not supported by the fake provider", "invalid_request_error"
+            )
         name, _, query = model.removeprefix("offline/").partition("?")
         if name not in OFFLINE_MODELS:
-            raise _HTTPError(404, f"The model `{model}` does not exist (known: {', '.join(OFFLINE_MODELS)})", "invalid_request_error", "model_not_found")
+            raise _HTTPError(
+                404,
+                f"The model `{model}` does not exist (known: {', '.join(OFFLINE_MODELS)})",
+                "invalid_request_error",
+                "model_not_found",
+            )
         system = "\n".join(_content_text(m.get("content")) for m in messages if m.get("role") == "system")
         others = [m for m in messages if m.get("role") != "system"]
-        user = next((_content_text(m.get("content")) for m in reversed(others) if m.get("role") == "user"), "")
+        user = next(
+            (_content_text(m.get("content")) for m in reversed(others) if m.get("role") == "user"), ""
+        )
         conversation = "\n".join(_content_text(m.get("content")) for m in others)
         try:
             latency = float(parse_qs(query).get("latency_ms", ["0"])[0]) if query else 0.0
         except ValueError:
-            raise _HTTPError(400, f"latency_ms must be a number in {model!r}", "invalid_request_error") from None
+            raise _HTTPError(
+                400, f"latency_ms must be a number in {model!r}", "invalid_request_error"
+            ) from None
         if latency > 0:
             time.sleep(latency / 1000)
         try:
@@ -227,14 +250,24 @@ class FakeProvider:
             raise _HTTPError(500, str(error), "server_error") from None
         except ValueError as error:
             raise _HTTPError(400, str(error), "invalid_request_error") from None
-        usage = {"prompt_tokens": count_tokens(system + conversation), "completion_tokens": count_tokens(text)}
+        usage = {
+            "prompt_tokens": count_tokens(system + conversation),
+            "completion_tokens": count_tokens(text),
+        }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return name, {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
             "usage": usage,
         }
 
@@ -244,7 +277,9 @@ def _handler_class(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body are two writes: without it, +40 ms (delayed ACK) per answer
+        disable_nagle_algorithm = (
+            True  # headers and body are two writes: without it, +40 ms (delayed ACK) per answer
+        )
 
         def setup(self) -> None:
             super().setup()
@@ -270,7 +305,18 @@ def _handler_class(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def _send_error(self, error: _HTTPError, headers: dict[str, str] | None = None) -> None:
-            self._send_json(error.status, {"error": {"message": str(error), "type": error.error_type, "param": None, "code": error.code}}, headers)
+            self._send_json(
+                error.status,
+                {
+                    "error": {
+                        "message": str(error),
+                        "type": error.error_type,
+                        "param": None,
+                        "code": error.code,
+                    }
+                },
+                headers,
+            )
 
         def _body(self) -> Any:
             length = int(self.headers.get("Content-Length") or 0)
@@ -289,7 +335,16 @@ def _handler_class(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
             if self.path == "/_fake/stats":
                 self._send_json(200, provider.stats())
             elif self.path == "/v1/models":
-                self._send_json(200, {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "gepa-stream"} for name in OFFLINE_MODELS]})
+                self._send_json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [
+                            {"id": name, "object": "model", "owned_by": "gepa-stream"}
+                            for name in OFFLINE_MODELS
+                        ],
+                    },
+                )
             else:
                 self._send_error(_HTTPError(404, f"no route GET {self.path}", "invalid_request_error"))
 
@@ -320,14 +375,21 @@ def _handler_class(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
                 raise _HTTPError(400, "kind: required", "invalid_request_error")
             options = dict(body)
             try:
-                fault = provider.inject(options.pop("kind"), times=options.pop("times", 1), model=options.pop("model", None), **options)
+                fault = provider.inject(
+                    options.pop("kind"),
+                    times=options.pop("times", 1),
+                    model=options.pop("model", None),
+                    **options,
+                )
             except ValueError as error:
                 raise _HTTPError(400, str(error), "invalid_request_error") from None
             self._send_json(200, asdict(fault))
 
         def _chat(self, body: Any) -> None:
             if self.headers.get("Authorization") != f"Bearer {provider.api_key}":
-                raise _HTTPError(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+                raise _HTTPError(
+                    401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+                )
             if not isinstance(body, dict):
                 raise _HTTPError(400, "request body must be a JSON object", "invalid_request_error")
             model = str(body.get("model", "")).removeprefix("offline/").partition("?")[0]
@@ -345,9 +407,14 @@ def _handler_class(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
                 kind = "rate_limit_error" if code == 429 else "server_error"
                 return self._send_error(_HTTPError(code, f"fake provider: injected {code}", kind), headers)
             if fault is not None and fault.kind == "malformed":
-                return self._send_raw(200, b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": [{"index": 0, "mess')
+                return self._send_raw(
+                    200,
+                    b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": [{"index": 0, "mess',
+                )
             name, response = provider.complete(body)
-            provider._count_tokens(name, response["usage"]["prompt_tokens"], response["usage"]["completion_tokens"])
+            provider._count_tokens(
+                name, response["usage"]["prompt_tokens"], response["usage"]["completion_tokens"]
+            )
             self._send_json(200, response)
 
     return Handler
@@ -355,7 +422,9 @@ def _handler_class(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the fake provider in the foreground until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m optimization.offline.provider", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m optimization.offline.provider", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)

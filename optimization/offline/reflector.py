@@ -85,7 +85,11 @@ def parse_gepa_reflection_prompt(prompt: str) -> tuple[str, list[dict[str, Any]]
     match = _GEPA_PROMPT_RE.search(prompt)
     if match is None:
         return None
-    examples = [_markdown_tree(block) for block in re.split(r"^# Example \d+\n", match["examples"], flags=re.MULTILINE) if block.strip()]
+    examples = [
+        _markdown_tree(block)
+        for block in re.split(r"^# Example \d+\n", match["examples"], flags=re.MULTILINE)
+        if block.strip()
+    ]
     return match["instruction"], examples
 
 
@@ -98,7 +102,9 @@ def _markdown_tree(block: str) -> dict[str, Any]:
         if heading is None:
             if stack:
                 _, parent, key = stack[-1]
-                parent[key] = f"{parent[key]}\n{line}" if isinstance(parent[key], str) and parent[key] else line
+                parent[key] = (
+                    f"{parent[key]}\n{line}" if isinstance(parent[key], str) and parent[key] else line
+                )
             continue
         level, key = len(heading[1]), heading[2].strip()
         while stack and stack[-1][0] >= level:

@@ -62,7 +62,9 @@ class Skill(Protocol):
 
 def _category_of(text: str) -> str | None:
     """The category whose signal words occur most in `text`."""
-    hits = {category: sum(mentions(text, word) for word in words) for category, words in ROUTER_LEXICON.items()}
+    hits = {
+        category: sum(mentions(text, word) for word in words) for category, words in ROUTER_LEXICON.items()
+    }
     category, count = max(hits.items(), key=lambda item: item[1])
     return category if count else None
 
@@ -100,7 +102,9 @@ _OPERATIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "multiply": (("*", "x", "times"), "multiply the numbers"),
     "divide": (("/", "divided by"), "divide the first number by the second"),
 }
-_QUESTION_RE = re.compile(r"(-?\d+(?:\.\d+)?)\s*(\+|-|\*|/|x|plus|minus|times|divided by)\s*(-?\d+(?:\.\d+)?)", re.I)
+_QUESTION_RE = re.compile(
+    r"(-?\d+(?:\.\d+)?)\s*(\+|-|\*|/|x|plus|minus|times|divided by)\s*(-?\d+(?:\.\d+)?)", re.I
+)
 
 
 class MathSolver:
@@ -112,7 +116,9 @@ class MathSolver:
         if parsed is None:
             return "I don't know"
         left, operation, right = parsed
-        known = {"add"} | {name for name, (_, verb) in _OPERATIONS.items() if self._has_rule(instructions, verb)}
+        known = {"add"} | {
+            name for name, (_, verb) in _OPERATIONS.items() if self._has_rule(instructions, verb)
+        }
         applied = operation if operation in known else "add"
         return _format_number(_apply(applied, left, right))
 
@@ -170,7 +176,9 @@ class SupportAgent:
         """A rule keyed on the query's topic words that answers with the expected text."""
         if not expected or len(expected.split()) < 3 or expected.strip() == output.strip():
             return []
-        keywords = [word for topic in AGENT_TOPICS if any(mentions(query, w) for w in topic) for word in topic]
+        keywords = [
+            word for topic in AGENT_TOPICS if any(mentions(query, w) for w in topic) for word in topic
+        ]
         keywords = keywords or _content_words(query)[:2]
         return [format_rule("query", keywords, f"answer: {expected.strip()}")] if keywords else []
 
@@ -182,7 +190,9 @@ class SupportAgent:
 
 def _content_words(text: str) -> list[str]:
     """Distinct non-stopwords of `text`, longest first (stable)."""
-    words = dict.fromkeys(w for w in re.findall(r"[a-z][a-z'-]+", text.lower()) if w not in _STOPWORDS and len(w) > 3)
+    words = dict.fromkeys(
+        w for w in re.findall(r"[a-z][a-z'-]+", text.lower()) if w not in _STOPWORDS and len(w) > 3
+    )
     return sorted(words, key=len, reverse=True)
 
 

@@ -124,7 +124,7 @@ def expand_args(text: str) -> str:
 def final_stage() -> list[Instruction]:
     """The instructions of the last build stage (what the image runs with)."""
     stages = [n for n, i in enumerate(dockerfile()) if i.keyword == "FROM"]
-    return list(dockerfile()[stages[-1]:])
+    return list(dockerfile()[stages[-1] :])
 
 
 def image_env() -> dict[str, str]:
@@ -151,12 +151,15 @@ def copy_sources() -> list[str]:
 def dockerignored(path: str) -> bool:
     """Whether .dockerignore keeps `path` (or a parent folder) out of the build context.
     Handles the pattern forms this repo uses: plain names, `*` globs and `**/` prefixes."""
-    patterns = [p.strip() for p in DOCKERIGNORE.read_text().splitlines() if p.strip() and not p.startswith("#")]
+    patterns = [
+        p.strip() for p in DOCKERIGNORE.read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
     assert not any(p.startswith("!") for p in patterns), "negated patterns are not handled here"
     parts = PurePosixPath(path).parts
     candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
     return any(
-        fnmatch.fnmatch(candidate, pattern) or (pattern.startswith("**/") and fnmatch.fnmatch(candidate.rsplit("/", 1)[-1], pattern[3:]))
+        fnmatch.fnmatch(candidate, pattern)
+        or (pattern.startswith("**/") and fnmatch.fnmatch(candidate.rsplit("/", 1)[-1], pattern[3:]))
         for pattern in patterns
         for candidate in candidates
     )

@@ -18,7 +18,21 @@ _RANGE = re.compile(r"\[[^\]]*\]")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _NUMBER = re.compile(r"(?<![\w:$])\d[\d.]*(?:[eE][+-]?\d+)?(?:ms|[smhdwy])*")  # and durations
 _IDENTIFIER = re.compile(r"(?<![\w$])[A-Za-z_:][\w:]*(\s*\()?")
-_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan"}
+_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+}
 _LABEL_VALUES = re.compile(r"label_values\(\s*([A-Za-z_:][\w:]*)")
 _SAMPLE = re.compile(r"[A-Za-z_:][\w:]*")
 

@@ -16,7 +16,7 @@ import yaml
 from jsonschema import Draft7Validator
 from prometheus_client import REGISTRY, generate_latest
 
-import daemon.metrics  # noqa: F401  (registers the daemon's metrics)
+import daemon.prometheus_metrics  # noqa: F401  (registers the daemon's metrics)
 from daemon.settings import Settings
 from schemas.config import load_policy_file
 from tests.deploy.deployment import (
@@ -71,7 +71,9 @@ def option(service: str, flag: str) -> str:
 
 
 def test_compose_file_is_valid_against_the_compose_specification() -> None:
-    errors = sorted(Draft7Validator(compose_spec()).iter_errors(compose()), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(
+        Draft7Validator(compose_spec()).iter_errors(compose()), key=lambda e: list(map(str, e.absolute_path))
+    )
     assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
 
 
@@ -80,8 +82,12 @@ def test_every_dependency_exists_has_a_healthcheck_and_is_waited_for() -> None:
         for target, spec in depends_on(service).items():
             assert target in services(), f"{name} depends on unknown service {target}"
             check = services()[target].get("healthcheck") or {}
-            assert check.get("test") and not check.get("disable"), f"{name} depends on {target}, which has no healthcheck"
-            assert spec.get("condition") == "service_healthy", f"{name} does not wait for {target} to be healthy"
+            assert check.get("test") and not check.get("disable"), (
+                f"{name} depends on {target}, which has no healthcheck"
+            )
+            assert spec.get("condition") == "service_healthy", (
+                f"{name} does not wait for {target} to be healthy"
+            )
 
 
 def test_daemon_roles_run_against_healthy_kafka_and_mlflow() -> None:
@@ -91,14 +97,18 @@ def test_daemon_roles_run_against_healthy_kafka_and_mlflow() -> None:
         words = service["command"]
         roles.add(words[words.index("--role") + 1])
     assert roles in ({"ingest", "optimizer"}, {"all"}), roles
-    assert services()["kafka"]["image"].startswith("apache/kafka:3.9."), "Faust has reported trouble with Kafka 4"
+    assert services()["kafka"]["image"].startswith("apache/kafka:3.9."), (
+        "Faust has reported trouble with Kafka 4"
+    )
 
 
 def test_daemon_env_vars_are_real_settings_with_valid_values() -> None:
     documented = re.findall(r"^#?\s*(GEPA_STREAM_\w+)=", SECRETS_EXAMPLE.read_text(), re.MULTILINE)
     assert documented
     for variable in documented:
-        assert setting_name(variable) in Settings.model_fields, f"{SECRETS_EXAMPLE.name}: {variable} is no setting"
+        assert setting_name(variable) in Settings.model_fields, (
+            f"{SECRETS_EXAMPLE.name}: {variable} is no setting"
+        )
     for name, service in daemon_services().items():
         env = {k: v for k, v in daemon_env(service).items() if k.startswith("GEPA_STREAM_")}
         unknown = sorted(k for k in env if setting_name(k) not in Settings.model_fields)
@@ -116,7 +126,9 @@ def test_daemon_addresses_point_at_the_kafka_and_mlflow_services() -> None:
         assert set(env["GEPA_STREAM_BOOTSTRAP_SERVERS"].split(",")) <= advertised, name
         uri = urlsplit(env["GEPA_STREAM_MLFLOW_TRACKING_URI"])
         assert (uri.hostname, str(uri.port)) == ("mlflow", mlflow_port), name
-        assert env["GEPA_STREAM_PARTITIONS"] == str(kafka["KAFKA_NUM_PARTITIONS"]), "auto-created topics must co-partition"
+        assert env["GEPA_STREAM_PARTITIONS"] == str(kafka["KAFKA_NUM_PARTITIONS"]), (
+            "auto-created topics must co-partition"
+        )
 
 
 def test_ports_and_the_prometheus_target_match_the_daemon_web_port() -> None:
@@ -140,7 +152,9 @@ def test_every_mounted_file_exists() -> None:
                 assert mount.source in compose()["volumes"], f"{name}: volume {mount.source} is not declared"
         for env_file in service.get("env_file") or []:
             entry = env_file if isinstance(env_file, dict) else {"path": env_file}
-            assert not entry.get("required", True) or (ROOT / entry["path"]).exists(), f"{name}: {entry['path']}"
+            assert not entry.get("required", True) or (ROOT / entry["path"]).exists(), (
+                f"{name}: {entry['path']}"
+            )
 
 
 def test_the_mounted_policy_file_loads() -> None:
@@ -149,19 +163,29 @@ def test_the_mounted_policy_file_loads() -> None:
         assert policies.prompts, name
 
 
-@pytest.mark.parametrize("service,path", [("optimizer", "GEPA_STREAM_STATE_DIR"), ("mlflow", "--backend-store-uri"), ("mlflow", "--artifacts-destination")])
+@pytest.mark.parametrize(
+    "service,path",
+    [
+        ("optimizer", "GEPA_STREAM_STATE_DIR"),
+        ("mlflow", "--backend-store-uri"),
+        ("mlflow", "--artifacts-destination"),
+    ],
+)
 def test_state_lives_on_named_volumes(service: str, path: str) -> None:
     """Job run dirs and the MLflow store survive container re-creation."""
     location = daemon_env(services()[service])[path] if path.startswith("GEPA") else option(service, path)
     location = location.removeprefix("sqlite:///")
     assert any(
-        not m.bind and (location == m.target or location.startswith(m.target.rstrip("/") + "/")) for m in mounts(services()[service])
+        not m.bind and (location == m.target or location.startswith(m.target.rstrip("/") + "/"))
+        for m in mounts(services()[service])
     ), f"{service}: {location} is not on a named volume"
 
 
 def test_grafana_provisioning_loads_the_dashboard_from_prometheus() -> None:
     provisioning = mounted_file("grafana", "/etc/grafana/provisioning")
-    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
     url = urlsplit(datasource["url"])
     assert url.hostname == "prometheus" and url.port == 9090
     assert any(p.startswith("9090") for p in services()["prometheus"]["ports"])

@@ -14,7 +14,15 @@ import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from daemon.settings import Settings
-from tests.deploy.deployment import ROOT, copy_sources, dockerignored, expand_args, final_stage, image_env, instructions
+from tests.deploy.deployment import (
+    ROOT,
+    copy_sources,
+    dockerignored,
+    expand_args,
+    final_stage,
+    image_env,
+    instructions,
+)
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -49,7 +57,14 @@ def test_every_copy_source_exists_and_is_in_the_build_context() -> None:
 
 
 def test_secrets_and_local_state_stay_out_of_the_build_context() -> None:
-    for path in ("deploy/secrets.env", ".git", ".venv", ".gepa-stream/mlflow.db", "mlruns", "tests/conftest.py"):
+    for path in (
+        "deploy/secrets.env",
+        ".git",
+        ".venv",
+        ".gepa-stream/mlflow.db",
+        "mlruns",
+        "tests/conftest.py",
+    ):
         assert dockerignored(path), path
 
 
@@ -57,7 +72,9 @@ def test_entrypoint_is_the_cli_and_the_healthcheck_probes_healthz_on_the_web_por
     (entrypoint,) = instructions("ENTRYPOINT")
     assert json.loads(entrypoint)[0] in PYPROJECT["project"]["scripts"]
     env = image_env()
-    assert env["GEPA_STREAM_WEB_HOST"] == "0.0.0.0", "the default 127.0.0.1 is unreachable from outside the container"
+    assert env["GEPA_STREAM_WEB_HOST"] == "0.0.0.0", (
+        "the default 127.0.0.1 is unreachable from outside the container"
+    )
     port = int(env["GEPA_STREAM_WEB_PORT"])
     assert port == Settings.model_fields["web_port"].default
     assert instructions("EXPOSE") == [str(port)]

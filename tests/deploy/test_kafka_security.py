@@ -43,16 +43,23 @@ def test_every_client_gets_the_same_protocol_and_credentials(protocol: str) -> N
 def test_ssl_without_a_ca_file_uses_the_system_cas_and_with_one_loads_it() -> None:
     """Managed clusters with public certificates need no CA file (this used to fail on "None")."""
     system = credentials_to_aiokafka_auth(broker_credentials(settings("SASL_SSL")))["ssl_context"]
-    bundle = credentials_to_aiokafka_auth(broker_credentials(settings("SSL", kafka_ssl_cafile=certifi.where())))["ssl_context"]
+    bundle = credentials_to_aiokafka_auth(
+        broker_credentials(settings("SSL", kafka_ssl_cafile=certifi.where()))
+    )["ssl_context"]
     for context in (system, bundle):
         assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert bundle.cert_store_stats()["x509_ca"] > 0
-    assert settings("SSL", kafka_ssl_cafile=certifi.where()).kafka_python_options()["ssl_cafile"] == certifi.where()
+    assert (
+        settings("SSL", kafka_ssl_cafile=certifi.where()).kafka_python_options()["ssl_cafile"]
+        == certifi.where()
+    )
 
 
 def test_sasl_needs_mechanism_username_and_password() -> None:
     with pytest.raises(ConfigError, match="GEPA_STREAM_KAFKA_SASL_PASSWORD"):
-        load_settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="PLAIN", kafka_sasl_username="gepa")
+        load_settings(
+            kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="PLAIN", kafka_sasl_username="gepa"
+        )
 
 
 def test_the_password_never_shows_in_reprs_dumps_or_errors() -> None:

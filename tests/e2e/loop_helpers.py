@@ -37,7 +37,9 @@ def write_policy(path: Path, name: str, **settings: Any) -> Path:
 
 def write_policies(path: Path, prompts: dict[str, dict[str, Any]]) -> Path:
     """A policy file with one router prompt per name, each with its settings."""
-    path.write_text("prompts:" + "".join(router_policy(name, **settings) for name, settings in prompts.items()))
+    path.write_text(
+        "prompts:" + "".join(router_policy(name, **settings) for name, settings in prompts.items())
+    )
     return path
 
 
@@ -82,7 +84,11 @@ def sme_feed(topics: Topics, name: str, n: int = 60) -> list[tuple[str, bytes | 
         text = ticket["inputs"]["ticket"]
         answer = complete_text("offline/support-router", SEED_ROUTER_PROMPT.replace("{{ticket}}", text))
         expected = ticket["expectations"]["expected_response"]
-        trace = TraceEvent.build(TraceData(prompt=name, prompt_version=1, trace_id=f"{name}-{i}", inputs={"ticket": text}, outputs=answer))
+        trace = TraceEvent.build(
+            TraceData(
+                prompt=name, prompt_version=1, trace_id=f"{name}-{i}", inputs={"ticket": text}, outputs=answer
+            )
+        )
         right = answer == expected
         rating = RatingEvent.build(
             RatingData(
@@ -94,24 +100,35 @@ def sme_feed(topics: Topics, name: str, n: int = 60) -> list[tuple[str, bytes | 
                 rater="sme-1",
             )
         )
-        records += [(topics.traces, trace.key, trace.to_json()), (topics.ratings, rating.key, rating.to_json())]
+        records += [
+            (topics.traces, trace.key, trace.to_json()),
+            (topics.ratings, rating.key, rating.to_json()),
+        ]
     return records
 
 
-def wait_for_events(daemon: Daemon, topic: str, done: Any, timeout: float = 420.0, *, fail_on_failed_job: bool = True) -> list[Any]:
+def wait_for_events(
+    daemon: Daemon, topic: str, done: Any, timeout: float = 420.0, *, fail_on_failed_job: bool = True
+) -> list[Any]:
     """Read `topic` until `done(events)` holds; a `failed` job ends the wait at once."""
     deadline = time.monotonic() + timeout
     while True:
         events = read_topic(daemon.bootstrap, topic, idle_s=0.5)
         if done(events):
             return events
-        failed = [e.data.error for e in read_topic(daemon.bootstrap, daemon.topics.optimizations, idle_s=0.2) if e.data.status == "failed"]
+        failed = [
+            e.data.error
+            for e in read_topic(daemon.bootstrap, daemon.topics.optimizations, idle_s=0.2)
+            if e.data.status == "failed"
+        ]
         if fail_on_failed_job and failed:
             raise AssertionError(f"a job failed while waiting on {topic}: {failed}")
         if time.monotonic() > deadline:
             jobs = [e.data for e in read_topic(daemon.bootstrap, daemon.topics.optimizations, idle_s=0.5)]
             logs = "\n".join(p.read_text()[-3000:] for p in daemon.workdir.glob("state/jobs/*/job.log"))
-            raise AssertionError(f"timed out waiting on {topic}: {[e.data for e in events]}\njobs: {jobs}\njob logs: {logs}")
+            raise AssertionError(
+                f"timed out waiting on {topic}: {[e.data for e in events]}\njobs: {jobs}\njob logs: {logs}"
+            )
         if daemon.process is not None and daemon.process.poll() is not None:
             raise AssertionError(f"daemon exited:\n{daemon.log.read_text()[-5000:]}")
         time.sleep(1.0)

@@ -31,7 +31,14 @@ def test_demo_runs_twice_and_keeps_its_ops_page_open_on_request(tmp_path: Path) 
     _assert_a_promoting_run(1, first.returncode, first.stdout, first.stderr)
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}  # whole lines, as they are printed
-    demo = subprocess.Popen([*DEMO, "--keep-open"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    demo = subprocess.Popen(
+        [*DEMO, "--keep-open"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(demo.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
@@ -40,7 +47,9 @@ def test_demo_runs_twice_and_keeps_its_ops_page_open_on_request(tmp_path: Path) 
         while not any("keeps running" in line for line in lines):
             assert demo.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
             time.sleep(0.5)
-        url = re.search(r"http://127\.0\.0\.1:\d+/ui", next(line for line in lines if "keeps running" in line))
+        url = re.search(
+            r"http://127\.0\.0\.1:\d+/ui", next(line for line in lines if "keeps running" in line)
+        )
         assert url is not None
         with urllib.request.urlopen(url.group(0), timeout=10) as page:  # still served after the summary
             assert page.status == 200 and "gepa-stream" in page.read().decode()

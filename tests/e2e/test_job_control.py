@@ -22,14 +22,18 @@ def _terminal(events) -> bool:
 
 def test_sigkill_during_gepa_resumes_and_announces_once(kafka_bootstrap: str, tmp_path: Path) -> None:
     name = "router_crash"
-    policy = write_policy(tmp_path / "policy.yaml", name, task_model="offline/support-router?latency_ms=40", calls=120)
+    policy = write_policy(
+        tmp_path / "policy.yaml", name, task_model="offline/support-router?latency_ms=40", calls=120
+    )
     daemon = Daemon(kafka_bootstrap, policy, tmp_path)
     register_seed(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"], name)
     daemon.start()
     try:
         produce(kafka_bootstrap, sme_feed(daemon.topics, name))
         daemon.wait_until(
-            lambda: any(j["stage"] == "optimize" for j in daemon.status().get("jobs", {}).values()), 120, "GEPA to start"
+            lambda: any(j["stage"] == "optimize" for j in daemon.status().get("jobs", {}).values()),
+            120,
+            "GEPA to start",
         )
         gepa_dir = next((tmp_path / "state" / "jobs").iterdir()) / "gepa"
         daemon.wait_until(lambda: gepa_dir.exists() and any(gepa_dir.iterdir()), 60, "GEPA to checkpoint")
@@ -46,10 +50,16 @@ def test_sigkill_during_gepa_resumes_and_announces_once(kafka_bootstrap: str, tm
     assert completed, [e.data for e in optimizations]
     request_id = completed[0].data.request_id
     mlflow.set_tracking_uri(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"])
-    carrying = [v for v in MlflowClient().search_prompt_versions(name) if v.tags.get("gepa_stream.request_id") == request_id]
+    carrying = [
+        v
+        for v in MlflowClient().search_prompt_versions(name)
+        if v.tags.get("gepa_stream.request_id") == request_id
+    ]
     assert len(carrying) == 1
     # at-least-once: an event may be re-sent after the crash, but every decision has one id
-    ids_per_decision = Counter((e.data.request_id, e.data.prompt, e.data.decision) for e in {e.id: e for e in promotions}.values())
+    ids_per_decision = Counter(
+        (e.data.request_id, e.data.prompt, e.data.decision) for e in {e.id: e for e in promotions}.values()
+    )
     assert set(ids_per_decision.values()) == {1}
     assert {e.id for e in completed} == {f"{request_id}:completed"}
 
@@ -73,11 +83,19 @@ def test_manual_approval_then_rollback(kafka_bootstrap: str, tmp_path: Path) -> 
 
         produce(kafka_bootstrap, [command("approve")])
         events = wait_for_events(daemon, daemon.topics.promotions, lambda evs: len(evs) >= 2, timeout=60)
-        assert (events[-1].data.decision, events[-1].data.from_version, events[-1].data.to_version) == ("promoted", 1, 2)
+        assert (events[-1].data.decision, events[-1].data.from_version, events[-1].data.to_version) == (
+            "promoted",
+            1,
+            2,
+        )
         assert mlflow.genai.load_prompt(f"prompts:/{name}@production", cache_ttl_seconds=0).version == 2
         produce(kafka_bootstrap, [command("rollback")])
         events = wait_for_events(daemon, daemon.topics.promotions, lambda evs: len(evs) >= 3, timeout=60)
-        assert (events[-1].data.decision, events[-1].data.from_version, events[-1].data.to_version) == ("rolled_back", 2, 1)
+        assert (events[-1].data.decision, events[-1].data.from_version, events[-1].data.to_version) == (
+            "rolled_back",
+            2,
+            1,
+        )
         assert mlflow.genai.load_prompt(f"prompts:/{name}@production", cache_ttl_seconds=0).version == 1
     finally:
         daemon.stop()

@@ -58,7 +58,9 @@ def _ready_to_kill(prompt: str, run_dir: Path) -> int | None:
     return progress["pid"] if progress.get("detail", "").startswith("held for a crash drill") else None
 
 
-def test_job_processes_killed_at_each_stage_resume_and_announce_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_job_processes_killed_at_each_stage_resume_and_announce_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     settings: dict[str, dict[str, Any]] = {name: {} for name in KILLED_AT}
     settings["kill_gepa"] = {"task_model": "offline/support-router?latency_ms=40"}
     settings["kill_last"] = {"attempts": 1}
@@ -78,8 +80,12 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(kafka_boots
         killed: dict[str, int] = {}
         deadline = time.monotonic() + 300
         while len(killed) < len(KILLED_AT):
-            assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[-4000:]
-            assert time.monotonic() < deadline, f"jobs never reached their kill stage: { {p: _progress(d) for p, d in _job_dirs(tmp_path / 'state').items()} }"
+            assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[
+                -4000:
+            ]
+            assert time.monotonic() < deadline, (
+                f"jobs never reached their kill stage: { {p: _progress(d) for p, d in _job_dirs(tmp_path / 'state').items()} }"
+            )
             for prompt, run_dir in _job_dirs(tmp_path / "state").items():
                 pid = None if prompt in killed else _ready_to_kill(prompt, run_dir)
                 if pid is not None:
@@ -90,7 +96,10 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(kafka_boots
         optimizations = wait_for_events(
             daemon,
             daemon.topics.optimizations,
-            lambda evs: len({e.data.prompt for e in evs if e.data.status in ("completed", "failed")}) == len(KILLED_AT),
+            lambda evs: (
+                len({e.data.prompt for e in evs if e.data.status in ("completed", "failed")})
+                == len(KILLED_AT)
+            ),
             fail_on_failed_job=False,
         )
         registered = read_topic(kafka_bootstrap, daemon.topics.prompts)
@@ -106,9 +115,15 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(kafka_boots
         mine = [e.data for e in optimizations if e.data.prompt == prompt]
         [completed] = [d for d in mine if d.status == "completed"]
         request_id = completed.request_id
-        assert [d.status for d in mine if d.status in ("failed", "completed")] == ["completed"], (prompt, mine)
+        assert [d.status for d in mine if d.status in ("failed", "completed")] == ["completed"], (
+            prompt,
+            mine,
+        )
         [retrying] = [d for d in mine if d.status == "retrying"]
-        assert (retrying.attempt, retrying.max_attempts) == (1, 3) and "SIGKILL" in (retrying.error or ""), (prompt, retrying)
+        assert (retrying.attempt, retrying.max_attempts) == (1, 3) and "SIGKILL" in (retrying.error or ""), (
+            prompt,
+            retrying,
+        )
         ledger = json.loads((_job_dirs(tmp_path / "state")[prompt] / "attempts.json").read_text())["attempts"]
         assert [a["pid"] for a in ledger][0] == killed[prompt] and len(ledger) == 2, (prompt, ledger)
 
@@ -118,24 +133,50 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(kafka_boots
         tags = carrying[0].tags
 
         [announced] = [e.data for e in registered if e.data.prompt == prompt]
-        assert (announced.version, announced.parent_version, announced.request_id) == (2, 1, request_id), (prompt, announced)
-        assert (announced.baseline_score, announced.candidate_score) == (float(tags["gepa_stream.baseline_score"]), float(tags["gepa_stream.candidate_score"]))
+        assert (announced.version, announced.parent_version, announced.request_id) == (2, 1, request_id), (
+            prompt,
+            announced,
+        )
+        assert (announced.baseline_score, announced.candidate_score) == (
+            float(tags["gepa_stream.baseline_score"]),
+            float(tags["gepa_stream.candidate_score"]),
+        )
         assert tags["gepa_stream.parent_version"] == "1"
 
         [promotion] = [e.data for e in promotions if e.data.prompt == prompt]
-        assert (promotion.decision, promotion.from_version, promotion.to_version) == ("promoted", 1, 2), (prompt, promotion)
-        assert (promotion.baseline_score, promotion.candidate_score) == (announced.baseline_score, announced.candidate_score)
+        assert (promotion.decision, promotion.from_version, promotion.to_version) == ("promoted", 1, 2), (
+            prompt,
+            promotion,
+        )
+        assert (promotion.baseline_score, promotion.candidate_score) == (
+            announced.baseline_score,
+            announced.candidate_score,
+        )
         assert mlflow.genai.load_prompt(f"prompts:/{prompt}@production", cache_ttl_seconds=0).version == 2
         assert versions[2].tags.get("gepa_stream.previous_production") == "1"
-        assert (completed.version, completed.baseline_score, completed.candidate_score) == (2, announced.baseline_score, announced.candidate_score)
+        assert (completed.version, completed.baseline_score, completed.candidate_score) == (
+            2,
+            announced.baseline_score,
+            announced.candidate_score,
+        )
 
     # no attempt left: `failed` names the attempt and its cause, and the version it registered is announced
     mine = [e.data for e in optimizations if e.data.prompt == "kill_last"]
     [failed] = [d for d in mine if d.status in ("failed", "completed")]
     assert failed.status == "failed" and not [d for d in mine if d.status == "retrying"], mine
-    assert "no result after 1 attempt (budget.max_attempts)" in (failed.error or "") and "attempt 1: the job process killed by SIGKILL" in (failed.error or ""), failed.error
-    [version] = [v for v in client.search_prompt_versions("kill_last") if v.tags.get("gepa_stream.request_id") == failed.request_id]
+    assert "no result after 1 attempt (budget.max_attempts)" in (
+        failed.error or ""
+    ) and "attempt 1: the job process killed by SIGKILL" in (failed.error or ""), failed.error
+    [version] = [
+        v
+        for v in client.search_prompt_versions("kill_last")
+        if v.tags.get("gepa_stream.request_id") == failed.request_id
+    ]
     [announced] = [e.data for e in registered if e.data.prompt == "kill_last"]
-    assert (announced.version, announced.parent_version, failed.version) == (int(version.version), 1, int(version.version))
+    assert (announced.version, announced.parent_version, failed.version) == (
+        int(version.version),
+        1,
+        int(version.version),
+    )
     assert [e for e in promotions if e.data.prompt == "kill_last"] == []
     assert mlflow.genai.load_prompt("prompts:/kill_last@production", cache_ttl_seconds=0).version == 1

@@ -13,16 +13,33 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from daemon.jobs import registry
+from daemon.jobs import prompt_versions
 from optimization.offline.datasets import support_tickets
-from schemas import CommandData, CommandEvent, PromotionData, PromotionEvent, RatingData, RatingEvent, TraceData, TraceEvent
+from schemas import (
+    CommandData,
+    CommandEvent,
+    PromotionData,
+    PromotionEvent,
+    RatingData,
+    RatingEvent,
+    TraceData,
+    TraceEvent,
+)
 from tests.daemon_harness import Daemon, metric_value, produce, read_topic
-from tests.e2e.loop_helpers import register_seed, sme_feed, validate_against_schemas, wait_for_events, write_policies
+from tests.e2e.loop_helpers import (
+    register_seed,
+    sme_feed,
+    validate_against_schemas,
+    wait_for_events,
+    write_policies,
+)
 
 pytestmark = pytest.mark.e2e
 
 
-def live_feed(daemon: Daemon, name: str, version: int, ratings: list[str], start: int) -> list[tuple[str, bytes | None, bytes]]:
+def live_feed(
+    daemon: Daemon, name: str, version: int, ratings: list[str], start: int
+) -> list[tuple[str, bytes | None, bytes]]:
     """Production traces answered by `version`, each rated by an SME: the right route for
     excellent/good, a wrong one otherwise."""
     records = []
@@ -31,12 +48,25 @@ def live_feed(daemon: Daemon, name: str, version: int, ratings: list[str], start
         trace_id = f"{name}-live-{i}"
         ticket = tickets[i % len(tickets)]
         expected = ticket["expectations"]["expected_response"]
-        answer = expected if value in ("excellent", "good") else ("billing" if expected != "billing" else "technical")
+        answer = (
+            expected
+            if value in ("excellent", "good")
+            else ("billing" if expected != "billing" else "technical")
+        )
         trace = TraceEvent.build(
-            TraceData(prompt=name, prompt_version=version, trace_id=trace_id, inputs=ticket["inputs"], outputs=answer)
+            TraceData(
+                prompt=name,
+                prompt_version=version,
+                trace_id=trace_id,
+                inputs=ticket["inputs"],
+                outputs=answer,
+            )
         )
         rating = RatingEvent.build(RatingData(prompt=name, trace_id=trace_id, rating=value, rater="sme-1"))
-        records += [(daemon.topics.traces, trace.key, trace.to_json()), (daemon.topics.ratings, rating.key, rating.to_json())]
+        records += [
+            (daemon.topics.traces, trace.key, trace.to_json()),
+            (daemon.topics.ratings, rating.key, rating.to_json()),
+        ]
     return records
 
 
@@ -51,12 +81,16 @@ def production_version(tracking_uri: str, name: str) -> int:
 
 def promote_outside_a_job(daemon: Daemon, name: str) -> None:
     """As `compare --promote` does: move the alias to version 2, then announce it."""
-    assert registry.move_production(name, 2) == 1
-    promotion = PromotionEvent.build(PromotionData(prompt=name, decision="promoted", from_version=1, to_version=2, reason="A/B test"))
+    assert prompt_versions.move_production(name, 2) == 1
+    promotion = PromotionEvent.build(
+        PromotionData(prompt=name, decision="promoted", from_version=1, to_version=2, reason="A/B test")
+    )
     produce(daemon.bootstrap, [(daemon.topics.promotions, promotion.key, promotion.to_json())])
 
 
-def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives_sigkill(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives_sigkill(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     worse, better = "router_guard", "router_guard_ok"
     policy = write_policies(
         tmp_path / "policy.yaml",
@@ -66,23 +100,34 @@ def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     for name in (worse, better):
         register_seed(tracking, name)
-    assert registry.ensure_production(better).version == 1
-    mlflow.genai.register_prompt(name=better, template="Route the ticket {{ticket}}: billing, technical or account.")
+    assert prompt_versions.ensure_production(better).version == 1
+    mlflow.genai.register_prompt(
+        name=better, template="Route the ticket {{ticket}}: billing, technical or account."
+    )
     daemon.start()
     try:
         # 1. `worse`: the loop promotes version 2 (in the background, a GEPA job); the guard
         #    takes version 1's 100 rated traces in the window as reference (the weak seed's 60
         #    that trigger the job, 40 it got right)
-        produce(kafka_bootstrap, sme_feed(daemon.topics, worse) + live_feed(daemon, worse, 1, ["excellent"] * 40, 500))
+        produce(
+            kafka_bootstrap,
+            sme_feed(daemon.topics, worse) + live_feed(daemon, worse, 1, ["excellent"] * 40, 500),
+        )
 
         # 2. `better` meanwhile: 40 rated traces of version 1, version 2 promoted outside a job,
         #    then rated better live: confirmed, the alias stays
         produce(kafka_bootstrap, live_feed(daemon, better, 1, ["excellent", "good", "fair", "poor"] * 10, 0))
-        daemon.wait_until(lambda: (daemon.status()["prompts"].get(better) or {}).get("n_examples") == 40, 60, "version 1's window")
+        daemon.wait_until(
+            lambda: (daemon.status()["prompts"].get(better) or {}).get("n_examples") == 40,
+            60,
+            "version 1's window",
+        )
         promote_outside_a_job(daemon, better)
         daemon.wait_until(lambda: guard_of(daemon, better).get("n_old") == 40, 60, "the guard to start")
         produce(kafka_bootstrap, live_feed(daemon, better, 2, ["excellent", "good"] * 20, 100))
-        events = wait_for_events(daemon, daemon.topics.promotions, lambda evs: any(e.data.decision == "confirmed" for e in evs))
+        events = wait_for_events(
+            daemon, daemon.topics.promotions, lambda evs: any(e.data.decision == "confirmed" for e in evs)
+        )
         [confirmed] = [e.data for e in events if e.data.decision == "confirmed"]
         assert (confirmed.prompt, confirmed.from_version, confirmed.to_version) == (better, 1, 2)
         assert confirmed.n_eval >= 20 and confirmed.ci_low > -0.2 and confirmed.improvement > 0
@@ -90,7 +135,9 @@ def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives
         assert guard_of(daemon, better)["state"] == "confirmed"
         assert production_version(tracking, better) == 2
 
-        events = wait_for_events(daemon, daemon.topics.promotions, lambda evs: any(e.data.prompt == worse for e in evs))
+        events = wait_for_events(
+            daemon, daemon.topics.promotions, lambda evs: any(e.data.prompt == worse for e in evs)
+        )
         promoted = next(e for e in events if e.data.prompt == worse)
         assert (promoted.data.decision, promoted.data.to_version) == ("promoted", 2), promoted.data.reason
         daemon.wait_until(lambda: guard_of(daemon, worse).get("n_old") == 100, 60, "the guard to start")
@@ -104,7 +151,9 @@ def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives
         assert guard_of(daemon, worse)["state"] == "watching"
         daemon.kill()
         daemon.start()
-        daemon.wait_until(lambda: guard_of(daemon, worse).get("n_new") is not None, 60, "the guard to be restored")
+        daemon.wait_until(
+            lambda: guard_of(daemon, worse).get("n_new") is not None, 60, "the guard to be restored"
+        )
         restored = guard_of(daemon, worse)
         assert (restored["n_new"], restored["n_old"], restored["state"]) == (6, 100, "watching")
         assert guard_of(daemon, better)["state"] == "confirmed"
@@ -114,15 +163,26 @@ def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives
 
         # 4. clearly worse: the guard asks for a rollback, the optimizer role moves production back
         produce(kafka_bootstrap, live_feed(daemon, worse, 2, ["poor"] * 60, 8))
-        events = wait_for_events(daemon, daemon.topics.promotions, lambda evs: any(e.data.decision == "rolled_back" for e in evs), timeout=120)
+        events = wait_for_events(
+            daemon,
+            daemon.topics.promotions,
+            lambda evs: any(e.data.decision == "rolled_back" for e in evs),
+            timeout=120,
+        )
         [rolled_back] = [e for e in events if e.data.decision == "rolled_back"]
-        assert (rolled_back.data.prompt, rolled_back.data.from_version, rolled_back.data.to_version) == (worse, 2, 1)
+        assert (rolled_back.data.prompt, rolled_back.data.from_version, rolled_back.data.to_version) == (
+            worse,
+            2,
+            1,
+        )
         assert "live guard" in rolled_back.data.reason and "worse beyond doubt" in rolled_back.data.reason
         assert rolled_back.data.reason.endswith("(command by guard)")
-        [command] = [e for e in read_topic(kafka_bootstrap, daemon.topics.commands) if e.data.requested_by == "guard"]
+        [command] = [
+            e for e in read_topic(kafka_bootstrap, daemon.topics.commands) if e.data.requested_by == "guard"
+        ]
         assert (command.data.prompt, command.data.action, command.data.version) == (worse, "rollback", 2)
         assert production_version(tracking, worse) == 1
-        assert registry.TAG_GUARD_ROLLBACK in MlflowClient().get_prompt_version(worse, "2").tags
+        assert prompt_versions.TAG_GUARD_ROLLBACK in MlflowClient().get_prompt_version(worse, "2").tags
         status = guard_of(daemon, worse)
         assert status["state"] == "rolled_back" and status["upper"] < 0 and status["n_old"] == 100
         assert daemon.status()["prompts"][worse]["trigger"]["baseline_score"] == pytest.approx(reference_mean)
@@ -135,13 +195,26 @@ def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives
         # 5. the next job, on the same examples plus the live ones, does not bring version 2 back
         optimize = CommandEvent.build(CommandData(prompt=worse, action="optimize", requested_by="ops"))
         produce(kafka_bootstrap, [(daemon.topics.commands, optimize.key, optimize.to_json())])
-        done = wait_for_events(daemon, daemon.topics.optimizations, lambda evs: sum(e.data.status == "completed" for e in evs) >= 2)
+        done = wait_for_events(
+            daemon,
+            daemon.topics.optimizations,
+            lambda evs: sum(e.data.status == "completed" for e in evs) >= 2,
+        )
         second = [e for e in done if e.data.status == "completed"][-1].data
-        [decision] = [e for e in read_topic(kafka_bootstrap, daemon.topics.promotions) if e.data.request_id == second.request_id]
+        [decision] = [
+            e
+            for e in read_topic(kafka_bootstrap, daemon.topics.promotions)
+            if e.data.request_id == second.request_id
+        ]
         assert production_version(tracking, worse) != 2
-        templates = {v.version: v.template for v in registry.versions(worse)}
-        if templates[decision.data.to_version] == templates[2]:  # the same rule learnt again (see test_guard_rollback.py)
-            assert decision.data.decision == "rejected" and "which the live guard rolled back" in decision.data.reason
+        templates = {v.version: v.template for v in prompt_versions.versions(worse)}
+        if (
+            templates[decision.data.to_version] == templates[2]
+        ):  # the same rule learnt again (see test_guard_rollback.py)
+            assert (
+                decision.data.decision == "rejected"
+                and "which the live guard rolled back" in decision.data.reason
+            )
         validate_against_schemas([*read_topic(kafka_bootstrap, daemon.topics.promotions), command])
     finally:
         daemon.stop()

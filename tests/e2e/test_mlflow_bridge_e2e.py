@@ -19,7 +19,9 @@ from tests.mlflow_app import PROMPT, ProductionApp
 pytestmark = pytest.mark.e2e
 
 
-def _setup(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Daemon, ProductionApp]:
+def _setup(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Daemon, ProductionApp]:
     """The daemon (not started) and the app on one sqlite MLflow; the bridge CLI's env points at both."""
     policy = write_policy(tmp_path / "policy.yaml", PROMPT, n=40)
     daemon = Daemon(kafka_bootstrap, policy, tmp_path)
@@ -44,10 +46,14 @@ def _examples(daemon: Daemon) -> int | None:
 
 
 def _events(daemon: Daemon, event_type: str, topic: str) -> float:
-    return metric_value(daemon.get("/metrics") or "", "gepa_stream_events_total", type=event_type, topic=topic)
+    return metric_value(
+        daemon.get("/metrics") or "", "gepa_stream_events_total", type=event_type, topic=topic
+    )
 
 
-def test_bridge_restart_and_rerun_count_every_example_once(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bridge_restart_and_rerun_count_every_example_once(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     daemon, app = _setup(kafka_bootstrap, tmp_path, monkeypatch)
     daemon.start(role="ingest")
     try:
@@ -55,7 +61,10 @@ def test_bridge_restart_and_rerun_count_every_example_once(kafka_bootstrap: str,
         app.serve_unlinked()
         app.review(first[::2])
         out = _bridge(app)
-        assert "41 new trace(s): 40 mapped, 1 unmapped (no_prompt 1); published: gepa.rating.v1 20, gepa.trace.v1 40" in out
+        assert (
+            "41 new trace(s): 40 mapped, 1 unmapped (no_prompt 1); published: gepa.rating.v1 20, gepa.trace.v1 40"
+            in out
+        )
         daemon.wait_until(lambda: _examples(daemon) == 20, 60, "20 examples")
 
         second = app.serve(40)
@@ -68,31 +77,49 @@ def test_bridge_restart_and_rerun_count_every_example_once(kafka_bootstrap: str,
         assert "published: gepa.rating.v1 40, gepa.trace.v1 80" in out
         topics = daemon.topics
         daemon.wait_until(
-            lambda: (_events(daemon, "gepa.trace.v1", topics.traces), _events(daemon, "gepa.rating.v1", topics.ratings)) == (160, 80),
+            lambda: (
+                (
+                    _events(daemon, "gepa.trace.v1", topics.traces),
+                    _events(daemon, "gepa.rating.v1", topics.ratings),
+                )
+                == (160, 80)
+            ),
             60,
             "the daemon to consume the second run",
         )
         status = daemon.status()["prompts"][PROMPT]
         assert (status["n_examples"], status["waiting_ratings"]) == (40, 0)
-        requested = [e for e in read_topic(kafka_bootstrap, topics.optimizations) if e.data.status == "requested"]
-        assert [(e.data.prompt, e.data.trigger.rule, e.data.snapshot.n_examples) for e in requested] == [(PROMPT, "min_examples", 40)]
+        requested = [
+            e for e in read_topic(kafka_bootstrap, topics.optimizations) if e.data.status == "requested"
+        ]
+        assert [(e.data.prompt, e.data.trigger.rule, e.data.snapshot.n_examples) for e in requested] == [
+            (PROMPT, "min_examples", 40)
+        ]
         assert read_topic(kafka_bootstrap, topics.dlq, idle_s=0.5) == []
     finally:
         daemon.stop()
 
 
-def test_bridged_production_data_is_optimized_and_promoted(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bridged_production_data_is_optimized_and_promoted(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     daemon, app = _setup(kafka_bootstrap, tmp_path, monkeypatch)
     daemon.start()
     try:
         app.review(app.serve(80)[::2])
         _bridge(app)
         optimizations = wait_for_events(
-            daemon, daemon.topics.optimizations, lambda evs: any(e.data.status in ("completed", "failed") for e in evs), timeout=240
+            daemon,
+            daemon.topics.optimizations,
+            lambda evs: any(e.data.status in ("completed", "failed") for e in evs),
+            timeout=240,
         )
         assert optimizations[-1].data.status == "completed", optimizations[-1].data.error
         promotions = wait_for_events(
-            daemon, daemon.topics.promotions, lambda evs: any(e.data.prompt == PROMPT and e.data.decision == "promoted" for e in evs), timeout=60
+            daemon,
+            daemon.topics.promotions,
+            lambda evs: any(e.data.prompt == PROMPT and e.data.decision == "promoted" for e in evs),
+            timeout=60,
         )
         (promoted,) = [e for e in promotions if e.data.decision == "promoted"]
         assert (promoted.data.from_version, promoted.data.to_version) == (1, 2)

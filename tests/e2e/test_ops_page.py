@@ -24,7 +24,16 @@ from tests.daemon_harness import Daemon, produce
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TOKEN = "ops-test-token-0123456789"
 AUTO, MANUAL = "support_router", "support_router_manual"
 FILLERS = [f"filler_{i:02d}" for i in range(48)]
@@ -48,7 +57,12 @@ def _policy() -> str:
     input_keys: [ticket]
     triggers: {{min_examples: 500}}
 """
-    return "prompts:\n" + router.format(name=AUTO, mode="auto") + router.format(name=MANUAL, mode="manual") + "".join(filler.format(name=n) for n in FILLERS)
+    return (
+        "prompts:\n"
+        + router.format(name=AUTO, mode="auto")
+        + router.format(name=MANUAL, mode="manual")
+        + "".join(filler.format(name=n) for n in FILLERS)
+    )
 
 
 def _decisions(topics: Topics) -> list[tuple[str, bytes | None, bytes]]:
@@ -59,8 +73,16 @@ def _decisions(topics: Topics) -> list[tuple[str, bytes | None, bytes]]:
         name = FILLERS[0] if i < 300 else FILLERS[1 + i % 47]
         event = PromotionEvent.build(
             PromotionData(
-                prompt=name, decision=kinds[i % 4], from_version=1 + i // 50, to_version=2 + i // 50,
-                baseline_score=0.5, candidate_score=0.6, improvement=0.2, ci_low=0.01, ci_high=0.2, n_eval=30,
+                prompt=name,
+                decision=kinds[i % 4],
+                from_version=1 + i // 50,
+                to_version=2 + i // 50,
+                baseline_score=0.5,
+                candidate_score=0.6,
+                improvement=0.2,
+                ci_low=0.01,
+                ci_high=0.2,
+                n_eval=30,
                 reason=f"generated decision {i}",
             ),
             id=f"generated-{i}",
@@ -73,7 +95,9 @@ def _decisions(topics: Topics) -> list[tuple[str, bytes | None, bytes]]:
 def browser() -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:
         pytest.skip(f"no browser: {CHROMIUM} is missing (`make browser` installs Debian's chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
+    )
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
@@ -89,7 +113,9 @@ def _wait(what: str, condition: Callable[[], Any], timeout: float, daemon: Daemo
             return value
         daemon.wait_until(lambda: True, 1, "the daemon to be alive")
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}:\n{daemon.log.read_text()[-4000:]}")
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what}:\n{daemon.log.read_text()[-4000:]}"
+    )
 
 
 def _text(page: Any, selector: str) -> str:
@@ -102,10 +128,17 @@ def _number(page: Any, selector: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(browser: Any, kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(
+    browser: Any, kafka_bootstrap: str, tmp_path: Path
+) -> None:
     config = tmp_path / "policy.yaml"
     config.write_text(_policy())
-    daemon = Daemon(kafka_bootstrap, config, tmp_path, env={"GEPA_STREAM_ADMIN_TOKEN": TOKEN, "GEPA_STREAM_MAX_CONCURRENT_JOBS": "2"})
+    daemon = Daemon(
+        kafka_bootstrap,
+        config,
+        tmp_path,
+        env={"GEPA_STREAM_ADMIN_TOKEN": TOKEN, "GEPA_STREAM_MAX_CONCURRENT_JOBS": "2"},
+    )
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     versions = {name: register_sample_prompt(tracking_uri, name) for name in (AUTO, MANUAL)}
     daemon.start()
@@ -115,12 +148,21 @@ def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(browser: Any, kaf
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(f"http://127.0.0.1:{daemon.port}/ui?refresh=300")
         row = {name: f'tr[data-prompt="{name}"]' for name in (AUTO, MANUAL, FILLERS[0])}
-        _wait("the page to list 50 prompts", lambda: page.locator("#prompts tbody tr").count() == 50, 30, daemon)
+        _wait(
+            "the page to list 50 prompts", lambda: page.locator("#prompts tbody tr").count() == 50, 30, daemon
+        )
 
         # 1,000 decisions: the page stays responsive (state API and a 300-decision prompt).
         produce(kafka_bootstrap, _decisions(daemon.topics))
-        _wait("the generated decisions", lambda: "generated decision 299" in _text(page, row[FILLERS[0]]), 60, daemon)
-        state_ms = page.evaluate("async () => { const t = performance.now(); await (await fetch('/ui/api/state')).json(); return performance.now() - t; }")
+        _wait(
+            "the generated decisions",
+            lambda: "generated decision 299" in _text(page, row[FILLERS[0]]),
+            60,
+            daemon,
+        )
+        state_ms = page.evaluate(
+            "async () => { const t = performance.now(); await (await fetch('/ui/api/state')).json(); return performance.now() - t; }"
+        )
         assert state_ms < 1000, f"/ui/api/state took {state_ms:.0f} ms with 50 prompts and 1,000 decisions"
         started = time.monotonic()
         page.click(row[FILLERS[0]])
@@ -132,8 +174,19 @@ def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(browser: Any, kaf
         feed = {name: sample_feed(versions[name], name, daemon.topics) for name in (AUTO, MANUAL)}
         seen_fill = []
         for sent in range(20, len(feed[AUTO]) + 1, 20):
-            produce(kafka_bootstrap, [(topic, e.key, e.to_json()) for topic, e in feed[AUTO][sent - 20 : sent]])
-            n = _wait(f"the window to show {sent // 2} examples", lambda: (v := _number(page, f"{row[AUTO]} [data-testid=window-n]")) is not None and v >= sent // 2 and v, 30, daemon)
+            produce(
+                kafka_bootstrap, [(topic, e.key, e.to_json()) for topic, e in feed[AUTO][sent - 20 : sent]]
+            )
+            n = _wait(
+                f"the window to show {sent // 2} examples",
+                lambda: (
+                    (v := _number(page, f"{row[AUTO]} [data-testid=window-n]")) is not None
+                    and v >= sent // 2  # noqa: B023 (_wait polls it before `sent` moves on)
+                    and v
+                ),
+                30,
+                daemon,
+            )
             seen_fill.append(n)
         assert seen_fill == sorted(seen_fill) and len(set(seen_fill)) >= 4 and seen_fill[-1] >= 60, seen_fill
         produce(kafka_bootstrap, [(topic, e.key, e.to_json()) for topic, e in feed[MANUAL]])
@@ -148,9 +201,14 @@ def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(browser: Any, kaf
             return "promoted" in _text(page, f"{row[AUTO]} [data-testid=last-decision]")
 
         _wait("the demo prompt's promotion", promoted, 240, daemon)
-        assert len(calls_seen) >= 2 and max(calls_seen) > 0, f"metric calls seen on the page: {sorted(calls_seen)}"
+        assert len(calls_seen) >= 2 and max(calls_seen) > 0, (
+            f"metric calls seen on the page: {sorted(calls_seen)}"
+        )
         assert "v2" in _text(page, f"{row[AUTO]} [data-testid=live-version]") or _wait(
-            "production v2 on the page", lambda: "v2" in _text(page, f"{row[AUTO]} [data-testid=live-version]"), 30, daemon
+            "production v2 on the page",
+            lambda: "v2" in _text(page, f"{row[AUTO]} [data-testid=live-version]"),
+            30,
+            daemon,
         )
 
         # The promotion with its interval, and the diff of v1 -> v2.
@@ -164,10 +222,20 @@ def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(browser: Any, kaf
         assert page.locator("#diff .row.insert, #diff .row.replace").count() >= 1
 
         # Manual mode: the candidate awaits approval; approving without the token is refused.
-        _wait("the manual prompt's candidate awaiting approval", lambda: "awaiting approval" in _text(page, f"{row[MANUAL]} [data-testid=live]"), 240, daemon)
+        _wait(
+            "the manual prompt's candidate awaiting approval",
+            lambda: "awaiting approval" in _text(page, f"{row[MANUAL]} [data-testid=live]"),
+            240,
+            daemon,
+        )
         page.click(row[MANUAL])
         page.click("#actions [data-action=approve]")
-        refused = _wait("the refusal", lambda: "refused (401)" in (t := page.inner_text("#action-message")) and t, 10, daemon)
+        refused = _wait(
+            "the refusal",
+            lambda: "refused (401)" in (t := page.inner_text("#action-message")) and t,
+            10,
+            daemon,
+        )
         assert "admin token" in refused
         assert "v1" in _text(page, f"{row[MANUAL]} [data-testid=live-version]")
 
@@ -177,22 +245,60 @@ def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(browser: Any, kaf
         page.click("[data-testid=sign-in] button[type=submit]")
         page.wait_for_selector("#auth >> text=signed in as", timeout=5000)
         page.click("#actions [data-action=approve]")
-        _wait("the approval to be sent", lambda: "sent as alice (ops page)" in page.inner_text("#action-message"), 15, daemon)
-        _wait("production to move to v2", lambda: "v2" in _text(page, f"{row[MANUAL]} [data-testid=live-version]"), 60, daemon)
-        _wait("the approval decision", lambda: "approved (command by alice (ops page))" in page.inner_text("#decisions"), 30, daemon)
+        _wait(
+            "the approval to be sent",
+            lambda: "sent as alice (ops page)" in page.inner_text("#action-message"),
+            15,
+            daemon,
+        )
+        _wait(
+            "production to move to v2",
+            lambda: "v2" in _text(page, f"{row[MANUAL]} [data-testid=live-version]"),
+            60,
+            daemon,
+        )
+        _wait(
+            "the approval decision",
+            lambda: "approved (command by alice (ops page))" in page.inner_text("#decisions"),
+            30,
+            daemon,
+        )
         assert "awaiting approval" not in _text(page, f"{row[MANUAL]} [data-testid=live]")
 
         # Roll back: production returns to v1. Optimize now reaches the ingest role (an empty window: skipped, saying why).
         page.click("#actions [data-action=rollback]")
-        _wait("production back on v1", lambda: "v1" in _text(page, f"{row[MANUAL]} [data-testid=live-version]"), 60, daemon)
-        _wait("the rollback decision", lambda: page.locator('#decisions tr[data-decision="rolled_back"]').count() == 1, 30, daemon)
+        _wait(
+            "production back on v1",
+            lambda: "v1" in _text(page, f"{row[MANUAL]} [data-testid=live-version]"),
+            60,
+            daemon,
+        )
+        _wait(
+            "the rollback decision",
+            lambda: page.locator('#decisions tr[data-decision="rolled_back"]').count() == 1,
+            30,
+            daemon,
+        )
         page.click(f'tr[data-prompt="{FILLERS[1]}"]')
         page.click("#actions [data-action=optimize]")
-        skipped = _wait("optimize now on an empty window", lambda: "skipped" in (t := _text(page, f'tr[data-prompt="{FILLERS[1]}"] [data-testid=job]')) and t, 30, daemon)
+        skipped = _wait(
+            "optimize now on an empty window",
+            lambda: (
+                "skipped" in (t := _text(page, f'tr[data-prompt="{FILLERS[1]}"] [data-testid=job]')) and t
+            ),
+            30,
+            daemon,
+        )
         assert "no labeled examples" in skipped
 
         # The page never carries the token (it only lives in the operator's browser session).
-        for path in ("/ui", "/ui/ops.js", "/ui/api/state", f"/ui/api/decisions?prompt={MANUAL}", f"/ui/api/versions?name={MANUAL}"):
+        for path in (
+            "/ui",
+            "/ui/ops.js",
+            "/ui/api/state",
+            f"/ui/api/decisions?prompt={MANUAL}",
+            f"/ui/api/versions?name={MANUAL}",
+        ):
             body = page.evaluate("async (p) => await (await fetch(p)).text()", path)
             assert TOKEN not in body, path
         assert TOKEN not in json.dumps(daemon.status())
@@ -201,4 +307,7 @@ def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(browser: Any, kaf
     finally:
         daemon.stop()
     assert TOKEN not in daemon.log.read_text()
-    assert "approve support_router_manual" in daemon.log.read_text() and "requested by alice (ops page)" in daemon.log.read_text()
+    assert (
+        "approve support_router_manual" in daemon.log.read_text()
+        and "requested by alice (ops page)" in daemon.log.read_text()
+    )

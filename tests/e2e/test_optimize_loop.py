@@ -10,7 +10,13 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.daemon_harness import Daemon, produce, read_topic
-from tests.e2e.loop_helpers import register_seed, sme_feed, validate_against_schemas, wait_for_events, write_policy
+from tests.e2e.loop_helpers import (
+    register_seed,
+    sme_feed,
+    validate_against_schemas,
+    wait_for_events,
+    write_policy,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +28,9 @@ def _run_loop(kafka_bootstrap: str, tmp_path: Path, name: str, **policy) -> tupl
     daemon.start()
     produce(kafka_bootstrap, sme_feed(daemon.topics, name))
     optimizations = wait_for_events(
-        daemon, daemon.topics.optimizations, lambda evs: any(e.data.status in ("completed", "failed") for e in evs)
+        daemon,
+        daemon.topics.optimizations,
+        lambda evs: any(e.data.status in ("completed", "failed") for e in evs),
     )
     promotions = wait_for_events(daemon, daemon.topics.promotions, lambda evs: len(evs) >= 1, timeout=60)
     registered = read_topic(kafka_bootstrap, daemon.topics.prompts)
@@ -48,8 +56,14 @@ def test_mlflow_backend_optimizes_registers_and_promotes(kafka_bootstrap: str, t
         assert live.version == 2
         tags = MlflowClient().get_prompt_version("router_e2e", "2").tags
         assert tags["gepa_stream.request_id"] == completed.request_id
-        assert float(tags["gepa_stream.baseline_score"]) == completed.baseline_score == reg.data.baseline_score
-        assert float(tags["gepa_stream.candidate_score"]) == completed.candidate_score == reg.data.candidate_score
+        assert (
+            float(tags["gepa_stream.baseline_score"]) == completed.baseline_score == reg.data.baseline_score
+        )
+        assert (
+            float(tags["gepa_stream.candidate_score"])
+            == completed.candidate_score
+            == reg.data.candidate_score
+        )
         assert int(tags["gepa_stream.n_val"]) == completed.n_val == promotion.data.n_eval
         validate_against_schemas([*optimizations, *registered, *promotions])
         status = daemon.status()
@@ -59,11 +73,15 @@ def test_mlflow_backend_optimizes_registers_and_promotes(kafka_bootstrap: str, t
         daemon.stop()
 
 
-def test_dspy_backend_optimizes_registers_per_predictor_and_promotes(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_dspy_backend_optimizes_registers_per_predictor_and_promotes(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     name = "router_dspy"
     daemon = Daemon(
         kafka_bootstrap,
-        write_policy(tmp_path / "policy.yaml", name, backend="dspy", program="examples.router_program:make_program"),
+        write_policy(
+            tmp_path / "policy.yaml", name, backend="dspy", program="examples.router_program:make_program"
+        ),
         tmp_path,
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
@@ -71,13 +89,22 @@ def test_dspy_backend_optimizes_registers_per_predictor_and_promotes(kafka_boots
         daemon.start()
         produce(kafka_bootstrap, sme_feed(daemon.topics, name))
         optimizations = wait_for_events(
-            daemon, daemon.topics.optimizations, lambda evs: any(e.data.status in ("completed", "failed") for e in evs)
+            daemon,
+            daemon.topics.optimizations,
+            lambda evs: any(e.data.status in ("completed", "failed") for e in evs),
         )
-        assert [e.data.status for e in optimizations] == ["requested", "started", "completed"], [e.data for e in optimizations]
+        assert [e.data.status for e in optimizations] == ["requested", "started", "completed"], [
+            e.data for e in optimizations
+        ]
         completed = optimizations[-1].data
         predictor_prompt = f"{name}_route"
         [reg] = read_topic(kafka_bootstrap, daemon.topics.prompts)
-        assert (reg.data.prompt, reg.data.optimizer, reg.data.parent_version, reg.data.version) == (predictor_prompt, "dspy_gepa", 1, 2)
+        assert (reg.data.prompt, reg.data.optimizer, reg.data.parent_version, reg.data.version) == (
+            predictor_prompt,
+            "dspy_gepa",
+            1,
+            2,
+        )
         [promotion] = wait_for_events(daemon, daemon.topics.promotions, lambda evs: len(evs) >= 1, timeout=60)
         assert promotion.data.decision == "promoted", promotion.data.reason
         mlflow.set_tracking_uri(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"])
@@ -85,14 +112,19 @@ def test_dspy_backend_optimizes_registers_per_predictor_and_promotes(kafka_boots
         assert live.version == 2 and "billing" in live.template
         tags = MlflowClient().get_prompt_version(predictor_prompt, "2").tags
         assert float(tags["gepa_stream.candidate_score"]) == completed.candidate_score
-        runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`gepa_stream.request_id` = '{completed.request_id}'")
+        runs = mlflow.search_runs(
+            search_all_experiments=True,
+            filter_string=f"tags.`gepa_stream.request_id` = '{completed.request_id}'",
+        )
         assert len(runs) == 1, "the optimized program is logged to MLflow"
         validate_against_schemas([*optimizations, reg, promotion])
     finally:
         daemon.stop()
 
 
-def test_a_candidate_that_does_not_improve_leaves_the_alias_where_it_was(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_a_candidate_that_does_not_improve_leaves_the_alias_where_it_was(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """Null test: the reflection model returns the instruction unchanged."""
     daemon, optimizations, registered, promotions = _run_loop(
         kafka_bootstrap, tmp_path, "router_null", reflector="offline/unchanged-reflector"
@@ -105,9 +137,16 @@ def test_a_candidate_that_does_not_improve_leaves_the_alias_where_it_was(kafka_b
     assert mlflow.genai.load_prompt("prompts:/router_null@production", cache_ttl_seconds=0).version == 1
 
 
-def test_an_inherited_mlflow_experiment_does_not_break_jobs(kafka_bootstrap: str, tmp_path: Path, monkeypatch) -> None:
+def test_an_inherited_mlflow_experiment_does_not_break_jobs(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch
+) -> None:
     """Users often export MLFLOW_EXPERIMENT_ID; the daemon's jobs log to their own experiment."""
-    daemon = Daemon(kafka_bootstrap, write_policy(tmp_path / "policy.yaml", "router_env"), tmp_path, env={"MLFLOW_EXPERIMENT_ID": "424242"})
+    daemon = Daemon(
+        kafka_bootstrap,
+        write_policy(tmp_path / "policy.yaml", "router_env"),
+        tmp_path,
+        env={"MLFLOW_EXPERIMENT_ID": "424242"},
+    )
     register_seed(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"], "router_env")
     daemon.start()
     try:

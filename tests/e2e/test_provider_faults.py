@@ -31,7 +31,12 @@ N_EXAMPLES = 40
 PRICE = {"input_per_million": 100.0, "output_per_million": 200.0}
 PRICED = ("support-router", "reflector", "judge")
 MLFLOW = {"backend": "mlflow", "task_model": "openai/support-router", "reflection_model": "openai:/reflector"}
-DSPY = {"backend": "dspy", "program": "examples.router_program:make_program", "task_model": "openai/support-router", "reflection_model": "openai/reflector"}
+DSPY = {
+    "backend": "dspy",
+    "program": "examples.router_program:make_program",
+    "task_model": "openai/support-router",
+    "reflection_model": "openai/reflector",
+}
 COMMON = {
     "input_keys": ["ticket"],
     "window": {"max_examples": 500},
@@ -58,7 +63,11 @@ PROMPTS: dict[str, dict[str, Any]] = {
     },
 }
 ROLE_MODELS = {  # which model each prompt's roles call at the provider (the judge only where configured)
-    name: {"task": policy["task_model"].split("/")[-1], "reflection": policy["reflection_model"].split("/")[-1], "judge": "judge"}
+    name: {
+        "task": policy["task_model"].split("/")[-1],
+        "reflection": policy["reflection_model"].split("/")[-1],
+        "judge": "judge",
+    }
     for name, policy in PROMPTS.items()
 }
 
@@ -70,14 +79,20 @@ def provider() -> Iterator[FakeProvider]:
 
 
 @pytest.fixture(scope="module")
-def daemon(kafka_bootstrap: str, provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def daemon(
+    kafka_bootstrap: str, provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Daemon]:
     workdir = tmp_path_factory.mktemp("provider-faults")
-    (workdir / "policy.yaml").write_text(yaml.safe_dump({"prompts": [{"name": name, **COMMON, **policy} for name, policy in PROMPTS.items()]}))
+    (workdir / "policy.yaml").write_text(
+        yaml.safe_dump({"prompts": [{"name": name, **COMMON, **policy} for name, policy in PROMPTS.items()]})
+    )
     env = {
         "OPENAI_BASE_URL": provider.base_url,
         "OPENAI_API_KEY": provider.api_key,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "DSPY_CACHEDIR": str(workdir / "dspy-cache"),  # a shared disk cache would answer calls the provider never sees
+        "DSPY_CACHEDIR": str(
+            workdir / "dspy-cache"
+        ),  # a shared disk cache would answer calls the provider never sees
         "GEPA_STREAM_MAX_CONCURRENT_JOBS": str(len(PROMPTS)),
     }
     running = Daemon(kafka_bootstrap, workdir / "policy.yaml", workdir, env=env)
@@ -106,7 +121,9 @@ def outcome(daemon: Daemon, provider: FakeProvider) -> Iterator[Outcome]:
     provider.inject("status", code=503, times=None, model="unchanged-reflector")
     provider.inject("hang", times=None, model="math")
     started = time.monotonic()
-    produce(daemon.bootstrap, [record for name in PROMPTS for record in sme_feed(daemon.topics, name, N_EXAMPLES)])
+    produce(
+        daemon.bootstrap, [record for name in PROMPTS for record in sme_feed(daemon.topics, name, N_EXAMPLES)]
+    )
     events: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     deadline = started + 420
@@ -116,7 +133,9 @@ def outcome(daemon: Daemon, provider: FakeProvider) -> Iterator[Outcome]:
                 if event.data.status in ("completed", "failed") and event.data.prompt not in events:
                     events[event.data.prompt] = event
                     seconds[event.data.prompt] = time.monotonic() - started
-            assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[-4000:]
+            assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[
+                -4000:
+            ]
             if time.monotonic() > deadline:
                 logs = "\n".join(p.read_text()[-2000:] for p in daemon.workdir.glob("state/jobs/*/job.log"))
                 raise AssertionError(f"jobs without a terminal event: {set(PROMPTS) - set(events)}\n{logs}")
@@ -131,11 +150,19 @@ def _usage(outcome: Outcome, name: str) -> Any:
 
 
 def _promotions(daemon: Daemon, prompt: str) -> list[Any]:
-    return [e for e in read_topic(daemon.bootstrap, daemon.topics.promotions, idle_s=0.5) if e.data.prompt == prompt]
+    return [
+        e
+        for e in read_topic(daemon.bootstrap, daemon.topics.promotions, idle_s=0.5)
+        if e.data.prompt == prompt
+    ]
 
 
 def _registered(daemon: Daemon, name: str) -> list[Any]:
-    return [e for e in read_topic(daemon.bootstrap, daemon.topics.prompts, idle_s=0.5) if e.data.prompt in (name, f"{name}_route")]
+    return [
+        e
+        for e in read_topic(daemon.bootstrap, daemon.topics.prompts, idle_s=0.5)
+        if e.data.prompt in (name, f"{name}_route")
+    ]
 
 
 def _job_processes(run_dir: Path) -> list[str]:
@@ -153,13 +180,33 @@ def _job_processes(run_dir: Path) -> list[str]:
 
 def test_tokens_and_dollars_in_the_events_are_what_the_provider_served(outcome: Outcome) -> None:
     for model in PRICED:
-        counted = [(name, role, usage) for name in PROMPTS for role, usage in (_usage(outcome, name).roles.items()) if ROLE_MODELS[name][role] == model]
+        counted = [
+            (name, role, usage)
+            for name in PROMPTS
+            for role, usage in (_usage(outcome, name).roles.items())
+            if ROLE_MODELS[name][role] == model
+        ]
         served = outcome.served[model]
-        assert sum(u.prompt_tokens for _, _, u in counted) == served["prompt_tokens"], (model, counted, served)
-        assert sum(u.completion_tokens for _, _, u in counted) == served["completion_tokens"], (model, counted, served)
-        assert sum(u.calls for _, _, u in counted) == served["requests"] - served["faults"], (model, counted, served)
+        assert sum(u.prompt_tokens for _, _, u in counted) == served["prompt_tokens"], (
+            model,
+            counted,
+            served,
+        )
+        assert sum(u.completion_tokens for _, _, u in counted) == served["completion_tokens"], (
+            model,
+            counted,
+            served,
+        )
+        assert sum(u.calls for _, _, u in counted) == served["requests"] - served["faults"], (
+            model,
+            counted,
+            served,
+        )
         for name, role, usage in counted:
-            expected = (usage.prompt_tokens * PRICE["input_per_million"] + usage.completion_tokens * PRICE["output_per_million"]) / 1e6
+            expected = (
+                usage.prompt_tokens * PRICE["input_per_million"]
+                + usage.completion_tokens * PRICE["output_per_million"]
+            ) / 1e6
             assert usage.cost_usd == pytest.approx(expected) and not usage.cost_unknown, (name, role, usage)
     for name in PROMPTS:
         usage = _usage(outcome, name)
@@ -169,12 +216,21 @@ def test_tokens_and_dollars_in_the_events_are_what_the_provider_served(outcome: 
 
 def test_429s_with_retry_after_are_ridden_out_and_the_jobs_complete(outcome: Outcome) -> None:
     assert outcome.served["support-router"]["faults"] == 2
-    assert sum(_usage(outcome, name).roles["task"].failed_attempts for name in ("fp_mlflow", "fp_dspy", "fp_cost", "fp_down") if "task" in _usage(outcome, name).roles) == 2
+    assert (
+        sum(
+            _usage(outcome, name).roles["task"].failed_attempts
+            for name in ("fp_mlflow", "fp_dspy", "fp_cost", "fp_down")
+            if "task" in _usage(outcome, name).roles
+        )
+        == 2
+    )
     for name in ("fp_mlflow", "fp_dspy", "fp_cost"):
         assert outcome.events[name].data.status == "completed", outcome.events[name].data.error
 
 
-def test_mlflow_backend_through_the_provider_registers_promotes_and_reports_usage(outcome: Outcome, daemon: Daemon) -> None:
+def test_mlflow_backend_through_the_provider_registers_promotes_and_reports_usage(
+    outcome: Outcome, daemon: Daemon
+) -> None:
     event = outcome.events["fp_mlflow"]
     [registered] = _registered(daemon, "fp_mlflow")
     assert registered.data.usage == event.data.usage
@@ -183,12 +239,27 @@ def test_mlflow_backend_through_the_provider_registers_promotes_and_reports_usag
     validate_against_schemas([event, registered])
     metrics = daemon.get("/metrics")
     task = event.data.usage.roles["task"]
-    assert metric_value(metrics, "gepa_stream_model_tokens_total", prompt="fp_mlflow", role="task", kind="prompt") == task.prompt_tokens
-    assert metric_value(metrics, "gepa_stream_model_tokens_total", prompt="fp_mlflow", role="task", kind="completion") == task.completion_tokens
-    assert metric_value(metrics, "gepa_stream_model_cost_usd_total", prompt="fp_mlflow", role="task") == pytest.approx(task.cost_usd)
+    assert (
+        metric_value(
+            metrics, "gepa_stream_model_tokens_total", prompt="fp_mlflow", role="task", kind="prompt"
+        )
+        == task.prompt_tokens
+    )
+    assert (
+        metric_value(
+            metrics, "gepa_stream_model_tokens_total", prompt="fp_mlflow", role="task", kind="completion"
+        )
+        == task.completion_tokens
+    )
+    assert metric_value(
+        metrics, "gepa_stream_model_cost_usd_total", prompt="fp_mlflow", role="task"
+    ) == pytest.approx(task.cost_usd)
     mlflow.set_tracking_uri(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"])
     client = MlflowClient()
-    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()], f"tags.`gepa_stream.request_id` = '{event.data.request_id}'")
+    [run] = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        f"tags.`gepa_stream.request_id` = '{event.data.request_id}'",
+    )
     assert run.data.metrics["model_prompt_tokens.task"] == task.prompt_tokens
     assert run.data.metrics["model_cost_usd"] == pytest.approx(event.data.usage.cost_usd)
 
@@ -201,7 +272,9 @@ def test_dspy_backend_through_the_provider_registers_and_promotes(outcome: Outco
     assert promotion.data.decision == "promoted", promotion.data.reason
 
 
-def test_max_cost_usd_stops_gepa_and_the_best_candidate_so_far_is_still_gated(outcome: Outcome, daemon: Daemon) -> None:
+def test_max_cost_usd_stops_gepa_and_the_best_candidate_so_far_is_still_gated(
+    outcome: Outcome, daemon: Daemon
+) -> None:
     data = outcome.events["fp_cost"].data
     assert data.stopped_by == "max_cost_usd"
     assert data.budget.max_cost_usd == 0.5
@@ -213,10 +286,14 @@ def test_max_cost_usd_stops_gepa_and_the_best_candidate_so_far_is_still_gated(ou
         assert outcome.events[name].data.stopped_by is None
 
 
-def test_a_provider_that_stays_down_fails_the_job_naming_role_model_and_error(outcome: Outcome, daemon: Daemon) -> None:
+def test_a_provider_that_stays_down_fails_the_job_naming_role_model_and_error(
+    outcome: Outcome, daemon: Daemon
+) -> None:
     data = outcome.events["fp_down"].data
     assert data.status == "failed"
-    assert "reflection model openai/unchanged-reflector: 5 consecutive 503 responses" in data.error, data.error
+    assert "reflection model openai/unchanged-reflector: 5 consecutive 503 responses" in data.error, (
+        data.error
+    )
     assert outcome.served["unchanged-reflector"]["requests"] == 5, "retried 4 times, then never again"
     assert data.usage.roles["reflection"].failed_attempts == 5
     assert _registered(daemon, "fp_down") == []
@@ -225,7 +302,9 @@ def test_a_provider_that_stays_down_fails_the_job_naming_role_model_and_error(ou
     assert _job_processes(daemon.workdir / "state" / "jobs" / data.request_id) == []
 
 
-def test_a_provider_that_never_answers_fails_the_job_within_its_wall_time(outcome: Outcome, daemon: Daemon) -> None:
+def test_a_provider_that_never_answers_fails_the_job_within_its_wall_time(
+    outcome: Outcome, daemon: Daemon
+) -> None:
     data = outcome.events["fp_hang"].data
     assert data.status == "failed"
     assert "task model openai/math: 2 consecutive timeouts" in data.error, data.error

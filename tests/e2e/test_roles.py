@@ -38,7 +38,10 @@ def _announce(bootstrap: str, topics: Topics, request: Request) -> str:
     """What the ingest role does on a trigger: the window's chunks, then `requested` pointing at them."""
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     try:
-        chunks = [producer.send(topics.snapshots, key=c.key, value=c.to_json()) for c in snapshot_chunks(request.request_id, request.prompt, request.examples)]
+        chunks = [
+            producer.send(topics.snapshots, key=c.key, value=c.to_json())
+            for c in snapshot_chunks(request.request_id, request.prompt, request.examples)
+        ]
         written = [future.get(timeout=30) for future in chunks]
         event = OptimizationEvent.build(
             OptimizationData(
@@ -77,12 +80,18 @@ def _prompts_on_every_partition(partitions: int) -> list[str]:
 def _shares(optimizers: list[Daemon], topic: str) -> list[set[int]]:
     """The optimizations partitions each replica owns now."""
     return [
-        {int(tp.rpartition("/")[2]) for tp in (o.status().get("optimizer", {}).get("assigned") or []) if tp.rpartition("/")[0] == topic}
+        {
+            int(tp.rpartition("/")[2])
+            for tp in (o.status().get("optimizer", {}).get("assigned") or [])
+            if tp.rpartition("/")[0] == topic
+        }
         for o in optimizers
     ]
 
 
-def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """The compose split, each role its own process, sharing MLflow and the run-dir volume:
     1. two `--role optimizer` replicas alone take up a request produced by hand (real snapshot);
     2. while that job runs, `--role ingest` joins and fires one request for each of two prompts
@@ -90,7 +99,10 @@ def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(kafka_bootstr
        one decision, on the replica that owns its partition."""
     names = _prompts_on_every_partition(3)  # one prompt per partition of the optimizations topic
     policy = write_policies(tmp_path / "policy.yaml", {name: {"calls": 40} for name in names})
-    shared = {"GEPA_STREAM_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "GEPA_STREAM_STATE_DIR": str(tmp_path / "state")}
+    shared = {
+        "GEPA_STREAM_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "GEPA_STREAM_STATE_DIR": str(tmp_path / "state"),
+    }
     workdirs = [tmp_path / w for w in ("optimizer-0", "optimizer-1", "ingest")]
     for workdir in workdirs:
         workdir.mkdir()
@@ -105,7 +117,9 @@ def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(kafka_bootstr
             optimizer.launch("optimizer")
         for optimizer in optimizers:
             optimizer.wait_ready()
-        assert optimizers[0].get("/healthz") == {"status": "ok"} and "gepa_stream_jobs_in_flight" in optimizers[0].get("/metrics")
+        assert optimizers[0].get("/healthz") == {
+            "status": "ok"
+        } and "gepa_stream_jobs_in_flight" in optimizers[0].get("/metrics")
 
         def settled() -> bool:
             shares = _shares(optimizers, topics.optimizations)
@@ -120,18 +134,31 @@ def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(kafka_bootstr
 
         # 1. optimizers alone: a request as the ingest role would announce it is taken up
         first = _announce(kafka_bootstrap, topics, _first_request(policy, sme_feed(topics, alone)))
-        wait_for_events(optimizers[0], topics.optimizations, lambda evs: any((e.data.request_id, e.data.status) == (first, "started") for e in evs))
+        wait_for_events(
+            optimizers[0],
+            topics.optimizations,
+            lambda evs: any((e.data.request_id, e.data.status) == (first, "started") for e in evs),
+        )
 
         # 2. while it runs, ingest joins and fires two more requests, one per replica
         ingest.start("ingest")
         produce(kafka_bootstrap, [r for name in (beside_a, beside_b) for r in sme_feed(topics, name)])
-        promotions = wait_for_events(ingest, topics.promotions, lambda evs: {e.data.prompt for e in evs} == {alone, beside_a, beside_b}, timeout=300)
+        promotions = wait_for_events(
+            ingest,
+            topics.promotions,
+            lambda evs: {e.data.prompt for e in evs} == {alone, beside_a, beside_b},
+            timeout=300,
+        )
         optimizations = read_topic(kafka_bootstrap, topics.optimizations)
         registered = read_topic(kafka_bootstrap, topics.prompts)
         for daemon in (ingest, *optimizers):
-            assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[-3000:]
+            assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[
+                -3000:
+            ]
         assert _shares(optimizers, topics.optimizations) == shares, "the group rebalanced during the test"
-        jobs_per_replica = [metric_value(o.get("/metrics"), "gepa_stream_jobs_total", status="completed") for o in optimizers]
+        jobs_per_replica = [
+            metric_value(o.get("/metrics"), "gepa_stream_jobs_total", status="completed") for o in optimizers
+        ]
         assert optimizers[0].status()["prompts"] == {}, "an optimizer-only process keeps no windows"
         # the ops page on every role shows every decision; windows where ingest runs, job progress where jobs run
         for daemon in (ingest, *optimizers):
@@ -143,26 +170,45 @@ def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(kafka_bootstr
 
             daemon.wait_until(decided, 60, "the ops page to show the three promotions")
         ingest_page, optimizer_page = ingest.get("/ui/api/state"), optimizers[0].get("/ui/api/state")
-        assert (ingest_page["windows_here"], ingest_page["jobs_here"], optimizer_page["windows_here"], optimizer_page["jobs_here"]) == (True, False, False, True)
+        assert (
+            ingest_page["windows_here"],
+            ingest_page["jobs_here"],
+            optimizer_page["windows_here"],
+            optimizer_page["jobs_here"],
+        ) == (True, False, False, True)
         windows = {p["name"]: p["window"] for p in ingest_page["prompts"]}
         assert windows[beside_a]["n_examples"] > 0 and windows[beside_b]["n_examples"] > 0
     finally:
         for daemon in (ingest, *optimizers):
             daemon.stop()
     requested = {e.data.request_id: e.data.prompt for e in optimizations if e.data.status == "requested"}
-    assert sorted(requested.values()) == sorted([alone, beside_a, beside_b]), "each prompt fired exactly one request"
+    assert sorted(requested.values()) == sorted([alone, beside_a, beside_b]), (
+        "each prompt fired exactly one request"
+    )
     assert first in requested
     by_status = Counter((e.data.request_id, e.data.status) for e in {e.id: e for e in optimizations}.values())
     for request_id in requested:
-        assert by_status[(request_id, "started")] == 1 and by_status[(request_id, "completed")] == 1, by_status
-    assert Counter(e.data.request_id for e in {e.id: e for e in registered}.values()) == Counter(requested.keys())
-    assert Counter(e.data.request_id for e in {e.id: e for e in promotions}.values()) == Counter(requested.keys())
+        assert by_status[(request_id, "started")] == 1 and by_status[(request_id, "completed")] == 1, (
+            by_status
+        )
+    assert Counter(e.data.request_id for e in {e.id: e for e in registered}.values()) == Counter(
+        requested.keys()
+    )
+    assert Counter(e.data.request_id for e in {e.id: e for e in promotions}.values()) == Counter(
+        requested.keys()
+    )
     assert all(e.data.decision == "promoted" for e in promotions), [e.data.reason for e in promotions]
     expected = Counter(owner[names.index(prompt)] for prompt in requested.values())
-    assert jobs_per_replica == [expected[0], expected[1]], f"each replica runs the requests of its partitions: {jobs_per_replica}"
+    assert jobs_per_replica == [expected[0], expected[1]], (
+        f"each replica runs the requests of its partitions: {jobs_per_replica}"
+    )
     mlflow.set_tracking_uri(shared["GEPA_STREAM_MLFLOW_TRACKING_URI"])
     for request_id, name in requested.items():
-        carrying = [v.version for v in MlflowClient().search_prompt_versions(name) if v.tags.get("gepa_stream.request_id") == request_id]
+        carrying = [
+            v.version
+            for v in MlflowClient().search_prompt_versions(name)
+            if v.tags.get("gepa_stream.request_id") == request_id
+        ]
         assert carrying == [2], (name, carrying)
         assert mlflow.genai.load_prompt(f"prompts:/{name}@production", cache_ttl_seconds=0).version == 2
     assert read_topic(kafka_bootstrap, topics.dlq) == []

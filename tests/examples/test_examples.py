@@ -3,7 +3,14 @@
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from examples import converters, customer_support_mlflow, math_solver, production_pipeline, sme_ratings, unified_api
+from examples import (
+    converters,
+    customer_support_mlflow,
+    math_solver,
+    production_pipeline,
+    sme_ratings,
+    unified_api,
+)
 
 
 def prompt_versions(name: str) -> list[int]:
@@ -44,5 +51,10 @@ def test_production_pipeline(tmp_path) -> None:
     assert result.improvement > 0
     (prompt,) = outcome["registered"]
     tags = mlflow.genai.load_prompt(prompt.uri).tags
-    assert tags["optimizer"] == "dspy_gepa" and {"initial_score", "final_score", "improvement", "experiment_id"} <= set(tags)
+    assert tags["optimizer"] == "dspy_gepa" and {
+        "initial_score",
+        "final_score",
+        "improvement",
+        "experiment_id",
+    } <= set(tags)
     assert outcome["pipeline"] == "deployed" and prompt_versions("production_agent_answer") == [1, 2]

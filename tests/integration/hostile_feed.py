@@ -39,7 +39,13 @@ Record = tuple[str, bytes | None, bytes | None]
 def labeled_trace(prompt: str, trace_id: str, **inputs: Any) -> TraceEvent:
     """A trace that is an example by itself (it carries expectations)."""
     return TraceEvent.build(
-        TraceData(prompt=prompt, trace_id=trace_id, inputs={"ticket": f"ticket {trace_id}", **inputs}, outputs="general", expectations={"expected_response": "billing"})
+        TraceData(
+            prompt=prompt,
+            trace_id=trace_id,
+            inputs={"ticket": f"ticket {trace_id}", **inputs},
+            outputs="general",
+            expectations={"expected_response": "billing"},
+        )
     )
 
 
@@ -64,7 +70,13 @@ class HostileFeed:
     def __init__(self, topics: Topics, seed: int = 10) -> None:
         self.topics = topics
         self.rng = random.Random(seed)
-        self.inputs = (topics.traces, topics.ratings, topics.commands, topics.optimizations, topics.promotions)
+        self.inputs = (
+            topics.traces,
+            topics.ratings,
+            topics.commands,
+            topics.optimizations,
+            topics.promotions,
+        )
         self.kinds: dict[str, Callable[[int], Record]] = {
             "tombstone": self.tombstone,
             "truncated": self.truncated,
@@ -86,7 +98,10 @@ class HostileFeed:
     def records(self, n: int, n_oversize: int = 10) -> list[tuple[str, Record]]:
         """`n` hostile records (kind, record), `n_oversize` of them over the size limit."""
         names = list(self.kinds)
-        out = [(name, self.kinds[name](i)) for i, name in enumerate(self.rng.choice(names) for _ in range(n - n_oversize))]
+        out = [
+            (name, self.kinds[name](i))
+            for i, name in enumerate(self.rng.choice(names) for _ in range(n - n_oversize))
+        ]
         out += [("oversize", self.oversize(i)) for i in range(n_oversize)]
         self.rng.shuffle(out)
         return out
@@ -103,10 +118,14 @@ class HostileFeed:
         if choice == 0:
             return self.topics.traces, labeled_trace(prompt, f"hostile-{i}")
         if choice == 1:
-            return self.topics.ratings, RatingEvent.build(RatingData(prompt=prompt, trace_id=f"hostile-{i}", rating="good", rater="x"))
+            return self.topics.ratings, RatingEvent.build(
+                RatingData(prompt=prompt, trace_id=f"hostile-{i}", rating="good", rater="x")
+            )
         if choice == 2:
             return self.topics.commands, CommandEvent.build(CommandData(prompt=prompt, action="rollback"))
-        return self.topics.promotions, PromotionEvent.build(PromotionData(prompt=prompt, decision="rejected", reason="x"))
+        return self.topics.promotions, PromotionEvent.build(
+            PromotionData(prompt=prompt, decision="rejected", reason="x")
+        )
 
     def _mutated(self, i: int, change: Callable[[dict[str, Any]], None]) -> Record:
         topic, event = self._valid(i)
@@ -128,10 +147,18 @@ class HostileFeed:
         topic, event = self._valid(i)
         raw = event.to_json()
         cut = raw.index(b'"source":"') + len(b'"source":"')
-        return topic, self._key(), raw[:cut] + self.rng.choice([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x80"]) + raw[cut:]
+        return (
+            topic,
+            self._key(),
+            raw[:cut] + self.rng.choice([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x80"]) + raw[cut:],
+        )
 
     def garbage(self, i: int) -> Record:
-        return self.rng.choice(self.inputs), self._key(), bytes(self.rng.randrange(256) for _ in range(self.rng.randrange(1, 200)))
+        return (
+            self.rng.choice(self.inputs),
+            self._key(),
+            bytes(self.rng.randrange(256) for _ in range(self.rng.randrange(1, 200))),
+        )
 
     def not_an_object(self, i: int) -> Record:
         value = self.rng.choice([b"[]", b"[1, 2, 3]", b"42", b'"text"', b"null", b"true", b"  "])
@@ -140,7 +167,11 @@ class HostileFeed:
     def nan(self, i: int) -> Record:
         topic, event = self._valid(i)
         raw = event.to_json()
-        return topic, self._key(), raw[:-1] + b',"x":' + self.rng.choice([b"NaN", b"Infinity", b"-Infinity"]) + b"}"
+        return (
+            topic,
+            self._key(),
+            raw[:-1] + b',"x":' + self.rng.choice([b"NaN", b"Infinity", b"-Infinity"]) + b"}",
+        )
 
     def surrogate(self, i: int) -> Record:
         escape = self.rng.choice(["\\ud800", "\\udfff", "\\udbff", "x\\ud83dy"])
@@ -162,7 +193,19 @@ class HostileFeed:
         return self.topics.traces, self._key(), event.to_json()
 
     def bad_time(self, i: int) -> Record:
-        time = self.rng.choice([12345, 1764158400.5, "1764158400", "2026-11-26 12:00:00", "1969-07-20T20:17:00Z", "2999-01-01T00:00:00Z", True, None, {}])
+        time = self.rng.choice(
+            [
+                12345,
+                1764158400.5,
+                "1764158400",
+                "2026-11-26 12:00:00",
+                "1969-07-20T20:17:00Z",
+                "2999-01-01T00:00:00Z",
+                True,
+                None,
+                {},
+            ]
+        )
         topic, event = self._valid(i)
         return topic, self._key(), with_time(event, time)
 
@@ -204,7 +247,11 @@ class HostileFeed:
 
     def wrong_topic(self, i: int) -> Record:
         topic, event = self._valid(i)
-        others = [t for t in (self.topics.traces, self.topics.ratings, self.topics.commands, self.topics.promotions) if t != topic]
+        others = [
+            t
+            for t in (self.topics.traces, self.topics.ratings, self.topics.commands, self.topics.promotions)
+            if t != topic
+        ]
         return self.rng.choice(others), self._key(), event.to_json()
 
 
@@ -220,8 +267,12 @@ def valid_feed(topics: Topics, n_labeled: int, n_joined: int) -> tuple[list[Reco
         expected[prompt] += 1
     for i in range(n_joined):
         prompt = PROMPTS[i % 2]
-        trace = TraceEvent.build(TraceData(prompt=prompt, trace_id=f"joined-{i}", inputs={"ticket": f"t{i}"}, outputs="general"))
-        rating = RatingEvent.build(RatingData(prompt=prompt, trace_id=f"joined-{i}", rating="good", rater="sme"))
+        trace = TraceEvent.build(
+            TraceData(prompt=prompt, trace_id=f"joined-{i}", inputs={"ticket": f"t{i}"}, outputs="general")
+        )
+        rating = RatingEvent.build(
+            RatingData(prompt=prompt, trace_id=f"joined-{i}", rating="good", rater="sme")
+        )
         pair = [(topics.traces, trace.key, trace.to_json()), (topics.ratings, rating.key, rating.to_json())]
         records.extend(pair if i % 2 else pair[::-1])
         expected[prompt] += 1

@@ -7,7 +7,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from schemas import RatingData, RatingEvent, TraceData, TraceEvent, Topics
+from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent
 
 CONFIG = """
 prompts:
@@ -26,7 +26,15 @@ prompts:
 """
 
 SHARES = {"router_a": 900, "router_b": 700, "router_c": 400}  # traces per prompt; 2,000 in all
-MALFORMED_KINDS = ("not_json", "bad_envelope", "unknown_type", "invalid_data", "oversize", "unknown_prompt", "wrong_topic")
+MALFORMED_KINDS = (
+    "not_json",
+    "bad_envelope",
+    "unknown_type",
+    "invalid_data",
+    "oversize",
+    "unknown_prompt",
+    "wrong_topic",
+)
 
 
 @dataclass
@@ -39,7 +47,9 @@ class Feed:
 
 
 def _malformed(kind: str, i: int, topics: Topics) -> tuple[str, bytes | None, bytes]:
-    good = TraceEvent.build(TraceData(prompt="router_a", trace_id=f"bad-{i}", inputs={"ticket": "x"}, outputs="y"))
+    good = TraceEvent.build(
+        TraceData(prompt="router_a", trace_id=f"bad-{i}", inputs={"ticket": "x"}, outputs="y")
+    )
     obj = json.loads(good.to_json())
     if kind == "not_json":
         return topics.traces, b"router_a", b"\x89PNG not json {" + bytes([i % 256])
@@ -73,13 +83,24 @@ def build_feed(topics: Topics, seed: int = 7) -> Feed:
             if expectations:
                 labeled[prompt].add(trace_id)
             event = TraceEvent.build(
-                TraceData(prompt=prompt, trace_id=trace_id, inputs={"ticket": f"ticket {i}"}, outputs="general", expectations=expectations)
+                TraceData(
+                    prompt=prompt,
+                    trace_id=trace_id,
+                    inputs={"ticket": f"ticket {i}"},
+                    outputs="general",
+                    expectations=expectations,
+                )
             )
             good.append((topics.traces, event.key, event.to_json()))
             rated_pool.append((prompt, trace_id))
     for prompt, trace_id in rng.sample(rated_pool, 1000):
         event = RatingEvent.build(
-            RatingData(prompt=prompt, trace_id=trace_id, rating=rng.choice(["excellent", "good", "fair", "poor", 3]), rater="sme")
+            RatingData(
+                prompt=prompt,
+                trace_id=trace_id,
+                rating=rng.choice(["excellent", "good", "fair", "poor", 3]),
+                rater="sme",
+            )
         )
         good.append((topics.ratings, event.key, event.to_json()))
         labeled[prompt].add(trace_id)
@@ -92,7 +113,8 @@ def build_feed(topics: Topics, seed: int = 7) -> Feed:
         feed.dead_letters[kind] += 1
     feed.records = stream
     feed.valid = Counter(
-        ("gepa.trace.v1" if topic == topics.traces else "gepa.rating.v1", topic) for topic, _, _ in good + redeliveries
+        ("gepa.trace.v1" if topic == topics.traces else "gepa.rating.v1", topic)
+        for topic, _, _ in good + redeliveries
     )
     feed.labeled = Counter({p: len(ids) for p, ids in labeled.items()})
     thresholds = {"router_a": 300, "router_b": 250, "router_c": 1000}

@@ -28,9 +28,13 @@ def test_1000_events_round_trip_through_the_broker(kafka_bootstrap: str) -> None
     for i in range(1000):
         prompt = f"prompt_{i % 3}"
         if i % 2:
-            event = RatingEvent.build(RatingData(prompt=prompt, trace_id=f"t{i}", rating=1 + i % 5, rater="sme"))
+            event = RatingEvent.build(
+                RatingData(prompt=prompt, trace_id=f"t{i}", rating=1 + i % 5, rater="sme")
+            )
         else:
-            event = TraceEvent.build(TraceData(prompt=prompt, trace_id=f"t{i}", inputs={"q": i}, outputs=str(i)))
+            event = TraceEvent.build(
+                TraceData(prompt=prompt, trace_id=f"t{i}", inputs={"q": i}, outputs=str(i))
+            )
         sent.append(event)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
     for event in sent:
@@ -95,7 +99,10 @@ def test_log_ends_finds_the_end_after_a_batched_write(kafka_bootstrap: str) -> N
     producer.flush()
     producer.close()
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
-    reported = {TP(tp.topic, tp.partition): end for tp, end in consumer.end_offsets([TopicPartition(topic, 0), TopicPartition(topic, 1)]).items()}
+    reported = {
+        TP(tp.topic, tp.partition): end
+        for tp, end in consumer.end_offsets([TopicPartition(topic, 0), TopicPartition(topic, 1)]).items()
+    }
     consumer.close()
     assert reported[TP(topic, 0)] in (2, 6)  # 2 on Tansu 0.6, 6 on Kafka
     ends = asyncio.run(log_ends({"bootstrap_servers": [kafka_bootstrap]}, reported))

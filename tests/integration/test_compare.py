@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from daemon.admin import ensure_topics
 from daemon.cli import app as cli
-from daemon.jobs import registry
+from daemon.jobs import prompt_versions
 from daemon.settings import load_settings
 from optimization import ab_test
 from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets
@@ -58,13 +58,15 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, app: ProductionApp, bo
 
 
 def alias_version(prompt: str) -> int | None:
-    current = registry.production(prompt)
+    current = prompt_versions.production(prompt)
     return current.version if current else None
 
 
 def test_ab_test_library_call(versions: ProductionApp) -> None:
     examples = support_tickets(40)
-    result = ab_test(PROMPT, 1, 2, examples, ["exact_match"], model="offline/support-router", min_eval_examples=20)
+    result = ab_test(
+        PROMPT, 1, 2, examples, ["exact_match"], model="offline/support-router", min_eval_examples=20
+    )
     assert result.passed and not result.promoted
     assert len(result.scores_a) == len(result.scores_b) == 40 and sum(result.scores_b) == 40
     assert result.comparison.ci_low > 0 and result.comparison.candidate_score == 1.0
@@ -81,19 +83,23 @@ def test_compare_command_promotes_only_a_passing_candidate(
     data.write_text("\n".join(json.dumps(example) for example in support_tickets(40)))
     runner = CliRunner()
 
-    same = runner.invoke(cli, ["compare", "--prompt", PROMPT, "--a", "1", "--b", "3", "--data", str(data), "--promote"])
+    same = runner.invoke(
+        cli, ["compare", "--prompt", PROMPT, "--a", "1", "--b", "3", "--data", str(data), "--promote"]
+    )
     assert same.exit_code == 0, same.output
     assert "decision     inconclusive" in same.output and "not promoted" in same.output
     assert alias_version(PROMPT) == 1
 
-    better = runner.invoke(cli, ["compare", "--prompt", PROMPT, "--a", "1", "--b", "2", "--data", str(data), "--promote"])
+    better = runner.invoke(
+        cli, ["compare", "--prompt", PROMPT, "--a", "1", "--b", "2", "--data", str(data), "--promote"]
+    )
     assert better.exit_code == 0, better.output
     assert "decision     promoted" in better.output and "mean B       1.000" in better.output
     assert alias_version(PROMPT) == 2
     (event,) = read_topic(kafka_bootstrap, f"{prefix}promotions", idle_s=1.0)
     assert (event.data.decision, event.data.from_version, event.data.to_version) == ("promoted", 1, 2)
     assert event.data.n_eval == 40 and event.data.ci_low > 0
-    assert registry.previous_production(PROMPT)[1] == 1, "a rollback command can undo the move"
+    assert prompt_versions.previous_production(PROMPT)[1] == 1, "a rollback command can undo the move"
 
 
 def test_compare_reads_examples_from_an_experiment(
@@ -101,7 +107,9 @@ def test_compare_reads_examples_from_an_experiment(
 ) -> None:
     _env(monkeypatch, tmp_path, versions, kafka_bootstrap)
     versions.review(versions.serve(24)[:22])
-    result = CliRunner().invoke(cli, ["compare", "--prompt", PROMPT, "--a", "1", "--b", "2", "--experiment", versions.experiment_id])
+    result = CliRunner().invoke(
+        cli, ["compare", "--prompt", PROMPT, "--a", "1", "--b", "2", "--experiment", versions.experiment_id]
+    )
     assert result.exit_code == 0, result.output
     assert "on 22 example(s)" in result.output and "decision     promoted" in result.output
     assert alias_version(PROMPT) == 1

@@ -73,7 +73,11 @@ def runs(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             produce(kafka_bootstrap, [bad_record, *sme_feed(working.topics, PROMPT, n=40)])
             wait_for_events(working, working.topics.promotions, lambda events: len(events) >= 1)
             metrics = working.get("/metrics")
-            records = [r for topic in daemon_topics(working) for r in read_records(kafka_bootstrap, topic, idle_s=0.5)]
+            records = [
+                r
+                for topic in daemon_topics(working)
+                for r in read_records(kafka_bootstrap, topic, idle_s=0.5)
+            ]
             yield Runs(working, metrics, records, refused, refused_start.exception())
         finally:
             working.stop()
@@ -91,7 +95,9 @@ def test_secret_is_in_no_log_event_changelog_state_file_or_mlflow_tag(runs: Runs
     secret = SECRET.encode()
     assert runs.working.env["GEPA_STREAM_KAFKA_SASL_PASSWORD"] == SECRET
     topics = {record.topic for record in runs.records}
-    assert set(runs.working.topics.all()) - {runs.working.topics.commands} <= topics  # every output was written
+    assert (
+        set(runs.working.topics.all()) - {runs.working.topics.commands} <= topics
+    )  # every output was written
     assert any(t.endswith("-changelog") for t in topics), topics
     for record in runs.records:
         fields = [record.key or b"", record.value or b"", *(value for _, value in record.headers or [])]
@@ -118,5 +124,12 @@ def mlflow_tags(store: Path) -> list[str]:
     if not store.exists():
         return []
     with sqlite3.connect(store) as db:
-        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE '%tag%'")]
-        return [str(cell) for table in tables for row in db.execute(f'SELECT * FROM "{table}"') for cell in row]
+        tables = [
+            name
+            for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE '%tag%'"
+            )
+        ]
+        return [
+            str(cell) for table in tables for row in db.execute(f'SELECT * FROM "{table}"') for cell in row
+        ]

@@ -15,7 +15,15 @@ from kafka import KafkaConsumer, TopicPartition
 
 from schemas import DeadLetterEvent, OptimizationEvent, Topics, parse_event
 from tests.daemon_harness import Daemon, produce, read_records, read_topic
-from tests.integration.hostile_feed import CONFIG, PROMPTS, HostileFeed, labeled_trace, valid_feed, with_inputs_text, with_time
+from tests.integration.hostile_feed import (
+    CONFIG,
+    PROMPTS,
+    HostileFeed,
+    labeled_trace,
+    valid_feed,
+    with_inputs_text,
+    with_time,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +70,9 @@ def _committed(bootstrap: str, group: str, topics: list[str]) -> dict[TopicParti
         consumer.close()
 
 
-def test_hostile_traces_and_tombstones_then_100_valid_events_all_count(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_hostile_traces_and_tombstones_then_100_valid_events_all_count(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     """`--role ingest`: a lone-surrogate trace, a 500-deep trace, an integer time and a tombstone
     on each consumed topic, then 100 valid traces of the same prompt: the window holds all 100,
     the trigger fires on 100 examples, and each hostile record is one dead letter."""
@@ -72,13 +82,21 @@ def test_hostile_traces_and_tombstones_then_100_valid_events_all_count(kafka_boo
         surrogate = with_inputs_text(labeled_trace("router_a", "surrogate"), '"\\ud800"')
         deep = with_inputs_text(labeled_trace("router_a", "deep"), "[" * 500 + "]" * 500)
         integer_time = with_time(labeled_trace("router_a", "integer-time"), 12345)
-        hostile = [(topics.traces, b"router_a", surrogate), (topics.traces, b"router_a", deep), (topics.traces, b"router_a", integer_time)]
+        hostile = [
+            (topics.traces, b"router_a", surrogate),
+            (topics.traces, b"router_a", deep),
+            (topics.traces, b"router_a", integer_time),
+        ]
         hostile += _tombstones(topics, ("traces", "ratings", "commands", "optimizations", "promotions"))
         landed = produce(kafka_bootstrap, hostile)
         valid = [labeled_trace("router_a", f"valid-{i}") for i in range(100)]
         produce(kafka_bootstrap, [(topics.traces, e.key, e.to_json()) for e in valid])
 
-        daemon.wait_until(lambda: daemon.status()["prompts"].get("router_a", {}).get("n_examples") == 100, 120, "100 examples in the window")
+        daemon.wait_until(
+            lambda: daemon.status()["prompts"].get("router_a", {}).get("n_examples") == 100,
+            120,
+            "100 examples in the window",
+        )
         dead = _dead_letters(daemon, len(hostile))
         assert set(dead) == {f"dlq:{m.topic}:{m.partition}:{m.offset}" for m in landed}
         by_source = {(e.data.source_topic, e.data.reason) for e in dead.values()}
@@ -86,13 +104,18 @@ def test_hostile_traces_and_tombstones_then_100_valid_events_all_count(kafka_boo
             (topics.traces, "unrepresentable"),
             (topics.traces, "too_deep"),
             (topics.traces, "bad_time"),
-            *((getattr(topics, t), "null_value") for t in ("traces", "ratings", "commands", "optimizations", "promotions")),
+            *(
+                (getattr(topics, t), "null_value")
+                for t in ("traces", "ratings", "commands", "optimizations", "promotions")
+            ),
         }
         requested: list[OptimizationEvent] = []
 
         def fired() -> bool:
             records = read_records(kafka_bootstrap, topics.optimizations, idle_s=0.5)
-            events = [parse_event(r.value) for r in records if r.value is not None]  # our tombstone is there too
+            events = [
+                parse_event(r.value) for r in records if r.value is not None
+            ]  # our tombstone is there too
             requested[:] = [e for e in events if e.data.status == "requested"]
             return bool(requested)
 
@@ -102,11 +125,26 @@ def test_hostile_traces_and_tombstones_then_100_valid_events_all_count(kafka_boo
         assert daemon.process is not None and daemon.process.poll() is None
         assert "Traceback" not in daemon.log.read_text()
         tail = subprocess.run(
-            [sys.executable, "-m", "daemon", "tail", "traces", "--from-beginning", "--idle-timeout", "1", "--raw"],
-            env=daemon.env, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "tail",
+                "traces",
+                "--from-beginning",
+                "--idle-timeout",
+                "1",
+                "--raw",
+            ],
+            env=daemon.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert tail.returncode == 0, tail.stderr
-        assert tail.stdout.splitlines().count("null") == 1  # `tail` shows the tombstone instead of crashing on it
+        assert (
+            tail.stdout.splitlines().count("null") == 1
+        )  # `tail` shows the tombstone instead of crashing on it
     finally:
         daemon.stop()
 
@@ -123,7 +161,13 @@ def test_5000_hostile_records_among_600_valid_events(kafka_bootstrap: str, tmp_p
     try:
         hostile = HostileFeed(topics).records(5000)
         tombstoned = {topic for kind, (topic, _, _) in hostile if kind == "tombstone"}
-        assert tombstoned == {topics.traces, topics.ratings, topics.commands, topics.optimizations, topics.promotions}
+        assert tombstoned == {
+            topics.traces,
+            topics.ratings,
+            topics.commands,
+            topics.optimizations,
+            topics.promotions,
+        }
         valid, expected = valid_feed(topics, n_labeled=400, n_joined=100)
         stream: list[tuple[bool, tuple[str, bytes | None, bytes | None]]] = [(True, r) for _, r in hostile]
         step = len(stream) // len(valid)
@@ -143,7 +187,17 @@ def test_5000_hostile_records_among_600_valid_events(kafka_bootstrap: str, tmp_p
         assert set(dead) == hostile_ids
         reasons = Counter(e.data.reason for e in dead.values())
         assert "handler_error" not in reasons, reasons
-        assert set(reasons) >= {"null_value", "not_json", "too_deep", "unrepresentable", "oversize", "bad_time", "unknown_type", "wrong_topic", "unknown_prompt"}
+        assert set(reasons) >= {
+            "null_value",
+            "not_json",
+            "too_deep",
+            "unrepresentable",
+            "oversize",
+            "bad_time",
+            "unknown_type",
+            "wrong_topic",
+            "unknown_prompt",
+        }
         assert {e.source for e in dead.values()} == {f"gepa-stream/app-{daemon.prefix.rstrip('.')}/ingest"}
         runner_topics = [topics.optimizations, topics.commands]
         ends: dict[TopicPartition, int] = {}
@@ -153,7 +207,10 @@ def test_5000_hostile_records_among_600_valid_events(kafka_bootstrap: str, tmp_p
                 ends[tp] = max(ends.get(tp, 0), m.offset + 1)
         group = f"app-{daemon.prefix.rstrip('.')}-optimizer"
         daemon.wait_until(
-            lambda: all(_committed(kafka_bootstrap, group, runner_topics).get(tp, 0) >= end for tp, end in ends.items()),
+            lambda: all(
+                _committed(kafka_bootstrap, group, runner_topics).get(tp, 0) >= end
+                for tp, end in ends.items()
+            ),
             60,
             "the job runner to read past every record of its topics",
         )

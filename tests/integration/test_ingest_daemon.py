@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import Daemon, assert_recovered, changelogs, metric_value, produce, read_topic, reports_short_ends
+from tests.daemon_harness import (
+    Daemon,
+    assert_recovered,
+    changelogs,
+    metric_value,
+    produce,
+    read_topic,
+    reports_short_ends,
+)
 from tests.integration.ingest_feed import CONFIG, Feed, build_feed
 
 pytestmark = pytest.mark.integration
@@ -36,7 +44,9 @@ def _check_outcome(daemon: Daemon, feed: Feed) -> None:
     dead = {e.id: e for e in read_topic(daemon.bootstrap, daemon.topics.dlq)}
     assert Counter(e.data.reason for e in dead.values()) == feed.dead_letters
     assert len(dead) == 200
-    requested = [e for e in read_topic(daemon.bootstrap, daemon.topics.optimizations) if e.data.status == "requested"]
+    requested = [
+        e for e in read_topic(daemon.bootstrap, daemon.topics.optimizations) if e.data.status == "requested"
+    ]
     by_prompt: dict[str, set[str]] = {}
     for event in requested:
         by_prompt.setdefault(event.data.prompt, set()).add(event.data.request_id)
@@ -48,7 +58,9 @@ def _check_outcome(daemon: Daemon, feed: Feed) -> None:
         assert status[event.data.prompt]["trigger"]["in_flight"] == event.data.request_id
 
 
-def test_ingest_windows_triggers_and_dead_letters_survive_a_clean_restart(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_ingest_windows_triggers_and_dead_letters_survive_a_clean_restart(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     daemon = _daemon(kafka_bootstrap, tmp_path).start()
     try:
         feed = build_feed(daemon.topics)
@@ -61,7 +73,9 @@ def test_ingest_windows_triggers_and_dead_letters_survive_a_clean_restart(kafka_
             assert metric_value(metrics, "gepa_stream_events_total", type=event_type, topic=topic) == n
         assert metric_value(metrics, "gepa_stream_duplicate_events_total", type="gepa.trace.v1") > 0
         for prompt in feed.should_fire:
-            assert metric_value(metrics, "gepa_stream_triggers_total", prompt=prompt, rule="min_examples") == 1
+            assert (
+                metric_value(metrics, "gepa_stream_triggers_total", prompt=prompt, rule="min_examples") == 1
+            )
         for prompt, n in feed.labeled.items():
             assert metric_value(metrics, "gepa_stream_window_examples", prompt=prompt) == n
         assert "gepa_stream_processing_seconds_bucket" in metrics
@@ -69,7 +83,9 @@ def test_ingest_windows_triggers_and_dead_letters_survive_a_clean_restart(kafka_
         daemon.stop()
         before = changelogs(daemon)
         if reports_short_ends(kafka_bootstrap):  # the restart must meet the broker's short end offset
-            assert any(log.reported_short for log in before.values()), {t: (c.reported_ends, c.log_ends) for t, c in before.items()}
+            assert any(log.reported_short for log in before.values()), {
+                t: (c.reported_ends, c.log_ends) for t, c in before.items()
+            }
         daemon.start()
         assert_recovered(daemon, before)
         _check_outcome(daemon, feed)
@@ -77,14 +93,18 @@ def test_ingest_windows_triggers_and_dead_letters_survive_a_clean_restart(kafka_
         daemon.stop()
 
 
-def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     daemon = _daemon(kafka_bootstrap, tmp_path).start()
     feed = build_feed(daemon.topics, seed=11)
     half = len(feed.records) // 2
     try:
         produce(kafka_bootstrap, feed.records[:half])
         daemon.wait_until(
-            lambda: sum(p["n_examples"] for p in daemon.status()["prompts"].values()) > 300, 120, "ingest to get going"
+            lambda: sum(p["n_examples"] for p in daemon.status()["prompts"].values()) > 300,
+            120,
+            "ingest to get going",
         )
         daemon.kill()
         before = changelogs(daemon)

@@ -17,10 +17,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from daemon.admin import ensure_topics
-from daemon.bridge import BridgeConfig, MlflowBridge, MlflowUnavailable
 from daemon.broker import free_port
+from daemon.mlflow_bridge import BridgeConfig, MlflowBridge, MlflowUnavailable
 from daemon.settings import Settings, load_settings
-from handlers.bridge import MappingOptions
+from handlers.trace_mapping import MappingOptions
 from tests.daemon_harness import metric_value, read_topic
 from tests.mlflow_app import ProductionApp
 
@@ -65,7 +65,9 @@ def test_publish_resume_rerun_and_unmapped(kafka_bootstrap: str, tmp_path: Path)
     counts = _bridge(settings, app).run_once()
     assert (counts.traces_mapped, dict(counts.traces_unmapped)) == (20, {"no_prompt": 1})
     assert counts.published == {"gepa.trace.v1": 20, "gepa.rating.v1": 6}
-    assert _sample("gepa_stream_bridge_unmapped_total", kind="trace", reason="no_prompt") == unmapped_before + 1
+    assert (
+        _sample("gepa_stream_bridge_unmapped_total", kind="trace", reason="no_prompt") == unmapped_before + 1
+    )
 
     second = app.serve(10)
     app.review(second[:4])
@@ -83,7 +85,9 @@ def test_publish_resume_rerun_and_unmapped(kafka_bootstrap: str, tmp_path: Path)
     assert set(traces_after) == set(traces) and set(ratings_after) == set(ratings)
 
 
-def test_follow_picks_up_an_assessment_added_later_to_an_old_trace(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_follow_picks_up_an_assessment_added_later_to_an_old_trace(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     app = ProductionApp(tmp_path)
     old = app.serve(5)
     settings = _settings(kafka_bootstrap, tmp_path, app)
@@ -100,7 +104,11 @@ def test_follow_picks_up_an_assessment_added_later_to_an_old_trace(kafka_bootstr
 
         def done() -> bool:
             seen = bridge.position.traces
-            return all(t in seen for t in new) and seen[old[0]].expectations != "" and bridge.counts.published["gepa.rating.v1"] == 1
+            return (
+                all(t in seen for t in new)
+                and seen[old[0]].expectations != ""
+                and bridge.counts.published["gepa.rating.v1"] == 1
+            )
 
         while not done() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -109,8 +117,12 @@ def test_follow_picks_up_an_assessment_added_later_to_an_old_trace(kafka_bootstr
         worker.join(10)
     assert done()
     traces = read_topic(settings.bootstrap_servers, settings.topics.traces, idle_s=1.0)
-    assert len({e.id for e in traces}) == 5 + 2 + 1  # + the old trace with its new expectation (a re-send keeps its id)
-    assert [e.data.expectations for e in traces if e.data.trace_id == old[0]][-1] == {"expected_response": app.truth[old[0]]}
+    assert (
+        len({e.id for e in traces}) == 5 + 2 + 1
+    )  # + the old trace with its new expectation (a re-send keeps its id)
+    assert [e.data.expectations for e in traces if e.data.trace_id == old[0]][-1] == {
+        "expected_response": app.truth[old[0]]
+    }
     (rating,) = read_topic(settings.bootstrap_servers, settings.topics.ratings, idle_s=1.0)
     assert (rating.data.trace_id, rating.data.rater) == (old[0], "sme-ana")
 
@@ -139,8 +151,21 @@ def test_follow_command_serves_metrics_and_stops_on_sigterm(kafka_bootstrap: str
         "GEPA_STREAM_STATE_DIR": str(settings.state_dir),
         "GEPA_STREAM_CONFIG": str(tmp_path / "absent.yaml"),
     }
-    command = [sys.executable, "-m", "daemon", "bridge", "mlflow", "--experiment", app.experiment_id, "--follow", "--interval", "0.2s"]
-    bridge = subprocess.Popen([*command, "--metrics-port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "daemon",
+        "bridge",
+        "mlflow",
+        "--experiment",
+        app.experiment_id,
+        "--follow",
+        "--interval",
+        "0.2s",
+    ]
+    bridge = subprocess.Popen(
+        [*command, "--metrics-port", str(port)], env=env, stderr=subprocess.PIPE, text=True
+    )
 
     def metric(name: str, **labels: str) -> float:
         try:
@@ -152,7 +177,9 @@ def test_follow_command_serves_metrics_and_stops_on_sigterm(kafka_bootstrap: str
     def wait_for(name: str, value: float, **labels: str) -> None:
         deadline = time.monotonic() + 30
         while metric(name, **labels) != value:
-            assert bridge.poll() is None and time.monotonic() < deadline, f"{name}{labels} never reached {value}"
+            assert bridge.poll() is None and time.monotonic() < deadline, (
+                f"{name}{labels} never reached {value}"
+            )
             time.sleep(0.2)
 
     try:

@@ -43,7 +43,11 @@ def test_the_architecture_example_loads(tmp_path: Path) -> None:
     assert policy.budget.max_wall_time == timedelta(minutes=30)
     assert (policy.budget.max_attempts, policy.budget.max_outage_wait) == (3, timedelta(hours=1))
     assert policy.promotion.confidence == 0.95
-    assert (policy.model_calls.timeout, policy.model_calls.max_retries, policy.budget.max_cost_usd) == (timedelta(seconds=60), 4, None)
+    assert (policy.model_calls.timeout, policy.model_calls.max_retries, policy.budget.max_cost_usd) == (
+        timedelta(seconds=60),
+        4,
+        None,
+    )
     assert policies.prompt("other") is None
 
 
@@ -56,31 +60,75 @@ def test_model_prices_are_keyed_by_litellm_names(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        ("prompts: [{name: a, triggers: {cooldown: soon}}]", ["prompts[0] (a).triggers.cooldown", "invalid duration 'soon'"]),
+        (
+            "prompts: [{name: a, triggers: {cooldown: soon}}]",
+            ["prompts[0] (a).triggers.cooldown", "invalid duration 'soon'"],
+        ),
         ("prompts: [{name: a, windw: {}}]", ["prompts[0] (a).windw", "not a known setting"]),
         ("prompts: [{name: 'a b'}]", ["prompts[0] (a b).name"]),
         ("prompts: [{name: a}, {name: a}]", ["prompt names must be unique, repeated: a"]),
         ("prompts: [{name: a, backend: dspy}]", ["prompts[0] (a)", "needs `program"]),
         ("prompts: [{name: a, promotion: {mode: yolo}}]", ["prompts[0] (a).promotion.mode"]),
         ("prompts: [{name: a, window: {max_examples: 10}}]", ["min_examples (50) exceeds"]),
-        ("prompts: [{name: a, budget: {max_attempts: 0}}]", ["prompts[0] (a).budget.max_attempts", "greater than or equal to 1"]),
-        ("prompts: [{name: a, budget: {max_attempts: 21}}]", ["prompts[0] (a).budget.max_attempts", "less than or equal to 20"]),
-        ("prompts: [{name: a, budget: {max_outage_wait: 0s}}]", ["prompts[0] (a).budget.max_outage_wait", "must be longer than 0s"]),
-        ("prompts: [{name: a, model_calls: {timeout: 0s}}]", ["prompts[0] (a).model_calls.timeout", "must be at least 1s"]),
-        ("prompts: [{name: a, model_calls: {max_retries: -1}}]", ["prompts[0] (a).model_calls.max_retries", "greater than or equal to 0"]),
-        ("prompts: [{name: a, model_calls: {prices: {gpt4: {input_per_million: 1, output_per_million: 2}}}}]", ["prompts[0] (a).model_calls.prices", "'gpt4'"]),
-        ("prompts: [{name: a, model_calls: {prices: {openai/x: {input_per_million: 1}}}}]", ["output_per_million", "is required"]),
-        ("prompts: [{name: a, budget: {max_cost_usd: 0}}]", ["prompts[0] (a).budget.max_cost_usd", "greater than 0"]),
-        ("prompts: [{name: a, promotion: {guard: {margin: 1.5}}}]", ["prompts[0] (a).promotion.guard.margin", "less than 1"]),
-        ("prompts: [{name: a, promotion: {guard: {confidence: 1}}}]", ["prompts[0] (a).promotion.guard.confidence"]),
-        ("prompts: [{name: a, promotion: {guard: {max_watch: {duration: soon}}}}]", ["promotion.guard.max_watch.duration", "invalid duration"]),
-        ("prompts: [{name: a, promotion: {guard: {max_watch: {examples: 10}}}}]", ["promotion.guard", "max_watch.examples (10) is below min_live_examples (50)"]),
-        ("prompts: [{name: a, promotion: {guard: {enable: true}}}]", ["prompts[0] (a).promotion.guard.enable", "not a known setting"]),
+        (
+            "prompts: [{name: a, budget: {max_attempts: 0}}]",
+            ["prompts[0] (a).budget.max_attempts", "greater than or equal to 1"],
+        ),
+        (
+            "prompts: [{name: a, budget: {max_attempts: 21}}]",
+            ["prompts[0] (a).budget.max_attempts", "less than or equal to 20"],
+        ),
+        (
+            "prompts: [{name: a, budget: {max_outage_wait: 0s}}]",
+            ["prompts[0] (a).budget.max_outage_wait", "must be longer than 0s"],
+        ),
+        (
+            "prompts: [{name: a, model_calls: {timeout: 0s}}]",
+            ["prompts[0] (a).model_calls.timeout", "must be at least 1s"],
+        ),
+        (
+            "prompts: [{name: a, model_calls: {max_retries: -1}}]",
+            ["prompts[0] (a).model_calls.max_retries", "greater than or equal to 0"],
+        ),
+        (
+            "prompts: [{name: a, model_calls: {prices: {gpt4: {input_per_million: 1, output_per_million: 2}}}}]",
+            ["prompts[0] (a).model_calls.prices", "'gpt4'"],
+        ),
+        (
+            "prompts: [{name: a, model_calls: {prices: {openai/x: {input_per_million: 1}}}}]",
+            ["output_per_million", "is required"],
+        ),
+        (
+            "prompts: [{name: a, budget: {max_cost_usd: 0}}]",
+            ["prompts[0] (a).budget.max_cost_usd", "greater than 0"],
+        ),
+        (
+            "prompts: [{name: a, promotion: {guard: {margin: 1.5}}}]",
+            ["prompts[0] (a).promotion.guard.margin", "less than 1"],
+        ),
+        (
+            "prompts: [{name: a, promotion: {guard: {confidence: 1}}}]",
+            ["prompts[0] (a).promotion.guard.confidence"],
+        ),
+        (
+            "prompts: [{name: a, promotion: {guard: {max_watch: {duration: soon}}}}]",
+            ["promotion.guard.max_watch.duration", "invalid duration"],
+        ),
+        (
+            "prompts: [{name: a, promotion: {guard: {max_watch: {examples: 10}}}}]",
+            ["promotion.guard", "max_watch.examples (10) is below min_live_examples (50)"],
+        ),
+        (
+            "prompts: [{name: a, promotion: {guard: {enable: true}}}]",
+            ["prompts[0] (a).promotion.guard.enable", "not a known setting"],
+        ),
         ("prompts: [{name: a}\n", ["not valid YAML at line"]),
         ("prompts: 3", ["prompts:"]),
     ],
 )
-def test_bad_policy_files_name_file_field_and_problem(tmp_path: Path, text: str, fragments: list[str]) -> None:
+def test_bad_policy_files_name_file_field_and_problem(
+    tmp_path: Path, text: str, fragments: list[str]
+) -> None:
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         load_policy_file(path)
@@ -156,4 +204,3 @@ def test_run_with_a_bad_config_exits_2_without_traceback(tmp_path: Path) -> None
 def test_run_with_a_bad_role_exits_2() -> None:
     result = CliRunner().invoke(app, ["run", "--role", "everything"])
     assert result.exit_code == 2
-

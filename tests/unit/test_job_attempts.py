@@ -31,7 +31,9 @@ def test_the_ledger_counts_attempts_across_restarts(tmp_path: Path) -> None:
     assert [a.number for a in reopened.ledger.attempts] == [1, 2, 3]
     assert reopened.used == 2, "a clean shutdown does not use an attempt; a daemon crash does"
     assert reopened.ledger.attempts[0].pid == 123
-    assert reopened.last is not None and reopened.last.cause == DAEMON_DIED and reopened.last.ended is not None
+    assert (
+        reopened.last is not None and reopened.last.cause == DAEMON_DIED and reopened.last.ended is not None
+    )
 
 
 def test_exit_codes_are_described() -> None:
@@ -45,7 +47,9 @@ def _mlflow_gave_up(url: str) -> MlflowException:
         try:
             raise ConnectionError("Max retries exceeded (Caused by NewConnectionError: Connection refused)")
         except ConnectionError as exc:
-            raise MlflowException(f"API request to {url}/api/2.0/mlflow/registered-models/get failed with exception {exc}")
+            raise MlflowException(  # noqa: B904 (as MLflow's client does: the cause chains implicitly)
+                f"API request to {url}/api/2.0/mlflow/registered-models/get failed with exception {exc}"
+            )
     except MlflowException as outer:
         return outer
 
@@ -69,9 +73,24 @@ def test_the_client_retry_watch_reports_mlflow_retries_only() -> None:
     logger = logging.getLogger("urllib3.connectionpool")
     logger.addHandler(watch)
     try:
-        logger.warning("Retrying (%r) after connection broken by '%r': %s", "Retry(total=6)", "NewConnectionError()", "/api/2.0/mlflow/runs/get")
-        logger.warning("Retrying (%r) after connection broken by '%r': %s", "Retry(total=2)", "NewConnectionError()", "/v1/chat/completions")
-        logger.warning("Retrying (%r) after connection broken by '%r': %s", "Retry(total=5)", "NewConnectionError()", "/api/2.0/mlflow/runs/get")
+        logger.warning(
+            "Retrying (%r) after connection broken by '%r': %s",
+            "Retry(total=6)",
+            "NewConnectionError()",
+            "/api/2.0/mlflow/runs/get",
+        )
+        logger.warning(
+            "Retrying (%r) after connection broken by '%r': %s",
+            "Retry(total=2)",
+            "NewConnectionError()",
+            "/v1/chat/completions",
+        )
+        logger.warning(
+            "Retrying (%r) after connection broken by '%r': %s",
+            "Retry(total=5)",
+            "NewConnectionError()",
+            "/api/2.0/mlflow/runs/get",
+        )
     finally:
         logger.removeHandler(watch)
     assert len(lines) == 2 and "has not answered since" in lines[-1] and lines[-1].endswith("(retry 2)")
@@ -82,7 +101,11 @@ def test_the_client_retry_watch_reports_mlflow_retries_only() -> None:
     [
         (JobState(attempt=0, max_attempts=3), "", "waiting for a job slot, attempt 1 of 3"),
         (JobState(attempt=1, max_attempts=3, running=True), "", "running, attempt 1 of 3"),
-        (JobState(attempt=1, max_attempts=3, running=True), "MLflow at X has not answered", "running, attempt 1 of 3; MLflow at X has not answered"),
+        (
+            JobState(attempt=1, max_attempts=3, running=True),
+            "MLflow at X has not answered",
+            "running, attempt 1 of 3; MLflow at X has not answered",
+        ),
         (
             JobState(attempt=1, max_attempts=3, waiting_since=datetime(2026, 11, 26, 14, 3, 12, tzinfo=UTC)),
             "",
@@ -94,7 +117,9 @@ def test_status_lines(state: JobState, client: str, line: str) -> None:
     assert state.describe(client) == line
 
 
-def test_a_command_while_mlflow_is_down_waits_bounded_and_never_crashes_the_runner(tmp_path: Path, monkeypatch, caplog) -> None:
+def test_a_command_while_mlflow_is_down_waits_bounded_and_never_crashes_the_runner(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
     """A rollback arriving during an MLflow outage waits for MLflow (here 2 s), then is skipped
     with an error in the log; the runner task survives and the record's offset is released."""
     from aiokafka import TopicPartition
@@ -107,13 +132,18 @@ def test_a_command_while_mlflow_is_down_waits_bounded_and_never_crashes_the_runn
     down = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     settings = load_settings(mlflow_tracking_uri=down, state_dir=tmp_path)
-    runner = JobRunner(settings, PolicyFile.model_validate({"prompts": [{"name": "router", "budget": {"max_outage_wait": "2s"}}]}))
+    runner = JobRunner(
+        settings,
+        PolicyFile.model_validate({"prompts": [{"name": "router", "budget": {"max_outage_wait": "2s"}}]}),
+    )
     tp = TopicPartition("gepa.commands", 0)
     runner._pending[tp].add(7)
     event = CommandEvent.build(CommandData(prompt="router", action="rollback", requested_by="ops"))
     started = time.monotonic()
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(down)  # as the daemon does for its commands (MLFLOW_TRACKING_URI, daemon/worker.py)
+    mlflow.set_tracking_uri(
+        down
+    )  # as the daemon does for its commands (MLFLOW_TRACKING_URI, daemon/worker.py)
     try:
         with caplog.at_level(logging.WARNING, logger="gepa_stream.jobs"):
             asyncio.run(runner._command_in_order(tp, 7, event))
@@ -122,4 +152,6 @@ def test_a_command_while_mlflow_is_down_waits_bounded_and_never_crashes_the_runn
     assert time.monotonic() - started < 60
     assert runner._pending[tp] == set()
     messages = [r.getMessage() for r in caplog.records]
-    assert any("waits for MLflow" in m for m in messages) and any("did not answer within max_outage_wait" in m for m in messages), messages
+    assert any("waits for MLflow" in m for m in messages) and any(
+        "did not answer within max_outage_wait" in m for m in messages
+    ), messages

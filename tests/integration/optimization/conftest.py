@@ -12,12 +12,18 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 
 TICKETS = [
-    ("I was charged twice for my order", "billing"), ("Where is my package? No tracking yet", "shipping"),
-    ("The app crashes on start", "technical"), ("I forgot my password", "account"),
-    ("Please send me the invoice", "billing"), ("The courier never delivered my parcel", "shipping"),
-    ("I see an error on the website", "technical"), ("My login does not work", "account"),
-    ("I want a refund", "billing"), ("When will my delivery arrive", "shipping"),
-    ("The app shows a bug", "technical"), ("Change my username", "account"),
+    ("I was charged twice for my order", "billing"),
+    ("Where is my package? No tracking yet", "shipping"),
+    ("The app crashes on start", "technical"),
+    ("I forgot my password", "account"),
+    ("Please send me the invoice", "billing"),
+    ("The courier never delivered my parcel", "shipping"),
+    ("I see an error on the website", "technical"),
+    ("My login does not work", "account"),
+    ("I want a refund", "billing"),
+    ("When will my delivery arrive", "shipping"),
+    ("The app shows a bug", "technical"),
+    ("Change my username", "account"),
 ]
 SEED = 'Route this support ticket to billing, shipping, technical or account.\nRule: if the ticket mentions "crash", the category is technical.\nTicket: {{ticket}}'
 

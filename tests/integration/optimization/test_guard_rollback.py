@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mlflow
 
-from daemon.jobs import registry
+from daemon.jobs import prompt_versions
 from daemon.jobs.execute import HeldOut, ProgressFile, _gate_and_promote
 from daemon.jobs.runner import _apply_command
 from daemon.jobs.spec import JobSpec, RegisteredVersion
@@ -21,39 +21,56 @@ REGRESSED = "Route {{ticket}}; a rule that was worse live."
 def _versions(name: str) -> None:
     for template in ("Route {{ticket}}.", REGRESSED):
         mlflow.genai.register_prompt(name=name, template=template)
-    registry.ensure_production(name)  # the latest: version 2 ...
-    mlflow.genai.set_prompt_alias(name, registry.PRODUCTION, 1)  # ... back on 1, then promoted
-    assert registry.move_production(name, 2) == 1
+    prompt_versions.ensure_production(name)  # the latest: version 2 ...
+    mlflow.genai.set_prompt_alias(name, prompt_versions.PRODUCTION, 1)  # ... back on 1, then promoted
+    assert prompt_versions.move_production(name, 2) == 1
 
 
-def test_guard_rollbacks_are_conditional_and_the_gate_never_brings_the_template_back(mlflow_store, tmp_path: Path) -> None:
+def test_guard_rollbacks_are_conditional_and_the_gate_never_brings_the_template_back(
+    mlflow_store, tmp_path: Path
+) -> None:
     """One store for both halves (creating an MLflow store is most of the cost)."""
     _versions("guarded")
     stale = CommandData(prompt="guarded", action="rollback", version=7, requested_by="guard", reason="stats")
     assert _apply_command("guarded", stale) is None
-    assert registry.production("guarded").version == 2
-    command = CommandData(prompt="guarded", action="rollback", version=2, requested_by="guard", reason="live guard: worse")
+    assert prompt_versions.production("guarded").version == 2
+    command = CommandData(
+        prompt="guarded", action="rollback", version=2, requested_by="guard", reason="live guard: worse"
+    )
     assert _apply_command("guarded", command) == ("rolled_back", 2, 1, "live guard: worse")
-    assert registry.production("guarded").version == 1
-    assert registry.versions("guarded")[1].tags[registry.TAG_GUARD_ROLLBACK] == "live guard: worse"
+    assert prompt_versions.production("guarded").version == 1
+    assert (
+        prompt_versions.versions("guarded")[1].tags[prompt_versions.TAG_GUARD_ROLLBACK] == "live guard: worse"
+    )
     assert _apply_command("guarded", command) is None  # replayed: production is no longer 2
 
     _versions("router")
-    assert _apply_command("router", CommandData(prompt="router", action="rollback", version=2, requested_by="guard", reason="worse live"))
-    twin = registry.register_candidate("router", REGRESSED, "req-3", {})
-    other = registry.register_candidate("router", "Route {{ticket}} with a new rule.", "req-4", {})
-    assert registry.rolled_back_twin("router", twin.version).version == 2
-    assert registry.rolled_back_twin("router", other.version) is None
-    spec = JobSpec(request_id="req-3", prompt="router", policy=PromptPolicy(name="router"), tracking_uri=mlflow.get_tracking_uri(), window_size=40)
+    assert _apply_command(
+        "router",
+        CommandData(prompt="router", action="rollback", version=2, requested_by="guard", reason="worse live"),
+    )
+    twin = prompt_versions.register_candidate("router", REGRESSED, "req-3", {})
+    other = prompt_versions.register_candidate("router", "Route {{ticket}} with a new rule.", "req-4", {})
+    assert prompt_versions.rolled_back_twin("router", twin.version).version == 2
+    assert prompt_versions.rolled_back_twin("router", other.version) is None
+    spec = JobSpec(
+        request_id="req-3",
+        prompt="router",
+        policy=PromptPolicy(name="router"),
+        tracking_uri=mlflow.get_tracking_uri(),
+        window_size=40,
+    )
     better = HeldOut(baseline=[0.0] * 20, candidate=[1.0] * 20)
     registered = [RegisteredVersion(name="router", version=twin.version, uri=twin.uri, parent_version=1)]
     [decision] = _gate_and_promote(tmp_path, spec, registered, better, ProgressFile(tmp_path, "router", 1))
     assert decision.decision == "rejected"
     assert "version 2, which the live guard rolled back" in decision.reason
-    assert registry.production("router").version == 1
+    assert prompt_versions.production("router").version == 1
     spec = spec.model_copy(update={"request_id": "req-4"})
     registered = [RegisteredVersion(name="router", version=other.version, uri=other.uri, parent_version=1)]
     (tmp_path / "4").mkdir()
-    [decision] = _gate_and_promote(tmp_path / "4", spec, registered, better, ProgressFile(tmp_path, "router", 1))
+    [decision] = _gate_and_promote(
+        tmp_path / "4", spec, registered, better, ProgressFile(tmp_path, "router", 1)
+    )
     assert decision.decision == "promoted"
-    assert registry.production("router").version == other.version
+    assert prompt_versions.production("router").version == other.version

@@ -7,7 +7,14 @@ import time
 
 import pytest
 
-from optimization import GepaOptimizer, OptimizationFailed, RunLimits, complete_text, make_template_agent, run_mlflow_gepa
+from optimization import (
+    GepaOptimizer,
+    OptimizationFailed,
+    RunLimits,
+    complete_text,
+    make_template_agent,
+    run_mlflow_gepa,
+)
 from optimization.model_calls import CallPolicy, ModelCallFailed, Price, governed
 
 PRICES = {"openai/support-router": Price(1.0, 2.0), "openai/reflector": Price(3.0, 4.0)}
@@ -36,17 +43,31 @@ def test_usage_per_role_is_what_the_provider_served(router_prompt, router_record
         ), role
     task = outcome.usage["task"]
     assert task.cost_usd == pytest.approx((task.prompt_tokens * 1.0 + task.completion_tokens * 2.0) / 1e6)
-    assert outcome.usage["judge"].cost_unknown and outcome.usage["judge"].cost_usd == 0.0  # no price for openai/judge
+    assert (
+        outcome.usage["judge"].cost_unknown and outcome.usage["judge"].cost_usd == 0.0
+    )  # no price for openai/judge
     assert outcome.cost_usd == pytest.approx(sum(u.cost_usd for u in outcome.usage.values()))
     assert outcome.final_score > outcome.initial_score
 
 
-def test_a_reflection_model_that_stays_down_is_named_and_nothing_is_registered(router_prompt, router_records, fake_provider) -> None:
+def test_a_reflection_model_that_stays_down_is_named_and_nothing_is_registered(
+    router_prompt, router_records, fake_provider
+) -> None:
     train, val = router_records
     fake_provider.inject("status", code=503, times=None, model="reflector")
-    optimizer = GepaOptimizer("openai:/reflector", max_metric_calls=40, model_calls=CallPolicy(max_retries=2, max_backoff=1.0))
-    with pytest.raises(ModelCallFailed, match="reflection model openai/reflector: 3 consecutive 503 responses") as failure:
-        optimizer.optimize(make_template_agent(router_prompt.uri, "openai/support-router"), train, [router_prompt.uri], ["exact_match"], val_data=val)
+    optimizer = GepaOptimizer(
+        "openai:/reflector", max_metric_calls=40, model_calls=CallPolicy(max_retries=2, max_backoff=1.0)
+    )
+    with pytest.raises(
+        ModelCallFailed, match="reflection model openai/reflector: 3 consecutive 503 responses"
+    ) as failure:
+        optimizer.optimize(
+            make_template_agent(router_prompt.uri, "openai/support-router"),
+            train,
+            [router_prompt.uri],
+            ["exact_match"],
+            val_data=val,
+        )
     assert isinstance(failure.value, OptimizationFailed)
     assert fake_provider.stats()["by_model"]["reflector"]["requests"] == 3
     from mlflow.tracking import MlflowClient
@@ -56,14 +77,23 @@ def test_a_reflection_model_that_stays_down_is_named_and_nothing_is_registered(r
 
 @pytest.mark.parametrize(
     ("kind", "params", "at_least_s"),
-    [("status", {"code": 429, "retry_after": 2}, 2.0), ("status", {"code": 500}, 0.0), ("reset", {}, 0.0), ("malformed", {}, 0.0)],
+    [
+        ("status", {"code": 429, "retry_after": 2}, 2.0),
+        ("status", {"code": 500}, 0.0),
+        ("reset", {}, 0.0),
+        ("malformed", {}, 0.0),
+    ],
 )
-def test_litellm_faults_are_retried_and_retry_after_is_waited_out(fake_provider, kind, params, at_least_s) -> None:
+def test_litellm_faults_are_retried_and_retry_after_is_waited_out(
+    fake_provider, kind, params, at_least_s
+) -> None:
     fake_provider.inject(kind, times=1, model="support-router", **params)
     started = time.monotonic()
     with governed(CallPolicy(timeout=5.0, max_retries=2, max_backoff=1.0)) as calls:
         answer = complete_text("openai/support-router", "Ticket: I was charged twice")
-    assert answer == complete_text("offline/support-router", "Ticket: I was charged twice")  # the fake serves the offline model
+    assert answer == complete_text(
+        "offline/support-router", "Ticket: I was charged twice"
+    )  # the fake serves the offline model
     assert time.monotonic() - started >= at_least_s
     assert fake_provider.stats()["by_model"]["support-router"]["requests"] == 2
     assert calls.ledger.snapshot()["task"].failed_attempts == 1
@@ -72,6 +102,9 @@ def test_litellm_faults_are_retried_and_retry_after_is_waited_out(fake_provider,
 def test_a_silent_provider_times_out_and_is_named(fake_provider) -> None:
     fake_provider.inject("hang", times=None, model="support-router")
     started = time.monotonic()
-    with governed(CallPolicy(timeout=1.0, max_retries=1, max_backoff=1.0)), pytest.raises(ModelCallFailed, match="task model openai/support-router: 2 consecutive timeouts"):
+    with (
+        governed(CallPolicy(timeout=1.0, max_retries=1, max_backoff=1.0)),
+        pytest.raises(ModelCallFailed, match="task model openai/support-router: 2 consecutive timeouts"),
+    ):
         complete_text("openai/support-router", "Ticket: I was charged twice")
     assert time.monotonic() - started < 10

@@ -36,11 +36,22 @@ SILENT_MODEL_RUN = textwrap.dedent(
 def test_a_silent_model_ends_the_call_with_a_clear_error_and_the_process_exits(fake_provider) -> None:
     fake_provider.inject("hang", times=None)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", SILENT_MODEL_RUN], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", SILENT_MODEL_RUN], capture_output=True, text=True, timeout=300
+    )
     assert "FAILED: optimization exceeded its wall-time limit of 1s" in done.stdout, done.stderr[-2000:]
-    assert done.returncode == 1 and "abandoned at its wall time" in done.stderr and "ThreadPoolExecutor" in done.stderr
-    assert fake_provider.stats()["by_model"]["support-router"]["faults"] == 1  # the request really hung at the provider
-    assert time.monotonic() - started < 240  # seconds of start-up under load, not the request's 3600 s timeout
+    assert (
+        done.returncode == 1
+        and "abandoned at its wall time" in done.stderr
+        and "ThreadPoolExecutor" in done.stderr
+    )
+    assert (
+        fake_provider.stats()["by_model"]["support-router"]["faults"] == 1
+    )  # the request really hung at the provider
+    assert (
+        time.monotonic() - started < 240
+    )  # seconds of start-up under load, not the request's 3600 s timeout
+
 
 FRESH_RUNS = textwrap.dedent(
     '''
@@ -111,12 +122,19 @@ def test_mlflow_path_through_litellm_finishes_in_20_fresh_processes(fake_provide
     deterministically, this test guards the path users take."""
     runs = 20
     done = subprocess.run(  # the task model is offline: reflection (litellm) is the path under test, and it is 4x faster
-        [sys.executable, "-c", FRESH_RUNS, str(runs), "3", str(tmp_path), "300", "offline/support-router"], capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", FRESH_RUNS, str(runs), "3", str(tmp_path), "300", "offline/support-router"],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     lines = sorted(line for line in done.stdout.splitlines() if line.startswith("run "))
-    finished = [line for line in lines if re.fullmatch(r"run \d+: finished [\d.]+ -> [\d.]+ in [\d.]+s", line)]
+    finished = [
+        line for line in lines if re.fullmatch(r"run \d+: finished [\d.]+ -> [\d.]+ in [\d.]+s", line)
+    ]
     assert len(finished) == runs, "\n".join(lines) + done.stderr[-3000:]
-    assert fake_provider.stats()["by_model"]["reflector"]["requests"] >= runs  # reflection went through litellm
+    assert (
+        fake_provider.stats()["by_model"]["reflector"]["requests"] >= runs
+    )  # reflection went through litellm
 
 
 IMPORT_ABBA = textwrap.dedent(
@@ -183,6 +201,10 @@ def test_mlflow_autolog_set_up_cannot_deadlock_with_a_concurrent_import_under_ou
     under `_evaluation_settings` B imports nothing under its lock and both finish."""
     outcomes = {}
     for variant, wait in (("mlflow-alone", "8"), ("fixed", "60")):
-        done = subprocess.run([sys.executable, "-c", IMPORT_ABBA, variant, wait], capture_output=True, text=True, timeout=300)
-        outcomes[variant] = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
+        done = subprocess.run(
+            [sys.executable, "-c", IMPORT_ABBA, variant, wait], capture_output=True, text=True, timeout=300
+        )
+        outcomes[variant] = (
+            done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
+        )
     assert outcomes == {"mlflow-alone": "deadlock", "fixed": "finished"}

@@ -3,7 +3,12 @@
 import mlflow
 from mlflow.entities import AssessmentSource
 
-from optimization import HeldOutScores, load_production_data_from_mlflow, load_production_records, register_optimized_prompts
+from optimization import (
+    HeldOutScores,
+    load_production_data_from_mlflow,
+    load_production_records,
+    register_optimized_prompts,
+)
 
 
 def test_traces_with_assessments_become_examples(mlflow_store) -> None:
@@ -19,7 +24,13 @@ def test_traces_with_assessments_become_examples(mlflow_store) -> None:
         ids.append(mlflow.get_last_active_trace_id())
     mlflow.flush_trace_async_logging()
     mlflow.log_expectation(trace_id=ids[0], name="expected_response", value="Use the reset link.")
-    mlflow.log_feedback(trace_id=ids[1], name="sme", value=1.0, rationale="Great", source=AssessmentSource(source_type="HUMAN", source_id="sme"))
+    mlflow.log_feedback(
+        trace_id=ids[1],
+        name="sme",
+        value=1.0,
+        rationale="Great",
+        source=AssessmentSource(source_type="HUMAN", source_id="sme"),
+    )
 
     records = {r["inputs"]["query"]: r for r in load_production_records(experiment_id, date_range="today")}
     assert records["reset password"]["expectations"] == {"expected_response": "Use the reset link."}
@@ -30,8 +41,19 @@ def test_traces_with_assessments_become_examples(mlflow_store) -> None:
 
 
 def test_register_optimized_prompts_uses_the_guide_tags(mlflow_store) -> None:
-    (prompt,) = register_optimized_prompts({"solve": "Solve it."}, HeldOutScores([0.5], [0.75]), optimizer="dspy_gepa", source="test", name_prefix="math_")
+    (prompt,) = register_optimized_prompts(
+        {"solve": "Solve it."},
+        HeldOutScores([0.5], [0.75]),
+        optimizer="dspy_gepa",
+        source="test",
+        name_prefix="math_",
+    )
     tags = mlflow.genai.load_prompt(prompt.uri).tags
     assert prompt.name == "math_solve"
     assert {k: tags[k] for k in ("optimizer", "initial_score", "final_score", "improvement", "source")} == {
-        "optimizer": "dspy_gepa", "initial_score": "0.5000", "final_score": "0.7500", "improvement": "50.0%", "source": "test"}
+        "optimizer": "dspy_gepa",
+        "initial_score": "0.5000",
+        "final_score": "0.7500",
+        "improvement": "50.0%",
+        "source": "test",
+    }

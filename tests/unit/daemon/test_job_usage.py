@@ -11,11 +11,25 @@ from schemas.events import ModelUsage
 
 
 def _spec(**policy: object) -> JobSpec:
-    return JobSpec(request_id="r1", prompt="p", policy=PromptPolicy(name="p", **policy), tracking_uri="sqlite:///x.db", window_size=1)
+    return JobSpec(
+        request_id="r1",
+        prompt="p",
+        policy=PromptPolicy(name="p", **policy),
+        tracking_uri="sqlite:///x.db",
+        window_size=1,
+    )
 
 
 def test_the_policy_of_a_prompts_model_calls() -> None:
-    policy = call_policy(_spec(model_calls={"timeout": "5s", "max_retries": 2, "prices": {"openai:/m": {"input_per_million": 1, "output_per_million": 3}}}).policy)
+    policy = call_policy(
+        _spec(
+            model_calls={
+                "timeout": "5s",
+                "max_retries": 2,
+                "prices": {"openai:/m": {"input_per_million": 1, "output_per_million": 3}},
+            }
+        ).policy
+    )
     assert (policy.timeout, policy.max_retries, policy.max_backoff) == (5.0, 2, 30.0)
     assert (policy.prices["openai/m"].input, policy.prices["openai/m"].output) == (1.0, 3.0)
 
@@ -30,5 +44,11 @@ def test_a_resumed_job_adds_to_the_usage_its_earlier_attempts_recorded(tmp_path:
         assert calls.ledger.cost_usd == 0.5
     usage = ModelUsage.model_validate_json((tmp_path / USAGE_FILE).read_bytes())
     task = usage.roles["task"]
-    assert (task.calls, task.prompt_tokens, task.completion_tokens, task.cost_usd, task.cost_unknown) == (2, 15, 3, 0.5, True)
+    assert (task.calls, task.prompt_tokens, task.completion_tokens, task.cost_usd, task.cost_unknown) == (
+        2,
+        15,
+        3,
+        0.5,
+        True,
+    )
     assert usage.cost_usd == 0.5 and usage.cost_unknown

@@ -14,14 +14,26 @@ from schemas.config import PolicyFile
 from schemas.events import CommandEvent
 
 TOKEN = "unit-test-admin-token-42"
-POLICIES = PolicyFile.model_validate({"prompts": [{"name": "router", "task_model": "offline/support-router", "reflection_model": "offline/reflector"}]})
+POLICIES = PolicyFile.model_validate(
+    {
+        "prompts": [
+            {
+                "name": "router",
+                "task_model": "offline/support-router",
+                "reflection_model": "offline/reflector",
+            }
+        ]
+    }
+)
 
 
 def _page(token: str | None) -> tuple[OpsPage, list[CommandEvent]]:
     page = OpsPage(Settings(admin_token=token), POLICIES, "all", windows=None, jobs=None)
     sent: list[CommandEvent] = []
 
-    async def record(event: CommandEvent) -> None:  # the Kafka producer is exercised by tests/e2e/test_ops_page.py
+    async def record(
+        event: CommandEvent,
+    ) -> None:  # the Kafka producer is exercised by tests/e2e/test_ops_page.py
         sent.append(event)
 
     page.bus.send_command = record  # type: ignore[method-assign]
@@ -29,7 +41,9 @@ def _page(token: str | None) -> tuple[OpsPage, list[CommandEvent]]:
 
 
 def _post(page: OpsPage, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    reply = asyncio.run(page.handle("POST", "/ui/api/actions", {}, headers, json.dumps(body).encode(), "10.1.2.3"))
+    reply = asyncio.run(
+        page.handle("POST", "/ui/api/actions", {}, headers, json.dumps(body).encode(), "10.1.2.3")
+    )
     return reply.status, json.loads(reply.body)
 
 
@@ -42,8 +56,17 @@ def test_actions_are_off_without_the_setting() -> None:
     assert status == 403 and "GEPA_STREAM_ADMIN_TOKEN" in body["error"] and not sent
 
 
-@pytest.mark.parametrize(("headers", "why"), [({}, "no admin token was given"), ({"Authorization": "Bearer wrong-token-wrong-token"}, "the admin token is wrong"), ({"Authorization": TOKEN}, "no admin token was given")])
-def test_a_missing_or_wrong_token_is_refused(headers: dict[str, str], why: str, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({}, "no admin token was given"),
+        ({"Authorization": "Bearer wrong-token-wrong-token"}, "the admin token is wrong"),
+        ({"Authorization": TOKEN}, "no admin token was given"),
+    ],
+)
+def test_a_missing_or_wrong_token_is_refused(
+    headers: dict[str, str], why: str, caplog: pytest.LogCaptureFixture
+) -> None:
     page, sent = _page(TOKEN)
     status, body = _post(page, APPROVE, headers)
     assert status == 401 and why in body["error"] and not sent
@@ -55,7 +78,12 @@ def test_the_right_token_sends_the_command_and_logs_who_asked(caplog: pytest.Log
     status, body = _post(page, APPROVE, {"Authorization": f"Bearer {TOKEN}"})
     assert status == 202 and body["sent"] == sent[0].id
     data = sent[0].data
-    assert (data.prompt, data.action, data.version, data.requested_by) == ("router", "approve", 3, "alice (ops page)")
+    assert (data.prompt, data.action, data.version, data.requested_by) == (
+        "router",
+        "approve",
+        3,
+        "alice (ops page)",
+    )
     assert sent[0].type == "gepa.command.v1" and sent[0].key == b"router"
     assert "approve router v3 requested by alice (ops page) from 10.1.2.3" in caplog.text
     assert TOKEN not in caplog.text
@@ -123,11 +151,19 @@ def test_a_job_running_here_is_shown_with_its_progress_even_after_a_later_skip()
     running = {"r1": {"prompt": "router", "stage": "optimize", "metric_calls": 12, "max_metric_calls": 80}}
     page = OpsPage(Settings(), POLICIES, "all", windows=None, jobs=lambda: running)
     for request, status in (("r1", "requested"), ("r1", "started"), ("skip-1", "skipped")):
-        page.history.add(OptimizationEvent.build(OptimizationData(request_id=request, prompt="router", status=status), id=f"{request}:{status}"))
-    job = json.loads(asyncio.run(page.handle("GET", "/ui/api/state", {}, {}, b"", "x")).body)["prompts"][0]["job"]
+        page.history.add(
+            OptimizationEvent.build(
+                OptimizationData(request_id=request, prompt="router", status=status), id=f"{request}:{status}"
+            )
+        )
+    job = json.loads(asyncio.run(page.handle("GET", "/ui/api/state", {}, {}, b"", "x")).body)["prompts"][0][
+        "job"
+    ]
     assert (job["request_id"], job["status"], job["live"]["metric_calls"]) == ("r1", "started", 12)
     running.clear()
-    job = json.loads(asyncio.run(page.handle("GET", "/ui/api/state", {}, {}, b"", "x")).body)["prompts"][0]["job"]
+    job = json.loads(asyncio.run(page.handle("GET", "/ui/api/state", {}, {}, b"", "x")).body)["prompts"][0][
+        "job"
+    ]
     assert (job["request_id"], job["status"]) == ("skip-1", "skipped")
 
 

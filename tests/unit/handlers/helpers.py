@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from schemas import CommandData, CommandEvent, RatingData, RatingEvent, TraceData, TraceEvent
 from schemas.config import PolicyFile, PromptPolicy
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 NOW = T0.timestamp()
 
 
@@ -17,12 +17,20 @@ def at(seconds: float) -> datetime:
 
 def trace(trace_id: str, t: float = 0.0, prompt: str = "p", **data) -> TraceEvent:
     event = TraceEvent.build(
-        TraceData(prompt=prompt, trace_id=trace_id, inputs=data.pop("inputs", {"q": trace_id}), outputs=data.pop("outputs", "a"), **data)
+        TraceData(
+            prompt=prompt,
+            trace_id=trace_id,
+            inputs=data.pop("inputs", {"q": trace_id}),
+            outputs=data.pop("outputs", "a"),
+            **data,
+        )
     )
     return event.model_copy(update={"time": at(t)})
 
 
-def rating(trace_id: str, value="good", t: float = 0.0, rater: str | None = "sme", prompt: str = "p", **data) -> RatingEvent:
+def rating(
+    trace_id: str, value="good", t: float = 0.0, rater: str | None = "sme", prompt: str = "p", **data
+) -> RatingEvent:
     event = RatingEvent.build(RatingData(prompt=prompt, trace_id=trace_id, rating=value, rater=rater, **data))
     return event.model_copy(update={"time": at(t)})
 

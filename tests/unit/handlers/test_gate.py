@@ -67,12 +67,16 @@ def test_error_rates_over_200_simulated_comparisons() -> None:
     rng = np.random.default_rng(20261126)
     trials = 200
     false_promotions = sum(
-        decide(*simulate(rng, 100, fix=0.1, brk=0.1), POLICY, seed=i).decision == "promoted" for i in range(trials)
+        decide(*simulate(rng, 100, fix=0.1, brk=0.1), POLICY, seed=i).decision == "promoted"
+        for i in range(trials)
     )
     # fix 0.35 of failures, break 0.05 of successes: +0.5*0.35 - 0.5*0.05 = +15 points
     true_promotions = sum(
-        decide(*simulate(rng, 100, fix=0.35, brk=0.05), POLICY, seed=i).decision == "promoted" for i in range(trials)
+        decide(*simulate(rng, 100, fix=0.35, brk=0.05), POLICY, seed=i).decision == "promoted"
+        for i in range(trials)
     )
-    print(f"\nA/A false-promotion rate: {false_promotions / trials:.1%}; +15-point power at n=100: {true_promotions / trials:.1%}")
+    print(
+        f"\nA/A false-promotion rate: {false_promotions / trials:.1%}; +15-point power at n=100: {true_promotions / trials:.1%}"
+    )
     assert false_promotions / trials <= 0.05
     assert true_promotions / trials >= 0.80

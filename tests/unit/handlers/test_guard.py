@@ -28,8 +28,14 @@ def _brute_force(counts_new: np.ndarray, counts_old: np.ndarray, confidence: flo
     """The bounds straight from the definition: every pair of candidate means."""
     threshold = np.log(1 / (1 - confidence))
     spread = g.GRID[:, None] - g.GRID[None, :]
-    joint_up = g.log_wealth(FIVE_POINT, counts_new, above=False)[:, None] + g.log_wealth(FIVE_POINT, counts_old, above=True)[None, :]
-    joint_down = g.log_wealth(FIVE_POINT, counts_new, above=True)[:, None] + g.log_wealth(FIVE_POINT, counts_old, above=False)[None, :]
+    joint_up = (
+        g.log_wealth(FIVE_POINT, counts_new, above=False)[:, None]
+        + g.log_wealth(FIVE_POINT, counts_old, above=True)[None, :]
+    )
+    joint_down = (
+        g.log_wealth(FIVE_POINT, counts_new, above=True)[:, None]
+        + g.log_wealth(FIVE_POINT, counts_old, above=False)[None, :]
+    )
     upper = np.where(joint_up < threshold, spread, -np.inf).max() + g.STEP
     lower = np.where(joint_down < threshold, spread, np.inf).min() - g.STEP
     return max(-1.0, lower), min(1.0, upper)
@@ -55,7 +61,9 @@ def test_batched_bounds_equal_one_at_a_time() -> None:
 
 def test_the_interval_contains_the_observed_difference_and_narrows() -> None:
     old = Counter({0.0: 10, 0.5: 20, 0.75: 30, 1.0: 40})
-    narrow = g.compare(Counter({0.0: 40, 0.5: 80, 0.75: 120, 1.0: 160}), Counter({v: 4 * n for v, n in old.items()}), 0.95)
+    narrow = g.compare(
+        Counter({0.0: 40, 0.5: 80, 0.75: 120, 1.0: 160}), Counter({v: 4 * n for v, n in old.items()}), 0.95
+    )
     wide = g.compare(Counter({0.0: 1, 0.5: 2, 0.75: 3, 1.0: 4}), old, 0.95)
     for interval in (narrow, wide):
         assert interval.difference == pytest.approx(0.0)
@@ -76,8 +84,12 @@ def test_error_rates_on_simulated_rating_streams() -> None:
     equal = simulate(0.0, 100, 500, policy, seed=11)
     worse = simulate(-0.10, 100, 200, policy, seed=12)
     better = simulate(+0.10, 100, 300, policy, seed=13)
-    print(f"\nequal: rolled back {equal.ever_rolled_back:.1%}, confirmed {equal.confirmed:.1%} (100 runs x 500)")
-    print(f"10 worse: rolled back within 200 {worse.rolled_back_within_200:.1%} (median n {worse.median_first_decision})")
+    print(
+        f"\nequal: rolled back {equal.ever_rolled_back:.1%}, confirmed {equal.confirmed:.1%} (100 runs x 500)"
+    )
+    print(
+        f"10 worse: rolled back within 200 {worse.rolled_back_within_200:.1%} (median n {worse.median_first_decision})"
+    )
     print(f"10 better: confirmed {better.confirmed:.1%}, rolled back {better.ever_rolled_back:.1%}")
     assert equal.ever_rolled_back <= 0.05
     assert worse.rolled_back_within_200 >= 0.90
@@ -117,8 +129,24 @@ def test_decisions(interval: Interval, mode: str, watched_s: float, expected: st
 # -- the guard in the ingest handler ---------------------------------------------------------
 
 
-def _promotion(to_version: int = 2, from_version: int | None = 1, t: float = 100.0, prompt: str = "p", decision: str = "promoted", **data) -> PromotionEvent:
-    event = PromotionEvent.build(PromotionData(prompt=prompt, decision=decision, from_version=from_version, to_version=to_version, reason="gate", **data))
+def _promotion(
+    to_version: int = 2,
+    from_version: int | None = 1,
+    t: float = 100.0,
+    prompt: str = "p",
+    decision: str = "promoted",
+    **data,
+) -> PromotionEvent:
+    event = PromotionEvent.build(
+        PromotionData(
+            prompt=prompt,
+            decision=decision,
+            from_version=from_version,
+            to_version=to_version,
+            reason="gate",
+            **data,
+        )
+    )
     return event.model_copy(update={"time": at(t)})
 
 
@@ -131,7 +159,9 @@ def _feed(ingest: Ingest, version: int, ratings: list[str], start: int, t: float
 
 
 def _ingest(**promotion) -> Ingest:
-    return Ingest(policies(window={"max_examples": 500}, triggers={"min_examples": 400}, promotion=promotion), "app")
+    return Ingest(
+        policies(window={"max_examples": 500}, triggers={"min_examples": 400}, promotion=promotion), "app"
+    )
 
 
 def test_a_promotion_starts_a_guard_with_the_replaced_versions_window_as_reference() -> None:
@@ -198,10 +228,14 @@ def test_replays_and_older_promotions_do_not_restart_the_guard_and_a_newer_one_r
     _feed(ingest, 2, ["good"] * 3, 1000, 200)
     assert ingest.handle(promotion, NOW + 300).guard is None  # redelivered
     assert ingest.handle(_promotion(t=50), NOW + 300).guard is None  # older than the guard's
-    assert ingest.handle(_promotion(prompt="p", t=150), NOW + 300).guard is None  # same versions, still watching
+    assert (
+        ingest.handle(_promotion(prompt="p", t=150), NOW + 300).guard is None
+    )  # same versions, still watching
     newer = ingest.handle(_promotion(to_version=3, from_version=2, t=400), NOW + 400)
     assert newer.guard is not None
-    assert sorted(newer.guard.deletes) == sorted(vote_key("p", f"t{i}", "sme") for i in [*range(10), 1000, 1001, 1002])
+    assert sorted(newer.guard.deletes) == sorted(
+        vote_key("p", f"t{i}", "sme") for i in [*range(10), 1000, 1001, 1002]
+    )
     assert len(newer.guard.puts) == 3  # the replaced version 2's rated traces are the new reference
 
 
@@ -253,12 +287,17 @@ def test_a_disabled_guard_never_starts() -> None:
 
 def test_dspy_predictor_promotions_guard_their_program() -> None:
     ingest = Ingest(
-        policies(backend="dspy", program="examples.router_program:make_program", triggers={"min_examples": 50}), "app"
+        policies(
+            backend="dspy", program="examples.router_program:make_program", triggers={"min_examples": 50}
+        ),
+        "app",
     )
     _feed(ingest, 1, ["good"] * 5, 0, 10)
     step = ingest.handle(_promotion(prompt="p_route"), NOW + 100)
     assert step.prompt == "p" and step.guard is not None and step.guard.prompt == "p"
-    assert ingest.handle(_promotion(prompt="p_other", t=101), NOW + 101).guard is None  # same job, next predictor
+    assert (
+        ingest.handle(_promotion(prompt="p_other", t=101), NOW + 101).guard is None
+    )  # same job, next predictor
     assert ingest.policy_prompt("q_route") is None
 
 

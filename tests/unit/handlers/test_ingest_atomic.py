@@ -84,7 +84,9 @@ def test_a_poisoned_trace_that_slips_past_the_parser_leaves_nothing_behind() -> 
         table.apply("p", ingest.handle(trace(f"ok-{i}", i, expectations={"expected_response": "a"}), NOW))
     before = _fingerprint(ingest)
     poisoned = trace("bad", 10, expectations={"expected_response": "a"})
-    poisoned = poisoned.model_copy(update={"data": poisoned.data.model_copy(update={"inputs": {"q": "\ud800"}})})
+    poisoned = poisoned.model_copy(
+        update={"data": poisoned.data.model_copy(update={"inputs": {"q": "\ud800"}})}
+    )
     with pytest.raises(TypeError):  # orjson refuses to encode the record
         ingest.handle(poisoned, NOW)
     assert _fingerprint(ingest) == before
@@ -110,8 +112,13 @@ FAULTS = [
 
 
 @pytest.mark.parametrize(("where", "owner", "name"), FAULTS, ids=[f[0] for f in FAULTS])
-def test_any_fault_inside_handle_rolls_back_everything(where: str, owner: Any, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    policy = {"window": {"max_examples": 8}, "triggers": {"min_examples": 5, "min_new_examples": 3, "cooldown": "0s"}}
+def test_any_fault_inside_handle_rolls_back_everything(
+    where: str, owner: Any, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = {
+        "window": {"max_examples": 8},
+        "triggers": {"min_examples": 5, "min_new_examples": 3, "cooldown": "0s"},
+    }
     ingest = Ingest(policies(**policy), "app")
     table = Table()
     rng = random.Random(where)
@@ -129,9 +136,15 @@ def test_any_fault_inside_handle_rolls_back_everything(where: str, owner: Any, n
     for i in range(300):
         kind = rng.random()
         if kind < 0.5:
-            event = trace(f"t{rng.randrange(40)}", i, expectations={"expected_response": "a"} if rng.random() < 0.5 else {})
+            event = trace(
+                f"t{rng.randrange(40)}",
+                i,
+                expectations={"expected_response": "a"} if rng.random() < 0.5 else {},
+            )
         elif kind < 0.95:
-            event = rating(f"t{rng.randrange(40)}", rng.choice(["good", "poor", 5]), i, rater=rng.choice(["a", "b"]))
+            event = rating(
+                f"t{rng.randrange(40)}", rng.choice(["good", "poor", 5]), i, rater=rng.choice(["a", "b"])
+            )
         else:
             event = command("optimize")
         before = _fingerprint(ingest)

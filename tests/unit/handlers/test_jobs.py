@@ -40,13 +40,22 @@ def test_tiny_windows_still_get_three_parts() -> None:
 
 def test_records_take_the_input_keys_and_perfect_outputs_as_expectations() -> None:
     rated = example(1, outputs="billing", rating=1.0)
-    assert record(rated, ["ticket"]) == {"inputs": {"ticket": "ticket 1"}, "expectations": {"expected_response": "billing"}}
+    assert record(rated, ["ticket"]) == {
+        "inputs": {"ticket": "ticket 1"},
+        "expectations": {"expected_response": "billing"},
+    }
     poor = example(2, outputs="account", rating=0.0)
     assert record(poor, ["ticket"])["expectations"] == {}
 
 
 def test_rated_outputs_include_corrections_as_excellent_answers() -> None:
-    corrected = example(1, outputs="account", rating=0.0, comments=["wrong team"], expectations={"expected_response": "billing"})
+    corrected = example(
+        1,
+        outputs="account",
+        rating=0.0,
+        comments=["wrong team"],
+        expectations={"expected_response": "billing"},
+    )
     [wrong, right] = rated_outputs([corrected], ["ticket"])
     assert (wrong.output, wrong.rating, wrong.comment) == ("account", 0.0, "wrong team")
     assert (right.output, right.rating) == ("billing", 1.0)
@@ -57,7 +66,9 @@ def policy(**fields) -> PromptPolicy:
 
 
 def test_expectation_scorers_keep_only_examples_they_can_score() -> None:
-    examples = [example(i, expectations={"expected_response": "x"}) for i in range(30)] + [example(100 + i) for i in range(30)]
+    examples = [example(i, expectations={"expected_response": "x"}) for i in range(30)] + [
+        example(100 + i) for i in range(30)
+    ]
     plan = plan_job(examples, policy(scorers=["exact_match"]))
     assert len(plan.train) + len(plan.val) + len(plan.heldout) == 30
     sme = plan_job(examples, policy(scorers=["sme_rating"]))

@@ -17,7 +17,15 @@ from schemas.events import (
 
 def _decision(i: int, prompt: str = "p", decision: str = "promoted") -> PromotionEvent:
     return PromotionEvent.build(
-        PromotionData(prompt=prompt, decision=decision, from_version=i + 1, to_version=i + 2, baseline_score=0.4, candidate_score=0.6, reason=f"d{i}"),
+        PromotionData(
+            prompt=prompt,
+            decision=decision,
+            from_version=i + 1,
+            to_version=i + 2,
+            baseline_score=0.4,
+            candidate_score=0.6,
+            reason=f"d{i}",
+        ),
         id=f"id-{prompt}-{i}",
     )
 
@@ -48,19 +56,40 @@ def test_a_request_merges_its_lifecycle_and_never_moves_back() -> None:
     history = OpsHistory(requests_per_prompt=2)
 
     def event(request: str, status: str, **fields: object) -> OptimizationEvent:
-        return OptimizationEvent.build(OptimizationData(request_id=request, prompt="p", status=status, **fields), id=f"{request}:{status}")
+        return OptimizationEvent.build(
+            OptimizationData(request_id=request, prompt="p", status=status, **fields),
+            id=f"{request}:{status}",
+        )
 
-    history.add(event("r1", "requested", trigger=TriggerInfo(rule="min_examples"), budget=Budget(max_metric_calls=80, max_wall_time_s=300)))
+    history.add(
+        event(
+            "r1",
+            "requested",
+            trigger=TriggerInfo(rule="min_examples"),
+            budget=Budget(max_metric_calls=80, max_wall_time_s=300),
+        )
+    )
     history.add(event("r1", "started"))
-    history.add(OptimizationEvent.build(OptimizationData(request_id="r1", prompt="p", status="retrying", attempt=1, max_attempts=3), id="r1:retrying:1"))
+    history.add(
+        OptimizationEvent.build(
+            OptimizationData(request_id="r1", prompt="p", status="retrying", attempt=1, max_attempts=3),
+            id="r1:retrying:1",
+        )
+    )
     record = history.latest_request("p")
-    assert record is not None and (record.status, record.finished_at) == ("retrying", None), "a retrying job has not finished"
+    assert record is not None and (record.status, record.finished_at) == ("retrying", None), (
+        "a retrying job has not finished"
+    )
     history.add(event("r1", "completed", metric_calls=77, baseline_score=0.4, candidate_score=0.9, version=2))
     history.add(event("r1", "started"))  # a late duplicate
     record = history.latest_request("p")
     assert record is not None
     assert (record.status, record.trigger, record.budget, record.metric_calls, record.version) == (
-        "completed", "min_examples", {"max_metric_calls": 80, "max_wall_time_s": 300.0}, 77, 2
+        "completed",
+        "min_examples",
+        {"max_metric_calls": 80, "max_wall_time_s": 300.0},
+        77,
+        2,
     )
     history.add(event("r2", "requested"))
     history.add(event("r3", "requested"))
@@ -74,7 +103,15 @@ def test_dead_letters_count_by_reason_once_per_record() -> None:
         for _ in range(2):  # a redelivered bad record has the same dead-letter id
             history.add(
                 DeadLetterEvent.build(
-                    DeadLetterData(source_topic="gepa.traces", partition=0, offset=offset, payload="x", reason="not_json" if offset % 2 else "invalid_data", error="bad", stage="parse"),
+                    DeadLetterData(
+                        source_topic="gepa.traces",
+                        partition=0,
+                        offset=offset,
+                        payload="x",
+                        reason="not_json" if offset % 2 else "invalid_data",
+                        error="bad",
+                        stage="parse",
+                    ),
                     id=f"dlq:gepa.traces:0:{offset}",
                 )
             )

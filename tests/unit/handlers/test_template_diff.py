@@ -11,7 +11,9 @@ def test_lines_kept_removed_added_and_changed() -> None:
     rows = template_diff(old, new)
     assert [r.op for r in rows] == ["equal", "replace", "insert", "equal"]
     assert rows[1].old == "Answer with one word." and rows[1].new == "Answer with exactly one team name."
-    assert ("insert", "exactly ") in rows[1].words or any(op == "insert" and "exactly" in text for op, text in rows[1].words)
+    assert ("insert", "exactly ") in rows[1].words or any(
+        op == "insert" and "exactly" in text for op, text in rows[1].words
+    )
     assert rows[2].new == "Billing questions go to billing."
 
 

@@ -32,7 +32,9 @@ def test_first_optimization_at_min_examples() -> None:
 
 def test_at_most_one_in_flight() -> None:
     assert evaluate(POLICY, TriggerState(generation=1, in_flight="r1"), figures(100), NOW) is None
-    assert isinstance(evaluate(POLICY, TriggerState(generation=1, in_flight="r1"), figures(100), NOW, manual=True), Skip)
+    assert isinstance(
+        evaluate(POLICY, TriggerState(generation=1, in_flight="r1"), figures(100), NOW, manual=True), Skip
+    )
 
 
 def test_cooldown_counts_from_the_last_fire_or_finish() -> None:
@@ -44,7 +46,9 @@ def test_cooldown_counts_from_the_last_fire_or_finish() -> None:
 def test_min_new_examples() -> None:
     state = TriggerState(generation=1, last_finished_at=NOW - 3600)
     assert evaluate(POLICY, state, figures(50, new=4), NOW) is None
-    assert evaluate(POLICY, state, figures(50, new=5), NOW) == Fire("min_new_examples", {"n_new": 5, "min_new_examples": 5})
+    assert evaluate(POLICY, state, figures(50, new=5), NOW) == Fire(
+        "min_new_examples", {"n_new": 5, "min_new_examples": 5}
+    )
 
 
 def test_score_drop_fires_before_enough_new_examples() -> None:
@@ -66,7 +70,9 @@ def test_max_interval_fires_with_any_new_data() -> None:
 
 
 def test_manual_fires_regardless_of_thresholds_but_not_on_an_empty_window() -> None:
-    assert evaluate(POLICY, TriggerState(), figures(1), NOW, manual=True) == Fire("manual", {"n_examples": 1, "n_new": 1})
+    assert evaluate(POLICY, TriggerState(), figures(1), NOW, manual=True) == Fire(
+        "manual", {"n_examples": 1, "n_new": 1}
+    )
     assert isinstance(evaluate(POLICY, TriggerState(), figures(0), NOW, manual=True), Skip)
 
 
@@ -107,7 +113,9 @@ def test_ingest_ignores_status_of_other_requests_and_promotions_set_the_baseline
     ingest = Ingest(policies(), "app")
     other = OptimizationEvent.build(OptimizationData(request_id="nope", prompt="p", status="completed"))
     assert ingest.handle(other, NOW).trigger_state is None
-    promoted = PromotionEvent.build(PromotionData(prompt="p", decision="promoted", candidate_score=0.9, reason="x"))
+    promoted = PromotionEvent.build(
+        PromotionData(prompt="p", decision="promoted", candidate_score=0.9, reason="x")
+    )
     assert ingest.handle(promoted, NOW).trigger_state.baseline_score == 0.9
 
 
@@ -141,14 +149,29 @@ def test_outlook_says_what_fires_next() -> None:
     from handlers.trigger import outlook
 
     first = outlook(POLICY, TriggerState(), figures(4), NOW)
-    assert (first.status, [r.rule for r in first.rules], first.rules[0].fraction) == ("waiting", ["min_examples"], 0.4)
+    assert (first.status, [r.rule for r in first.rules], first.rules[0].fraction) == (
+        "waiting",
+        ["min_examples"],
+        0.4,
+    )
     assert "4 of 10 examples" in first.text
     assert outlook(POLICY, TriggerState(), figures(10), NOW).status == "ready"
     assert outlook(POLICY, TriggerState(generation=1, in_flight="r1"), figures(50), NOW).status == "in_flight"
     cooling = outlook(POLICY, TriggerState(generation=1, last_finished_at=NOW - 60), figures(50, new=20), NOW)
     assert (cooling.status, cooling.text) == ("cooldown", "cooldown: 9m left")
-    drop = TriggerPolicy(min_examples=10, min_new_examples=5, cooldown=timedelta(0), score_drop=0.1, max_interval=timedelta(hours=2))
-    later = outlook(drop, TriggerState(generation=1, last_finished_at=NOW - 3600, baseline_score=0.8), figures(50, new=2, score=0.76), NOW)
+    drop = TriggerPolicy(
+        min_examples=10,
+        min_new_examples=5,
+        cooldown=timedelta(0),
+        score_drop=0.1,
+        max_interval=timedelta(hours=2),
+    )
+    later = outlook(
+        drop,
+        TriggerState(generation=1, last_finished_at=NOW - 3600, baseline_score=0.8),
+        figures(50, new=2, score=0.76),
+        NOW,
+    )
     assert later.status == "waiting"
     assert [r.rule for r in later.rules] == ["min_new_examples", "score_drop", "max_interval"]
     assert [round(r.fraction, 2) for r in later.rules] == [0.4, 0.5, 0.5]

@@ -9,17 +9,25 @@ from optimization import DSPyGepaOptimizer, GepaOptimizer, HumanFeedbackOptimize
 def test_dspy_optimizer_takes_dspys_reflection_lm_and_its_own_reflection_model() -> None:
     lm = dspy.LM("openai/reflector", cache=False)
     assert DSPyGepaOptimizer(auto="light", reflection_lm=lm).reflection_model is lm
-    assert DSPyGepaOptimizer(auto="light", reflection_model="openai/reflector").reflection_model == "openai/reflector"
+    assert (
+        DSPyGepaOptimizer(auto="light", reflection_model="openai/reflector").reflection_model
+        == "openai/reflector"
+    )
     with pytest.raises(TypeError, match="both reflection_model= and reflection_lm="):
         DSPyGepaOptimizer(reflection_model=lm, reflection_lm=lm)
 
 
 def test_dspy_optimizer_names_an_unknown_or_owned_keyword() -> None:
-    with pytest.raises(TypeError, match=r"unexpected keyword argument 'reflection_minibatch'.*reflection_minibatch_size"):
+    with pytest.raises(
+        TypeError, match=r"unexpected keyword argument 'reflection_minibatch'.*reflection_minibatch_size"
+    ):
         DSPyGepaOptimizer(auto="light", reflection_minibatch=3)
     with pytest.raises(TypeError, match="'log_dir', which gepa-stream sets itself: use run_dir="):
         DSPyGepaOptimizer(log_dir="/tmp/x")
-    assert DSPyGepaOptimizer(reflection_minibatch_size=5, use_merge=False).gepa_options == {"reflection_minibatch_size": 5, "use_merge": False}
+    assert DSPyGepaOptimizer(reflection_minibatch_size=5, use_merge=False).gepa_options == {
+        "reflection_minibatch_size": 5,
+        "use_merge": False,
+    }
 
 
 def test_dspy_optimizer_max_metric_calls_replaces_auto() -> None:
@@ -34,7 +42,9 @@ def test_mlflow_optimizers_take_both_reflection_keywords_and_name_unknown_ones(c
     assert cls().reflection_model == "databricks-claude-sonnet-4"
     with pytest.raises(TypeError, match="both reflection_model= and reflection_lm="):
         cls(reflection_model="openai:/a", reflection_lm="openai:/b")
-    with pytest.raises(TypeError, match=rf"{cls.__name__}\(\) got an unexpected keyword argument 'reflection_minibatch'"):
+    with pytest.raises(
+        TypeError, match=rf"{cls.__name__}\(\) got an unexpected keyword argument 'reflection_minibatch'"
+    ):
         cls(reflection_minibatch=3)
     with pytest.raises(TypeError, match="'valset', which gepa-stream sets itself: pass val_data to optimize"):
         cls(valset=[])

@@ -3,7 +3,12 @@
 import dspy
 import pytest
 
-from optimization.metrics import adapt_metric, create_dspy_metric, create_mlflow_based_metric, exact_match_metric
+from optimization.metrics import (
+    adapt_metric,
+    create_dspy_metric,
+    create_mlflow_based_metric,
+    exact_match_metric,
+)
 from optimization.scorers import resolve_scorers
 
 EXAMPLE = dspy.Example(question="What is 3*5?", answer="15").with_inputs("question")
@@ -41,10 +46,18 @@ def test_exact_match_feedback_states_the_expected_answer() -> None:
 def test_create_dspy_metric_compares_label_and_prediction() -> None:
     metric = create_dspy_metric(lambda expected, predicted: expected == predicted, name="accuracy")
     assert metric(EXAMPLE, dspy.Prediction(answer="15")).score == 1.0
-    assert metric.__name__ == "accuracy" and "accuracy" in metric(EXAMPLE, dspy.Prediction(answer="1")).feedback
+    assert (
+        metric.__name__ == "accuracy" and "accuracy" in metric(EXAMPLE, dspy.Prediction(answer="1")).feedback
+    )
 
 
 def test_mlflow_based_metric_carries_scorer_rationales() -> None:
-    metric = create_mlflow_based_metric(resolve_scorers(["correctness", "exact_match"], judge_model="offline/judge"))
+    metric = create_mlflow_based_metric(
+        resolve_scorers(["correctness", "exact_match"], judge_model="offline/judge")
+    )
     result = metric(EXAMPLE, dspy.Prediction(reasoning="...", answer="8"))
-    assert result.score == 0.0 and "correctness" in result.feedback and 'Expected answer: "15"' in result.feedback
+    assert (
+        result.score == 0.0
+        and "correctness" in result.feedback
+        and 'Expected answer: "15"' in result.feedback
+    )

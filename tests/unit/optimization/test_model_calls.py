@@ -18,10 +18,10 @@ from optimization.model_calls import (
     UsageLedger,
     call_cost,
     classify,
-    token_counts,
     retry_after_seconds,
     role_of,
     role_scope,
+    token_counts,
 )
 
 REQUEST = httpx.Request("POST", "http://provider/v1/chat/completions")
@@ -29,13 +29,22 @@ REQUEST = httpx.Request("POST", "http://provider/v1/chat/completions")
 
 def status_error(code: int, retry_after: str | None = None) -> openai.APIStatusError:
     headers = {"retry-after": retry_after} if retry_after is not None else {}
-    response = httpx.Response(code, headers=headers, request=REQUEST, json={"error": {"message": f"status {code}"}})
-    cls = {429: openai.RateLimitError, 500: openai.InternalServerError, 503: openai.InternalServerError, 401: openai.AuthenticationError}.get(code, openai.APIStatusError)
+    response = httpx.Response(
+        code, headers=headers, request=REQUEST, json={"error": {"message": f"status {code}"}}
+    )
+    cls = {
+        429: openai.RateLimitError,
+        500: openai.InternalServerError,
+        503: openai.InternalServerError,
+        401: openai.AuthenticationError,
+    }.get(code, openai.APIStatusError)
     return cls(f"status {code}", response=response, body=None)
 
 
 def answer(prompt_tokens: int = 10, completion_tokens: int = 2) -> Any:
-    return SimpleNamespace(usage=SimpleNamespace(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
+    return SimpleNamespace(
+        usage=SimpleNamespace(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    )
 
 
 class Clock:
@@ -68,7 +77,11 @@ class Provider:
         return answer()
 
 
-def governor(clock: Clock, policy: CallPolicy = CallPolicy(max_retries=4, prices={"openai/m": Price(1.0, 2.0)}), deadline: float | None = None) -> ModelCalls:
+def governor(
+    clock: Clock,
+    policy: CallPolicy = CallPolicy(max_retries=4, prices={"openai/m": Price(1.0, 2.0)}),
+    deadline: float | None = None,
+) -> ModelCalls:
     return ModelCalls(policy, deadline, sleep=clock.sleep, clock=lambda: clock.now)
 
 
@@ -86,16 +99,26 @@ def test_a_429_is_retried_after_the_seconds_its_retry_after_names() -> None:
 def test_each_attempt_gets_the_timeout_and_no_library_retries() -> None:
     clock = Clock()
     provider = Provider()
-    governor(clock, CallPolicy(timeout=12.5)).complete(provider, "task", "openai/m", {"model": "openai/m", "num_retries": 3, "timeout": 600})
-    assert (provider.calls[0]["timeout"], provider.calls[0]["num_retries"], provider.calls[0]["max_retries"]) == (12.5, 0, 0)
+    governor(clock, CallPolicy(timeout=12.5)).complete(
+        provider, "task", "openai/m", {"model": "openai/m", "num_retries": 3, "timeout": 600}
+    )
+    assert (
+        provider.calls[0]["timeout"],
+        provider.calls[0]["num_retries"],
+        provider.calls[0]["max_retries"],
+    ) == (12.5, 0, 0)
 
 
 def test_without_retry_after_the_backoff_doubles_with_jitter_up_to_its_cap() -> None:
     clock = Clock()
     provider = Provider(*[status_error(503) for _ in range(4)])
-    governor(clock, CallPolicy(max_retries=4, backoff=1.0, max_backoff=3.0)).complete(provider, "judge", "openai/m", {})
+    governor(clock, CallPolicy(max_retries=4, backoff=1.0, max_backoff=3.0)).complete(
+        provider, "judge", "openai/m", {}
+    )
     bounds = [(0.8, 1.0), (1.6, 2.0), (2.4, 3.0), (2.4, 3.0)]
-    assert len(clock.sleeps) == 4 and all(low <= s <= high for s, (low, high) in zip(clock.sleeps, bounds)), clock.sleeps
+    assert len(clock.sleeps) == 4 and all(low <= s <= high for s, (low, high) in zip(clock.sleeps, bounds)), (
+        clock.sleeps
+    )
 
 
 def test_a_provider_that_stays_down_fails_naming_role_model_and_error() -> None:
@@ -126,7 +149,10 @@ def test_after_a_final_failure_every_call_fails_at_once_without_sending() -> Non
 def test_a_retry_after_beyond_the_deadline_gives_up_at_once_and_says_why() -> None:
     clock = Clock()
     provider = Provider(status_error(429, "120"))
-    with pytest.raises(ModelCallFailed, match=r"task model openai/m: a 429 response; asked to retry after 120s would pass the run's deadline"):
+    with pytest.raises(
+        ModelCallFailed,
+        match=r"task model openai/m: a 429 response; asked to retry after 120s would pass the run's deadline",
+    ):
         governor(clock, deadline=60.0).complete(provider, "task", "openai/m", {})
     assert clock.sleeps == [] and len(provider.calls) == 1
 
@@ -135,10 +161,16 @@ def test_timeouts_are_retried_and_an_attempt_never_outlives_the_deadline() -> No
     clock = Clock()
     timeout = openai.APITimeoutError(request=REQUEST)
     provider = Provider(timeout, timeout, timeout, clock=clock, takes=5.0)
-    calls = governor(clock, CallPolicy(timeout=5.0, max_retries=10, backoff=1.0, max_backoff=1.0), deadline=14.0)
+    calls = governor(
+        clock, CallPolicy(timeout=5.0, max_retries=10, backoff=1.0, max_backoff=1.0), deadline=14.0
+    )
     with pytest.raises(ModelCallFailed, match="judge model openai/j: 3 consecutive timeouts"):
         calls.complete(provider, "judge", "openai/j", {})
-    assert [c["timeout"] for c in provider.calls] == [5.0, 5.0, pytest.approx(14.0 - 10.0 - sum(clock.sleeps[:2]))]
+    assert [c["timeout"] for c in provider.calls] == [
+        5.0,
+        5.0,
+        pytest.approx(14.0 - 10.0 - sum(clock.sleeps[:2])),
+    ]
 
 
 def test_connection_errors_are_retried() -> None:
@@ -170,7 +202,19 @@ def test_classify_reads_retry_after_in_every_form() -> None:
     assert classify(status_error(429, "3")).retry_after == 3.0
     assert classify(status_error(503)).retry_after is None
     assert retry_after_seconds(httpx.Headers({"retry-after-ms": "1500"})) == 1.5
-    assert 8 <= retry_after_seconds(httpx.Headers({"retry-after": __import__("email.utils").utils.formatdate(__import__("time").time() + 10, usegmt=True)})) <= 10
+    assert (
+        8
+        <= retry_after_seconds(
+            httpx.Headers(
+                {
+                    "retry-after": __import__("email.utils").utils.formatdate(
+                        __import__("time").time() + 10, usegmt=True
+                    )
+                }
+            )
+        )
+        <= 10
+    )
     assert retry_after_seconds(httpx.Headers({"retry-after": "soon"})) is None
 
 

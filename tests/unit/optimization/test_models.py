@@ -11,7 +11,11 @@ from optimization.offline import OfflineEngine
     [
         ("openai/gpt-4.1-mini", "openai/gpt-4.1-mini", "openai:/gpt-4.1-mini"),
         ("openai:/gpt-4.1-mini", "openai/gpt-4.1-mini", "openai:/gpt-4.1-mini"),
-        ("databricks-claude-sonnet-4", "databricks/databricks-claude-sonnet-4", "databricks:/databricks-claude-sonnet-4"),
+        (
+            "databricks-claude-sonnet-4",
+            "databricks/databricks-claude-sonnet-4",
+            "databricks:/databricks-claude-sonnet-4",
+        ),
         ("offline/support-router", "offline/support-router", "offline:/support-router"),
     ],
 )
@@ -26,7 +30,19 @@ def test_latency_comes_from_the_model_string_or_the_argument() -> None:
     assert isinstance(engine, OfflineEngine) and engine.latency_ms == 5
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "gpt4", "openai/", "offline/unknown", "offline/math?latency_ms=x", "offline/math?speed=1", "openai/gpt?latency_ms=1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "   ",
+        "gpt4",
+        "openai/",
+        "offline/unknown",
+        "offline/math?latency_ms=x",
+        "offline/math?speed=1",
+        "openai/gpt?latency_ms=1",
+    ],
+)
 def test_malformed_model_strings_name_the_argument(bad: str) -> None:
     with pytest.raises(ValueError, match="reflection_model"):
         parse_model(bad, "reflection_model")

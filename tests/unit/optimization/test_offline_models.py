@@ -3,7 +3,13 @@
 import dspy
 
 from optimization.models import make_lm
-from optimization.offline import format_expected, format_rule, parse_rules, propose_instruction, respond_to_prompt
+from optimization.offline import (
+    format_expected,
+    format_rule,
+    parse_rules,
+    propose_instruction,
+    respond_to_prompt,
+)
 from optimization.offline.engine import prompt_input
 
 BILLING_RULE = format_rule("ticket", ["refund", "charged"], "the category is billing.")
@@ -29,17 +35,27 @@ def test_math_knows_addition_and_learns_other_operations_from_rules() -> None:
 
 def test_support_agent_states_the_answer_its_rule_gives() -> None:
     rule = format_rule("query", ["return"], "answer: You can return items within 30 days.")
-    assert respond_to_prompt("support-agent", f"{rule}\nQuery: Can I return this?") == "You can return items within 30 days."
+    assert (
+        respond_to_prompt("support-agent", f"{rule}\nQuery: Can I return this?")
+        == "You can return items within 30 days."
+    )
     assert "30 days" not in respond_to_prompt("support-agent", "Query: Can I return this?")
 
 
 def test_prompt_input_is_the_last_line_after_its_label() -> None:
-    assert prompt_input(f"Answer professionally.\n{BILLING_RULE}\nQuery: Where is it: now?") == "Where is it: now?"
+    assert (
+        prompt_input(f"Answer professionally.\n{BILLING_RULE}\nQuery: Where is it: now?")
+        == "Where is it: now?"
+    )
 
 
 def test_reflector_writes_the_rule_the_feedback_asks_for_before_the_input_line() -> None:
-    example = {"inputs": {"ticket": "I want a refund"}, "outputs": "account", "score": 0.0,
-               "rationales": {"exact_match": format_expected("billing")}}
+    example = {
+        "inputs": {"ticket": "I want a refund"},
+        "outputs": "account",
+        "score": 0.0,
+        "rationales": {"exact_match": format_expected("billing")},
+    }
     new = propose_instruction("Route the ticket.\nTicket: {{ticket}}", [example])
     assert "the category is billing" in new and new.splitlines()[-1] == "Ticket: {{ticket}}"
     assert propose_instruction(new, [example]) == new  # nothing new to add

@@ -4,9 +4,9 @@ import threading
 
 import pytest
 
+from optimization import run_control
 from optimization.errors import OptimizationFailed
 from optimization.model_calls import ModelCallFailed, ModelCalls
-from optimization import run_control
 from optimization.run_control import ModelCallStopper, RunLimits, RunMonitor, run_with_deadline
 
 
@@ -39,11 +39,18 @@ def test_limits_are_validated(bad) -> None:
 
 
 def test_deadline_stops_waiting_drops_the_stop_file_and_arms_the_exit_watchdog(tmp_path, monkeypatch) -> None:
-    armed: list[float] = []  # the real watchdog is process-wide: arming it here would time the pytest worker's exit
+    armed: list[
+        float
+    ] = []  # the real watchdog is process-wide: arming it here would time the pytest worker's exit
     monkeypatch.setattr(run_control, "_arm_exit_watchdog", armed.append)
     release = threading.Event()
     with pytest.raises(OptimizationFailed, match="wall-time"):
-        run_with_deadline(lambda: release.wait(10), RunLimits(max_wall_time=0.05, run_dir=str(tmp_path)), grace=0.05, exit_grace=7)
+        run_with_deadline(
+            lambda: release.wait(10),
+            RunLimits(max_wall_time=0.05, run_dir=str(tmp_path)),
+            grace=0.05,
+            exit_grace=7,
+        )
     release.set()
     assert (tmp_path / "gepa.stop").exists()
     assert armed == [7]
@@ -65,7 +72,9 @@ def test_errors_in_the_run_are_wrapped_but_value_errors_pass_through() -> None:
 def test_the_model_call_stopper_fires_at_the_cost_budget_and_after_a_final_failure() -> None:
     calls = ModelCalls()
     stopper = ModelCallStopper(calls, max_cost_usd=1.0)
-    assert RunLimits().stop_callbacks(stopper)[0] is stopper  # first: it records why even when another stopper fires
+    assert (
+        RunLimits().stop_callbacks(stopper)[0] is stopper
+    )  # first: it records why even when another stopper fires
     calls.ledger.record("task", cost=0.6)
     assert not stopper(None) and stopper.fired is None
     calls.ledger.record("reflection", cost=0.4)

@@ -15,14 +15,21 @@ def custom_metric(outputs, expectations):
 
 
 def test_names_resolve_to_offline_judges_with_an_offline_judge_model() -> None:
-    scorers = resolve_scorers(["exact_match", "correctness", "professionalism", 'guidelines:must say "30 days"'], judge_model="offline/judge")
+    scorers = resolve_scorers(
+        ["exact_match", "correctness", "professionalism", 'guidelines:must say "30 days"'],
+        judge_model="offline/judge",
+    )
     assert [s.name for s in scorers] == ["exact_match", "correctness", "professionalism", "guidelines"]
-    score, feedback = run_scorers(scorers, {"query": "return?"}, "You can return items within 30 days.", EXPECT)
+    score, feedback = run_scorers(
+        scorers, {"query": "return?"}, "You can return items within 30 days.", EXPECT
+    )
     assert score == 1.0 and "correctness" in feedback
 
 
 def test_names_resolve_to_mlflow_judges_with_a_real_judge_model() -> None:
-    correctness, professionalism = resolve_scorers(["correctness", "professionalism"], judge_model="openai/gpt-4.1-mini")
+    correctness, professionalism = resolve_scorers(
+        ["correctness", "professionalism"], judge_model="openai/gpt-4.1-mini"
+    )
     assert isinstance(correctness, Correctness) and isinstance(professionalism, Guidelines)
 
 
@@ -48,6 +55,9 @@ def test_offline_correctness_is_partial_and_explains() -> None:
     assert 0 < value < 1 and 'Expected answer: "You can return items within 30 days."' in rationale
 
 
-@pytest.mark.parametrize(("result", "expected"), [(True, 1.0), (0.25, 0.25), ("yes", 1.0), (Feedback(value="no", rationale="r"), 0.0), ([1.0, 0.0], 0.5)])
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [(True, 1.0), (0.25, 0.25), ("yes", 1.0), (Feedback(value="no", rationale="r"), 0.0), ([1.0, 0.0], 0.5)],
+)
 def test_score_values_are_normalized(result, expected) -> None:
     assert score_value(result)[0] == expected

@@ -11,7 +11,9 @@ POOR = "Please contact our support team for more details."
 
 
 def metric() -> SMERatingMetric:
-    return SMERatingMetric([RatedExample(QUERY, EXCELLENT, 1.0), RatedExample(QUERY, POOR, 0.0, "Too generic.")])
+    return SMERatingMetric(
+        [RatedExample(QUERY, EXCELLENT, 1.0), RatedExample(QUERY, POOR, 0.0, "Too generic.")]
+    )
 
 
 def test_output_close_to_excellent_ranks_above_output_close_to_poor() -> None:
@@ -41,18 +43,26 @@ def test_feedback_items_normalize_ratings_and_use_corrections() -> None:
         {"inputs": {"query": "Hi"}, "sme_rating": 0.5, "scale": "unit"},
     ]
     rated = rated_examples(items, predict_fn=lambda inputs: "Hello")
-    assert [(r.output, r.rating) for r in rated] == [(POOR, 0.0), (EXCELLENT, 1.0), ("Hello", 0.75), ("Hello", 0.5)]
+    assert [(r.output, r.rating) for r in rated] == [
+        (POOR, 0.0),
+        (EXCELLENT, 1.0),
+        ("Hello", 0.75),
+        ("Hello", 0.5),
+    ]
     records = feedback_records(items)
     assert records[0]["expectations"] == {"expected_response": EXCELLENT} and len(records) == 2
 
 
-@pytest.mark.parametrize(("items", "match"), [
-    ([], "feedback"),
-    ([{"inputs": QUERY}], r"feedback\[0\]"),
-    ([{"inputs": QUERY, "sme_rating": "great", "outputs": "x"}], r"feedback\[0\].sme_rating"),
-    ([{"inputs": QUERY, "sme_rating": 7, "outputs": "x"}], r"feedback\[0\].sme_rating"),
-    ([{"inputs": QUERY, "sme_rating": "good"}], "predict_fn"),
-])
+@pytest.mark.parametrize(
+    ("items", "match"),
+    [
+        ([], "feedback"),
+        ([{"inputs": QUERY}], r"feedback\[0\]"),
+        ([{"inputs": QUERY, "sme_rating": "great", "outputs": "x"}], r"feedback\[0\].sme_rating"),
+        ([{"inputs": QUERY, "sme_rating": 7, "outputs": "x"}], r"feedback\[0\].sme_rating"),
+        ([{"inputs": QUERY, "sme_rating": "good"}], "predict_fn"),
+    ],
+)
 def test_bad_feedback_items_are_named(items, match) -> None:
     with pytest.raises(ValueError, match=match):
         rated_examples(items)

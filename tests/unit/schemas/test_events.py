@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from schemas import EVENT_CLASSES, InvalidEvent, RatingData, TraceData, TraceEvent, Topics, parse_event
+from schemas import EVENT_CLASSES, InvalidEvent, RatingData, Topics, TraceData, TraceEvent, parse_event
 from schemas.ratings import normalize_rating
 from tests.samples import sample_events
 
@@ -23,7 +23,9 @@ def test_round_trip(event) -> None:
 
 
 def test_round_trip_keeps_cloudevents_extensions() -> None:
-    event = TraceEvent.build(TraceData(prompt="p", trace_id="t", inputs={"a": 1}, outputs="x"), traceparent="00-abc")
+    event = TraceEvent.build(
+        TraceData(prompt="p", trace_id="t", inputs={"a": 1}, outputs="x"), traceparent="00-abc"
+    )
     assert parse_event(event.to_json()).traceparent == "00-abc"
 
 
@@ -56,7 +58,9 @@ def test_rating_normalisation(rating, scale, expected) -> None:
     assert RatingData(prompt="p", trace_id="t", rating=rating, scale=scale).score == pytest.approx(expected)
 
 
-@pytest.mark.parametrize(("rating", "scale"), [(0, "five_point"), (6, "five_point"), (1.01, "unit"), (-0.1, "unit")])
+@pytest.mark.parametrize(
+    ("rating", "scale"), [(0, "five_point"), (6, "five_point"), (1.01, "unit"), (-0.1, "unit")]
+)
 def test_rating_outside_its_scale_is_invalid(rating, scale) -> None:
     with pytest.raises(ValueError, match="outside the"):
         normalize_rating(rating, scale)
@@ -95,7 +99,11 @@ _TRACE = sample_events()[0]
         (_mutated(_TRACE, ["data", "inputs"], {}), "invalid_data", "data.inputs"),
         (_mutated(_TRACE, ["data", "outputs"], 3), "invalid_data", "data.outputs"),
         (_mutated(_TRACE, ["data", "tracer_id"], "x"), "invalid_data", "data.tracer_id: is not a field"),
-        (_mutated(_RATING, ["data", "rating"], 9), "invalid_data", "data.rating: rating 9 is outside the five_point"),
+        (
+            _mutated(_RATING, ["data", "rating"], 9),
+            "invalid_data",
+            "data.rating: rating 9 is outside the five_point",
+        ),
         (_mutated(_RATING, ["data", "rating"], "meh"), "invalid_data", "unknown rating label 'meh'"),
         (_mutated(_RATING, ["data", "rating"], True), "invalid_data", "data.rating"),
     ],

@@ -4,7 +4,7 @@ parser accepts can be carried by every later stage (fact records, snapshot diges
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -49,7 +49,9 @@ def _reason(raw: bytes | str | None, **kwargs: Any) -> str:
 
 def test_a_tombstone_is_a_null_value_and_its_dead_letter_has_an_empty_payload() -> None:
     assert _reason(None) == "null_value"
-    record = dead_letter(None, topic="t", partition=1, offset=7, key=b"p", reason="null_value", error="no value")
+    record = dead_letter(
+        None, topic="t", partition=1, offset=7, key=b"p", reason="null_value", error="no value"
+    )
     assert record.id == "dlq:t:1:7" and record.data.payload == "" and record.data.stage == "parse"
     assert parse_event(record.to_json()) == record
 
@@ -84,9 +86,17 @@ def test_nesting_is_limited_to_max_depth() -> None:
     at_limit = json.dumps(_trace(data__inputs__ticket=_nested(MAX_DEPTH - 3))).encode()
     assert parse_event(at_limit).data.inputs["ticket"] == _nested(MAX_DEPTH - 3)
     for depth in (MAX_DEPTH - 2, 255, 500, 999):
-        raw = json.dumps(_trace(data__inputs__ticket=_nested(depth)), indent=None).encode() if depth < 900 else None
+        raw = (
+            json.dumps(_trace(data__inputs__ticket=_nested(depth)), indent=None).encode()
+            if depth < 900
+            else None
+        )
         if raw is None:  # json.dumps itself cannot nest 999 deep: build the text
-            raw = json.dumps(_trace(data__inputs__ticket="@")).encode().replace(b'"@"', b"[" * depth + b"]" * depth)
+            raw = (
+                json.dumps(_trace(data__inputs__ticket="@"))
+                .encode()
+                .replace(b'"@"', b"[" * depth + b"]" * depth)
+            )
         assert _reason(raw) == "too_deep", depth
     assert _reason(b"[" * 100_000) == "too_deep"
     assert _reason(b'{"a":' * 50_000 + b"1" + b"}" * 50_000) == "too_deep"
@@ -94,14 +104,19 @@ def test_nesting_is_limited_to_max_depth() -> None:
 
 def test_many_containers_that_are_not_deep_are_fine() -> None:
     wide = [{"role": "user", "content": [{"type": "text", "text": str(i)}]} for i in range(200)]
-    assert parse_event(json.dumps(_trace(data__inputs__messages=wide)).encode()).data.inputs["messages"] == wide
+    assert (
+        parse_event(json.dumps(_trace(data__inputs__messages=wide)).encode()).data.inputs["messages"] == wide
+    )
 
 
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
         (json.dumps(TRACE).encode().replace(b"ticket", b"tick\xffet", 1), "not_json"),
-        (json.dumps(TRACE).encode().replace(b"ticket", b"tick\xed\xa0\x80et", 1), "not_json"),  # CESU-8 surrogate
+        (
+            json.dumps(TRACE).encode().replace(b"ticket", b"tick\xed\xa0\x80et", 1),
+            "not_json",
+        ),  # CESU-8 surrogate
         (b"\xfe\xff\x00{", "not_json"),
         (json.dumps(TRACE).encode()[:-7], "not_json"),
         (json.dumps(_trace(data__inputs__n=float("nan"))).encode(), "not_json"),
@@ -121,13 +136,27 @@ def test_bytes_and_numbers_the_pipeline_cannot_carry(raw: bytes, reason: str) ->
 def _at(time: Any) -> Any:
     """A timedelta stands for that long from now, resolved when the test runs: collection-time
     values would give each xdist worker other test ids."""
-    return (datetime.now(timezone.utc) + time).isoformat() if isinstance(time, timedelta) else time
+    return (datetime.now(UTC) + time).isoformat() if isinstance(time, timedelta) else time
 
 
 @pytest.mark.parametrize(
     "time",
-    [12345, 1764158400.5, "1764158400", True, None, [], "yesterday", "2026-11-26", "2026-11-26 12:00:00Z",
-     "2026-11-26T12:00:00", "1999-12-31T23:59:59Z", "1970-01-01T00:00:00Z", timedelta(days=1, minutes=5), "9999-12-31T23:59:59Z"],
+    [
+        12345,
+        1764158400.5,
+        "1764158400",
+        True,
+        None,
+        [],
+        "yesterday",
+        "2026-11-26",
+        "2026-11-26 12:00:00Z",
+        "2026-11-26T12:00:00",
+        "1999-12-31T23:59:59Z",
+        "1970-01-01T00:00:00Z",
+        timedelta(days=1, minutes=5),
+        "9999-12-31T23:59:59Z",
+    ],
 )
 def test_time_must_be_a_plausible_rfc3339_string(time: Any) -> None:
     with pytest.raises(InvalidEvent) as caught:
@@ -136,7 +165,8 @@ def test_time_must_be_a_plausible_rfc3339_string(time: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "time", ["2000-01-01T00:00:00Z", "2026-11-26T12:00:00.123+01:00", "2026-11-26t12:00:00z", timedelta(hours=23)]
+    "time",
+    ["2000-01-01T00:00:00Z", "2026-11-26T12:00:00.123+01:00", "2026-11-26t12:00:00z", timedelta(hours=23)],
 )
 def test_rfc3339_times_within_the_bounds_are_accepted(time: str | timedelta) -> None:
     assert parse_event(json.dumps(_trace(time=_at(time))).encode()).time.tzinfo is not None
@@ -158,7 +188,9 @@ def test_oversize_comes_before_parsing() -> None:
 _any_char = st.characters(codec=None, categories=None)  # lone surrogates included
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(_any_char, max_size=6),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(_any_char, max_size=4), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(_any_char, max_size=4), children, max_size=3)
+    ),
     max_leaves=12,
 )
 
@@ -186,7 +218,13 @@ def test_whatever_is_accepted_can_be_stored_hashed_and_shipped(raw: bytes) -> No
     assert isinstance(event, TraceEvent)
     fact = TraceFact.from_event(event)
     encode_record(fact, [])
-    example = Example(trace_id=fact.trace_id, inputs=fact.inputs, outputs=fact.outputs, expectations=fact.expectations, time=event.time)
+    example = Example(
+        trace_id=fact.trace_id,
+        inputs=fact.inputs,
+        outputs=fact.outputs,
+        expectations=fact.expectations,
+        time=event.time,
+    )
     snapshot_sha256([example])
     for chunk in snapshot_chunks("r", event.data.prompt, [example]):
         assert parse_event(chunk.to_json()) == chunk

@@ -41,7 +41,10 @@ BREAKAGES = [
     ("wrong type", lambda o: o.update(type="gepa.other.v1")),
     ("data not an object", lambda o: o.update(data="text")),
     ("unknown data field", lambda o: o["data"].update(surprise=1)),
-    ("prompt with spaces", lambda o: o["data"].update(prompt="has spaces") if "prompt" in o["data"] else o.pop("data")),
+    (
+        "prompt with spaces",
+        lambda o: o["data"].update(prompt="has spaces") if "prompt" in o["data"] else o.pop("data"),
+    ),
 ]
 
 

@@ -1,7 +1,7 @@
 """`gepa-stream bridge mlflow`: MLflow traces and SME assessments of an experiment -> Kafka.
 
 Reads the experiment's traces in timestamp order, page by page (metadata first; spans only
-for traces that need publishing), maps them with `handlers.bridge`, publishes, and saves
+for traces that need publishing), maps them with `handlers.trace_mapping`, publishes, and saves
 its position under the state directory (after acknowledged pages, at most every
 `SAVE_EVERY_S`, and at the end of every pass). Every MLflow call
 is retried with backoff for `retry_for_s`, then fails with `MlflowUnavailable`.
@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,10 +27,10 @@ from mlflow.entities import Assessment, Trace
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from daemon import metrics
+from daemon import prometheus_metrics
+from daemon.kafka_client import send_events
 from daemon.settings import Settings
-from daemon.tools import send_events
-from handlers.bridge import (
+from handlers.trace_mapping import (
     AssessmentRecord,
     BridgePosition,
     Counts,
@@ -47,7 +47,13 @@ from schemas.events import CloudEvent, RatingEvent, TraceEvent
 
 log = logging.getLogger("gepa_stream.bridge")
 T = TypeVar("T")
-_PERMANENT = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "PERMISSION_DENIED", "UNAUTHENTICATED", "BAD_REQUEST"}
+_PERMANENT = {
+    "INVALID_PARAMETER_VALUE",
+    "RESOURCE_DOES_NOT_EXIST",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "BAD_REQUEST",
+}
 _IN_CHUNK = 100  # trace ids per `request_id IN (...)` lookup
 SAVE_EVERY_S = 2.0
 """Mid-pass saves of the position, at most this often (the state holds the whole look-back window; a
@@ -76,10 +82,12 @@ def parse_since(text: str, now: datetime | None = None) -> int:
         moment = datetime.fromisoformat(text)
     except ValueError:
         try:
-            moment = (now or datetime.now(timezone.utc)) - parse_duration(text)
+            moment = (now or datetime.now(UTC)) - parse_duration(text)
         except ValueError:
-            raise ValueError(f"--since: expected an ISO time (2026-01-31T08:00) or a duration ago (2h, 7d), got {text!r}") from None
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+            raise ValueError(
+                f"--since: expected an ISO time (2026-01-31T08:00) or a duration ago (2h, 7d), got {text!r}"
+            ) from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 def _transient(error: Exception) -> bool:
@@ -88,7 +96,9 @@ def _transient(error: Exception) -> bool:
     return isinstance(error, (OSError, requests.RequestException, sqlalchemy.exc.OperationalError))
 
 
-def with_retry(call: Callable[[], T], what: str, retry_for_s: float, sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retry(
+    call: Callable[[], T], what: str, retry_for_s: float, sleep: Callable[[float], None] = time.sleep
+) -> T:
     """`call()`, retried with exponential backoff (0.5 s doubling to 10 s) on transient errors for
     `retry_for_s`; then MlflowUnavailable naming `what` and the last error."""
     deadline = time.monotonic() + retry_for_s
@@ -101,22 +111,28 @@ def with_retry(call: Callable[[], T], what: str, retry_for_s: float, sleep: Call
                 raise MlflowUnavailable(f"{what}: {error}") from error
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise MlflowUnavailable(f"{what}: MLflow unreachable for {retry_for_s:g}s ({type(error).__name__}: {error})") from error
-            metrics.BRIDGE_RETRIES.inc()
+                raise MlflowUnavailable(
+                    f"{what}: MLflow unreachable for {retry_for_s:g}s ({type(error).__name__}: {error})"
+                ) from error
+            prometheus_metrics.BRIDGE_RETRIES.inc()
             log.warning("%s failed (%s); retrying in %.1fs", what, error, min(delay, remaining))
             sleep(min(delay, remaining))
             delay = min(delay * 2, 10.0)
 
 
 def assessment_record(assessment: Assessment) -> AssessmentRecord:
-    """An MLflow assessment as the plain dict `handlers.bridge` maps."""
+    """An MLflow assessment as the plain dict `handlers.trace_mapping` maps."""
     feedback, expectation = assessment.feedback, assessment.expectation
     error = feedback.error if feedback is not None else None
     return AssessmentRecord(
         assessment_id=assessment.assessment_id,
         name=assessment.name,
         kind="expectation" if expectation is not None else "feedback",
-        value=expectation.value if expectation is not None else feedback.value if feedback is not None else None,
+        value=expectation.value
+        if expectation is not None
+        else feedback.value
+        if feedback is not None
+        else None,
         rationale=assessment.rationale,
         source_type=str(assessment.source.source_type) if assessment.source else "",
         source_id=assessment.source.source_id if assessment.source else None,
@@ -127,7 +143,7 @@ def assessment_record(assessment: Assessment) -> AssessmentRecord:
 
 
 def trace_record(trace: Trace) -> TraceRecord:
-    """An MLflow trace as the plain dict `handlers.bridge` maps (inputs/outputs only if spans were read)."""
+    """An MLflow trace as the plain dict `handlers.trace_mapping` maps (inputs/outputs only if spans were read)."""
     info = trace.info
     record = TraceRecord(
         trace_id=info.trace_id,
@@ -155,7 +171,11 @@ class TraceReader:
     def _resolve(self, experiment: str) -> str:
         """An experiment id, or a name looked up (MlflowUnavailable if neither exists)."""
         found = with_retry(
-            lambda: self.client.get_experiment_by_name(experiment) if not experiment.isdigit() else self.client.get_experiment(experiment),
+            lambda: (
+                self.client.get_experiment_by_name(experiment)
+                if not experiment.isdigit()
+                else self.client.get_experiment(experiment)
+            ),
             f"experiment {experiment!r}",
             self.retry_for_s,
         )
@@ -173,7 +193,7 @@ class TraceReader:
                     filter_string=f"trace.timestamp_ms >= {start_ms}",
                     order_by=["timestamp_ms ASC", "request_id ASC"],
                     max_results=self.page_size,
-                    page_token=token,
+                    page_token=token,  # noqa: B023 (with_retry calls it before the loop moves on)
                     include_spans=include_spans,
                 ),
                 f"search traces of experiment {self.experiment_id}",
@@ -192,7 +212,9 @@ class TraceReader:
             listed = ", ".join(f"'{trace_id}'" for trace_id in chunk)
             traces = with_retry(
                 lambda: self.client.search_traces(
-                    locations=[self.experiment_id], filter_string=f"trace.request_id IN ({listed})", max_results=len(chunk)
+                    locations=[self.experiment_id],
+                    filter_string=f"trace.request_id IN ({listed})",  # noqa: B023 (called before the loop moves on)
+                    max_results=len(chunk),  # noqa: B023
                 ),
                 f"read {len(chunk)} trace(s)",
                 self.retry_for_s,
@@ -202,14 +224,14 @@ class TraceReader:
 
 
 def _record_metrics(counts: Counts) -> None:
-    metrics.BRIDGE_TRACES.labels(outcome="mapped").inc(counts.traces_mapped)
+    prometheus_metrics.BRIDGE_TRACES.labels(outcome="mapped").inc(counts.traces_mapped)
     for reason, n in counts.traces_unmapped.items():
-        metrics.BRIDGE_TRACES.labels(outcome="unmapped").inc(n)
-        metrics.BRIDGE_UNMAPPED.labels(kind="trace", reason=reason).inc(n)
+        prometheus_metrics.BRIDGE_TRACES.labels(outcome="unmapped").inc(n)
+        prometheus_metrics.BRIDGE_UNMAPPED.labels(kind="trace", reason=reason).inc(n)
     for reason, n in counts.assessments_unmapped.items():
-        metrics.BRIDGE_UNMAPPED.labels(kind="assessment", reason=reason).inc(n)
+        prometheus_metrics.BRIDGE_UNMAPPED.labels(kind="assessment", reason=reason).inc(n)
     for event_type, n in counts.published.items():
-        metrics.BRIDGE_PUBLISHED.labels(type=event_type).inc(n)
+        prometheus_metrics.BRIDGE_PUBLISHED.labels(type=event_type).inc(n)
 
 
 class MlflowBridge:
@@ -225,7 +247,12 @@ class MlflowBridge:
         self.settings = settings
         self.config = config
         self.publish = publish
-        self.reader = TraceReader(client or MlflowClient(settings.mlflow_tracking_uri), config.experiment, config.page_size, config.retry_for_s)
+        self.reader = TraceReader(
+            client or MlflowClient(settings.mlflow_tracking_uri),
+            config.experiment,
+            config.page_size,
+            config.retry_for_s,
+        )
         safe = re.sub(r"[^\w.-]", "_", self.reader.experiment_id)
         self.state_path = Path(settings.state_dir) / "bridge" / f"mlflow-{safe}.json"
         self.position = self._load() if config.since_ms is None else BridgePosition(self.reader.experiment_id)
@@ -287,7 +314,9 @@ class MlflowBridge:
             self._save()
         return page_counts
 
-    def follow(self, interval_s: float, stop: threading.Event, on_pass: Callable[[Counts], None] | None = None) -> None:
+    def follow(
+        self, interval_s: float, stop: threading.Event, on_pass: Callable[[Counts], None] | None = None
+    ) -> None:
         """`run_once` every `interval_s` until `stop` is set (MlflowUnavailable ends it)."""
         while not stop.is_set():
             counts = self.run_once()
@@ -296,7 +325,9 @@ class MlflowBridge:
             stop.wait(interval_s)
 
 
-def experiment_examples(settings: Settings, experiment: str, prompt: str, retry_for_s: float = 60.0) -> list[dict[str, Any]]:
+def experiment_examples(
+    settings: Settings, experiment: str, prompt: str, retry_for_s: float = 60.0
+) -> list[dict[str, Any]]:
     """`{"inputs", "expectations"}` examples of prompt `prompt` from an experiment's traces that
     carry expectations (the A/B test's data, mapped exactly as the bridge maps them)."""
     reader = TraceReader(MlflowClient(settings.mlflow_tracking_uri), experiment, 100, retry_for_s)
@@ -311,7 +342,11 @@ def experiment_examples(settings: Settings, experiment: str, prompt: str, retry_
                 events = trace_events(record, prompt_refs(record, options), options)
             except Unmappable:
                 continue
-            examples += [{"inputs": e.data.inputs, "expectations": e.data.expectations} for e in events if e.data.expectations]
+            examples += [
+                {"inputs": e.data.inputs, "expectations": e.data.expectations}
+                for e in events
+                if e.data.expectations
+            ]
     return examples
 
 
@@ -322,7 +357,9 @@ def describe_counts(counts: Counts) -> str:
         return ", ".join(f"{key} {n}" for key, n in sorted(counter.items()))
 
     unmapped = sum(counts.traces_unmapped.values())
-    parts = [f"{counts.traces_mapped + unmapped} new trace(s): {counts.traces_mapped} mapped, {unmapped} unmapped"]
+    parts = [
+        f"{counts.traces_mapped + unmapped} new trace(s): {counts.traces_mapped} mapped, {unmapped} unmapped"
+    ]
     if unmapped:
         parts[0] += f" ({listed(counts.traces_unmapped)})"
     parts.append(f"published: {listed(counts.published) or 'nothing'}")

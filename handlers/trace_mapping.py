@@ -1,4 +1,4 @@
-"""MLflow traces and assessments -> trace and rating events (pure; the I/O is `daemon/bridge.py`).
+"""MLflow traces and assessments -> trace and rating events (pure; the I/O is `daemon/mlflow_bridge.py`).
 
 A trace arrives here as a plain `TraceRecord` dict. Event ids and times derive from
 MLflow's own ids and timestamps, so publishing the same data twice yields identical
@@ -15,7 +15,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -89,7 +89,9 @@ def finished(record: TraceRecord, now_ms: int) -> bool:
     prompt link), so wait for its `infoFinalized` mark — or, for stores that never set it, a grace period."""
     if record["state"] == "IN_PROGRESS":
         return False
-    return record["metadata"].get(FINALIZED_KEY) == "true" or now_ms - record["timestamp_ms"] > FINALIZE_GRACE_MS
+    return (
+        record["metadata"].get(FINALIZED_KEY) == "true" or now_ms - record["timestamp_ms"] > FINALIZE_GRACE_MS
+    )
 
 
 # -- prompts ---------------------------------------------------------------------------------
@@ -133,7 +135,9 @@ def prompt_refs(record: TraceRecord, options: MappingOptions) -> list[PromptRef]
 # -- values ----------------------------------------------------------------------------------
 
 
-def rating_of(value: Any, numeric_scale: NumericScale = "auto") -> tuple[str | float, Literal["unit", "five_point"]]:
+def rating_of(
+    value: Any, numeric_scale: NumericScale = "auto"
+) -> tuple[str | float, Literal["unit", "five_point"]]:
     """An MLflow feedback value as (rating, scale): labels, yes/no, booleans, and numbers
     (`auto`: 0..1 is the unit scale, above 1 up to 5 the five-point scale)."""
     if isinstance(value, bool):
@@ -175,7 +179,11 @@ def _expectations(record: TraceRecord) -> list[AssessmentRecord]:
 
 
 def _human_feedback(record: TraceRecord) -> list[AssessmentRecord]:
-    return [a for a in record["assessments"] if a["kind"] == "feedback" and a["valid"] and a["source_type"] == HUMAN]
+    return [
+        a
+        for a in record["assessments"]
+        if a["kind"] == "feedback" and a["valid"] and a["source_type"] == HUMAN
+    ]
 
 
 def expectations_signature(record: TraceRecord) -> str:
@@ -185,7 +193,7 @@ def expectations_signature(record: TraceRecord) -> str:
 
 
 def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -208,17 +216,31 @@ def _data(model: type[D], **fields: Any) -> D:
         raise Unmappable("invalid_data") from None
 
 
-def _event(cls: type[CloudEvent[Any]], id: str, data: Any, ms: int, options: MappingOptions) -> CloudEvent[Any]:
-    event = cls(specversion="1.0", id=id, source=options.source, type=cls.TYPE, time=_time(ms), subject=data.prompt, data=data)
+def _event(
+    cls: type[CloudEvent[Any]], id: str, data: Any, ms: int, options: MappingOptions
+) -> CloudEvent[Any]:
+    event = cls(
+        specversion="1.0",
+        id=id,
+        source=options.source,
+        type=cls.TYPE,
+        time=_time(ms),
+        subject=data.prompt,
+        data=data,
+    )
     if len(event.to_json()) > options.max_event_bytes:
         raise Unmappable("oversize")
     return event
 
 
-def trace_events(record: TraceRecord, refs: list[PromptRef], options: MappingOptions) -> list[CloudEvent[Any]]:
+def trace_events(
+    record: TraceRecord, refs: list[PromptRef], options: MappingOptions
+) -> list[CloudEvent[Any]]:
     """One `gepa.trace.v1` per prompt the trace used (raises Unmappable with the reason)."""
     inputs, outputs = _inputs(record), _outputs(record)
-    expectations = {a["name"]: a["value"] for a in sorted(_expectations(record), key=lambda a: a["updated_ms"])}
+    expectations = {
+        a["name"]: a["value"] for a in sorted(_expectations(record), key=lambda a: a["updated_ms"])
+    }
     signature = expectations_signature(record)
     return [
         _event(
@@ -240,7 +262,9 @@ def trace_events(record: TraceRecord, refs: list[PromptRef], options: MappingOpt
     ]
 
 
-def rating_events(assessment: AssessmentRecord, trace_id: str, refs: list[PromptRef], options: MappingOptions) -> list[CloudEvent[Any]]:
+def rating_events(
+    assessment: AssessmentRecord, trace_id: str, refs: list[PromptRef], options: MappingOptions
+) -> list[CloudEvent[Any]]:
     """One `gepa.rating.v1` per prompt for a human feedback (raises Unmappable with the reason)."""
     if assessment["error"]:
         raise Unmappable("feedback_error")
@@ -333,7 +357,9 @@ class BridgePosition:
         seen = self.traces.get(record["trace_id"])
         if seen is None:
             return True
-        return bool(seen.prompts) and (seen.expectations != expectations_signature(record) or bool(self._unpublished_feedback(record)))
+        return bool(seen.prompts) and (
+            seen.expectations != expectations_signature(record) or bool(self._unpublished_feedback(record))
+        )
 
     def plan(self, record: TraceRecord, options: MappingOptions) -> Plan:
         """The events this trace needs now (nothing for a repeat). A late rating re-sends its trace
@@ -350,13 +376,17 @@ class BridgePosition:
             signature = expectations_signature(record)
             resend = old is None or old.expectations != signature or bool(feedback)
             if resend and "inputs" not in record:
-                raise ValueError(f"trace {trace_id}: planning it needs the trace read with spans (see needs_spans)")
+                raise ValueError(
+                    f"trace {trace_id}: planning it needs the trace read with spans (see needs_spans)"
+                )
             events = trace_events(record, refs, options) if resend else []
         except Unmappable as reason:
             counts.traces_unmapped[str(reason)] += 1
             return Plan([], SeenTrace(record["timestamp_ms"]), counts)
         counts.traces_mapped += old is None
-        seen = SeenTrace(record["timestamp_ms"], [ref.name for ref in refs], signature, dict(old.ratings) if old else {})
+        seen = SeenTrace(
+            record["timestamp_ms"], [ref.name for ref in refs], signature, dict(old.ratings) if old else {}
+        )
         for assessment in feedback:
             seen.ratings[assessment["assessment_id"]] = assessment["updated_ms"]
             try:
@@ -384,4 +414,8 @@ class BridgePosition:
     def from_json(cls, text: str) -> BridgePosition:
         """A position saved with `to_json`."""
         raw = json.loads(text)
-        return cls(raw["experiment_id"], raw["watermark_ms"], {tid: SeenTrace(**seen) for tid, seen in raw["traces"].items()})
+        return cls(
+            raw["experiment_id"],
+            raw["watermark_ms"],
+            {tid: SeenTrace(**seen) for tid, seen in raw["traces"].items()},
+        )

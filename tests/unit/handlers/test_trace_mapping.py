@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from handlers.bridge import (
+from handlers.facts import RatingFact, TraceFact
+from handlers.trace_mapping import (
     FINALIZE_GRACE_MS,
     FINALIZED_KEY,
     LINKED_PROMPTS_TAG,
@@ -22,7 +23,6 @@ from handlers.bridge import (
     prompt_refs,
     rating_of,
 )
-from handlers.facts import RatingFact, TraceFact
 from handlers.window import PromptWindow
 from schemas.config import WindowPolicy
 from schemas.parse import parse_event
@@ -31,7 +31,15 @@ OPTIONS = MappingOptions(source="test/bridge")
 T0 = 1_795_000_000_000
 
 
-def assessment(aid: str, value: Any = "good", *, kind: str = "feedback", source: str = "HUMAN", ms: int = T0 + 500, **extra: Any) -> AssessmentRecord:
+def assessment(
+    aid: str,
+    value: Any = "good",
+    *,
+    kind: str = "feedback",
+    source: str = "HUMAN",
+    ms: int = T0 + 500,
+    **extra: Any,
+) -> AssessmentRecord:
     return AssessmentRecord(
         assessment_id=aid,
         name=extra.pop("name", "expected_response" if kind == "expectation" else "quality"),
@@ -46,13 +54,28 @@ def assessment(aid: str, value: Any = "good", *, kind: str = "feedback", source:
     )
 
 
-def record(trace_id: str = "tr-1", *, ms: int = T0, linked: list[dict[str, str]] | None = None, tags: dict[str, str] | None = None,
-           assessments: list[AssessmentRecord] | None = None, spans: bool = True, **fields: Any) -> TraceRecord:
+def record(
+    trace_id: str = "tr-1",
+    *,
+    ms: int = T0,
+    linked: list[dict[str, str]] | None = None,
+    tags: dict[str, str] | None = None,
+    assessments: list[AssessmentRecord] | None = None,
+    spans: bool = True,
+    **fields: Any,
+) -> TraceRecord:
     all_tags = dict(tags or {})
     if linked is not None:
         all_tags[LINKED_PROMPTS_TAG] = json.dumps(linked)
     metadata = {FINALIZED_KEY: "true", **fields.pop("metadata", {})}
-    rec = TraceRecord(trace_id=trace_id, timestamp_ms=ms, state=fields.pop("state", "OK"), tags=all_tags, metadata=metadata, assessments=assessments or [])
+    rec = TraceRecord(
+        trace_id=trace_id,
+        timestamp_ms=ms,
+        state=fields.pop("state", "OK"),
+        tags=all_tags,
+        metadata=metadata,
+        assessments=assessments or [],
+    )
     if spans:
         rec["inputs"] = fields.pop("inputs", {"ticket": "I want a refund"})
         rec["outputs"] = fields.pop("outputs", "billing")
@@ -82,7 +105,9 @@ def test_linked_prompt_unless_a_tag_or_metadata_names_one() -> None:
     assert prompt_refs(record(linked=ROUTER), OPTIONS) == [PromptRef("support_router", 2)]
     tagged = record(linked=ROUTER, tags={"gepa.prompt": "other/5"})
     assert prompt_refs(tagged, OPTIONS) == [PromptRef("other", 5)]
-    assert prompt_refs(record(metadata={"app.prompt": "other"}), MappingOptions(source="s", prompt_key="app.prompt")) == [PromptRef("other")]
+    assert prompt_refs(
+        record(metadata={"app.prompt": "other"}), MappingOptions(source="s", prompt_key="app.prompt")
+    ) == [PromptRef("other")]
 
 
 def test_no_prompt_and_unmanaged_prompt_are_unmappable() -> None:
@@ -153,7 +178,10 @@ def test_a_new_trace_yields_its_trace_and_human_ratings_only() -> None:
     assert trace.time.timestamp() * 1000 == T0
     assert (rating.data.rating, rating.data.comment, rating.data.rater) == ("poor", "wrong queue", "alice")
     assert rating.time.timestamp() * 1000 == T0 + 500
-    assert plan.counts.traces_mapped == 1 and plan.counts.published == {"gepa.trace.v1": 1, "gepa.rating.v1": 1}
+    assert plan.counts.traces_mapped == 1 and plan.counts.published == {
+        "gepa.trace.v1": 1,
+        "gepa.rating.v1": 1,
+    }
     for event in plan.events:  # valid on the wire
         assert parse_event(event.to_json()) == event
 
@@ -182,7 +210,9 @@ def test_a_late_assessment_on_a_seen_trace_yields_its_rating_and_resends_the_tra
     assert position.needs_spans(record(linked=ROUTER, spans=False, assessments=late))
     plan = position.plan(record(linked=ROUTER, assessments=late), OPTIONS)
     trace, rating = plan.events
-    assert trace.to_json() == first.events[0].to_json()  # the same event again: a no-op for a daemon that still holds it
+    assert (
+        trace.to_json() == first.events[0].to_json()
+    )  # the same event again: a no-op for a daemon that still holds it
     assert (rating.data.rating, rating.data.scale) == (5.0, "five_point")
     position.commit("tr-1", plan.seen)
     assert not position.needs_spans(record(linked=ROUTER, spans=False, assessments=late))
@@ -190,9 +220,15 @@ def test_a_late_assessment_on_a_seen_trace_yields_its_rating_and_resends_the_tra
 
 def test_an_edited_assessment_is_a_new_rating_event() -> None:
     position = BridgePosition("1")
-    position.commit("tr-1", position.plan(record(linked=ROUTER, assessments=[assessment("a-1", "poor")]), OPTIONS).seen)
-    plan = position.plan(record(linked=ROUTER, assessments=[assessment("a-1", "good", ms=T0 + 9_000)]), OPTIONS)
-    assert [e.type for e in plan.events] == ["gepa.trace.v1", "gepa.rating.v1"] and plan.events[1].data.rating == "good"
+    position.commit(
+        "tr-1", position.plan(record(linked=ROUTER, assessments=[assessment("a-1", "poor")]), OPTIONS).seen
+    )
+    plan = position.plan(
+        record(linked=ROUTER, assessments=[assessment("a-1", "good", ms=T0 + 9_000)]), OPTIONS
+    )
+    assert [e.type for e in plan.events] == ["gepa.trace.v1", "gepa.rating.v1"] and plan.events[
+        1
+    ].data.rating == "good"
 
 
 def test_a_late_expectation_republishes_the_trace_under_a_new_id() -> None:
@@ -201,14 +237,20 @@ def test_a_late_expectation_republishes_the_trace_under_a_new_id() -> None:
     position.commit("tr-1", first.seen)
     late = record(linked=ROUTER, assessments=[assessment("x-1", "billing", kind="expectation")], spans=False)
     assert position.needs_spans(late)
-    plan = position.plan(record(linked=ROUTER, assessments=[assessment("x-1", "billing", kind="expectation")]), OPTIONS)
+    plan = position.plan(
+        record(linked=ROUTER, assessments=[assessment("x-1", "billing", kind="expectation")]), OPTIONS
+    )
     (event,) = plan.events
     assert event.id != first.events[0].id and event.data.expectations == {"expected_response": "billing"}
 
 
 def test_unmapped_traces_are_counted_once_with_their_reason() -> None:
     position = BridgePosition("1")
-    cases = {"tr-a": record("tr-a"), "tr-b": record("tr-b", linked=ROUTER, inputs=None), "tr-c": record("tr-c", linked=ROUTER, outputs=None)}
+    cases = {
+        "tr-a": record("tr-a"),
+        "tr-b": record("tr-b", linked=ROUTER, inputs=None),
+        "tr-c": record("tr-c", linked=ROUTER, outputs=None),
+    }
     reasons = {}
     for trace_id, rec in cases.items():
         plan = position.plan(rec, OPTIONS)
@@ -228,11 +270,17 @@ def test_an_unmappable_rating_is_counted_and_the_trace_still_published() -> None
 @pytest.mark.parametrize(
     ("rec", "options", "reason"),
     [
-        (record(linked=ROUTER, outputs="x" * 5000), MappingOptions(source="s", max_event_bytes=2048), "oversize"),
+        (
+            record(linked=ROUTER, outputs="x" * 5000),
+            MappingOptions(source="s", max_event_bytes=2048),
+            "oversize",
+        ),
         (record(tags={"gepa.prompt": "not a prompt name!"}), OPTIONS, "invalid_data"),
     ],
 )
-def test_oversize_and_invalid_traces_are_unmapped(rec: TraceRecord, options: MappingOptions, reason: str) -> None:
+def test_oversize_and_invalid_traces_are_unmapped(
+    rec: TraceRecord, options: MappingOptions, reason: str
+) -> None:
     assert BridgePosition("1").plan(rec, options).counts.traces_unmapped == {reason: 1}
 
 
@@ -255,14 +303,19 @@ def test_position_round_trips_resumes_and_prunes_past_the_horizon() -> None:
 
 def test_republished_events_create_no_new_facts_downstream() -> None:
     """What the daemon's window does with a replay of the bridge's events: nothing."""
-    rec = record(linked=ROUTER, assessments=[assessment("a-1", "poor"), assessment("x-1", "billing", kind="expectation")])
+    rec = record(
+        linked=ROUTER,
+        assessments=[assessment("a-1", "poor"), assessment("x-1", "billing", kind="expectation")],
+    )
     events = BridgePosition("1").plan(rec, OPTIONS).events
     window = PromptWindow("support_router", WindowPolicy())
     facts = [TraceFact.from_event(events[0]), RatingFact.from_event(events[1])]
     now = T0 / 1000 + 1
     assert all(window.add(fact, now) for fact in facts)
     replay = BridgePosition("1").plan(rec, OPTIONS).events
-    assert not any(window.add(f, now) for f in (TraceFact.from_event(replay[0]), RatingFact.from_event(replay[1])))
+    assert not any(
+        window.add(f, now) for f in (TraceFact.from_event(replay[0]), RatingFact.from_event(replay[1]))
+    )
     assert window.figures().n_examples == 1
 
 
@@ -274,7 +327,9 @@ def test_a_late_rating_joins_even_after_the_daemon_dropped_the_waiting_trace() -
     start = T0 / 1000
     window.add(TraceFact.from_event(first.events[0]), start)
     window.expire(start + 2 * 3600)  # past join_ttl (1h) without a rating: the trace is gone
-    late = position.plan(record(linked=ROUTER, assessments=[assessment("a-1", "poor", ms=T0 + 3 * 3600_000)]), OPTIONS)
+    late = position.plan(
+        record(linked=ROUTER, assessments=[assessment("a-1", "poor", ms=T0 + 3 * 3600_000)]), OPTIONS
+    )
     for event in late.events:
         fact = TraceFact.from_event(event) if event.type == "gepa.trace.v1" else RatingFact.from_event(event)
         window.add(fact, start + 3 * 3600)

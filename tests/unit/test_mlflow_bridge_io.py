@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
-from daemon.bridge import MlflowUnavailable, describe_counts, parse_since, with_retry
-from handlers.bridge import Counts
+from daemon.mlflow_bridge import MlflowUnavailable, describe_counts, parse_since, with_retry
+from handlers.trace_mapping import Counts
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def test_since_is_an_iso_time_or_a_duration_ago() -> None:
-    assert parse_since("2026-11-26T10:00:00", NOW) == parse_since("2026-11-26T10:00:00+00:00", NOW) == parse_since("2h", NOW)
+    assert (
+        parse_since("2026-11-26T10:00:00", NOW)
+        == parse_since("2026-11-26T10:00:00+00:00", NOW)
+        == parse_since("2h", NOW)
+    )
     with pytest.raises(ValueError, match="--since"):
         parse_since("yesterday-ish", NOW)
 
@@ -43,7 +47,13 @@ def test_a_refused_request_is_not_retried() -> None:
 
 
 def test_summary_line() -> None:
-    counts = Counts(3, Counter(no_prompt=1), Counter({"gepa.trace.v1": 3, "gepa.rating.v1": 2}), Counter(unknown_rating=1), deferred=2)
+    counts = Counts(
+        3,
+        Counter(no_prompt=1),
+        Counter({"gepa.trace.v1": 3, "gepa.rating.v1": 2}),
+        Counter(unknown_rating=1),
+        deferred=2,
+    )
     assert describe_counts(counts) == (
         "4 new trace(s): 3 mapped, 1 unmapped (no_prompt 1); published: gepa.rating.v1 2, gepa.trace.v1 3; "
         "human assessments unmapped: unknown_rating 1; 2 deferred (MLflow still writing them; retried next pass)"

@@ -31,7 +31,9 @@ def home_topic(event: CloudEvent, settings: Settings) -> str | None:
     return settings.topics.resolve(short) if short else None
 
 
-def validate_file(path: Path, topic: str, settings: Settings) -> tuple[list[tuple[str, CloudEvent]], list[BadLine]]:
+def validate_file(
+    path: Path, topic: str, settings: Settings
+) -> tuple[list[tuple[str, CloudEvent]], list[BadLine]]:
     """Parse every non-blank line of a JSONL file into (topic, event); bad lines are reported
     by number (1-based). With topic `auto` each event goes to its home topic; otherwise an
     event whose type belongs on another input topic is a bad line.

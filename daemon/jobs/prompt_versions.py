@@ -34,7 +34,12 @@ class Version:
 
 
 def _version(pv: Any) -> Version:
-    return Version(pv.name, int(pv.version), pv.template if isinstance(pv.template, str) else str(pv.template), dict(pv.tags or {}))
+    return Version(
+        pv.name,
+        int(pv.version),
+        pv.template if isinstance(pv.template, str) else str(pv.template),
+        dict(pv.tags or {}),
+    )
 
 
 def versions(name: str) -> list[Version]:
@@ -60,9 +65,15 @@ def production(name: str) -> Version | None:
     try:
         return _version(MlflowClient().get_prompt_version_by_alias(name, PRODUCTION))
     except Exception as exc:
-        if str(exc).startswith("API request to"):  # MLflow did not answer (its alias endpoint's URL says "alias")
+        if str(exc).startswith(
+            "API request to"
+        ):  # MLflow did not answer (its alias endpoint's URL says "alias")
             raise
-        if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc) or "alias" in str(exc).lower():
+        if (
+            "not found" in str(exc).lower()
+            or "RESOURCE_DOES_NOT_EXIST" in str(exc)
+            or "alias" in str(exc).lower()
+        ):
             return None
         raise
 
@@ -77,7 +88,11 @@ def ensure_production(name: str, initial_template: str | None = None) -> Version
     if existing:
         latest = existing[-1]
     elif initial_template is not None:
-        latest = _version(mlflow.genai.register_prompt(name=name, template=initial_template, commit_message="Baseline registered by gepa-stream"))
+        latest = _version(
+            mlflow.genai.register_prompt(
+                name=name, template=initial_template, commit_message="Baseline registered by gepa-stream"
+            )
+        )
     else:
         raise LookupError(f"prompt {name!r} is not registered in MLflow ({mlflow.get_tracking_uri()})")
     mlflow.genai.set_prompt_alias(name, PRODUCTION, latest.version)
@@ -161,7 +176,14 @@ def rolled_back_twin(name: str, version: int) -> Version | None:
     mine = next((v for v in known if v.version == version), None)
     if mine is None:
         return None
-    return next((v for v in known if v.version != version and TAG_GUARD_ROLLBACK in v.tags and v.template == mine.template), None)
+    return next(
+        (
+            v
+            for v in known
+            if v.version != version and TAG_GUARD_ROLLBACK in v.tags and v.template == mine.template
+        ),
+        None,
+    )
 
 
 @contextmanager
@@ -179,7 +201,9 @@ def scratch_registry(db: Path, baseline: Version) -> Iterator[None]:
     try:
         if not versions(baseline.name):
             for number in range(1, baseline.version):
-                mlflow.genai.register_prompt(name=baseline.name, template=f"(placeholder for version {number})")
+                mlflow.genai.register_prompt(
+                    name=baseline.name, template=f"(placeholder for version {number})"
+                )
             mlflow.genai.register_prompt(name=baseline.name, template=baseline.template)
             mlflow.genai.set_prompt_alias(baseline.name, PRODUCTION, baseline.version)
         yield

@@ -1,0 +1,95 @@
+"""Prometheus metrics the daemon exports on /metrics (names are a contract: the Grafana
+dashboard and alerts use them)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "gepa_stream_events_total", "Valid events consumed, by event type and topic.", ["type", "topic"]
+)
+DEAD_LETTERS = Counter(
+    "gepa_stream_dead_letters_total", "Records sent to the dead-letter topic, by reason.", ["reason"]
+)
+DUPLICATES = Counter(
+    "gepa_stream_duplicate_events_total",
+    "Events that changed nothing (redelivered or repeated facts).",
+    ["type"],
+)
+WINDOW_EXAMPLES = Gauge(
+    "gepa_stream_window_examples", "Labeled examples in the window, per prompt.", ["prompt"]
+)
+WINDOW_NEW_EXAMPLES = Gauge(
+    "gepa_stream_window_new_examples", "Examples labeled since the last optimization.", ["prompt"]
+)
+ROLLING_SCORE = Gauge(
+    "gepa_stream_rolling_score", "Mean normalised rating/score over the window.", ["prompt"]
+)
+TRIGGERS = Counter(
+    "gepa_stream_triggers_total", "Optimization requests fired, by prompt and rule.", ["prompt", "rule"]
+)
+PROCESSING_SECONDS = Histogram(
+    "gepa_stream_processing_seconds",
+    "Time to handle one consumed record, by topic.",
+    ["topic"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+JOBS_IN_FLIGHT = Gauge("gepa_stream_jobs_in_flight", "Optimization jobs running in this process.")
+JOBS = Counter(
+    "gepa_stream_jobs_total", "Optimization jobs finished, by outcome (completed/failed/skipped).", ["status"]
+)
+MODEL_CALLS = Counter(
+    "gepa_stream_model_calls_total",
+    "Model calls completed by optimization jobs, by prompt and role.",
+    ["prompt", "role"],
+)
+MODEL_TOKENS = Counter(
+    "gepa_stream_model_tokens_total",
+    "Tokens of the model calls of optimization jobs, by prompt, role and kind (prompt/completion).",
+    ["prompt", "role", "kind"],
+)
+MODEL_COST = Counter(
+    "gepa_stream_model_cost_usd_total",
+    "Estimated USD of the model calls of optimization jobs (litellm's cost map), by prompt and role.",
+    ["prompt", "role"],
+)
+PROMOTIONS = Counter(
+    "gepa_stream_promotions_total", "Promotion decisions, by decision.", ["prompt", "decision"]
+)
+GUARD_RATINGS = Gauge(
+    "gepa_stream_guard_ratings",
+    "Live ratings the guard compares, per prompt and side (new version / replaced version).",
+    ["prompt", "side"],
+)
+GUARD_DIFFERENCE = Gauge(
+    "gepa_stream_guard_difference",
+    "Mean rating of the new version minus the replaced one's, per prompt.",
+    ["prompt"],
+)
+GUARD_BOUND = Gauge(
+    "gepa_stream_guard_bound",
+    "Anytime-valid bounds (lower/upper) of that difference, per prompt.",
+    ["prompt", "bound"],
+)
+GUARD_STATE = Gauge(
+    "gepa_stream_guard_state",
+    "1 for the guard's state (watching, confirmed, rolled_back, ...), per prompt.",
+    ["prompt", "state"],
+)
+GUARD_GAUGES = (GUARD_RATINGS, GUARD_DIFFERENCE, GUARD_BOUND, GUARD_STATE)
+BRIDGE_TRACES = Counter(
+    "gepa_stream_bridge_traces_total",
+    "MLflow traces read by the bridge, by outcome (mapped/unmapped).",
+    ["outcome"],
+)
+BRIDGE_UNMAPPED = Counter(
+    "gepa_stream_bridge_unmapped_total",
+    "Traces and human assessments the bridge could not map, by kind and reason.",
+    ["kind", "reason"],
+)
+BRIDGE_PUBLISHED = Counter(
+    "gepa_stream_bridge_published_total", "Events the bridge published, by event type.", ["type"]
+)
+BRIDGE_RETRIES = Counter(
+    "gepa_stream_bridge_retries_total", "MLflow calls the bridge retried after a transient error."
+)
