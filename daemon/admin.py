@@ -5,10 +5,12 @@ from __future__ import annotations
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from daemon.kafka_client import kafka_failures
 from daemon.settings import Settings
+from schemas.errors import GepaStreamError
 
 
-class TopicLayoutError(RuntimeError):
+class TopicLayoutError(GepaStreamError, RuntimeError):
     """An existing topic has a partition count that breaks co-partitioning."""
 
 
@@ -18,30 +20,31 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     All topics get `settings.partitions` partitions: with the prompt name as key,
     every event of one prompt lands on the same partition number of each topic.
     """
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers.split(","),
-        client_id=f"{settings.app_id}-admin",
-        request_timeout_ms=int(timeout_s * 1000),
-        **settings.kafka_python_options(),
-    )
-    try:
-        existing = set(admin.list_topics())
-        wanted = settings.topics.all()
-        missing = [t for t in wanted if t not in existing]
-        if missing:
-            try:
-                admin.create_topics(
-                    [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing],
-                    timeout_ms=int(timeout_s * 1000),
-                )
-            except TopicAlreadyExistsError:
-                pass  # another worker created it between list and create
-        present = [t for t in wanted if t in existing]
-        if present:
-            _check_partitions(admin, present, settings.partitions)
-        return missing
-    finally:
-        admin.close()
+    with kafka_failures(settings, "cannot reach Kafka"):
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            client_id=f"{settings.app_id}-admin",
+            request_timeout_ms=int(timeout_s * 1000),
+            **settings.kafka_python_options(),
+        )
+        try:
+            existing = set(admin.list_topics())
+            wanted = settings.topics.all()
+            missing = [t for t in wanted if t not in existing]
+            if missing:
+                try:
+                    admin.create_topics(
+                        [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing],
+                        timeout_ms=int(timeout_s * 1000),
+                    )
+                except TopicAlreadyExistsError:
+                    pass  # another worker created it between list and create
+            present = [t for t in wanted if t in existing]
+            if present:
+                _check_partitions(admin, present, settings.partitions)
+            return missing
+        finally:
+            admin.close()
 
 
 def _check_partitions(admin: KafkaAdminClient, topics: list[str], expected: int) -> None:

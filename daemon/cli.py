@@ -4,39 +4,66 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
 
 from schemas.config import ConfigError
+from schemas.errors import GepaStreamError
 
 if TYPE_CHECKING:
     from daemon.settings import Settings
     from schemas.config import PolicyFile
 
+console = Console(stderr=True)
+
+EXIT_FAILED = 1
+"""A run-time failure: Kafka or MLflow unreachable, an A/B test that cannot run, bad lines in `send`."""
+EXIT_CONFIG = 2
+"""Bad configuration or usage: the policy file, a `GEPA_STREAM_*` setting, an option, the topic layout."""
+
+
+def exit_code(error: GepaStreamError) -> int:
+    """The exit status of a failed command: the one table of the CLI's exit codes."""
+    from daemon.admin import TopicLayoutError
+
+    return EXIT_CONFIG if isinstance(error, (ConfigError, TopicLayoutError)) else EXIT_FAILED
+
+
+def print_error(message: str) -> None:
+    """`error: <message>` on stderr, one line, taken literally (no rich markup)."""
+    console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
+
+
+class Commands(TyperGroup):
+    """The root command group: every command's GepaStreamError ends here, as `error: <message>`
+    on stderr and its exit code, without a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context
+        try:
+            return super().invoke(ctx)
+        except GepaStreamError as error:
+            print_error(str(error))
+            raise typer.Exit(exit_code(error)) from None
+
+
 app = typer.Typer(
     name="gepa-stream",
+    cls=Commands,
     help="Event-driven GEPA prompt optimizer: Kafka traces and SME ratings in, better prompts in MLflow out.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-
-EXIT_CONFIG = 2
 
 
 def _quiet_third_parties() -> None:
     """No network on import: MLflow telemetry off, litellm's local cost map."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-
-def fail_config(error: ConfigError) -> None:
-    """Print a config problem without a traceback and exit 2."""
-    console.print(f"[bold red]config error:[/] {error}", highlight=False, soft_wrap=True)
-    raise typer.Exit(EXIT_CONFIG)
 
 
 @app.callback()
@@ -83,8 +110,8 @@ def broker(
     try:
         embedded.start()
     except (OSError, TimeoutError) as exc:
-        console.print(f"[bold red]broker failed to start:[/] {exc}")
-        raise typer.Exit(1) from None
+        print_error(f"broker failed to start: {exc}")  # OSError, not ours: the binary or the port
+        raise typer.Exit(EXIT_FAILED) from None
     console.print(
         f"embedded broker listening on [bold]{embedded.bootstrap_servers}[/] (memory-only; Ctrl-C stops it)"
     )
@@ -101,30 +128,26 @@ def broker(
 def _settings() -> Settings:
     from daemon.settings import load_settings
 
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        fail_config(exc)
-        raise  # unreachable: fail_config exits
+    return load_settings()
 
 
 def _config(config: Path | None) -> tuple[Settings, PolicyFile]:
-    """Settings and the policy file (`config`, else the settings' one); a problem exits 2."""
+    """Settings and the policy file (`config`, else the settings' one)."""
     from daemon.settings import load_config
 
+    return load_config(config)
+
+
+def _option(name: str, parse: Any, value: str) -> Any:
+    """`parse(value)`, or a ConfigError naming the option (a bad option exits 2 like a bad setting)."""
     try:
-        return load_config(config)
-    except ConfigError as exc:
-        fail_config(exc)
-        raise  # unreachable: fail_config exits
+        return parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _topic(settings: Settings, name: str) -> str:
-    try:
-        return settings.topics.resolve(name)
-    except ValueError as exc:
-        console.print(f"[bold red]{exc}[/]")
-        raise typer.Exit(EXIT_CONFIG) from None
+    return _option("TOPIC", settings.topics.resolve, name)
 
 
 @app.command()
@@ -147,8 +170,8 @@ def send(
             console.print(f"{file}:{line.number}: {line.error}", highlight=False, soft_wrap=True)
         if len(bad) > 50:
             console.print(f"... and {len(bad) - 50} more")
-        console.print(f"[bold red]{len(bad)} bad line(s); nothing sent[/]")
-        raise typer.Exit(1)
+        print_error(f"{len(bad)} bad line(s); nothing sent")
+        raise typer.Exit(EXIT_FAILED)
     sent = send_events(events, settings)
     console.print(f"sent {sent} event(s) to {', '.join(sorted({t for t, _ in events})) or full}")
 
@@ -192,9 +215,6 @@ def tail(
                 break
     except KeyboardInterrupt:
         pass
-    except ValueError as exc:
-        console.print(f"[bold red]{exc}[/]")
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -207,26 +227,15 @@ def run(
 ) -> None:
     """Run the daemon against the configured broker and MLflow."""
     if role not in ("all", "ingest", "optimizer"):
-        console.print(f"[bold red]bad --role {role!r}:[/] use all, ingest or optimizer")
-        raise typer.Exit(EXIT_CONFIG)
+        raise ConfigError(f"--role: use all, ingest or optimizer, not {role!r}")
     settings, policies = _config(config)
-    from daemon.admin import TopicLayoutError
     from daemon.worker import run as run_worker
 
     console.print(
         f"gepa-stream {role}: {len(policies.prompts)} prompt(s) from {settings.config}, "
         f"broker {settings.bootstrap_servers}, web :{settings.web_port}"
     )
-    from kafka.errors import KafkaError
-
-    try:
-        run_worker(settings, policies, role)  # type: ignore[arg-type]
-    except TopicLayoutError as exc:
-        console.print(f"[bold red]topic layout error:[/] {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    except KafkaError as exc:
-        console.print(f"[bold red]cannot reach Kafka at {settings.bootstrap_servers}:[/] {exc}")
-        raise typer.Exit(1) from None
+    run_worker(settings, policies, role)  # type: ignore[arg-type]
 
 
 bridge_app = typer.Typer(
@@ -242,11 +251,7 @@ def _managed_prompts(settings: Settings, config: Path | None) -> frozenset[str] 
     path = config or settings.config
     if config is None and not path.exists():
         return None
-    try:
-        return frozenset(p.name for p in load_policy_file(path).prompts)
-    except ConfigError as exc:
-        fail_config(exc)
-        raise  # unreachable: fail_config exits
+    return frozenset(p.name for p in load_policy_file(path).prompts)
 
 
 @bridge_app.command("mlflow")
@@ -292,29 +297,19 @@ def bridge_mlflow(
     import signal
     import threading
 
-    from kafka.errors import KafkaError
-
-    from daemon.admin import TopicLayoutError, ensure_topics
-    from daemon.mlflow_bridge import (
-        BridgeConfig,
-        MlflowBridge,
-        MlflowUnavailable,
-        describe_counts,
-        parse_since,
-    )
+    from daemon.admin import ensure_topics
+    from daemon.mlflow_bridge import BridgeConfig, MlflowBridge, describe_counts, parse_since
     from handlers.trace_mapping import Counts, MappingOptions
     from schemas.durations import parse_duration
 
     settings = _settings()
     if rating_scale not in ("auto", "unit", "five_point"):
-        console.print(f"[bold red]bad --rating-scale {rating_scale!r}:[/] use auto, unit or five_point")
-        raise typer.Exit(EXIT_CONFIG)
-    try:
-        since_ms = parse_since(since) if since else None
-        interval_s, lookback_td, retry_s = (parse_duration(v) for v in (interval, lookback, retry_for))
-    except ValueError as exc:
-        console.print(f"[bold red]{exc}[/]")
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise ConfigError(f"--rating-scale: use auto, unit or five_point, not {rating_scale!r}")
+    since_ms = _option("--since", parse_since, since) if since else None
+    interval_s, lookback_td, retry_s = (
+        _option(name, parse_duration, value)
+        for name, value in (("--interval", interval), ("--lookback", lookback), ("--retry-for", retry_for))
+    )
     options = MappingOptions(
         source=f"gepa-stream/bridge/mlflow/{experiment}",
         prompt_key=prompt_key,
@@ -322,55 +317,41 @@ def bridge_mlflow(
         numeric_scale=rating_scale,  # type: ignore[arg-type]
         max_event_bytes=settings.max_event_bytes,
     )
+    ensure_topics(settings)
+    bridge = MlflowBridge(
+        settings,
+        BridgeConfig(experiment, options, since_ms, lookback_td, retry_for_s=retry_s.total_seconds()),
+    )
+    if not follow:
+        console.print(
+            f"bridge mlflow experiment {bridge.reader.experiment_id}: {describe_counts(bridge.run_once())}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=settings.web_host)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    console.print(
+        f"bridge mlflow experiment {bridge.reader.experiment_id}: following every {interval} (Ctrl-C stops)"
+    )
+
+    def report(counts: Counts) -> None:
+        if counts.published or counts.traces_unmapped or counts.assessments_unmapped:
+            console.print(describe_counts(counts), highlight=False, soft_wrap=True)
+
     try:
-        ensure_topics(settings)
-        bridge = MlflowBridge(
-            settings,
-            BridgeConfig(experiment, options, since_ms, lookback_td, retry_for_s=retry_s.total_seconds()),
-        )
-        if not follow:
-            console.print(
-                f"bridge mlflow experiment {bridge.reader.experiment_id}: {describe_counts(bridge.run_once())}",
-                highlight=False,
-                soft_wrap=True,
-            )
-            return
-        if metrics_port:
-            from prometheus_client import start_http_server
-
-            start_http_server(metrics_port, addr=settings.web_host)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        console.print(
-            f"bridge mlflow experiment {bridge.reader.experiment_id}: following every {interval} (Ctrl-C stops)"
-        )
-
-        def report(counts: Counts) -> None:
-            if counts.published or counts.traces_unmapped or counts.assessments_unmapped:
-                console.print(describe_counts(counts), highlight=False, soft_wrap=True)
-
-        try:
-            bridge.follow(interval_s.total_seconds(), stop, report)
-        except KeyboardInterrupt:
-            pass
-        console.print(
-            f"bridge mlflow stopped; in all: {describe_counts(bridge.counts)}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    except TopicLayoutError as exc:
-        console.print(f"[bold red]topic layout error:[/] {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    except MlflowUnavailable as exc:
-        console.print(f"[bold red]MLflow error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except KafkaError as exc:
-        console.print(
-            f"[bold red]Kafka error[/] ({settings.bootstrap_servers}): {exc!r}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from None
+        bridge.follow(interval_s.total_seconds(), stop, report)
+    except KeyboardInterrupt:
+        pass
+    console.print(
+        f"bridge mlflow stopped; in all: {describe_counts(bridge.counts)}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -401,34 +382,16 @@ def compare(
     ] = None,
 ) -> None:
     """A/B test two versions of a prompt with its configured agent and scorers; print the promotion gate's result."""
-    from kafka.errors import KafkaError
-
-    from daemon.compare import describe, run_compare
-    from daemon.mlflow_bridge import MlflowUnavailable, experiment_examples
-    from optimization.ab_test import load_examples
-    from optimization.errors import OptimizationFailed
+    from daemon.compare import compare_examples, describe, run_compare
 
     if (data is None) == (experiment is None):
-        console.print("[bold red]give exactly one of --data FILE.jsonl or --experiment ID[/]")
-        raise typer.Exit(EXIT_CONFIG)
+        raise ConfigError("give exactly one of --data FILE.jsonl or --experiment ID")
     settings, policies = _config(config)
     policy = policies.prompt(prompt)
     if policy is None:
-        fail_config(ConfigError(f"{settings.config}: prompt {prompt!r} is not configured"))
-        return
-    try:
-        examples = load_examples(data) if data else experiment_examples(settings, str(experiment), prompt)
-        result, event = run_compare(settings, policy, a, b, examples, promote=promote, seed=seed)
-    except (ValueError, OptimizationFailed, MlflowUnavailable) as exc:
-        console.print(f"[bold red]compare failed:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except KafkaError as exc:
-        console.print(
-            f"[bold red]production moved to v{b}, but the promotion event was not sent:[/] {exc!r}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from None
+        raise ConfigError(f"{settings.config}: prompt {prompt!r} is not configured")
+    examples = compare_examples(settings, data, experiment, prompt)
+    result, event = run_compare(settings, policy, a, b, examples, promote=promote, seed=seed)
     typer.echo(describe(result))
     if event is not None:
         typer.echo(

@@ -6,24 +6,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import mlflow
 
 from daemon.jobs import prompt_versions
 from daemon.jobs.backends import load_ref
-from daemon.kafka_client import send_events
+from daemon.kafka_client import KafkaUnavailable, send_events
+from daemon.mlflow_bridge import experiment_examples
 from daemon.settings import Settings
-from optimization.ab_test import ABTestResult, ab_test
+from optimization.ab_test import ABTestResult, ab_test, load_examples
 from optimization.template_agent import PredictFn
-from schemas.config import PromptPolicy
+from schemas.config import ConfigError, PromptPolicy
+from schemas.errors import GepaStreamError
 from schemas.events import PromotionData, PromotionEvent
+
+
+class CompareFailed(GepaStreamError, ValueError):
+    """The A/B test could not run on what it was given (examples, versions, the prompt's agent or scorers)."""
 
 
 def configured_agent(policy: PromptPolicy) -> PredictFn | None:
     """The policy's own `predict_fn` (`module:function`), or None for the built-in template agent."""
     if policy.backend != "mlflow":
-        raise ValueError(
+        raise ConfigError(
             f"prompt {policy.name!r}: compare supports backend 'mlflow' only (this prompt uses {policy.backend!r})"
         )
     return load_ref(policy.predict_fn, "predict_fn") if policy.predict_fn else None
@@ -51,6 +58,16 @@ def promotion_event(result: ABTestResult, from_version: int | None) -> Promotion
     )
 
 
+def compare_examples(
+    settings: Settings, data: Path | None, experiment: str | None, prompt: str
+) -> list[dict[str, Any]]:
+    """The A/B test's examples: a JSONL file, or an experiment's traces with expectations."""
+    try:
+        return load_examples(data) if data else experiment_examples(settings, str(experiment), prompt)
+    except ValueError as exc:  # a bad line of the file names its number
+        raise CompareFailed(f"compare failed: {exc}") from exc
+
+
 def run_compare(
     settings: Settings,
     policy: PromptPolicy,
@@ -64,28 +81,37 @@ def run_compare(
     """A/B test B against A under the policy's gate; when `promote` and it passes, move the alias and
     publish the promotion event (returned too)."""
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    result = ab_test(
-        policy.name,
-        version_a,
-        version_b,
-        examples,
-        policy.scorers,
-        model=policy.task_model,
-        predict_fn=configured_agent(policy),
-        judge_model=policy.judge_model or policy.reflection_model,
-        min_improvement=policy.promotion.min_improvement,
-        confidence=policy.promotion.confidence,
-        min_eval_examples=policy.promotion.min_eval_examples,
-        seed=seed,
-        num_threads=policy.budget.num_threads,
-    )
+    agent = configured_agent(policy)
+    try:
+        result = ab_test(
+            policy.name,
+            version_a,
+            version_b,
+            examples,
+            policy.scorers,
+            model=policy.task_model,
+            predict_fn=agent,
+            judge_model=policy.judge_model or policy.reflection_model,
+            min_improvement=policy.promotion.min_improvement,
+            confidence=policy.promotion.confidence,
+            min_eval_examples=policy.promotion.min_eval_examples,
+            seed=seed,
+            num_threads=policy.budget.num_threads,
+        )
+    except ValueError as exc:  # the library names the argument it cannot use (examples, scorers, model)
+        raise CompareFailed(f"compare failed: {exc}") from exc
     if not (promote and result.passed):
         return result, None
     # the daemon's own alias move, so a later `rollback` command knows the version it replaced
     previous = prompt_versions.move_production(policy.name, version_b)
     result = replace(result, promoted=True)
     event = promotion_event(result, previous)
-    send_events([(settings.topics.promotions, event)], settings)
+    try:
+        send_events([(settings.topics.promotions, event)], settings)
+    except KafkaUnavailable as exc:
+        raise KafkaUnavailable(
+            f"production moved to v{version_b}, but the promotion event was not sent: {exc}"
+        ) from exc
     return result, event
 
 

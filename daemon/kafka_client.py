@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from daemon.settings import Settings
+from schemas.errors import GepaStreamError
 from schemas.events import CloudEvent, CommandEvent, RatingEvent, TraceEvent
 from schemas.parse import InvalidEvent, parse_event
 
@@ -23,6 +26,23 @@ class BadLine:
 
 
 AUTO = "auto"
+
+
+class KafkaUnavailable(GepaStreamError, RuntimeError):
+    """The broker did not answer, or refused a request; the message names the bootstrap servers."""
+
+
+class UnknownTopic(GepaStreamError, ValueError):
+    """A topic to read does not exist on the broker."""
+
+
+@contextmanager
+def kafka_failures(settings: Settings, what: str = "Kafka") -> Iterator[None]:
+    """Turn kafka-python's errors in the block into `KafkaUnavailable` saying `what` and where."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"{what} at {settings.bootstrap_servers}: {exc}") from exc
 
 
 def home_topic(event: CloudEvent, settings: Settings) -> str | None:
@@ -73,15 +93,16 @@ def producer(settings: Settings, **options: object) -> KafkaProducer:
 
 def send_events(events: list[tuple[str, CloudEvent]], settings: Settings) -> int:
     """Produce (topic, event) pairs keyed by prompt, in order; returns the number acknowledged."""
-    client = producer(settings, linger_ms=5, acks="all")
-    try:
-        futures = [client.send(topic, key=e.key, value=e.to_json()) for topic, e in events]
-        client.flush()
-        for future in futures:
-            future.get(timeout=30)
-        return len(futures)
-    finally:
-        client.close()
+    with kafka_failures(settings):
+        client = producer(settings, linger_ms=5, acks="all")
+        try:
+            futures = [client.send(topic, key=e.key, value=e.to_json()) for topic, e in events]
+            client.flush()
+            for future in futures:
+                future.get(timeout=30)
+            return len(futures)
+        finally:
+            client.close()
 
 
 def follow(
@@ -89,16 +110,20 @@ def follow(
 ) -> Iterator[tuple[int, int, bytes | None, bytes]]:
     """Yield (partition, offset, key, value) of a topic without joining a group (no rebalance wait);
     stop after `idle_timeout_s` without records if given."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers.split(","),
-        client_id=f"{settings.app_id}-tail",
-        enable_auto_commit=False,
-        **settings.kafka_python_options(),
-    )
+    with kafka_failures(settings):
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            client_id=f"{settings.app_id}-tail",
+            enable_auto_commit=False,
+            **settings.kafka_python_options(),
+        )
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        with kafka_failures(settings):
+            partitions = [
+                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
+            ]
         if not partitions:
-            raise ValueError(f"topic {topic!r} does not exist")
+            raise UnknownTopic(f"topic {topic!r} does not exist")
         consumer.assign(partitions)
         if from_beginning:
             consumer.seek_to_beginning(*partitions)

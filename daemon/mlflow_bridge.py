@@ -43,6 +43,7 @@ from handlers.trace_mapping import (
 )
 from optimization.registry import parsed_json
 from schemas.durations import parse_duration
+from schemas.errors import GepaStreamError
 from schemas.events import CloudEvent, RatingEvent, TraceEvent
 
 log = logging.getLogger("gepa_stream.bridge")
@@ -60,7 +61,7 @@ SAVE_EVERY_S = 2.0
 crash repeats at most these seconds of publishing, which creates no new facts downstream)."""
 
 
-class MlflowUnavailable(RuntimeError):
+class MlflowUnavailable(GepaStreamError, RuntimeError):
     """MLflow did not answer within the retry budget (or refused the request outright)."""
 
 

@@ -21,6 +21,7 @@ from handlers.snapshot import snapshot_sha256
 from handlers.trigger import Fire, Skip, TriggerState, evaluate, request_id_for
 from handlers.window import PromptWindow, WindowFigures
 from schemas.config import PolicyFile, PromptPolicy
+from schemas.errors import GepaStreamError
 from schemas.events import (
     Budget,
     CloudEvent,
@@ -77,7 +78,7 @@ def vote_key(prompt: str, trace_id: str, rater: str) -> bytes:
     return orjson.dumps((prompt, trace_id, rater))
 
 
-class UnknownPrompt(LookupError):
+class UnknownPrompt(GepaStreamError, LookupError):
     """The event names a prompt the policy file does not manage."""
 
 

@@ -10,12 +10,13 @@ from handlers.split import Split, split_examples
 from optimization.scorers import output_text
 from optimization.sme_metric import RatedExample
 from schemas.config import PromptPolicy
+from schemas.errors import GepaStreamError
 from schemas.events import Example
 
 EXPECTATION_SCORERS = frozenset({"exact_match", "correctness"})
 
 
-class NotEnoughData(ValueError):
+class NotEnoughData(GepaStreamError, ValueError):
     """The snapshot cannot support an optimization run (the job ends `failed` with this cause)."""
 
 

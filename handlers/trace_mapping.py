@@ -20,6 +20,7 @@ from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from schemas.errors import GepaStreamError
 from schemas.events import CloudEvent, RatingData, RatingEvent, TraceData, TraceEvent
 from schemas.ratings import RATING_LABELS
 
@@ -80,7 +81,7 @@ class MappingOptions:
     max_event_bytes: int = 512 * 1024
 
 
-class Unmappable(ValueError):
+class Unmappable(GepaStreamError, ValueError):
     """A trace or assessment that cannot become an event; the message is the counted reason."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from schemas.errors import GepaStreamError
 
-class OptimizationFailed(RuntimeError):
+
+class OptimizationFailed(GepaStreamError, RuntimeError):
     """GEPA could not produce a candidate (reflection or model failures, timeout); never a silent success.
 
     `cause` holds the underlying error message (or exception) for the caller's report.

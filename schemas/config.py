@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from schemas.durations import Duration
+from schemas.errors import GepaStreamError
 from schemas.events import PromptName
 
 ModuleRef = Annotated[
@@ -211,7 +212,7 @@ class PolicyFile(_Policy):
         return next((p for p in self.prompts if p.name == name), None)
 
 
-class ConfigError(ValueError):
+class ConfigError(GepaStreamError, ValueError):
     """An unusable config file; the message names the file, the field and the problem."""
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from schemas.errors import GepaStreamError
 from schemas.events import EVENT_CLASSES, CloudEvent, DeadLetterReason, Event, SnapshotChunkEvent
 
 MAX_DEPTH = 64
@@ -28,7 +29,7 @@ _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 _UNION_MEMBER_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(GepaStreamError, ValueError):
     """A record that is not a valid event; `reason` is the dead-letter category."""
 
     def __init__(self, reason: DeadLetterReason, message: str, field: str | None = None) -> None:

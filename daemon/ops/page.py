@@ -32,6 +32,7 @@ from daemon.settings import Settings
 from handlers.ops_history import OpsHistory
 from handlers.template_diff import template_diff
 from schemas.config import PolicyFile
+from schemas.errors import GepaStreamError
 from schemas.events import CommandAction, CommandData, CommandEvent
 
 log = logging.getLogger("gepa_stream.ops")
@@ -326,7 +327,7 @@ class OpsPage:
         return name
 
 
-class BadRequest(ValueError):
+class BadRequest(GepaStreamError, ValueError):
     """A query or body the page cannot act on; the message names the parameter."""
 
 

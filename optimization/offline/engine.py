@@ -20,6 +20,7 @@ from optimization.offline.judge import judge_prompt
 from optimization.offline.reflector import parse_gepa_reflection_prompt, propose_instruction
 from optimization.offline.rules import strip_rules
 from optimization.offline.skills import SKILLS
+from schemas.errors import GepaStreamError
 
 REFLECTOR = "reflector"
 UNCHANGED = "unchanged-reflector"
@@ -46,7 +47,7 @@ _OUTPUT_FIELDS_RE = re.compile(r"Your output fields are:\n(.*?)(?:\n\n|\nAll int
 _OBJECTIVE_RE = re.compile(r"your objective is:\s*(.*)\Z", re.DOTALL | re.IGNORECASE)
 
 
-class OfflineModelError(RuntimeError):
+class OfflineModelError(GepaStreamError, RuntimeError):
     """Raised by `offline/failing` to simulate a provider outage."""
 
 

@@ -17,4 +17,4 @@ def test_run_against_an_unreachable_broker_says_so_without_traceback(tmp_path: P
     path.write_text("prompts: [{name: a}]")
     result = CliRunner().invoke(app, ["run", "--config", str(path)])
     assert result.exit_code == 1
-    assert "cannot reach Kafka" in result.output and "Traceback" not in result.output
+    assert "error: cannot reach Kafka at 127.0.0.1:" in result.output and "Traceback" not in result.output
