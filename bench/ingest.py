@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent  # noqa: E402
+from schemas.third_parties import quiet_third_parties  # noqa: E402
 
 PROMPTS = ("bench_a", "bench_b", "bench_c")
 PARTITIONS = 3
@@ -307,7 +308,7 @@ def main() -> None:
     parser.add_argument("--prefix", default=f"bench{uuid.uuid4().hex[:6]}.")
     parser.add_argument("--max-examples", type=int, default=50)
     args = parser.parse_args()
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    quiet_third_parties()
     topics = Topics(args.prefix)
     if args.worker == "raw":
         asyncio.run(run_raw(args.bootstrap, topics, args.events))

@@ -20,16 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from schemas.third_parties import quiet_third_parties  # noqa: E402
+
+quiet_third_parties()
 for variable in (
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
     "MLFLOW_HTTP_REQUEST_TIMEOUT",
 ):
     os.environ.pop(variable, None)  # MLflow's default client retries
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402

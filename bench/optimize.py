@@ -27,9 +27,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from schemas.third_parties import quiet_third_parties  # noqa: E402
+
+quiet_third_parties()
 
 import dspy  # noqa: E402
 import mlflow  # noqa: E402

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +12,7 @@ from typer.core import TyperGroup
 
 from schemas.config import ConfigError
 from schemas.errors import GepaStreamError
+from schemas.third_parties import quiet_third_parties
 
 if TYPE_CHECKING:
     from daemon.settings import Settings
@@ -60,15 +60,9 @@ app = typer.Typer(
 )
 
 
-def _quiet_third_parties() -> None:
-    """No network on import: MLflow telemetry off, litellm's local cost map."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-
 @app.callback()
 def main() -> None:
-    _quiet_third_parties()
+    quiet_third_parties()
 
 
 @app.command()

@@ -12,11 +12,11 @@ from typing import Any
 import mlflow
 
 from daemon.jobs import prompt_versions
-from daemon.jobs.backends import load_ref
 from daemon.kafka_client import KafkaUnavailable, send_events
 from daemon.mlflow_bridge import experiment_examples
 from daemon.settings import Settings
 from optimization.ab_test import ABTestResult, ab_test, load_examples
+from optimization.import_ref import load_ref
 from optimization.template_agent import PredictFn
 from schemas.config import ConfigError, PromptPolicy
 from schemas.errors import GepaStreamError

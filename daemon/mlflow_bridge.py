@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import requests
 import sqlalchemy.exc
+import tenacity
 from mlflow.entities import Assessment, Trace
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -100,25 +101,41 @@ def _transient(error: Exception) -> bool:
 def with_retry(
     call: Callable[[], T], what: str, retry_for_s: float, sleep: Callable[[float], None] = time.sleep
 ) -> T:
-    """`call()`, retried with exponential backoff (0.5 s doubling to 10 s) on transient errors for
-    `retry_for_s`; then MlflowUnavailable naming `what` and the last error."""
-    deadline = time.monotonic() + retry_for_s
-    delay = 0.5
-    while True:
-        try:
-            return call()
-        except Exception as error:  # classified below: only transient errors are retried
-            if not _transient(error):
-                raise MlflowUnavailable(f"{what}: {error}") from error
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise MlflowUnavailable(
-                    f"{what}: MLflow unreachable for {retry_for_s:g}s ({type(error).__name__}: {error})"
-                ) from error
-            prometheus_metrics.BRIDGE_RETRIES.inc()
-            log.warning("%s failed (%s); retrying in %.1fs", what, error, min(delay, remaining))
-            sleep(min(delay, remaining))
-            delay = min(delay * 2, 10.0)
+    """`call()`, retried with exponential backoff (0.5 s doubling to 10 s, the last wait cut to the
+    budget) on transient errors for `retry_for_s`; then MlflowUnavailable naming `what` and the last error."""
+    backoff = tenacity.wait_exponential(multiplier=0.5, max=10.0)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        return min(backoff(state), max(0.0, retry_for_s - state.seconds_since_start))
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        prometheus_metrics.BRIDGE_RETRIES.inc()
+        log.warning("%s failed (%s); retrying in %.1fs", what, _error(state), state.upcoming_sleep)
+
+    def give_up(state: tenacity.RetryCallState) -> T:
+        error = _error(state)
+        raise MlflowUnavailable(
+            f"{what}: MLflow unreachable for {retry_for_s:g}s ({type(error).__name__}: {error})"
+        ) from error
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_transient),
+        wait=wait,
+        stop=tenacity.stop_after_delay(retry_for_s),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        retry_error_callback=give_up,
+    )
+    try:
+        return retrying(call)
+    except MlflowUnavailable:
+        raise
+    except Exception as error:  # not transient: refused outright, never retried
+        raise MlflowUnavailable(f"{what}: {error}") from error
+
+
+def _error(state: tenacity.RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome is not None else None
 
 
 def assessment_record(assessment: Assessment) -> AssessmentRecord:

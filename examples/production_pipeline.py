@@ -19,6 +19,7 @@ from examples._local import use_local_mlflow
 from examples.support_data import ANSWERS, QUESTIONS
 from optimization import DSPyGepaOptimizer, load_production_data_from_mlflow, make_lm, resolve_scorers
 from optimization.dspy_gepa_optimizer import create_mlflow_based_metric
+from optimization.registry import score_tags
 
 
 class ProductionAgent(dspy.Module):
@@ -95,10 +96,7 @@ def main(workdir: str | None = None) -> dict[str, object]:
             name=f"production_agent_{module_name}",
             template=prompt_template,
             tags={
-                "optimizer": "dspy_gepa",
-                "initial_score": str(result.initial_score),
-                "final_score": str(result.final_score),
-                "improvement": f"{result.improvement * 100:.1f}%",
+                **score_tags("dspy_gepa", result, source="production_pipeline"),
                 "experiment_id": train_experiment,
             },
         )

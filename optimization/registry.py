@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,16 +14,28 @@ from mlflow.tracking import MlflowClient
 from optimization.results import HeldOutScores
 from optimization.scorers import score_value
 
+TAG_FINAL_SCORE = "final_score"
+
 
 def score_tags(optimizer: str, scores: HeldOutScores, source: str) -> dict[str, str]:
-    """The guide's registry tags: optimizer, initial_score, final_score, improvement (as a percentage), source."""
+    """The guide's registry tags, for the library and the daemon alike: optimizer, initial_score and
+    final_score (mean held-out scores, exact: `float(tag)` gives the number back, as events carry it),
+    improvement (a percentage, one decimal), source."""
     return {
         "optimizer": optimizer,
-        "initial_score": f"{scores.initial_score:.4f}",
-        "final_score": f"{scores.final_score:.4f}",
+        "initial_score": repr(scores.initial_score),
+        TAG_FINAL_SCORE: repr(scores.final_score),
         "improvement": f"{scores.improvement * 100:.1f}%",
         "source": source,
     }
+
+
+def final_score_of(tags: Mapping[str, str]) -> float | None:
+    """A version's tagged mean held-out score, or None if it has none (a seed) or a foreign non-number."""
+    try:
+        return float(tags[TAG_FINAL_SCORE])
+    except (KeyError, ValueError):
+        return None
 
 
 def tag_prompt_version(

@@ -8,7 +8,6 @@ Names: `exact_match`, `correctness`, `professionalism`, `guidelines:<text>`,
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from mlflow.entities import Feedback
 from mlflow.genai.scorers import Correctness, Guidelines, Scorer, scorer
 
+from optimization.import_ref import load_ref
 from optimization.models import parse_model
 from optimization.offline.rules import format_expected
 
@@ -141,15 +141,6 @@ def offline_guidelines(guideline: str, name: str = "guidelines") -> Scorer:
     return scorer(judge, name=name)
 
 
-def _from_import_path(spec: str) -> Scorer:
-    module_name, _, attribute = spec.partition(":")
-    try:
-        target = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"scorers: cannot import {spec!r} ({error})") from None
-    return as_scorer(target, spec)
-
-
 def as_scorer(target: Any, label: str = "scorer") -> Scorer:
     """An MLflow Scorer from a Scorer object or a plain function over inputs/outputs/expectations."""
     if isinstance(target, Scorer):
@@ -197,7 +188,7 @@ def resolve_scorers(
                 )
             resolved.append(sme_scorer)
         elif re.fullmatch(r"[\w.]+:\w+", spec):
-            resolved.append(_from_import_path(spec))
+            resolved.append(as_scorer(load_ref(spec, "scorers"), spec))
         else:
             raise ValueError(f"scorers: unknown scorer {spec!r} (known: {', '.join(SCORER_NAMES)})")
     return resolved

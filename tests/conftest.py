@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 
-import pytest
+from schemas.third_parties import quiet_third_parties
 
-from optimization.offline.provider import FakeProvider
+# before anything imports MLflow, litellm or dspy (they read these at import)
+quiet_third_parties()
+os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))  # no persistent dspy cache
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+import pytest  # noqa: E402
+
+from optimization.offline.provider import FakeProvider  # noqa: E402
 
 
 def _docker_engine_answers() -> bool:

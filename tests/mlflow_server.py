@@ -12,6 +12,7 @@ from pathlib import Path
 
 from daemon.broker import free_port
 from daemon.jobs.outage import tracking_answers
+from schemas.third_parties import quiet_third_parties
 
 
 class MlflowServer:
@@ -28,7 +29,8 @@ class MlflowServer:
 
     def start(self) -> MlflowServer:
         """Start the server (in its own process group); `wait_ready` waits for it to answer."""
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        env = dict(os.environ)
+        quiet_third_parties(env)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.db}",

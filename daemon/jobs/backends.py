@@ -7,10 +7,8 @@ A backend (1) resolves the production baseline, (2) optimizes on train/val recor
 
 from __future__ import annotations
 
-import importlib
 import re
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +29,7 @@ from optimization import (
     run_dspy_gepa,
     run_mlflow_gepa,
 )
+from optimization.import_ref import load_ref
 from optimization.metrics import adapt_metric, create_mlflow_based_metric, exact_match_metric
 from optimization.model_calls import governed
 from schemas.config import PromptPolicy
@@ -55,15 +54,6 @@ class Backend(Protocol):
     def evaluate(self, records: list[dict[str, Any]], templates: Templates) -> list[float]: ...
 
     def log(self, optimized: Optimized, run_name: str, tags: dict[str, str]) -> None: ...
-
-
-def load_ref(ref: str, what: str) -> Callable[..., Any]:
-    """Import `package.module:function`; ValueError names the setting when it cannot."""
-    module_name, _, attribute = ref.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"{what}: cannot import {ref!r} ({exc})") from None
 
 
 def backend_for(

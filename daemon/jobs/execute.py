@@ -60,7 +60,8 @@ from handlers.gate import decide
 from handlers.jobs import JobPlan, NotEnoughData, plan_job
 from optimization import OptimizationFailed, RunLimits
 from optimization.comparison import Comparison
-from optimization.results import mean, relative_improvement
+from optimization.registry import score_tags
+from optimization.results import HeldOutScores, mean
 from schemas.events import Example, StopReason
 
 Baseline = dict[str, prompt_versions.Version]
@@ -251,15 +252,8 @@ def _register(
     progress: ProgressFile,
 ) -> list[RegisteredVersion]:
     """Register each candidate template (or find the version a previous attempt registered)."""
-    base_mean, cand_mean = mean(scores.baseline), mean(scores.candidate)
     tags = {
-        "optimizer": backend.optimizer,
-        "source": "gepa-stream",
-        "initial_score": str(base_mean),
-        "final_score": str(cand_mean),
-        "improvement": f"{relative_improvement(base_mean, cand_mean) * 100:.1f}%",
-        "gepa_stream.baseline_score": str(base_mean),
-        "gepa_stream.candidate_score": str(cand_mean),
+        **score_tags(backend.optimizer, HeldOutScores(scores.baseline, scores.candidate), "gepa-stream"),
         "gepa_stream.n_train": str(len(plan.train) + len(plan.val)),
         "gepa_stream.n_val": str(len(plan.heldout)),
         "gepa_stream.window_size": str(spec.window_size),
@@ -332,9 +326,8 @@ def _gate_and_promote(
 
 
 def main() -> None:
-    """Entry point of the job process; exit code 0 once `result.json` is written."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    """Entry point of the job process; exit code 0 once `result.json` is written. It inherits the
+    daemon's environment, quieted by the CLI before MLflow and litellm were first imported."""
     run_job(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 
 

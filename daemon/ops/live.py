@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from daemon.jobs import prompt_versions
 from daemon.jobs.backends import prompt_names
 from handlers.ops_history import OpsHistory
+from optimization.registry import final_score_of
 from schemas.config import PolicyFile
 
 log = logging.getLogger("gepa_stream.ops")
-TAG_CANDIDATE_SCORE = "gepa_stream.candidate_score"
 
 
 @dataclass(slots=True)
@@ -88,8 +88,8 @@ class LiveVersions:
         entry.version = current.version if current is not None else None
         entry.score = None
         if current is not None:
-            tagged = current.tags.get(TAG_CANDIDATE_SCORE)
-            entry.score = float(tagged) if tagged else self.history.score_of(name, current.version)
+            tagged = final_score_of(current.tags)
+            entry.score = tagged if tagged is not None else self.history.score_of(name, current.version)
         entry.awaiting = [v.version for v in versions if v.tags.get(prompt_versions.TAG_AWAITING) == "true"]
         entry.checked_at = time.time()
         entry.error = None

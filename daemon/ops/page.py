@@ -31,6 +31,7 @@ from daemon.ops.live import LiveVersions
 from daemon.settings import Settings
 from handlers.ops_history import OpsHistory
 from handlers.template_diff import template_diff
+from optimization.registry import final_score_of
 from schemas.config import PolicyFile
 from schemas.errors import GepaStreamError
 from schemas.events import CommandAction, CommandData, CommandEvent
@@ -216,7 +217,7 @@ class OpsPage:
                     {
                         "version": v.version,
                         "awaiting_approval": v.tags.get(prompt_versions.TAG_AWAITING) == "true",
-                        "score": _float(v.tags.get("gepa_stream.candidate_score")),
+                        "score": final_score_of(v.tags),
                         "parent_version": _int_or_none(v.tags.get("gepa_stream.parent_version")),
                         "request_id": v.tags.get(prompt_versions.TAG_REQUEST),
                         "trigger": v.tags.get("gepa_stream.trigger"),
@@ -356,13 +357,6 @@ def _int(query: Mapping[str, str], name: str, default: int | None, low: int, hig
     if not low <= value <= high:
         raise BadRequest(f"{name}: must be between {low} and {high}")
     return value
-
-
-def _float(raw: str | None) -> float | None:
-    try:
-        return float(raw) if raw else None
-    except ValueError:
-        return None
 
 
 def _int_or_none(raw: str | None) -> int | None:

@@ -138,8 +138,8 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(
             announced,
         )
         assert (announced.baseline_score, announced.candidate_score) == (
-            float(tags["gepa_stream.baseline_score"]),
-            float(tags["gepa_stream.candidate_score"]),
+            float(tags["initial_score"]),
+            float(tags["final_score"]),
         )
         assert tags["gepa_stream.parent_version"] == "1"
 

@@ -57,10 +57,10 @@ def test_mlflow_backend_optimizes_registers_and_promotes(kafka_bootstrap: str, t
         tags = MlflowClient().get_prompt_version("router_e2e", "2").tags
         assert tags["gepa_stream.request_id"] == completed.request_id
         assert (
-            float(tags["gepa_stream.baseline_score"]) == completed.baseline_score == reg.data.baseline_score
+            float(tags["initial_score"]) == completed.baseline_score == reg.data.baseline_score
         )
         assert (
-            float(tags["gepa_stream.candidate_score"])
+            float(tags["final_score"])
             == completed.candidate_score
             == reg.data.candidate_score
         )
@@ -111,7 +111,7 @@ def test_dspy_backend_optimizes_registers_per_predictor_and_promotes(
         live = mlflow.genai.load_prompt(f"prompts:/{predictor_prompt}@production", cache_ttl_seconds=0)
         assert live.version == 2 and "billing" in live.template
         tags = MlflowClient().get_prompt_version(predictor_prompt, "2").tags
-        assert float(tags["gepa_stream.candidate_score"]) == completed.candidate_score
+        assert float(tags["final_score"]) == completed.candidate_score
         runs = mlflow.search_runs(
             search_all_experiments=True,
             filter_string=f"tags.`gepa_stream.request_id` = '{completed.request_id}'",

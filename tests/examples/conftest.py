@@ -1,14 +1,8 @@
 """Example tests: each guide example runs offline against its own sqlite MLflow."""
 
-import os
-import tempfile
 from collections.abc import Iterator
 
 import pytest
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 
 
 @pytest.fixture(autouse=True)

@@ -1,15 +1,9 @@
 """Optimization integration tests: real GEPA, offline demo/test models, a real sqlite MLflow per test."""
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 
 TICKETS = [
     ("I was charged twice for my order", "billing"),

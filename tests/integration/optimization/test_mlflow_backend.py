@@ -60,7 +60,7 @@ def test_register_keeps_one_tagged_version(router_prompt, router_records) -> Non
     assert (
         tags["optimizer"] == "mlflow_gepa"
         and tags["source"] == "test"
-        and tags["final_score"] == f"{outcome.final_score:.4f}"
+        and float(tags["final_score"]) == outcome.final_score
     )
 
 

@@ -52,8 +52,8 @@ def test_register_optimized_prompts_uses_the_guide_tags(mlflow_store) -> None:
     assert prompt.name == "math_solve"
     assert {k: tags[k] for k in ("optimizer", "initial_score", "final_score", "improvement", "source")} == {
         "optimizer": "dspy_gepa",
-        "initial_score": "0.5000",
-        "final_score": "0.7500",
+        "initial_score": "0.5",
+        "final_score": "0.75",
         "improvement": "50.0%",
         "source": "test",
     }
