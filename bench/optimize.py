@@ -76,14 +76,13 @@ def run_dspy(provider: str, threads: int, latency_ms: float) -> tuple[HeldOutSco
     examples = convert_to_dspy_examples(records, ["ticket"], "category")
     instructions = SEED_ROUTER_PROMPT.rsplit("\n", 1)[0]
     program = dspy.Predict(dspy.Signature("ticket -> category", instructions))
-    options = {} if provider == "offline" else {"cache": False}
-    with dspy.context(lm=make_lm(task, **options)):
+    with dspy.context(lm=make_lm(task, cache=False)):  # (offline models never cache)
         return timed(
             lambda: run_dspy_gepa(
                 program,
                 examples[:N_TRAIN],
                 examples[N_TRAIN:],
-                reflection_model=make_lm(reflection, **options),
+                reflection_model=make_lm(reflection, cache=False),
                 limits=RunLimits(max_metric_calls=BUDGET, num_threads=threads),
             )
         )
@@ -118,6 +117,7 @@ class ProviderProcess:
             stdout=subprocess.PIPE,
             text=True,
         )
+        assert self.process.stdout is not None  # stdout=PIPE
         self.base_url = self.process.stdout.readline().split()[3]  # "fake provider at <url> (...)"
         os.environ["OPENAI_BASE_URL"] = self.base_url
         os.environ["OPENAI_API_KEY"] = "sk-fake-gepa"

@@ -6,6 +6,7 @@ broker is configured. It is memory-only: topics vanish when it stops.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import signal
 import socket
@@ -83,16 +84,15 @@ class EmbeddedBroker:
         """1. spawn the binary, 2. wait until the port accepts connections."""
         if self._process is not None:
             return self
-        output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self._process = subprocess.Popen(
-            self.command(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
-        )
-        if output is not subprocess.DEVNULL:
-            output.close()
+        with contextlib.ExitStack() as files:
+            output = files.enter_context(open(self.log_file, "ab")) if self.log_file else subprocess.DEVNULL
+            self._process = subprocess.Popen(
+                self.command(),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+            )
         try:
             wait_for_port(self.host, self.port, timeout)
         except TimeoutError:

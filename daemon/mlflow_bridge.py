@@ -92,7 +92,7 @@ def parse_since(text: str, now: datetime | None = None) -> int:
     return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
-def _transient(error: Exception) -> bool:
+def _transient(error: BaseException) -> bool:
     if isinstance(error, MlflowException):
         return error.error_code not in _PERMANENT
     return isinstance(error, (OSError, requests.RequestException, sqlalchemy.exc.OperationalError))
@@ -106,7 +106,7 @@ def with_retry(
     backoff = tenacity.wait_exponential(multiplier=0.5, max=10.0)
 
     def wait(state: tenacity.RetryCallState) -> float:
-        return min(backoff(state), max(0.0, retry_for_s - state.seconds_since_start))
+        return min(backoff(state), max(0.0, retry_for_s - (state.seconds_since_start or 0.0)))
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         prometheus_metrics.BRIDGE_RETRIES.inc()
@@ -138,8 +138,11 @@ def _error(state: tenacity.RetryCallState) -> BaseException | None:
     return state.outcome.exception() if state.outcome is not None else None
 
 
-def assessment_record(assessment: Assessment) -> AssessmentRecord:
-    """An MLflow assessment as the plain dict `handlers.trace_mapping` maps."""
+def assessment_record(assessment: Assessment) -> AssessmentRecord | None:
+    """An MLflow assessment as the plain dict `handlers.trace_mapping` maps; None for one without an
+    id (never logged: the store gives every logged assessment one, which the bridge dedupes on)."""
+    if assessment.assessment_id is None:
+        return None
     feedback, expectation = assessment.feedback, assessment.expectation
     error = feedback.error if feedback is not None else None
     return AssessmentRecord(
@@ -169,7 +172,7 @@ def trace_record(trace: Trace) -> TraceRecord:
         state=info.state.value,
         tags=dict(info.tags or {}),
         metadata=dict(info.trace_metadata or {}),
-        assessments=[assessment_record(a) for a in info.assessments or []],
+        assessments=[r for r in map(assessment_record, info.assessments or []) if r is not None],
     )
     if trace.data.spans:
         record["inputs"] = parsed_json(trace.data.request)

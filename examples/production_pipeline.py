@@ -44,7 +44,10 @@ def log_production_traffic(experiment_name: str, questions: list[tuple[str, str]
     traced = []
     for question, topic in questions:
         serve(query=question)
-        traced.append((mlflow.get_last_active_trace_id(), ANSWERS[topic]))
+        trace_id = mlflow.get_last_active_trace_id()
+        if trace_id is None:
+            raise RuntimeError("MLflow tracing is off: no trace to label")
+        traced.append((trace_id, ANSWERS[topic]))
     mlflow.flush_trace_async_logging()
     for trace_id, answer in traced:
         mlflow.log_expectation(trace_id=trace_id, name="expected_response", value=answer)

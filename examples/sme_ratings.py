@@ -23,7 +23,7 @@ def main(workdir: str | None = None) -> object:
     my_agent = make_template_agent("prompts:/agent/1", "offline/support-agent")
 
     # SME feedback with ratings only
-    feedback = [
+    feedback: list[dict[str, object]] = [
         {"inputs": {"query": "How do I track my order?"}, "sme_rating": "excellent"},
         {
             "inputs": {"query": "What's your return policy?"},
@@ -32,7 +32,7 @@ def main(workdir: str | None = None) -> object:
         {"inputs": {"query": "Do you ship internationally?"}, "sme_rating": "fair"},
     ]
     # ... more feedback: answers SMEs rated in past reviews, on the label, five-point and thumbs scales
-    scales = [
+    scales: list[dict[str, object]] = [
         {"sme_rating": "excellent"},
         {"sme_rating": 5, "scale": "five_point"},
         {"sme_rating": "up"},

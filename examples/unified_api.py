@@ -12,10 +12,10 @@ import mlflow
 
 from examples._local import use_local_mlflow
 from examples.support_data import ANSWERS, QUESTIONS, support_records
-from optimization import PromptOptimizer, make_lm, make_template_agent
+from optimization import HeldOutScores, PromptOptimizer, make_lm, make_template_agent
 
 
-def main(workdir: str | None = None) -> dict[str, object]:
+def main(workdir: str | None = None) -> dict[str, HeldOutScores]:
     """Run the example; return the three results by method."""
     use_local_mlflow(workdir)
     dspy.configure(lm=make_lm("offline/math"))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 
-from schemas.events import DeadLetterData, DeadLetterEvent, DeadLetterReason
+from schemas.events import DeadLetterData, DeadLetterEvent, DeadLetterReason, DeadLetterStage, PayloadEncoding
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 
-_STAGES = {
+_STAGES: dict[DeadLetterReason, DeadLetterStage] = {
     "null_value": "parse",
     "not_json": "parse",
     "too_deep": "parse",
@@ -40,6 +40,7 @@ def dead_letter(
     (a tombstone's is empty)."""
     raw = raw if raw is not None else b""
     head = raw[:max_payload]
+    encoding: PayloadEncoding
     try:
         payload, encoding = head.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:

@@ -215,7 +215,8 @@ class OpsHistory:
         return log[-1] if log else None
 
     def request(self, prompt: str, request_id: str) -> RequestRecord | None:
-        return self._requests.get(prompt, {}).get(request_id)
+        requests = self._requests.get(prompt)
+        return requests.get(request_id) if requests is not None else None
 
     def latest_request(self, prompt: str) -> RequestRecord | None:
         requests = self._requests.get(prompt)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import dspy
@@ -203,15 +204,15 @@ class DSPyGepaOptimizer:
         self.max_labeled_demos = max_labeled_demos
         self.max_rounds = max_rounds
         self.reflection_model = reflection_model
-        budget = {} if max_metric_calls is None else {"max_metric_calls": max_metric_calls}
         self.limits = RunLimits(
             max_wall_time=max_wall_time,
             num_threads=num_threads,
             run_dir=run_dir,
             max_cost_usd=max_cost_usd,
             calls=model_calls,
-            **budget,
         )
+        if max_metric_calls is not None:
+            self.limits = replace(self.limits, max_metric_calls=max_metric_calls)
         self.gepa_options = gepa_options
 
     def optimize(

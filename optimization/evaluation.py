@@ -42,11 +42,12 @@ def override_templates(templates: dict[str, str] | None) -> Iterator[None]:
                 else original.fget(self)
             )
 
-        PromptVersion.template = property(template)
+        # a deliberate patch of MLflow's class: mypy sees `template` as a method, it is a property
+        PromptVersion.template = property(template)  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:
-            PromptVersion.template = original
+            PromptVersion.template = original  # type: ignore[method-assign]
 
 
 def evaluate_per_example(

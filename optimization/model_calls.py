@@ -226,7 +226,7 @@ def role_of(metadata: Any) -> ModelRole:
     """The role of a call: its metadata tag, else the role scope around it, else `judge`."""
     tagged = metadata.get(ROLE_KEY) if isinstance(metadata, dict) else None
     if tagged in ROLES:
-        return tagged  # type: ignore[return-value]
+        return tagged
     return _ROLE.get() or "judge"
 
 
@@ -331,10 +331,8 @@ class ModelCalls:
                 if fault.transient:
                     self.ledger.failed_attempt(role)
                     raise
-                if (
-                    isinstance(getattr(error, "status_code", None), int)
-                    and error.status_code in _FATAL_STATUS
-                ):  # type: ignore[attr-defined]
+                status = getattr(error, "status_code", None)
+                if isinstance(status, int) and status in _FATAL_STATUS:
                     raise self._fail(role, model, faults) from error
                 raise
 
@@ -418,13 +416,14 @@ def install() -> None:
 
         def completion(*args: Any, **kwargs: Any) -> Any:
             metadata = kwargs.get("metadata")
-            tagged = isinstance(metadata, dict) and ROLE_KEY in metadata
+            tags = metadata if isinstance(metadata, dict) else {}
+            tagged = ROLE_KEY in tags
             governor = current() or (_DEFAULT if tagged else None)
             if governor is None:
                 return original(*args, **kwargs)
             role = role_of(metadata)
             if tagged:
-                kwargs["metadata"] = {k: v for k, v in metadata.items() if k != ROLE_KEY} or None
+                kwargs["metadata"] = {k: v for k, v in tags.items() if k != ROLE_KEY} or None
             if args:
                 kwargs.update(zip(("model", "messages"), args))
             for library_retry in ("retry_policy", "retry_strategy"):

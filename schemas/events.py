@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -70,6 +70,8 @@ DeadLetterReason = Literal[
     "wrong_topic",
     "handler_error",
 ]
+DeadLetterStage = Literal["parse", "validate", "route", "handle"]
+PayloadEncoding = Literal["utf-8", "base64"]
 
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_CLOCK_SKEW = timedelta(days=1)
@@ -276,17 +278,16 @@ class DeadLetterData(_Data):
     offset: NonNegativeInt
     key: str | None = None
     payload: str
-    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    payload_encoding: PayloadEncoding = "utf-8"
     payload_truncated: bool = False
     reason: DeadLetterReason
     error: str
-    stage: Literal["parse", "validate", "route", "handle"]
+    stage: DeadLetterStage
 
 
 # -- the envelope ----------------------------------------------------------------------------
 
 D = TypeVar("D", bound=_Data)
-E = TypeVar("E", bound="CloudEvent[Any]")
 
 
 def _now() -> datetime:
@@ -343,9 +344,7 @@ class CloudEvent(BaseModel, Generic[D]):
         return self
 
     @classmethod
-    def build(
-        cls: type[E], data: Any, *, id: str | None = None, source: str = "gepa-stream", **extra: Any
-    ) -> E:
+    def build(cls, data: Any, *, id: str | None = None, source: str = "gepa-stream", **extra: Any) -> Self:
         """A new event of this type: fresh id (unless given), current time, subject = prompt."""
         subject = getattr(data, "prompt", None) or extra.pop("subject", None)
         return cls(

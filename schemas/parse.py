@@ -59,7 +59,7 @@ def parse_event(raw: bytes | str | None, *, max_bytes: int | None = None) -> Clo
     if not isinstance(obj, dict):
         raise InvalidEvent("bad_envelope", f"expected a JSON object, got {type(obj).__name__}")
     try:
-        return _EVENT_ADAPTER.validate_python(obj)  # type: ignore[no-any-return]
+        return _EVENT_ADAPTER.validate_python(obj)
     except ValidationError:
         pass
     return _classify_event(obj)

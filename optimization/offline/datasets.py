@@ -22,7 +22,7 @@ SEED_ROUTER_PROMPT = (
 """A seed router prompt with one rule (so its baseline is above zero), for demos and tests."""
 
 
-def support_tickets(n: int) -> list[dict[str, object]]:
+def support_tickets(n: int) -> list[dict[str, dict[str, str]]]:
     """`n` distinct ticket records `{"inputs": {"ticket"}, "expectations": {"expected_response": category}}`,
     cycling through the categories; deterministic."""
     depth = min(len(words) for words in ROUTER_LEXICON.values())

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow.entities import Feedback
 
 _TAG_RE = r"<{0}>(.*?)</{0}>"
 
@@ -21,9 +24,21 @@ def _tag(name: str, text: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def _verdict(feedback: Any) -> str:
-    value = float(feedback.value)
-    return json.dumps({"rationale": feedback.rationale, "result": "yes" if value >= 1.0 else "no"})
+def _feedback(result: object) -> Feedback:
+    """An offline scorer's result, which is always one Feedback (MLflow types a scorer's result wider)."""
+    from mlflow.entities import Feedback
+
+    if not isinstance(result, Feedback):
+        raise TypeError(f"offline/judge: a scorer answered {type(result).__name__}, not a Feedback")
+    return result
+
+
+def _passes(feedback: Feedback) -> bool:
+    return isinstance(feedback.value, int | float) and feedback.value >= 1.0
+
+
+def _verdict(feedback: Feedback) -> str:
+    return json.dumps({"rationale": feedback.rationale, "result": "yes" if _passes(feedback) else "no"})
 
 
 def judge_prompt(prompt: str) -> str:
@@ -38,17 +53,19 @@ def judge_prompt(prompt: str) -> str:
     question, claim, document = _tag("question", prompt), _tag("claim", prompt), _tag("document", prompt)
     if claim is not None and document is not None:
         output = document.removeprefix(f"{question} - ") if question is not None else document
-        return _verdict(offline_correctness(outputs=output, expectations={"expected_response": claim}))
+        return _verdict(
+            _feedback(offline_correctness(outputs=output, expectations={"expected_response": claim}))
+        )
     guidelines = re.findall(_TAG_RE.format("guideline"), prompt, re.DOTALL)
     response = _tag("response", prompt)
     if guidelines and response is not None:
         request = _tag("request", prompt) or ""
         verdicts = [
-            offline_professionalism(outputs=response)
+            _feedback(offline_professionalism(outputs=response))
             if guideline.strip() == PROFESSIONALISM_GUIDELINE
-            else offline_guidelines(guideline.strip())(inputs=request, outputs=response)
+            else _feedback(offline_guidelines(guideline.strip())(inputs=request, outputs=response))
             for guideline in guidelines
         ]
-        failed = [v for v in verdicts if float(v.value) < 1.0]
+        failed = [v for v in verdicts if not _passes(v)]
         return _verdict(failed[0] if failed else verdicts[0])
     raise ValueError("offline/judge: not an MLflow correctness or guidelines judge prompt")

@@ -119,8 +119,7 @@ class FakeProvider:
         """The OpenAI base URL (`OPENAI_BASE_URL`, litellm `api_base`)."""
         if self._server is None:
             raise RuntimeError("FakeProvider is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{self._address[0]}:{self._server.server_port}/v1"
 
     def start(self) -> FakeProvider:
         """Bind and serve in a daemon thread; returns self."""
