@@ -1,4 +1,4 @@
-"""The promotion gate (ARCHITECTURE.md, Flow step 6): a prompt's promotion policy applied
+"""The promotion gate (docs/architecture.md, step 9): a prompt's promotion policy applied
 to the paired comparison of baseline and candidate on the held-out examples."""
 
 from __future__ import annotations

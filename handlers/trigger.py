@@ -1,4 +1,4 @@
-"""The trigger policy of one prompt (ARCHITECTURE.md, Flow step 3).
+"""The trigger policy of one prompt (docs/architecture.md, step 3).
 
 Pure: it reads the window's figures and the prompt's trigger state and says
 whether to fire, and which rule fired with the numbers it compared.

@@ -45,7 +45,7 @@ class WindowPolicy(_Policy):
 
 
 class TriggerPolicy(_Policy):
-    """When an optimization fires (see ARCHITECTURE.md, Flow step 3)."""
+    """When an optimization fires (docs/architecture.md, step 3)."""
 
     min_examples: PositiveInt = 50
     min_new_examples: Annotated[int, Field(ge=0)] = 20

@@ -1,1 +1,1 @@
-"""The optimizer role: optimization jobs off the event loop (Flow steps 4-7)."""
+"""The optimizer role: optimization jobs off the event loop (docs/architecture.md, steps 5-11 and 13)."""
