@@ -56,14 +56,8 @@ def test_mlflow_backend_optimizes_registers_and_promotes(kafka_bootstrap: str, t
         assert live.version == 2
         tags = MlflowClient().get_prompt_version("router_e2e", "2").tags
         assert tags["gepa_stream.request_id"] == completed.request_id
-        assert (
-            float(tags["initial_score"]) == completed.baseline_score == reg.data.baseline_score
-        )
-        assert (
-            float(tags["final_score"])
-            == completed.candidate_score
-            == reg.data.candidate_score
-        )
+        assert float(tags["initial_score"]) == completed.baseline_score == reg.data.baseline_score
+        assert float(tags["final_score"]) == completed.candidate_score == reg.data.candidate_score
         assert int(tags["gepa_stream.n_val"]) == completed.n_val == promotion.data.n_eval
         validate_against_schemas([*optimizations, *registered, *promotions])
         status = daemon.status()
