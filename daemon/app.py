@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiokafka
 import faust
 from faust.app.base import BootStrategy
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from daemon.recovery import ExactEndTableManager
 from daemon.settings import Settings
+from daemon.table_batch import BATCH_BYTES
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -31,11 +34,39 @@ def broker_credentials(settings: Settings) -> Any:
     return None
 
 
+FETCH_MAX_WAIT_MS = 50
+"""How long the broker may hold a fetch of partitions without new records (Faust fixes 1,500 ms).
+
+The consumer keeps one fetch in flight per broker, for the partitions whose fetched records are
+used up. While the busy input topics' records are still being processed, that fetch holds only
+the quiet ones (commands, optimizations, promotions) and the broker waits out its full maximum
+before answering; the busy partitions then starve for up to that long (measured: ingest at 4.9k
+events/s with 1,500 ms, 7.3k with 50 ms)."""
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport with a group consumer that fetches with `FETCH_MAX_WAIT_MS`."""
+
+    Consumer = _Consumer
+
+
 def build_faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
     """The Faust app with the process settings (broker, security, group timing, web port)."""
     app_id = app_id or settings.app_id
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
@@ -50,11 +81,14 @@ def build_faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_commit_interval=settings.commit_interval_s,
+        producer_max_batch_size=BATCH_BYTES,  # the ingest agent's table batches (daemon/table_batch.py)
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_in_thread=False,
     )
+    app.transport = _Transport(app.conf.broker_consumer, app)
+    return app
 
 
 def without_kafka(app: faust.App) -> faust.App:

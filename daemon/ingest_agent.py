@@ -1,20 +1,24 @@
-"""The Faust application: topics, tables, the ingest agent and the web views.
+"""The ingest agent: topics, tables, the batched agent over the input topics, and /status.
 
-Wiring only: every decision is made in `handlers/`; this module moves bytes
-between Kafka and `handlers.ingest.Ingest` and applies the returned `Step`.
+Wiring only: every decision is made in `handlers/`; this module moves bytes between Kafka and
+`handlers.ingest.Ingest`, a batch of records at a time, and applies the returned `Step`s.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import faust
+from faust.types import EventT, StreamT, TableT, TopicT
 
 from daemon import prometheus_metrics
 from daemon.settings import Settings
+from daemon.table_batch import TableBatch
 from handlers.deadletter import dead_letter
 from handlers.guard import GuardSpec
 from handlers.ingest import GuardStep, Ingest, Request, Step, UnknownPrompt
@@ -27,6 +31,7 @@ from schemas.events import (
     DeadLetterReason,
     OptimizationData,
     OptimizationEvent,
+    OptimizationStatus,
     PromotionEvent,
     RatingEvent,
     SnapshotRef,
@@ -37,7 +42,36 @@ from schemas.parse import InvalidEvent, parse_event
 
 log = logging.getLogger("gepa_stream.ingest")
 
-RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+BATCH_MAX_RECORDS = 2000
+"""Records per batch at most: a full batch is processed at once, before its interval is up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka record, as the agent reads it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @classmethod
+    def of(cls, event: EventT[Any]) -> Record:
+        message = event.message
+        return cls(message.topic, message.partition, message.offset, message.key, message.value)
+
+
+def raw_topic(app: faust.App, *names: str, partitions: int) -> TopicT:
+    """A topic of raw bytes keys and values (the agent parses and validates them itself)."""
+    return app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
 
 
 class IngestAgent:
@@ -51,33 +85,34 @@ class IngestAgent:
         self.ready = False
         self._source = f"gepa-stream/{settings.app_id}/ingest"
         self.recovered: dict[str, int] = {"rebuilds": 0}  # table records at this process's first recovery
-        self._expected_type = {
+        self._expected_type: dict[str, type[CloudEvent[Any]]] = {
             self.topics.traces: TraceEvent,
             self.topics.ratings: RatingEvent,
             self.topics.commands: CommandEvent,
             self.topics.optimizations: OptimizationEvent,
             self.topics.promotions: PromotionEvent,
         }
-        options = {**RAW, "partitions": settings.partitions}
-        self.source = faust_app.topic(*self._expected_type, **options)
-        self.snapshots = faust_app.topic(self.topics.snapshots, **options)
-        self.optimizations = faust_app.topic(self.topics.optimizations, **options)
-        self.dlq = faust_app.topic(self.topics.dlq, **options)
+        partitions = settings.partitions
+        self.source = raw_topic(faust_app, *self._expected_type, partitions=partitions)
+        self.snapshots = raw_topic(faust_app, self.topics.snapshots, partitions=partitions)
+        self.optimizations = raw_topic(faust_app, self.topics.optimizations, partitions=partitions)
+        self.dlq = raw_topic(faust_app, self.topics.dlq, partitions=partitions)
         self.outputs = {
-            PromotionEvent: faust_app.topic(self.topics.promotions, **options),
-            CommandEvent: faust_app.topic(self.topics.commands, **options),
+            PromotionEvent: raw_topic(faust_app, self.topics.promotions, partitions=partitions),
+            CommandEvent: raw_topic(faust_app, self.topics.commands, partitions=partitions),
         }
-        table_options = {
-            "partitions": settings.partitions,
-            "key_type": bytes,
-            "value_type": bytes,
-        }  # raw codec
-        self.facts = faust_app.Table("facts", **table_options)
-        self.triggers = faust_app.Table("triggers", **table_options)
-        self.guards = faust_app.Table("guards", **table_options)  # prompt -> GuardSpec
-        self.guard_votes = faust_app.Table("guard_votes", **table_options)  # (prompt, trace, rater) -> Vote
+        self.facts = self._table("facts")  # (prompt, trace) -> the trace's record
+        self.triggers = self._table("triggers")  # prompt -> TriggerState
+        self.guards = self._table("guards")  # prompt -> GuardSpec
+        self.guard_votes = self._table("guard_votes")  # (prompt, trace, rater) -> Vote
+        self.writes = TableBatch(faust_app)
+        self._touched: set[str] = set()  # prompts whose gauges the current batch changed
         self.facts.on_recover(self._rebuild)
         faust_app.agent(self.source, name="ingest")(self._consume)
+
+    def _table(self, name: str) -> TableT[bytes, bytes]:
+        """A table of raw bytes, co-partitioned with the input topics."""
+        return self.app.Table(name, partitions=self.settings.partitions, key_type=bytes, value_type=bytes)
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -102,55 +137,82 @@ class IngestAgent:
 
     # -- the agent -----------------------------------------------------------------------
 
-    async def _consume(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
-            started = time.perf_counter()
-            await self.process(message.topic, message.partition, message.offset, message.key, message.value)
-            prometheus_metrics.PROCESSING_SECONDS.labels(message.topic).observe(time.perf_counter() - started)
+    async def _consume(self, stream: StreamT[bytes]) -> None:
+        """Batches of at most `BATCH_MAX_RECORDS`, each as soon as it is full or its interval
+        (`GEPA_STREAM_INGEST_BATCH_INTERVAL_S`) is up; Faust acknowledges a batch's records
+        after `process_batch` returns, so their offsets are committed only then."""
+        interval = self.settings.ingest_batch_interval_s
+        batches = stream.take_events(BATCH_MAX_RECORDS, within=interval)  # type: ignore[attr-defined]  # on Stream, not StreamT
+        async for events in batches:
+            await self.process_batch([Record.of(event) for event in events])
 
-    async def process(
-        self, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes | None
-    ) -> None:
-        """1. parse, 2. check topic and prompt, 3. handle, 4. apply the step; failures -> DLQ.
+    async def process_batch(self, records: Sequence[Record]) -> None:
+        """Handle records in order, staging their table writes (each key once), then write them.
+
+        A record whose step emits events (a trigger's snapshot and `requested`, a skipped
+        request, a guard's decision) cuts the batch: 1. the writes staged before it are made
+        durable, 2. its events are sent and acknowledged, 3. its own writes are made durable.
+        So the tables never hold a fact newer than an announced request without the trigger
+        state that announced it, and a replay after a crash re-announces the same request id."""
+        started = time.perf_counter()
+        for record in records:
+            handled = await self._handle(record)
+            if handled is None:
+                continue
+            event, step = handled
+            if (
+                step.request is None
+                and step.skipped is None
+                and (step.guard is None or not step.guard.events)
+            ):
+                self._stage(record.partition, event, step)
+                continue
+            await self.writes.flush()
+            await self._emit(event, step)
+            self._stage(record.partition, event, step)
+            await self.writes.flush()
+        await self.writes.flush()
+        for prompt in {p for p in self.ingest.windows if p in self._touched}:
+            self._refresh_gauge(prompt)
+        self._touched.clear()
+        per_record = (time.perf_counter() - started) / max(len(records), 1)
+        for topic, n in Counter(record.topic for record in records).items():
+            histogram = prometheus_metrics.PROCESSING_SECONDS.labels(topic)
+            for _ in range(n):
+                histogram.observe(per_record)
+
+    async def _handle(self, record: Record) -> tuple[CloudEvent[Any], Step] | None:
+        """1. parse, 2. check topic and prompt, 3. handle; failures -> DLQ (and None).
 
         This agent dead-letters every bad record of the topics it reads, `gepa.optimizations`
         and `gepa.commands` included (the job runner reads those too, and only skips them), so
         one bad record is one dead letter whatever the roles. Nothing is touched before 3, and
         a failing 3 leaves the windows as the tables hold them (`Ingest.handle`)."""
         try:
-            event = parse_event(raw, max_bytes=self.settings.max_event_bytes)
+            event = parse_event(record.value, max_bytes=self.settings.max_event_bytes)
         except InvalidEvent as exc:
-            await self._dead_letter(raw, topic, partition, offset, key, exc.reason, str(exc))
-            return
-        expected = self._expected_type.get(topic)
+            await self._dead_letter(record, exc.reason, str(exc))
+            return None
+        expected = self._expected_type.get(record.topic)
         if expected is not None and not isinstance(event, expected):
             await self._dead_letter(
-                raw,
-                topic,
-                partition,
-                offset,
-                key,
-                "wrong_topic",
-                f"a {event.type} event does not belong on {topic}",
+                record, "wrong_topic", f"a {event.type} event does not belong on {record.topic}"
             )
-            return
+            return None
         try:
             step = self.ingest.handle(event, time.time())
         except UnknownPrompt as exc:
-            await self._dead_letter(raw, topic, partition, offset, key, "unknown_prompt", str(exc))
-            return
+            await self._dead_letter(record, "unknown_prompt", str(exc))
+            return None
         except Exception as exc:  # a bug must not stop the stream; the record is kept in the DLQ
-            log.exception("handler failed on %s/%d@%d", topic, partition, offset)
-            await self._dead_letter(
-                raw, topic, partition, offset, key, "handler_error", f"{type(exc).__name__}: {exc}"
-            )
-            return
-        prometheus_metrics.EVENTS.labels(event.type, topic).inc()
-        await self._apply(event, step)
+            log.exception("handler failed on %s/%d@%d", record.topic, record.partition, record.offset)
+            await self._dead_letter(record, "handler_error", f"{type(exc).__name__}: {exc}")
+            return None
+        prometheus_metrics.EVENTS.labels(event.type, record.topic).inc()
+        return event, step
 
-    async def _apply(self, event: CloudEvent, step: Step) -> None:
-        """Events first (awaiting acks), then table writes (see handlers.ingest)."""
+    async def _emit(self, event: CloudEvent[Any], step: Step) -> None:
+        """A step's events, each acknowledged before the next (and before its table writes)."""
         if step.request is not None:
             await self._announce(step.request)
         if step.skipped is not None:
@@ -160,28 +222,31 @@ class IngestAgent:
             for decision in step.guard.events:
                 sent = await self.outputs[type(decision)].send(key=decision.key, value=decision.to_json())
                 await sent
+
+    def _stage(self, partition: int, event: CloudEvent[Any], step: Step) -> None:
+        """A step's table writes into the batch, on the partition of the record that caused them."""
         if not step.puts and isinstance(event, (TraceEvent, RatingEvent)):
             prometheus_metrics.DUPLICATES.labels(event.type).inc()
         for key, value in step.puts:
-            self.facts[key] = value
+            self.writes.put(self.facts, partition, key, value)
         for key in step.deletes:
-            if key in self.facts:
-                del self.facts[key]
+            self.writes.delete(self.facts, partition, key)
+        prompt = step.prompt or event.subject
+        if prompt is None:  # every input event names its prompt (the parser checks subject == data.prompt)
+            return
         if step.trigger_state is not None:
-            self.triggers[(step.prompt or event.subject).encode()] = step.trigger_state.encode()
+            self.writes.put(self.triggers, partition, prompt.encode(), step.trigger_state.encode())
         if step.guard is not None:
-            self._store_guard(step.guard)
-        if event.subject in self.ingest.windows:
-            self._refresh_gauge(event.subject)
+            self._stage_guard(partition, step.guard)
+        self._touched.add(prompt)
 
-    def _store_guard(self, change: GuardStep) -> None:
+    def _stage_guard(self, partition: int, change: GuardStep) -> None:
         """The guard's votes and spec (after its events were acknowledged), then its gauges."""
         for key in change.deletes:
-            if key in self.guard_votes:
-                del self.guard_votes[key]
+            self.writes.delete(self.guard_votes, partition, key)
         for key, value in change.puts:
-            self.guard_votes[key] = value
-        self.guards[change.prompt.encode()] = change.spec.encode()
+            self.writes.put(self.guard_votes, partition, key, value)
+        self.writes.put(self.guards, partition, change.prompt.encode(), change.spec.encode())
         self._refresh_guard_gauges(change.prompt)
         if change.spec.decision is not None:
             log.info("%s", change.spec.reason)
@@ -221,9 +286,14 @@ class IngestAgent:
         )
 
     async def _emit_status(
-        self, prompt: str, event_id: str, status: str, request_id: str | None = None, **fields: Any
+        self,
+        prompt: str,
+        event_id: str,
+        status: OptimizationStatus,
+        request_id: str | None = None,
+        **fields: Any,
     ) -> None:
-        event = OptimizationEvent.build(
+        event: OptimizationEvent = OptimizationEvent.build(
             OptimizationData(request_id=request_id or event_id, prompt=prompt, status=status, **fields),
             id=event_id,
             source=self._source,
@@ -231,29 +301,22 @@ class IngestAgent:
         sent = await self.optimizations.send(key=event.key, value=event.to_json())
         await sent
 
-    async def _dead_letter(
-        self,
-        raw: bytes | None,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        reason: DeadLetterReason,
-        error: str,
-    ) -> None:
-        record = dead_letter(
-            raw,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key,
+    async def _dead_letter(self, record: Record, reason: DeadLetterReason, error: str) -> None:
+        letter = dead_letter(
+            record.value,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
             reason=reason,
             error=error,
             source=self._source,
         )
-        await self.dlq.send(key=key, value=record.to_json())
+        await self.dlq.send(key=record.key, value=letter.to_json())
         prometheus_metrics.DEAD_LETTERS.labels(reason).inc()
-        log.warning("dead letter %s/%d@%d: %s: %s", topic, partition, offset, reason, error)
+        log.warning(
+            "dead letter %s/%d@%d: %s: %s", record.topic, record.partition, record.offset, reason, error
+        )
 
     # -- status ----------------------------------------------------------------------------
 

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     rebalance_timeout_s: float = Field(default=5.0, gt=0)
     commit_interval_s: float = Field(default=1.0, gt=0)
+    # Ingest handles records in batches: one fills for at most this long, so a trigger fires at
+    # most this long (plus the batch's processing) after its threshold event arrives.
+    ingest_batch_interval_s: float = Field(default=0.25, gt=0, le=5.0)
     log_level: Literal["debug", "info", "warn", "error", "critical"] = "info"
     # Kafka security, applied to every client the daemon creates.
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import orjson
 
@@ -148,8 +149,10 @@ class Ingest:
     def handle(self, event: CloudEvent, now: float) -> Step:
         """Apply one event, all or nothing: if anything raises (UnknownPrompt for a prompt outside
         the policy file, or a bug), the windows, trigger states and guards are as they were before."""
-        named = getattr(event.data, "prompt", None)
-        prompt = (self.policy_prompt(named) if named is not None else None) or named
+        named: str | None = getattr(event.data, "prompt", None)
+        if named is None:  # an event about no prompt changes no window
+            return self._handle(event, now)
+        prompt = self.policy_prompt(named) or named
         window, state, guard = self.windows.get(prompt), self.triggers.get(prompt), self.guards.get(prompt)
         saved_state = replace(state) if state is not None else None
         with (
@@ -276,7 +279,7 @@ class Ingest:
             change.deletes = [vote_key(prompt, *key) for key in current.votes]
         window = self.window(prompt)
         for trace_id, trace in window.traces.items():
-            if guard.watches(trace.prompt_version):
+            if trace.prompt_version is not None and guard.watches(trace.prompt_version):
                 change.puts += self._merge_votes(guard, prompt, trace_id, trace.prompt_version, window)
         self.guards[prompt] = guard
         self._decide(prompt, guard, change, now)
@@ -365,7 +368,7 @@ class Ingest:
         )
         change.events.append(PromotionEvent.build(promotion, id=event_id, source=GUARD_SOURCE))
 
-    def guard_status(self, prompt: str) -> dict[str, object] | None:
+    def guard_status(self, prompt: str) -> dict[str, Any] | None:
         """The guard of a prompt for /status and /metrics: its spec and live statistics."""
         guard = self.guards.get(prompt)
         if guard is None:

@@ -225,16 +225,19 @@ class PromptWindow:
             if entry is not None:
                 self._entry[trace_id] = entry
                 self._members.add((entry[0], trace_id))
-            for store, before in ((self.traces, trace), (self.ratings, votes)):
-                if before is None:
-                    store.pop(trace_id, None)
-                else:
-                    store[trace_id] = before  # type: ignore[index]
-        for added, entry in reversed(journal.waiting):
-            if added:
-                self._waiting.remove(entry)
+            if trace is None:
+                self.traces.pop(trace_id, None)
             else:
-                self._waiting.add(entry)
+                self.traces[trace_id] = trace
+            if votes is None:
+                self.ratings.pop(trace_id, None)
+            else:
+                self.ratings[trace_id] = votes
+        for added, waiting in reversed(journal.waiting):
+            if added:
+                self._waiting.remove(waiting)
+            else:
+                self._waiting.add(waiting)
         self._score_sum, self._score_n = journal.score
         del self.pending_deletes[journal.n_pending_deletes :]
         self.watermark = journal.watermark
