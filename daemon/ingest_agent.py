@@ -139,12 +139,16 @@ class IngestAgent:
 
     async def _consume(self, stream: StreamT[bytes]) -> None:
         """Batches of at most `BATCH_MAX_RECORDS`, each as soon as it is full or its interval
-        (`GEPA_STREAM_INGEST_BATCH_INTERVAL_S`) is up; Faust acknowledges a batch's records
-        after `process_batch` returns, so their offsets are committed only then."""
+        (`GEPA_STREAM_INGEST_BATCH_INTERVAL_S`) is up. A batch's records are acknowledged only
+        after `process_batch` returned (its table writes acknowledged by the broker), so their
+        offsets are committed only then; a batch cut short (a crash, a cancelled task at
+        shutdown) is never acknowledged and is read again."""
         interval = self.settings.ingest_batch_interval_s
-        batches = stream.take_events(BATCH_MAX_RECORDS, within=interval)  # type: ignore[attr-defined]  # on Stream, not StreamT
+        batches = stream.noack_take(BATCH_MAX_RECORDS, within=interval)  # type: ignore[attr-defined]  # on Stream, not StreamT
         async for events in batches:
             await self.process_batch([Record.of(event) for event in events])
+            for event in events:
+                await stream.ack(event)
 
     async def process_batch(self, records: Sequence[Record]) -> None:
         """Handle records in order, staging their table writes (each key once), then write them.
