@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 from daemon.jobs import prompt_versions
+from daemon.jobs.mlflow_errors import not_found
 from daemon.kafka_client import KafkaUnavailable, send_events
 from daemon.mlflow_bridge import experiment_examples
 from daemon.settings import Settings
@@ -100,6 +102,10 @@ def run_compare(
         )
     except ValueError as exc:  # the library names the argument it cannot use (examples, scorers, model)
         raise CompareFailed(f"compare failed: {exc}") from exc
+    except MlflowException as exc:
+        if not not_found(exc):
+            raise
+        raise CompareFailed(f"compare failed: {exc.message}") from exc  # a version that does not exist
     if not (promote and result.passed):
         return result, None
     # the daemon's own alias move, so a later `rollback` command knows the version it replaced

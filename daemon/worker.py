@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import faust
 
 from daemon.admin import ensure_topics
 from daemon.app import build_faust_app, without_kafka
 from daemon.ingest_agent import IngestAgent
-from daemon.jobs.runner import JobRunner
 from daemon.ops.page import OpsPage
 from daemon.settings import Settings
 from daemon.web import register_ops_page, register_views
 from schemas.config import PolicyFile
+
+if TYPE_CHECKING:
+    from daemon.jobs.runner import JobRunner
 
 WorkerRole = Literal["all", "ingest", "optimizer"]
 
@@ -28,16 +30,20 @@ class Daemon:
             self.app = without_kafka(build_faust_app(settings, f"{settings.app_id}-optimizer"))
         else:
             self.app = build_faust_app(settings)
-        self.ingest = IngestAgent(settings, policies, self.app) if role in ("all", "ingest") else None
-        self.runner = JobRunner(settings, policies) if role in ("all", "optimizer") else None
-        if self.runner is not None:
+        ingest = IngestAgent(settings, policies, self.app) if role in ("all", "ingest") else None
+        self.ingest = ingest
+        self.runner: JobRunner | None = None
+        if role in ("all", "optimizer"):
+            from daemon.jobs.runner import JobRunner  # MLflow and the optimizer: not in an ingest worker
+
+            self.runner = JobRunner(settings, policies)
             self.app.task(self.runner.run)
         register_views(self.app, ready=self.ready, status=self.status)
         self.ops = OpsPage(
             settings,
             policies,
             role,
-            windows=(lambda: self.ingest.status()["prompts"]) if self.ingest is not None else None,
+            windows=(lambda: ingest.status()["prompts"]) if ingest is not None else None,
             jobs=self.runner.status if self.runner is not None else None,
         )
         self.app.task(self.ops.bus.run)

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handlers.split import Split, split_examples
-from optimization.scorers import output_text
-from optimization.sme_metric import RatedExample
+from optimization.records import RatedExample, output_text
 from schemas.config import PromptPolicy
 from schemas.errors import GepaStreamError
 from schemas.events import Example

@@ -18,6 +18,7 @@ from mlflow.genai.scorers import Correctness, Guidelines, Scorer, scorer
 from optimization.import_ref import load_ref
 from optimization.models import parse_model
 from optimization.offline.rules import format_expected
+from optimization.records import output_text
 
 SCORER_NAMES = (
     "exact_match",
@@ -44,16 +45,6 @@ def expected_response(expectations: dict[str, Any] | None) -> str | None:
     if "expected_response" in expectations:
         return str(expectations["expected_response"])
     return str(next(iter(expectations.values()))) if len(expectations) == 1 else None
-
-
-def output_text(outputs: Any) -> str:
-    """The text of a predict_fn output (a string, or a dict's response/answer field)."""
-    if isinstance(outputs, dict):
-        for key in ("response", "answer", "output", "content", "category"):
-            if key in outputs:
-                return str(outputs[key])
-        return " ".join(str(value) for value in outputs.values())
-    return "" if outputs is None else str(outputs)
 
 
 def normalize_answer(text: Any) -> str:

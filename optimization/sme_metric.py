@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from mlflow.entities import Feedback
@@ -18,7 +17,8 @@ from mlflow.genai.scorers import Scorer, scorer
 
 from optimization.data import canonical_key
 from optimization.offline.rules import format_expected
-from optimization.scorers import output_text, resolve_scorers, tokens
+from optimization.records import RatedExample, output_text
+from optimization.scorers import resolve_scorers, tokens
 from optimization.template_agent import PredictFn, as_keyword_predict_fn
 from schemas.ratings import normalize_rating
 
@@ -27,16 +27,6 @@ SHARPNESS = 4
 
 GOOD_RATING = 0.75
 """Rated outputs at or above this are shown to GEPA as the answer to aim for."""
-
-
-@dataclass(frozen=True)
-class RatedExample:
-    """One SME judgement: the inputs, the output rated, its rating normalized to [0, 1], the comment."""
-
-    inputs: dict[str, Any]
-    output: str
-    rating: float
-    comment: str | None = None
 
 
 def similarity(left: str, right: str) -> float:

@@ -1,5 +1,5 @@
 """MLflow outages as a job sees them: does the tracking server answer, did a failure come from
-it not answering, and a watch that reports the MLflow client's own retries while they last
+it not answering (`mlflow_errors.unanswered_request`), and a watch that reports the MLflow client's own retries while they last
 (so `/status` and the log say why a job stands still)."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import requests
+
+from daemon.jobs.mlflow_errors import unanswered_request
 
 MLFLOW = "MLflow"
 PROBE_TIMEOUT_S = 5.0
@@ -42,24 +44,10 @@ def tracking_answers(tracking_uri: str, timeout: float = PROBE_TIMEOUT_S) -> boo
         return False
 
 
-def failed_request(exc: BaseException, tracking_uri: str) -> bool:
-    """True if `exc` or an exception it chains is the MLflow client giving up on a request to
-    `tracking_uri` (connection refused, timeouts or 5xx answers after its retries)."""
-    prefix = f"API request to {tracking_uri.rstrip('/')}"
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if str(current).startswith(prefix) and "failed with exception" in str(current):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
 def mlflow_outage(exc: BaseException, tracking_uri: str) -> bool:
     """Did `exc` end the job because MLflow was unreachable? (Then the job is retried once it answers.)"""
     return is_remote(tracking_uri) and (
-        failed_request(exc, tracking_uri) or not tracking_answers(tracking_uri)
+        unanswered_request(exc, tracking_uri) or not tracking_answers(tracking_uri)
     )
 
 

@@ -12,6 +12,9 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from daemon.jobs.mlflow_errors import no_alias, not_found
 
 PRODUCTION = "production"
 TAG_REQUEST = "gepa_stream.request_id"
@@ -50,8 +53,8 @@ def versions(name: str) -> list[Version]:
     while True:
         try:
             page = client.search_prompt_versions(name, max_results=100, page_token=token)
-        except Exception as exc:  # MLflow raises RESOURCE_DOES_NOT_EXIST for an unknown prompt
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+        except MlflowException as exc:
+            if not_found(exc):  # an unknown prompt
                 return []
             raise
         found.extend(_version(pv) for pv in page)
@@ -64,16 +67,8 @@ def production(name: str) -> Version | None:
     """The version the `production` alias points at, if any."""
     try:
         return _version(MlflowClient().get_prompt_version_by_alias(name, PRODUCTION))
-    except Exception as exc:
-        if str(exc).startswith(
-            "API request to"
-        ):  # MLflow did not answer (its alias endpoint's URL says "alias")
-            raise
-        if (
-            "not found" in str(exc).lower()
-            or "RESOURCE_DOES_NOT_EXIST" in str(exc)
-            or "alias" in str(exc).lower()
-        ):
+    except MlflowException as exc:
+        if no_alias(exc):  # no such prompt, or no production alias yet
             return None
         raise
 

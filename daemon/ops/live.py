@@ -3,6 +3,10 @@ version, its score and the versions awaiting approval.
 
 Read in a worker thread, every `period` seconds and right after a decision on the prompt,
 so the page never waits on MLflow (and shows the last good answer while MLflow is away).
+
+MLflow is imported only when reading starts. With `on_demand` (the ingest role, which has no
+other use for MLflow) reading starts at the first page request that wants it (`wanted()`), so
+an ingest worker nobody looks at never loads MLflow.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from daemon.jobs import prompt_versions
-from daemon.jobs.backends import prompt_names
 from handlers.ops_history import OpsHistory
 from optimization.registry import final_score_of
 from schemas.config import PolicyFile
@@ -34,14 +36,23 @@ class LiveEntry:
 
 
 class LiveVersions:
-    def __init__(self, policies: PolicyFile, history: OpsHistory, period: float = 30.0) -> None:
+    def __init__(
+        self, policies: PolicyFile, history: OpsHistory, period: float = 30.0, on_demand: bool = False
+    ) -> None:
         self.history = history
         self.period = period
+        self._started = asyncio.Event()
+        if not on_demand:
+            self._started.set()
         self.policies = {p.name: p for p in policies.prompts}
         self.names: dict[str, list[str]] = {name: [name] for name in self.policies}
         self.entries: dict[str, LiveEntry] = {name: LiveEntry(name) for name in self.policies}
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
+
+    def wanted(self) -> None:
+        """A page request wants live versions: start reading them (once; a no-op afterwards)."""
+        self._started.set()
 
     def poke(self, name: str) -> None:
         """A decision on `name` arrived: read it again soon (only prompts this daemon manages)."""
@@ -50,8 +61,11 @@ class LiveVersions:
             self._wake.set()
 
     async def run(self) -> None:
-        """1. resolve each policy's registry names (one per DSPy predictor), 2. read them all,
-        3. re-read the poked ones at once and all of them every `period` seconds."""
+        """0. wait until wanted, 1. resolve each policy's registry names (one per DSPy predictor),
+        2. read them all, 3. re-read the poked ones at once and all of them every `period` seconds."""
+        await self._started.wait()
+        from daemon.jobs.backends import prompt_names  # MLflow (and DSPy for dspy programs) from here on
+
         for prompt, policy in self.policies.items():
             try:
                 self.names[prompt] = await asyncio.to_thread(prompt_names, policy)
@@ -77,6 +91,8 @@ class LiveVersions:
                 pass
 
     async def _refresh(self, name: str) -> None:
+        from daemon.jobs import prompt_versions
+
         entry = self.entries.setdefault(name, LiveEntry(name))
         try:
             current, versions = await asyncio.to_thread(

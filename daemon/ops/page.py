@@ -25,7 +25,6 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from daemon.jobs import prompt_versions
 from daemon.ops.bus import OpsBus
 from daemon.ops.live import LiveVersions
 from daemon.settings import Settings
@@ -98,7 +97,7 @@ class OpsPage:
         self.jobs = jobs
         self.token = settings.admin_token
         self.history = OpsHistory()
-        self.live = LiveVersions(policies, self.history)
+        self.live = LiveVersions(policies, self.history, on_demand=role == "ingest")
         self.bus = OpsBus(settings, self.history, on_decision=self.live.poke)
         self._static = {
             path: resources.files("daemon.ops").joinpath("static", name).read_bytes()
@@ -138,6 +137,7 @@ class OpsPage:
     # -- reading -----------------------------------------------------------------------------
 
     def state(self) -> Reply:
+        self.live.wanted()
         windows = self.windows() if self.windows is not None else {}
         jobs = self.jobs() if self.jobs is not None else {}
         local_by_prompt = {job.get("prompt"): dict(job, request_id=rid) for rid, job in jobs.items()}
@@ -202,6 +202,8 @@ class OpsPage:
         )
 
     async def versions(self, query: Mapping[str, str]) -> Reply:
+        from daemon.jobs import prompt_versions  # MLflow, at the first request that reads it
+
         name = self._registry_name(query)
         try:
             current, versions = await asyncio.to_thread(
@@ -228,6 +230,8 @@ class OpsPage:
         )
 
     async def diff(self, query: Mapping[str, str]) -> Reply:
+        from daemon.jobs import prompt_versions
+
         name = self._registry_name(query)
         a, b = _int(query, "a", None, 1, 10**9), _int(query, "b", None, 1, 10**9)
         try:
@@ -285,7 +289,7 @@ class OpsPage:
         if request.prompt not in self.policies:
             return _json({"error": f"prompt {request.prompt!r} is not in the policy file"}, 404)
         requested_by = f"{request.requested_by.strip()} (ops page)"
-        event = CommandEvent.build(
+        event: CommandEvent = CommandEvent.build(
             CommandData(
                 prompt=request.prompt,
                 action=request.action,

@@ -124,3 +124,15 @@ def test_compare_needs_a_configured_prompt_and_one_data_source(
     unknown = runner.invoke(cli, ["compare", "--prompt", "nope", "--a", "1", "--b", "2", "--experiment", "1"])
     assert (both_missing.exit_code, unknown.exit_code) == (2, 2)
     assert "'nope' is not configured" in unknown.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"inputs": {"ticket": "x"}}\nnot json\n')
+    bad_line = runner.invoke(cli, ["compare", "--prompt", PROMPT, "--a", "1", "--b", "2", "--data", str(bad)])
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(json.dumps(example) for example in support_tickets(2)))
+    no_version = runner.invoke(
+        cli, ["compare", "--prompt", PROMPT, "--a", "1", "--b", "99", "--data", str(good)]
+    )
+    assert (bad_line.exit_code, no_version.exit_code) == (1, 1)
+    assert bad_line.output.startswith(f"error: compare failed: {bad}:2: not JSON")
+    assert no_version.output.startswith("error: compare failed: ") and "version=99" in no_version.output
+    assert "Traceback" not in bad_line.output + no_version.output

@@ -14,7 +14,8 @@ from mlflow.exceptions import MlflowException
 
 from daemon.broker import free_port
 from daemon.jobs.attempts import DAEMON_DIED, Attempts, describe_exit
-from daemon.jobs.outage import ClientRetryWatch, failed_request, mlflow_outage, tracking_answers
+from daemon.jobs.mlflow_errors import unanswered_request
+from daemon.jobs.outage import ClientRetryWatch, mlflow_outage, tracking_answers
 from daemon.jobs.runner import JobState
 
 
@@ -41,29 +42,27 @@ def test_exit_codes_are_described() -> None:
     assert describe_exit(1) == "exited with code 1"
 
 
-def _mlflow_gave_up(url: str) -> MlflowException:
-    """What MLflow's REST client raises once its retries are exhausted (it chains the cause implicitly)."""
-    try:
-        try:
-            raise ConnectionError("Max retries exceeded (Caused by NewConnectionError: Connection refused)")
-        except ConnectionError as exc:
-            raise MlflowException(  # noqa: B904 (as MLflow's client does: the cause chains implicitly)
-                f"API request to {url}/api/2.0/mlflow/registered-models/get failed with exception {exc}"
-            )
-    except MlflowException as outer:
-        return outer
+def _mlflow_gave_up(url: str, monkeypatch: pytest.MonkeyPatch) -> MlflowException:
+    """What the real MLflow REST client raises once its retries (none here) are exhausted."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(MlflowException) as raised:
+        mlflow.MlflowClient(url).search_prompt_versions("p")
+    return raised.value
 
 
-def test_a_failed_mlflow_request_is_an_outage_only_for_its_tracking_server() -> None:
+def test_a_failed_mlflow_request_is_an_outage_only_for_its_tracking_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     down = f"http://127.0.0.1:{free_port()}"
-    assert failed_request(_mlflow_gave_up(down), down)
-    assert not failed_request(_mlflow_gave_up("http://elsewhere:5000"), down)
+    gave_up = _mlflow_gave_up(down, monkeypatch)
+    assert unanswered_request(gave_up, down)
+    assert not unanswered_request(gave_up, f"http://127.0.0.1:{free_port()}"), "another server"
     try:
-        raise ValueError("scorers need expectations") from _mlflow_gave_up(down)
+        raise ValueError("scorers need expectations") from gave_up
     except ValueError as wrapped:
-        assert failed_request(wrapped, down), "the cause chain is searched"
+        assert unanswered_request(wrapped, down), "the cause chain is searched"
     assert mlflow_outage(ValueError("anything"), down), "a server that does not answer now is an outage"
-    assert not mlflow_outage(_mlflow_gave_up(down), "sqlite:///local.db"), "a local store has no outage"
+    assert not mlflow_outage(gave_up, "sqlite:///local.db"), "a local store has no outage"
     assert tracking_answers("sqlite:///local.db") and not tracking_answers(down, timeout=1.0)
 
 
