@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 
 from handlers.ops_history import OpsHistory
-from optimization.registry import final_score_of
 from schemas.config import PolicyFile
 
 log = logging.getLogger("gepa_stream.ops")
@@ -92,6 +91,7 @@ class LiveVersions:
 
     async def _refresh(self, name: str) -> None:
         from daemon.jobs import prompt_versions
+        from optimization.registry import final_score_of
 
         entry = self.entries.setdefault(name, LiveEntry(name))
         try:

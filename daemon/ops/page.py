@@ -30,7 +30,6 @@ from daemon.ops.live import LiveVersions
 from daemon.settings import Settings
 from handlers.ops_history import OpsHistory
 from handlers.template_diff import template_diff
-from optimization.registry import final_score_of
 from schemas.config import PolicyFile
 from schemas.errors import GepaStreamError
 from schemas.events import CommandAction, CommandData, CommandEvent
@@ -203,6 +202,7 @@ class OpsPage:
 
     async def versions(self, query: Mapping[str, str]) -> Reply:
         from daemon.jobs import prompt_versions  # MLflow, at the first request that reads it
+        from optimization.registry import final_score_of
 
         name = self._registry_name(query)
         try:
