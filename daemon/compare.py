@@ -17,7 +17,7 @@ from daemon.jobs.mlflow_errors import not_found
 from daemon.kafka_client import KafkaUnavailable, send_events
 from daemon.mlflow_bridge import experiment_examples
 from daemon.settings import Settings
-from optimization.ab_test import ABTestResult, ab_test, load_examples
+from optimization.ab_testing import ABTestResult, ab_test, load_examples
 from optimization.import_ref import load_ref
 from optimization.template_agent import PredictFn
 from schemas.config import ConfigError, PromptPolicy

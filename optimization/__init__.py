@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names for type checkers; at run time __getattr__ imports them
-    from optimization.ab_test import ABTestResult, ab_test
+    from optimization.ab_testing import ABTestResult, ab_test
     from optimization.data import convert_to_dspy_examples, split_holdout, validate_records
     from optimization.dspy_gepa_optimizer import DSPyGepaOptimizer, extract_prompts, run_dspy_gepa
     from optimization.errors import OptimizationFailed
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time __getattr__ import
     from optimization.unified import PromptOptimizer
 
 _MODULES = {
-    "optimization.ab_test": ("ABTestResult", "ab_test"),
+    "optimization.ab_testing": ("ABTestResult", "ab_test"),
     "optimization.data": ("convert_to_dspy_examples", "split_holdout", "validate_records"),
     "optimization.dspy_gepa_optimizer": ("DSPyGepaOptimizer", "extract_prompts", "run_dspy_gepa"),
     "optimization.errors": ("OptimizationFailed",),

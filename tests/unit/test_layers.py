@@ -112,6 +112,8 @@ def test_the_optimizer_library_still_exports_the_design_guide_names_lazily() -> 
     }
     lazy = {(module, name) for module, names in optimization._MODULES.items() for name in names}
     assert typed == lazy and sorted(optimization.__all__) == sorted(name for _, name in lazy)
+    submodules = {path.stem for path in (ROOT / "optimization").iterdir()}
+    assert not submodules & set(optimization.__all__), "importing that submodule would shadow the name"
     for name in optimization.__all__:
         assert getattr(optimization, name) is not None
     from optimization import DSPyGepaOptimizer, GepaOptimizer, HumanFeedbackOptimizer, PromptOptimizer
