@@ -12,9 +12,10 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from daemon.admin import KafkaUnavailable
 from daemon.jobs import prompt_versions
 from daemon.jobs.mlflow_errors import not_found
-from daemon.kafka_client import KafkaUnavailable, send_events
+from daemon.kafka_client import send_events
 from daemon.mlflow_bridge import experiment_examples
 from daemon.settings import Settings
 from optimization.ab_testing import ABTestResult, ab_test, load_examples

@@ -11,6 +11,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from daemon.admin import KafkaUnavailable
 from daemon.settings import Settings
 from schemas.errors import GepaStreamError
 from schemas.events import CloudEvent, CommandEvent, RatingEvent, TraceEvent
@@ -26,10 +27,6 @@ class BadLine:
 
 
 AUTO = "auto"
-
-
-class KafkaUnavailable(GepaStreamError, RuntimeError):
-    """The broker did not answer, or refused a request; the message names the bootstrap servers."""
 
 
 class UnknownTopic(GepaStreamError, ValueError):

@@ -56,8 +56,8 @@ def daemon_topics(daemon: Daemon) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
-    """1. start a daemon with SASL_PLAINTEXT against the PLAINTEXT broker in a thread (it gives up
-    after the admin client's 30 s bootstrap timeout), 2. meanwhile run the whole loop on a working
+    """1. start a daemon with SASL_PLAINTEXT against the PLAINTEXT broker in a thread (its topic
+    admin client fails the SASL handshake and it exits), 2. meanwhile run the whole loop on a working
     daemon with the secret set: SME feed plus a bad record -> trigger -> GEPA job -> registered
     version with tags -> promotion, 3. keep its /metrics and every record on its topics."""
     config = write_policy(tmp_path_factory.mktemp("config") / "gepa-stream.yaml", PROMPT, n=40, calls=20)
@@ -115,7 +115,7 @@ def test_secret_is_not_in_the_output_of_a_run_that_fails_to_authenticate(runs: R
     assert isinstance(runs.refused_error, AssertionError) and "exited with" in str(runs.refused_error)
     assert "exited with 2:" not in str(runs.refused_error), "a config error, not the failed connection"
     output = runs.refused.log.read_bytes()
-    assert b"KafkaTimeoutError" in output or b"Authentication" in output, output[-2000:]
+    assert b"Sasl" in output or b"Authentication" in output, output[-2000:]  # the SASL handshake failed
     assert SECRET.encode() not in output
 
 

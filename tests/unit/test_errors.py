@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from daemon.admin import TopicLayoutError
+from daemon.admin import KafkaUnavailable, TopicLayoutError
 from daemon.cli import EXIT_CONFIG, EXIT_FAILED, app, exit_code
 from daemon.compare import CompareFailed
-from daemon.kafka_client import KafkaUnavailable, UnknownTopic
+from daemon.kafka_client import UnknownTopic
 from daemon.mlflow_bridge import MlflowUnavailable
 from daemon.ops.page import BadRequest
 from handlers.ingest import UnknownPrompt
