@@ -38,7 +38,7 @@ class Attempts:
         found = read_model(self.path, Ledger)
         self.ledger = found if isinstance(found, Ledger) else Ledger()
         stale = [a for a in self.ledger.attempts if a.ended is None]
-        for attempt in stale:  # nobody runs this job but us: an open attempt died with a daemon
+        for attempt in stale:  # we hold the run dir's lock: an open attempt died with its daemon
             attempt.ended, attempt.cause = datetime.now(UTC), DAEMON_DIED
         if stale:
             self._save()

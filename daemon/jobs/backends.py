@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 import dspy
 import mlflow
+from pydantic import TypeAdapter
 
 from daemon.jobs import prompt_versions
+from daemon.jobs.spec import OptimizerName
 from handlers.jobs import JobPlan
 from optimization import (
     RunLimits,
@@ -33,19 +35,21 @@ from optimization.import_ref import load_ref
 from optimization.metrics import adapt_metric, create_mlflow_based_metric, exact_match_metric
 from optimization.model_calls import governed
 from schemas.config import PromptPolicy
+from schemas.events import StopReason
 
 Templates = dict[str, str]
+_STOP_REASON: TypeAdapter[StopReason | None] = TypeAdapter(StopReason | None)
 
 
 @dataclass(frozen=True)
 class Optimized:
     templates: Templates
     metric_calls: int
-    stopped_by: str | None = None
+    stopped_by: StopReason | None = None
 
 
 class Backend(Protocol):
-    optimizer: str
+    optimizer: OptimizerName
 
     def baseline(self) -> dict[str, prompt_versions.Version]: ...
 
@@ -81,7 +85,7 @@ class _Scoring:
 class MlflowBackend(_Scoring):
     """`mlflow.genai.optimize_prompts` on the prompt, through the template agent or a user predict_fn."""
 
-    optimizer = "mlflow_gepa"
+    optimizer: OptimizerName = "mlflow_gepa"
 
     def __init__(
         self,
@@ -105,7 +109,7 @@ class MlflowBackend(_Scoring):
         scratch = Path(limits.run_dir).parent / "scratch-mlflow.db"
         with prompt_versions.scratch_registry(scratch, self._baseline):
             outcome = self._run_gepa(plan, limits)
-        return Optimized(dict(outcome.templates), outcome.metric_calls, outcome.stopped_by)
+        return Optimized(dict(outcome.templates), outcome.metric_calls, _stop_reason(outcome.stopped_by))
 
     def _run_gepa(self, plan: JobPlan, limits: RunLimits) -> Any:
         return run_mlflow_gepa(
@@ -154,7 +158,7 @@ def prompt_names(policy: PromptPolicy) -> list[str]:
 class DspyBackend(_Scoring):
     """dspy.GEPA on the user's program; each predictor's instruction is prompt `<prompt>_<predictor>`."""
 
-    optimizer = "dspy_gepa"
+    optimizer: OptimizerName = "dspy_gepa"
 
     def __init__(
         self,
@@ -215,7 +219,7 @@ class DspyBackend(_Scoring):
                 limits=limits,
             )
         templates = {predictor_prompt(self.policy.name, n): text for n, text in result.instructions.items()}
-        return Optimized(templates, result.metric_calls, result.stopped_by)
+        return Optimized(templates, result.metric_calls, _stop_reason(result.stopped_by))
 
     def evaluate(self, records: list[dict[str, Any]], templates: Templates) -> list[float]:
         program = self.program(templates)
@@ -247,3 +251,8 @@ class DspyBackend(_Scoring):
             program.save(str(target))
             mlflow.log_artifact(str(target))
             mlflow.log_dict(optimized.templates, "instructions.json")
+
+
+def _stop_reason(fired: str | None) -> StopReason | None:
+    """Why GEPA stopped early, as the event contract names it (ValueError for a name it lacks)."""
+    return _STOP_REASON.validate_python(fired)

@@ -37,8 +37,10 @@ import mlflow
 from pydantic import BaseModel
 
 from daemon.jobs import prompt_versions
+from daemon.jobs.attempts import ATTEMPTS_FILE, Ledger
 from daemon.jobs.backends import Backend, Optimized, backend_for
 from daemon.jobs.outage import MLFLOW, ClientRetryWatch, mlflow_outage
+from daemon.jobs.run_lock import held_by_job_process
 from daemon.jobs.spec import (
     EXAMPLES_FILE,
     JOB_FILE,
@@ -53,6 +55,7 @@ from daemon.jobs.spec import (
     SideEffects,
     checkpoint,
     frozen,
+    read_model,
     write_model,
 )
 from daemon.jobs.usage import call_policy, job_model_calls, log_usage_to_run, model_usage
@@ -62,7 +65,7 @@ from optimization import OptimizationFailed, RunLimits
 from optimization.comparison import Comparison
 from optimization.registry import score_tags
 from optimization.results import HeldOutScores, mean
-from schemas.events import Example, StopReason
+from schemas.events import Example, PromotionDecision, StopReason
 
 Baseline = dict[str, prompt_versions.Version]
 PLAN_FILE = "plan.json"
@@ -121,9 +124,13 @@ class ProgressFile:
 
     def _hold_for_drill(self, stage: str) -> None:
         """Crash drills: `GEPA_STREAM_JOB_HOLD_AT=<stage>` (or `<prompt>=<stage>,...`) holds a job's
-        first attempt right after it reports that stage, until someone kills the process
-        (as the OOM killer would there); the run directory then shows how it resumes."""
-        if self.attempt != 1:
+        attempts right after they report that stage, until someone kills the process (as the
+        OOM killer would there) — only until one attempt has ended counted (killed): an attempt
+        the runner stopped (shutdown, a revoked partition) is held again. The run directory
+        then shows how it resumes."""
+        ledger = read_model(self.path.parent / ATTEMPTS_FILE, Ledger)
+        earlier = ledger.attempts if isinstance(ledger, Ledger) else []
+        if any(a.counted for a in earlier if a.number < self.attempt):
             return
         for item in os.environ.get(HOLD_AT_VAR, "").split(","):
             prompt, _, at = item.strip().rpartition("=")
@@ -188,12 +195,12 @@ def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile) -> JobResu
 
 
 def _failed(exc: BaseException, spec: JobSpec) -> JobResult:
-    outage = MLFLOW if mlflow_outage(exc, spec.tracking_uri) else None
+    down = mlflow_outage(exc, spec.tracking_uri)
     cause = f"{type(exc).__name__}: {exc}"
     return JobResult(
         status="failed",
-        error=f"{MLFLOW} at {spec.tracking_uri} is unreachable: {cause}" if outage else cause,
-        outage=outage,
+        error=f"{MLFLOW} at {spec.tracking_uri} is unreachable: {cause}" if down else cause,
+        outage="MLflow" if down else None,
     )
 
 
@@ -292,7 +299,8 @@ def _gate_and_promote(
     )
     decisions = []
     for version in registered:
-        decision, reason = gate.decision, gate.reason
+        decision: PromotionDecision = gate.decision
+        reason = gate.reason
         twin = (
             prompt_versions.rolled_back_twin(version.name, version.version)
             if decision == "promoted"
@@ -327,8 +335,11 @@ def _gate_and_promote(
 
 def main() -> None:
     """Entry point of the job process; exit code 0 once `result.json` is written. It inherits the
-    daemon's environment, quieted by the CLI before MLflow and litellm were first imported."""
-    run_job(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+    daemon's environment, quieted by the CLI before MLflow and litellm were first imported, and
+    drives the run directory only while it holds the directory's lock (`daemon/jobs/run_lock.py`)."""
+    run_dir = Path(sys.argv[1])
+    with held_by_job_process(run_dir):
+        run_job(run_dir, int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 
 
 if __name__ == "__main__":

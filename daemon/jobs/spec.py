@@ -20,6 +20,7 @@ RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.json"
 SIDE_EFFECTS_FILE = "side_effects.json"
 T = TypeVar("T")
+OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
 
 
 class JobSpec(BaseModel):
@@ -55,7 +56,7 @@ class Decision(BaseModel):
 
 class JobResult(BaseModel):
     status: Literal["completed", "failed"]
-    optimizer: Literal["dspy_gepa", "mlflow_gepa"] | None = None
+    optimizer: OptimizerName | None = None
     error: str | None = None
     n_train: int = 0
     n_val: int = 0

@@ -45,7 +45,7 @@ def job_model_calls(spec: JobSpec, run_dir: Path) -> Iterator[ModelCalls]:
     deadline = time.monotonic() + spec.policy.budget.max_wall_time.total_seconds() + GRACE_S
     judge = parse_model(spec.policy.judge_model or spec.policy.reflection_model, "judge_model").litellm
     earlier = read_model(run_dir / USAGE_FILE, ModelUsage)
-    initial = (
+    initial: dict[str, UsageTally] | None = (
         {role: UsageTally(**figures.model_dump()) for role, figures in earlier.roles.items()}
         if isinstance(earlier, ModelUsage)
         else None

@@ -8,10 +8,15 @@ from typing import Any
 
 import jsonschema
 import mlflow
+from kafka import KafkaProducer
 
+from handlers.ingest import Ingest, Request
+from handlers.snapshot import snapshot_chunks
 from optimization.models import complete_text
 from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets
-from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent, event_json_schemas
+from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent, event_json_schemas, parse_event
+from schemas.config import load_policy_file
+from schemas.events import OptimizationData, OptimizationEvent, SnapshotRef, TriggerInfo
 from tests.daemon_harness import Daemon, read_topic
 
 ROUTER_POLICY = """
@@ -138,3 +143,57 @@ def validate_against_schemas(events: list[Any]) -> None:
     schemas = event_json_schemas()
     for event in events:
         jsonschema.validate(event.model_dump(mode="json", exclude_none=True), schemas[event.type])
+
+
+def first_request(policy: Path, records: list[tuple[str, bytes | None, bytes]]) -> Request:
+    """The request the ingest role fires on this feed (its pure handler, fed in order)."""
+    ingest = Ingest(load_policy_file(policy), "roles-test")
+    for _, _, raw in records:
+        step = ingest.handle(parse_event(raw), time.time())
+        if step.request is not None:
+            return step.request
+    raise AssertionError("the feed never fires a trigger")
+
+
+def announce_request(bootstrap: str, topics: Topics, request: Request) -> str:
+    """What the ingest role does on a trigger: the window's chunks, then `requested` pointing at them."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        chunks = [
+            producer.send(topics.snapshots, key=c.key, value=c.to_json())
+            for c in snapshot_chunks(request.request_id, request.prompt, request.examples)
+        ]
+        written = [future.get(timeout=30) for future in chunks]
+        event = OptimizationEvent.build(
+            OptimizationData(
+                request_id=request.request_id,
+                prompt=request.prompt,
+                status="requested",
+                trigger=TriggerInfo(rule=request.fire.rule, values=request.fire.values),
+                snapshot=SnapshotRef(
+                    topic=topics.snapshots,
+                    partition=written[0].partition,
+                    offsets=[w.offset for w in written],
+                    n_examples=len(request.examples),
+                    sha256=request.sha256,
+                ),
+                budget=request.budget,
+            ),
+            id=f"{request.request_id}:requested",
+        )
+        producer.send(topics.optimizations, key=event.key, value=event.to_json()).get(timeout=30)
+    finally:
+        producer.close()
+    return request.request_id
+
+
+def optimizer_shares(optimizers: list[Daemon], topic: str) -> list[set[int]]:
+    """The optimizations partitions each replica owns now."""
+    return [
+        {
+            int(tp.rpartition("/")[2])
+            for tp in (o.status().get("optimizer", {}).get("assigned") or [])
+            if tp.rpartition("/")[0] == topic
+        }
+        for o in optimizers
+    ]

@@ -3,67 +3,26 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
 import mlflow
 import pytest
-from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 from mlflow import MlflowClient
 
-from handlers.ingest import Ingest, Request
-from handlers.snapshot import snapshot_chunks
-from schemas import Topics, parse_event
-from schemas.config import load_policy_file
-from schemas.events import OptimizationData, OptimizationEvent, SnapshotRef, TriggerInfo
 from tests.daemon_harness import Daemon, metric_value, produce, read_topic
-from tests.e2e.loop_helpers import register_seed, sme_feed, wait_for_events, write_policies
+from tests.e2e.loop_helpers import (
+    announce_request,
+    first_request,
+    optimizer_shares,
+    register_seed,
+    sme_feed,
+    wait_for_events,
+    write_policies,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def _first_request(policy: Path, records: list[tuple[str, bytes | None, bytes]]) -> Request:
-    """The request the ingest role fires on this feed (its pure handler, fed in order)."""
-    ingest = Ingest(load_policy_file(policy), "roles-test")
-    for _, _, raw in records:
-        step = ingest.handle(parse_event(raw), time.time())
-        if step.request is not None:
-            return step.request
-    raise AssertionError("the feed never fires a trigger")
-
-
-def _announce(bootstrap: str, topics: Topics, request: Request) -> str:
-    """What the ingest role does on a trigger: the window's chunks, then `requested` pointing at them."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    try:
-        chunks = [
-            producer.send(topics.snapshots, key=c.key, value=c.to_json())
-            for c in snapshot_chunks(request.request_id, request.prompt, request.examples)
-        ]
-        written = [future.get(timeout=30) for future in chunks]
-        event = OptimizationEvent.build(
-            OptimizationData(
-                request_id=request.request_id,
-                prompt=request.prompt,
-                status="requested",
-                trigger=TriggerInfo(rule=request.fire.rule, values=request.fire.values),
-                snapshot=SnapshotRef(
-                    topic=topics.snapshots,
-                    partition=written[0].partition,
-                    offsets=[w.offset for w in written],
-                    n_examples=len(request.examples),
-                    sha256=request.sha256,
-                ),
-                budget=request.budget,
-            ),
-            id=f"{request.request_id}:requested",
-        )
-        producer.send(topics.optimizations, key=event.key, value=event.to_json()).get(timeout=30)
-    finally:
-        producer.close()
-    return request.request_id
 
 
 def _prompts_on_every_partition(partitions: int) -> list[str]:
@@ -75,18 +34,6 @@ def _prompts_on_every_partition(partitions: int) -> list[str]:
         if len(by_partition) == partitions:
             return [by_partition[p] for p in range(partitions)]
     raise AssertionError("no names cover every partition")
-
-
-def _shares(optimizers: list[Daemon], topic: str) -> list[set[int]]:
-    """The optimizations partitions each replica owns now."""
-    return [
-        {
-            int(tp.rpartition("/")[2])
-            for tp in (o.status().get("optimizer", {}).get("assigned") or [])
-            if tp.rpartition("/")[0] == topic
-        }
-        for o in optimizers
-    ]
 
 
 def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(
@@ -122,18 +69,18 @@ def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(
         } and "gepa_stream_jobs_in_flight" in optimizers[0].get("/metrics")
 
         def settled() -> bool:
-            shares = _shares(optimizers, topics.optimizations)
+            shares = optimizer_shares(optimizers, topics.optimizations)
             return all(shares) and sorted(p for share in shares for p in share) == [0, 1, 2]
 
         optimizers[0].wait_until(settled, 90, "both replicas to share the optimizations partitions")
-        shares = _shares(optimizers, topics.optimizations)
+        shares = optimizer_shares(optimizers, topics.optimizations)
         owner = {p: i for i, share in enumerate(shares) for p in share}
         two = next(i for i, share in enumerate(shares) if len(share) == 2)
         alone, beside_a = (names[p] for p in sorted(shares[two]))
         beside_b = names[next(iter(shares[1 - two]))]
 
         # 1. optimizers alone: a request as the ingest role would announce it is taken up
-        first = _announce(kafka_bootstrap, topics, _first_request(policy, sme_feed(topics, alone)))
+        first = announce_request(kafka_bootstrap, topics, first_request(policy, sme_feed(topics, alone)))
         wait_for_events(
             optimizers[0],
             topics.optimizations,
@@ -155,7 +102,9 @@ def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(
             assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[
                 -3000:
             ]
-        assert _shares(optimizers, topics.optimizations) == shares, "the group rebalanced during the test"
+        assert optimizer_shares(optimizers, topics.optimizations) == shares, (
+            "the group rebalanced during the test"
+        )
         jobs_per_replica = [
             metric_value(o.get("/metrics"), "gepa_stream_jobs_total", status="completed") for o in optimizers
         ]

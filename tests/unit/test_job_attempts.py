@@ -14,9 +14,9 @@ from mlflow.exceptions import MlflowException
 
 from daemon.broker import free_port
 from daemon.jobs.attempts import DAEMON_DIED, Attempts, describe_exit
+from daemon.jobs.driver import JobState
 from daemon.jobs.mlflow_errors import unanswered_request
 from daemon.jobs.outage import ClientRetryWatch, mlflow_outage, tracking_answers
-from daemon.jobs.runner import JobState
 
 
 def test_the_ledger_counts_attempts_across_restarts(tmp_path: Path) -> None:
@@ -98,10 +98,19 @@ def test_the_client_retry_watch_reports_mlflow_retries_only() -> None:
 @pytest.mark.parametrize(
     ("state", "client", "line"),
     [
-        (JobState(attempt=0, max_attempts=3), "", "waiting for a job slot, attempt 1 of 3"),
-        (JobState(attempt=1, max_attempts=3, running=True), "", "running, attempt 1 of 3"),
+        (JobState(attempt=0, max_attempts=3), "", "waiting for another process to release the run directory"),
         (
-            JobState(attempt=1, max_attempts=3, running=True),
+            JobState(attempt=0, max_attempts=3, holding_run_dir=True),
+            "",
+            "waiting for a job slot, attempt 1 of 3",
+        ),
+        (
+            JobState(attempt=1, max_attempts=3, holding_run_dir=True, running=True),
+            "",
+            "running, attempt 1 of 3",
+        ),
+        (
+            JobState(attempt=1, max_attempts=3, holding_run_dir=True, running=True),
             "MLflow at X has not answered",
             "running, attempt 1 of 3; MLflow at X has not answered",
         ),
@@ -120,23 +129,22 @@ def test_a_command_while_mlflow_is_down_waits_bounded_and_never_crashes_the_runn
     tmp_path: Path, monkeypatch, caplog
 ) -> None:
     """A rollback arriving during an MLflow outage waits for MLflow (here 2 s), then is skipped
-    with an error in the log; the runner task survives and the record's offset is released."""
-    from aiokafka import TopicPartition
-
-    from daemon.jobs.runner import JobRunner
-    from daemon.settings import load_settings
+    with an error in the log; it returns (the runner then releases its offset), never raises."""
+    from daemon.jobs.commands import Commands
     from schemas.config import PolicyFile
     from schemas.events import CommandData, CommandEvent
 
     down = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    settings = load_settings(mlflow_tracking_uri=down, state_dir=tmp_path)
-    runner = JobRunner(
-        settings,
-        PolicyFile.model_validate({"prompts": [{"name": "router", "budget": {"max_outage_wait": "2s"}}]}),
+    policies = PolicyFile.model_validate(
+        {"prompts": [{"name": "router", "budget": {"max_outage_wait": "2s"}}]}
     )
-    tp = TopicPartition("gepa.commands", 0)
-    runner._pending[tp].add(7)
+    announced: list[str] = []
+
+    async def announce(event_id: str, *args: object, **fields: object) -> None:
+        announced.append(event_id)
+
+    commands = Commands({p.name: p for p in policies.prompts}, down, announce)
     event = CommandEvent.build(CommandData(prompt="router", action="rollback", requested_by="ops"))
     started = time.monotonic()
     previous = mlflow.get_tracking_uri()
@@ -145,11 +153,10 @@ def test_a_command_while_mlflow_is_down_waits_bounded_and_never_crashes_the_runn
     )  # as the daemon does for its commands (MLFLOW_TRACKING_URI, daemon/worker.py)
     try:
         with caplog.at_level(logging.WARNING, logger="gepa_stream.jobs"):
-            asyncio.run(runner._command_in_order(tp, 7, event))
+            asyncio.run(commands.apply_in_order(event))
     finally:
         mlflow.set_tracking_uri(previous)
-    assert time.monotonic() - started < 60
-    assert runner._pending[tp] == set()
+    assert time.monotonic() - started < 60 and announced == []
     messages = [r.getMessage() for r in caplog.records]
     assert any("waits for MLflow" in m for m in messages) and any(
         "did not answer within max_outage_wait" in m for m in messages

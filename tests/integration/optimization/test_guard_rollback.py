@@ -9,8 +9,8 @@ from pathlib import Path
 import mlflow
 
 from daemon.jobs import prompt_versions
+from daemon.jobs.commands import apply_command
 from daemon.jobs.execute import HeldOut, ProgressFile, _gate_and_promote
-from daemon.jobs.runner import _apply_command
 from daemon.jobs.spec import JobSpec, RegisteredVersion
 from schemas import CommandData
 from schemas.config import PromptPolicy
@@ -32,20 +32,20 @@ def test_guard_rollbacks_are_conditional_and_the_gate_never_brings_the_template_
     """One store for both halves (creating an MLflow store is most of the cost)."""
     _versions("guarded")
     stale = CommandData(prompt="guarded", action="rollback", version=7, requested_by="guard", reason="stats")
-    assert _apply_command("guarded", stale) is None
+    assert apply_command("guarded", stale) is None
     assert prompt_versions.production("guarded").version == 2
     command = CommandData(
         prompt="guarded", action="rollback", version=2, requested_by="guard", reason="live guard: worse"
     )
-    assert _apply_command("guarded", command) == ("rolled_back", 2, 1, "live guard: worse")
+    assert apply_command("guarded", command) == ("rolled_back", 2, 1, "live guard: worse")
     assert prompt_versions.production("guarded").version == 1
     assert (
         prompt_versions.versions("guarded")[1].tags[prompt_versions.TAG_GUARD_ROLLBACK] == "live guard: worse"
     )
-    assert _apply_command("guarded", command) is None  # replayed: production is no longer 2
+    assert apply_command("guarded", command) is None  # replayed: production is no longer 2
 
     _versions("router")
-    assert _apply_command(
+    assert apply_command(
         "router",
         CommandData(prompt="router", action="rollback", version=2, requested_by="guard", reason="worse live"),
     )

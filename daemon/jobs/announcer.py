@@ -1,0 +1,137 @@
+"""What the optimizer role emits: job status, registered versions and promotion decisions.
+
+Every event id is deterministic (request id, status, prompt name), so a job resumed or
+redelivered after a crash re-announces what it did rather than adding to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from daemon import prometheus_metrics
+from daemon.jobs.spec import JobResult
+from schemas.events import (
+    CloudEvent,
+    OptimizationData,
+    OptimizationEvent,
+    OptimizationStatus,
+    PromotionData,
+    PromotionDecision,
+    PromotionEvent,
+    PromptRegisteredData,
+    PromptRegisteredEvent,
+)
+from schemas.topics import Topics
+
+log = logging.getLogger("gepa_stream.jobs")
+
+
+class Announcer:
+    """Sends the optimizer role's events, each acknowledged by the broker before the call returns."""
+
+    def __init__(self, producer: AIOKafkaProducer, topics: Topics, source: str) -> None:
+        self.producer = producer
+        self.topics = topics
+        self.source = source
+
+    async def result(self, request: OptimizationEvent, result: JobResult) -> None:
+        """A job's final result, in this order: registered -> promotion -> completed | failed."""
+        data = request.data
+        for version in result.registered:
+            await self._send(
+                self.topics.prompts,
+                PromptRegisteredEvent.build(
+                    PromptRegisteredData(
+                        prompt=version.name,
+                        version=version.version,
+                        uri=version.uri,
+                        parent_version=version.parent_version,
+                        request_id=data.request_id,
+                        optimizer=result.optimizer or "mlflow_gepa",
+                        baseline_score=result.baseline_score,
+                        candidate_score=result.candidate_score,
+                        n_train=result.n_train,
+                        n_val=result.n_val,
+                        usage=result.usage,
+                    ),
+                    id=f"{data.request_id}:registered:{version.name}",
+                    source=self.source,
+                ),
+            )
+        for decision in result.decisions:
+            await self.promotion(
+                f"{data.request_id}:promotion:{decision.name}",
+                decision.name,
+                decision.decision,
+                program=data.prompt,
+                from_version=decision.from_version,
+                to_version=decision.to_version,
+                baseline_score=result.baseline_score,
+                candidate_score=result.candidate_score,
+                improvement=decision.improvement,
+                ci_low=decision.ci_low,
+                ci_high=decision.ci_high,
+                n_eval=result.n_val,
+                request_id=data.request_id,
+                reason=decision.reason,
+            )
+        await self.status(
+            data.prompt,
+            data.request_id,
+            result.status,
+            n_train=result.n_train,
+            n_val=result.n_val,
+            budget=data.budget,
+            metric_calls=result.metric_calls,
+            baseline_score=result.baseline_score,
+            candidate_score=result.candidate_score,
+            version=result.registered[0].version if len(result.registered) == 1 else None,
+            error=result.error,
+            usage=result.usage,
+            stopped_by=result.stopped_by,
+        )
+        prometheus_metrics.JOBS.labels(result.status).inc()
+        _count_usage(data.prompt, result)
+        log.info("job %s for %s %s", data.request_id, data.prompt, result.status)
+
+    async def promotion(
+        self, event_id: str, name: str, decision: PromotionDecision, *, program: str, **fields: Any
+    ) -> None:
+        """Keyed by the policy prompt (`program`): a dspy predictor prompt's promotion lands on its
+        program's partition, where the ingest role keeps the program's live guard."""
+        event: PromotionEvent = PromotionEvent.build(
+            PromotionData(prompt=name, decision=decision, **fields), id=event_id, source=self.source
+        )
+        await self._send(self.topics.promotions, event, key=program.encode())
+        prometheus_metrics.PROMOTIONS.labels(name, decision).inc()
+
+    async def status(
+        self,
+        prompt: str,
+        request_id: str,
+        status: OptimizationStatus,
+        event_id: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """A job's status event (`started`, `retrying`, ...); its id is `<request id>:<status>` by default."""
+        event: OptimizationEvent = OptimizationEvent.build(
+            OptimizationData(request_id=request_id, prompt=prompt, status=status, **fields),
+            id=event_id or f"{request_id}:{status}",
+            source=self.source,
+        )
+        await self._send(self.topics.optimizations, event)
+
+    async def _send(self, topic: str, event: CloudEvent, key: bytes | None = None) -> None:
+        await self.producer.send_and_wait(topic, event.to_json(), key=key or event.key)
+
+
+def _count_usage(prompt: str, result: JobResult) -> None:
+    """Add a finished job's model calls, tokens and estimated USD to the per-prompt, per-role counters."""
+    for role, usage in (result.usage.roles if result.usage else {}).items():
+        prometheus_metrics.MODEL_CALLS.labels(prompt, role).inc(usage.calls)
+        prometheus_metrics.MODEL_TOKENS.labels(prompt, role, "prompt").inc(usage.prompt_tokens)
+        prometheus_metrics.MODEL_TOKENS.labels(prompt, role, "completion").inc(usage.completion_tokens)
+        prometheus_metrics.MODEL_COST.labels(prompt, role).inc(usage.cost_usd)
