@@ -94,6 +94,8 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 def _job_process_setup() -> None:
-    """In the job process before exec: die with the daemon; leave Ctrl-C to the daemon."""
+    """In the job process before exec: die with the daemon (SIGTERM); leave Ctrl-C to the daemon;
+    block SIGTERM in every thread to come, for the run lock's watcher thread to take it."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})

@@ -15,11 +15,11 @@ import fcntl
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from types import FrameType
 
 LOCK_FILE = "run.lock"
 HOLDERS_FILE = "holders.log"
@@ -54,24 +54,36 @@ async def driving(run_dir: Path) -> AsyncIterator[int]:
 
 @contextmanager
 def held_by_job_process(run_dir: Path) -> Iterator[None]:
-    """In the job process: hold the lock (the runner's inherited descriptor, or our own,
-    waiting for it) and record this holder's start and end in `holders.log`; SIGTERM (the
-    daemon stopping it, or dying: PR_SET_PDEATHSIG) records the end before the process exits."""
+    """In the job process: hold the lock (the runner's inherited descriptor, or our own, waiting
+    for it) and record this holder's start and end in `holders.log`. SIGTERM (the runner
+    stopping it, or PR_SET_PDEATHSIG when its daemon dies) ends the process, recording the end
+    if it holds the lock: SIGTERM is blocked in every thread (the launcher blocks it before exec,
+    so threads started by imports inherit that too) and taken by one watcher thread, whatever
+    the main thread is blocked in."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    guard = threading.Lock()
+    holding = False
+
+    def watch() -> None:
+        signal.sigwait({signal.SIGTERM})
+        with guard:
+            if holding:
+                _record(run_dir, "end")
+            os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sigterm-watch", daemon=True).start()
     inherited = os.environ.get(LOCK_FD_VAR)
     fd = int(inherited) if inherited else os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)  # on the inherited (locked) description: at once
-
-    def terminated(signum: int, frame: FrameType | None) -> None:
-        _record(run_dir, "end")
-        os._exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminated)
-    _record(run_dir, "start")
+    with guard:
+        _record(run_dir, "start")
+        holding = True
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        _record(run_dir, "end")
+        with guard:
+            _record(run_dir, "end")
+            holding = False
 
 
 def _record(run_dir: Path, what: str) -> None:

@@ -1,5 +1,6 @@
 """The run directory's lock, with real processes: one driver at a time, the runner's lock
-passed on to its job process, and a SIGTERMed holder recording its end."""
+passed on to its job process, and a SIGTERMed holder recording its end (whichever of its
+threads the signal finds)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+from daemon.jobs.launcher import _job_process_setup
 from daemon.jobs.run_lock import HOLDERS_FILE, LOCK_FD_VAR, driving
 
 HOLDER = """
-import sys, time
+import sys, threading, time
 from pathlib import Path
 from daemon.jobs.run_lock import held_by_job_process
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()  # as imports start threads
 with held_by_job_process(Path(sys.argv[1])):
     (Path(sys.argv[1]) / f"in-{sys.argv[2]}").touch()
     time.sleep(float(sys.argv[3]))
@@ -60,14 +63,17 @@ def test_two_job_processes_on_one_run_dir_take_turns(tmp_path: Path) -> None:
 def test_the_runner_waits_for_a_holder_and_its_job_process_inherits_the_lock(tmp_path: Path) -> None:
     """`driving` waits while another process holds the directory (cancellably), then its job
     process, given the locked descriptor, holds it at once (no deadlock with its parent)."""
-    stranger = _holder(tmp_path, "stranger", 60.0)
+    stranger = _holder(tmp_path, "stranger", 60.0, preexec_fn=_job_process_setup)
     _wait_for(tmp_path / "in-stranger")
 
     async def runner() -> tuple[bool, int]:
         waiting = asyncio.create_task(_drive_then_run_child(tmp_path))
         await asyncio.sleep(0.6)
         blocked = not waiting.done()
-        stranger.send_signal(signal.SIGTERM)  # as PR_SET_PDEATHSIG does when its daemon dies
+        # stopped, it is sent SIGTERM (as PR_SET_PDEATHSIG does when its daemon dies), then
+        # resumed: any of its threads may wake to the signal first; the watcher takes it
+        for sent in (signal.SIGSTOP, signal.SIGTERM, signal.SIGCONT):
+            stranger.send_signal(sent)
         return blocked, await asyncio.wait_for(waiting, 30)
 
     blocked, child_code = asyncio.run(runner())
