@@ -9,13 +9,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from handlers.snapshot import snapshot_sha256
+from schemas.errors import GepaStreamError
 from schemas.events import Example, OptimizationEvent, SnapshotChunkEvent
 from schemas.parse import InvalidEvent, parse_event
 
 READ_TIMEOUT_S = 30
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(GepaStreamError, RuntimeError):
     """The frozen window cannot be read back intact."""
 
 
