@@ -71,10 +71,10 @@ def test_a_job_moves_once_on_a_rebalance_and_once_from_a_killed_worker(
     shared = {
         "GEPA_STREAM_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "GEPA_STREAM_STATE_DIR": str(tmp_path / "state"),
-        # a dead member leaves the group after 3 s (the default 10 s suits production)
-        "GEPA_STREAM_SESSION_TIMEOUT_S": "3",
-        "GEPA_STREAM_HEARTBEAT_INTERVAL_S": "0.5",
-        "GEPA_STREAM_REBALANCE_TIMEOUT_S": "3",
+        # a dead member leaves the group after 6 s (the default 10 s suits production)
+        "GEPA_STREAM_SESSION_TIMEOUT_S": "6",
+        "GEPA_STREAM_HEARTBEAT_INTERVAL_S": "1",
+        "GEPA_STREAM_REBALANCE_TIMEOUT_S": "5",
         HOLD_AT_VAR: f"{PROMPT}={HELD_AT}",
     }
     workdirs = [tmp_path / f"optimizer-{i}" for i in range(2)]
@@ -101,11 +101,20 @@ def test_a_job_moves_once_on_a_rebalance_and_once_from_a_killed_worker(
         workers[0].wait_until(
             lambda: all(optimizer_shares(workers, topics.optimizations)), 90, "both workers to own partitions"
         )
-        workers[0].wait_until(
-            lambda: _held(run_dir) not in (None, revoked_pid), 240, "the resumed job to hold again"
-        )
-        held_pid = _held(run_dir)
-        [owner] = [w for w in workers if request_id in w.status().get("jobs", {})]
+
+        def resumed_and_held() -> tuple[int, Daemon] | None:
+            """The resumed job process holding again, and the worker running it."""
+            pid = _held(run_dir)
+            for worker in workers:
+                state = worker.status().get("jobs", {}).get(request_id, {}).get("state", "")
+                if pid not in (None, revoked_pid) and state.startswith("running"):
+                    return pid, worker
+            return None
+
+        workers[0].wait_until(lambda: resumed_and_held() is not None, 240, "the resumed job to hold again")
+        found = resumed_and_held()
+        assert found is not None
+        held_pid, owner = found
         survivor = workers[1 - workers.index(owner)]
 
         # 3. the owner dies, and its job process outlives it (stopped, as if stuck in I/O): the
@@ -117,7 +126,7 @@ def test_a_job_moves_once_on_a_rebalance_and_once_from_a_killed_worker(
             90,
             "the survivor to take the request over and wait for the run directory",
         )
-        assert len(_holders(run_dir)) == 2, "no job process started while the orphan holds the directory"
+        assert _holders(run_dir)[-1][::2] == (held_pid, None), "no job process started while the orphan lives"
         os.kill(held_pid, signal.SIGCONT)
         optimizations = wait_for_events(
             survivor,
@@ -149,15 +158,17 @@ def test_a_job_moves_once_on_a_rebalance_and_once_from_a_killed_worker(
     assert sorted(int(v.version) for v in versions) == [1, 2]
     assert [int(v.version) for v in versions if v.tags.get("gepa_stream.request_id") == request_id] == [2]
 
-    # the job's three attempts, one after the other, on one run directory
+    # the job's attempts, one after the other, on one run directory: stopped by the rebalance
+    # (by every rebalance, should the group move more than once), killed with its worker, done
     ledger = json.loads((run_dir / "attempts.json").read_text())["attempts"]
-    assert [(a["pid"], a["cause"], a["counted"]) for a in ledger] == [
-        (revoked_pid, REVOKED, False),
-        (held_pid, DAEMON_DIED, True),
-        (ledger[2]["pid"], None, True),
-    ], ledger
+    attempts = [(a["pid"], a["cause"], a["counted"]) for a in ledger]
+    assert attempts[0] == (revoked_pid, REVOKED, False), attempts
+    assert all(a[1:] == (REVOKED, False) for a in attempts[1:-2]), attempts
+    assert attempts[-2:] == [(held_pid, DAEMON_DIED, True), (attempts[-1][0], None, True)], attempts
     holders = _holders(run_dir)
-    assert [pid for pid, _, _ in holders] == [a["pid"] for a in ledger], holders
+    holder_pids = [pid for pid, _, _ in holders]
+    assert {revoked_pid, held_pid, attempts[-1][0]} <= set(holder_pids), holders
+    assert holder_pids == [pid for pid, _, _ in attempts if pid in holder_pids], "holders in attempt order"
     assert all(end is not None for _, _, end in holders), f"a holder never recorded its end: {holders}"
     for (_, _, end), (_, start, _) in itertools.pairwise(holders):
         assert end <= start, f"two job processes drove {run_dir} at once: {holders}"
