@@ -44,6 +44,8 @@ class _Work:
 
 
 class JobRunner:
+    """The optimizer group member of this process: its loop, its work in flight, its rebalances."""
+
     def __init__(self, settings: Settings, policies: PolicyFile) -> None:
         self.settings = settings
         self.topics = settings.topics
