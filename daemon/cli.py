@@ -137,7 +137,8 @@ def _option(name: str, parse: Any, value: str) -> Any:
     try:
         return parse(value)
     except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
+        message = str(exc)
+        raise ConfigError(message if message.startswith(name) else f"{name}: {message}") from None
 
 
 def _topic(settings: Settings, name: str) -> str:

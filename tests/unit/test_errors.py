@@ -76,3 +76,15 @@ def test_an_unknown_topic_name_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
 def test_a_message_is_printed_literally_not_as_markup() -> None:
     result = CliRunner().invoke(app, ["run", "--role", "[bold]x[/]"])
     assert result.exit_code == EXIT_CONFIG and "not '[bold]x[/]'" in result.output
+
+
+def test_an_option_is_named_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GEPA_STREAM_STATE_DIR", str(tmp_path))
+    since = CliRunner().invoke(app, ["bridge", "mlflow", "--experiment", "1", "--since", "garbage"])
+    interval = CliRunner().invoke(app, ["bridge", "mlflow", "--experiment", "1", "--interval", "often"])
+    assert (since.exit_code, interval.exit_code) == (EXIT_CONFIG, EXIT_CONFIG)
+    assert (
+        since.output.startswith("error: --since: expected an ISO time")
+        and "--since: --since" not in since.output
+    )
+    assert interval.output.startswith("error: --interval: invalid duration 'often'")
