@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from daemon.admin import KafkaUnavailable, TopicLayoutError
 from daemon.cli import EXIT_CONFIG, EXIT_FAILED, app, exit_code
 from daemon.compare import CompareFailed
+from daemon.jobs.snapshot_reader import SnapshotError
 from daemon.kafka_client import UnknownTopic
 from daemon.mlflow_bridge import MlflowUnavailable
 from daemon.ops.page import BadRequest
@@ -39,6 +40,7 @@ FAMILY: list[tuple[type[GepaStreamError], type[Exception], int]] = [
     (Unmappable, ValueError, EXIT_FAILED),
     (NotEnoughData, ValueError, EXIT_FAILED),
     (BadRequest, ValueError, EXIT_FAILED),
+    (SnapshotError, RuntimeError, EXIT_FAILED),
 ]
 
 
