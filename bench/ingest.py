@@ -1,6 +1,6 @@
 """Ingest at scale, measured side by side on one broker in one run.
 
-    python bench/ingest.py [--events 100000] [--restart-facts 100000,1000000]
+    python bench/ingest.py [--events 100000] [--restart-facts 0,100000,1000000]
                            [--rss-events 1000000] [--latency-prompts 100] [--no-gepa]
 
 Throughput: the events are produced once, then each mode consumes all of them in its own
@@ -16,8 +16,9 @@ batch (start-up and group join excluded):
 
 Scale, each on its own topics:
 
-  f) restart to ready: an ingest worker whose facts changelog holds 100k / 1M facts, from
-     process start to /readyz 200 (imports, group join, recovery, window rebuild)
+  f) restart to ready: an ingest worker whose facts changelog holds 0 / 100k / 1M facts, from
+     process start to /readyz 200 (imports, group join, recovery, window rebuild; 0 facts
+     is what start-up and the group join cost alone)
   g) the ingest worker's RSS after 100k, 500k and 1M events with fixed windows (50 examples,
      join TTL 5 s: what waits for its other half longer is dropped)
   h) trigger latency: from producing a prompt's threshold event to its `requested` event on
@@ -458,7 +459,7 @@ def restart_to_ready(bootstrap: str, n_facts: int, directory: Path) -> tuple[flo
     changelog = f"{app_id}-facts-changelog"
     create_topics(bootstrap, [*Topics(prefix).all(), changelog], PARTITIONS)
     asyncio.run(write_facts(bootstrap, changelog, n_facts))
-    max_examples = math.ceil(n_facts / len(RESTART_PROMPTS))
+    max_examples = max(1, math.ceil(n_facts / len(RESTART_PROMPTS)))
     policy = write_policy(directory, f"restart-{n_facts}", policy_yaml(RESTART_PROMPTS, max_examples))
     port = free_port()
     started = time.monotonic()
@@ -592,7 +593,7 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=100_000, help="events of a-e and i")
     parser.add_argument(
-        "--restart-facts", default="100000,1000000", help="f: facts in the table, comma-separated"
+        "--restart-facts", default="0,100000,1000000", help="f: facts in the table, comma-separated"
     )
     parser.add_argument(
         "--rss-events", type=int, default=1_000_000, help="g: events (RSS at 1/10, 1/2 and all)"
