@@ -1,6 +1,6 @@
 """Ingest at scale, measured side by side on one broker in one run.
 
-    python bench/ingest.py [--events 100000] [--restart-facts 0,100000,1000000]
+    python bench/ingest.py [--events 100000] [--restart-facts 100000,1000000]
                            [--rss-events 1000000] [--latency-prompts 100] [--no-gepa]
 
 Throughput: the events are produced once, then each mode consumes all of them in its own
@@ -593,7 +593,7 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=100_000, help="events of a-e and i")
     parser.add_argument(
-        "--restart-facts", default="0,100000,1000000", help="f: facts in the table, comma-separated"
+        "--restart-facts", default="100000,1000000", help="f: facts in the table, comma-separated"
     )
     parser.add_argument(
         "--rss-events", type=int, default=1_000_000, help="g: events (RSS at 1/10, 1/2 and all)"
