@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # the suite's worker processes (pytest-xdist); its tests mostly wait on brokers and daemons
 TEST_WORKERS ?= 3
 
-.PHONY: install browser test demo bench clean
+.PHONY: install browser lint test demo bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ browser:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && echo "chromium installed"; \
 	else echo "chromium missing: run 'sudo apt-get install chromium' (the browser test is skipped without it)"; fi
+
+# the style gates: formatting, lint, static types (configured in pyproject.toml)
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: install
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
