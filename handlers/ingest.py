@@ -1,4 +1,4 @@
-"""Ingest: one validated event in -> the state changes and events it implies (Flow steps 1-3).
+"""Ingest: one validated event in -> the state changes and events it implies (docs/architecture.md, flow steps 1-4).
 
 The daemon applies a `Step` in order: 1. emit the snapshot and `requested` event
 (awaiting acks), 2. write the facts and trigger state to its tables, 3. delete the
