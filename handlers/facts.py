@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from handlers.stored_json import stored_json
 from schemas.events import RatingEvent, TraceEvent
 
 FactKey = bytes
@@ -91,12 +92,12 @@ Fact = TraceFact | RatingFact
 
 
 def record_key(prompt: str, trace_id: str) -> FactKey:
-    return orjson.dumps((prompt, trace_id))
+    return stored_json((prompt, trace_id))
 
 
 def encode_record(trace: TraceFact | None, votes: list[RatingFact]) -> bytes:
     """One trace's record: the trace (if it arrived) and its votes."""
-    return orjson.dumps(
+    return stored_json(
         {
             "trace": {n: getattr(trace, n) for n in TraceFact.__slots__} if trace is not None else None,
             "votes": [{n: getattr(v, n) for n in RatingFact.__slots__} for v in votes],

@@ -35,6 +35,7 @@ from typing import Literal
 import numpy as np
 import orjson
 
+from handlers.stored_json import stored_json
 from schemas.config import GuardPolicy
 
 STEP = 0.005
@@ -205,7 +206,7 @@ class GuardSpec:
     reason: str | None = None
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return stored_json(asdict(self))
 
     @classmethod
     def decode(cls, raw: bytes) -> GuardSpec:
@@ -223,7 +224,7 @@ class Vote:
     score: float
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return stored_json(asdict(self))
 
     @classmethod
     def decode(cls, raw: bytes) -> Vote:

@@ -19,6 +19,7 @@ import orjson
 from handlers.facts import Fact, FactKey, RatingFact, TraceFact, decode_record
 from handlers.guard import GuardSpec, PromptGuard, Vote, decide, describe
 from handlers.snapshot import snapshot_sha256
+from handlers.stored_json import stored_json
 from handlers.trigger import Fire, Skip, TriggerState, evaluate, request_id_for
 from handlers.window import PromptWindow, WindowFigures
 from schemas.config import PolicyFile, PromptPolicy
@@ -76,7 +77,7 @@ class GuardStep:
 
 def vote_key(prompt: str, trace_id: str, rater: str) -> bytes:
     """The guard-vote table key: one rating identity (rated trace + rater) of one prompt."""
-    return orjson.dumps((prompt, trace_id, rater))
+    return stored_json((prompt, trace_id, rater))
 
 
 class UnknownPrompt(GepaStreamError, LookupError):

@@ -12,6 +12,7 @@ from typing import Literal
 
 import orjson
 
+from handlers.stored_json import stored_json
 from handlers.window import WindowFigures
 from schemas.config import TriggerPolicy
 from schemas.events import TriggerRule
@@ -32,7 +33,7 @@ class TriggerState:
     baseline_score: float | None = None
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return stored_json(asdict(self))
 
     @classmethod
     def decode(cls, raw: bytes) -> TriggerState:
