@@ -1,7 +1,7 @@
 """Ingest at scale, measured side by side on one broker in one run.
 
     python bench/ingest.py [--events 100000] [--restart-facts 100000,1000000]
-                           [--rss-events 1000000] [--latency-prompts 100] [--no-gepa]
+                           [--rss-events 1000000] [--latency-prompts 100] [--sections abcdefghi]
 
 Throughput: the events are produced once, then each mode consumes all of them in its own
 subprocess (its own consumer group); events/s from its first to its last processed event or
@@ -45,7 +45,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -332,8 +332,9 @@ class WorkerProcess:
         command += ["--policy", str(policy)] if policy else []
         command += ["--app-id", app_id] if app_id else []
         self.mode = mode
+        self.stderr = tempfile.NamedTemporaryFile(prefix=f"bench-{mode}-", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True
+            command, stdout=subprocess.PIPE, stderr=self.stderr, cwd=ROOT, text=True
         )
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -353,8 +354,16 @@ class WorkerProcess:
         """The next JSON line (RuntimeError if the worker ended, queue.Empty on timeout)."""
         line = self.lines.get(timeout=timeout)
         if line is None:
-            raise RuntimeError(f"the {self.mode} worker ended (exit code {self.process.wait()})")
+            raise self.ended()
         return line
+
+    def ended(self) -> RuntimeError:
+        """The worker ended early: its exit code and the end of its stderr."""
+        tail = Path(self.stderr.name).read_text(errors="replace").strip().splitlines()[-5:]
+        return RuntimeError(
+            f"the {self.mode} worker ended (exit code {self.process.wait()}; {self.stderr.name}):\n"
+            + "\n".join(tail)
+        )
 
     def progress_until(self, n: int) -> list[dict[str, Any]]:
         """The ingest worker's progress lines until it has processed n records."""
@@ -369,6 +378,8 @@ class WorkerProcess:
     def __exit__(self, *exc: object) -> None:
         self.process.kill()
         self.process.wait()
+        self.stderr.close()
+        os.unlink(self.stderr.name)
 
 
 def ingest_rate(lines: list[dict[str, Any]]) -> float:
@@ -397,7 +408,9 @@ def get_json(port: int, path: str) -> Any:
 def wait_ready(worker: WorkerProcess, port: int, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while (get_json(port, "/readyz") or {}).get("ready") is not True:
-        if worker.process.poll() is not None or time.monotonic() > deadline:
+        if worker.process.poll() is not None:
+            raise worker.ended()
+        if time.monotonic() > deadline:
             raise RuntimeError(f"the ingest worker was not ready within {timeout:.0f} s")
         time.sleep(0.05)
 
@@ -459,7 +472,7 @@ def restart_to_ready(bootstrap: str, n_facts: int, directory: Path) -> tuple[flo
     changelog = f"{app_id}-facts-changelog"
     create_topics(bootstrap, [*Topics(prefix).all(), changelog], PARTITIONS)
     asyncio.run(write_facts(bootstrap, changelog, n_facts))
-    max_examples = max(1, math.ceil(n_facts / len(RESTART_PROMPTS)))
+    max_examples = max(50, math.ceil(n_facts / len(RESTART_PROMPTS)))  # every fact in a window
     policy = write_policy(directory, f"restart-{n_facts}", policy_yaml(RESTART_PROMPTS, max_examples))
     port = free_port()
     started = time.monotonic()
@@ -599,7 +612,9 @@ def main() -> None:
         "--rss-events", type=int, default=1_000_000, help="g: events (RSS at 1/10, 1/2 and all)"
     )
     parser.add_argument("--latency-prompts", type=int, default=100, help="h: prompts, one threshold each")
-    parser.add_argument("--no-gepa", action="store_true", help="skip e (the GEPA job beside ingest)")
+    parser.add_argument(
+        "--sections", default="abcdefghi", help="which of a-i to run (default all), e.g. --sections bcd"
+    )
     parser.add_argument("--bootstrap", default=os.environ.get("GEPA_STREAM_BENCH_BOOTSTRAP"))
     parser.add_argument("--worker", choices=["raw", "faust", "ingest"], help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default=fresh_prefix("c"), help=argparse.SUPPRESS)
@@ -626,61 +641,84 @@ def main() -> None:
     if not args.bootstrap:
         broker = EmbeddedBroker().start()
         args.bootstrap = broker.bootstrap_servers
-    bootstrap, n = args.bootstrap, args.events
-    directory = Path(tempfile.mkdtemp())
-    rates: dict[str, float] = {}
     try:
+        acceptance = run_sections(args, Path(tempfile.mkdtemp()))
+    finally:
+        if broker:
+            broker.stop()
+    print("\nacceptance")
+    for line in acceptance:
+        print(f"  {line}")
+
+
+def run_sections(args: argparse.Namespace, directory: Path) -> list[str]:
+    """The selected sections, in order, each printing its figures; the acceptance lines they allow."""
+    sections, bootstrap, n = set(args.sections), args.bootstrap, args.events
+    acceptance: list[str] = []
+    rates: dict[str, float] = {}
+    if sections & set("abcde"):
         started = time.perf_counter()
         produce(bootstrap, Topics(args.prefix), n)
         print(f"produced {n:,} events in {time.perf_counter() - started:.1f}s on {bootstrap}", flush=True)
 
-        def meter(mode: str) -> float:
-            with WorkerProcess(mode, bootstrap, args.prefix, events=n) as worker:
-                return float(worker.next()["events_per_s"])
+    def meter(mode: str) -> float:
+        with WorkerProcess(mode, bootstrap, args.prefix, events=n) as worker:
+            return float(worker.next()["events_per_s"])
 
-        def ingest(max_examples: int) -> float:
-            policy = write_policy(directory, f"window-{max_examples}", policy_yaml(PROMPTS, max_examples))
-            with WorkerProcess("ingest", bootstrap, args.prefix, policy=policy) as worker:
-                return ingest_rate(worker.progress_until(n))
+    def ingest(max_examples: int) -> float:
+        policy = write_policy(directory, f"window-{max_examples}", policy_yaml(PROMPTS, max_examples))
+        with WorkerProcess("ingest", bootstrap, args.prefix, policy=policy) as worker:
+            return ingest_rate(worker.progress_until(n))
 
-        rates["a) raw aiokafka consumer"] = meter("raw")
-        rates["b) bare Faust agent, 1 table write/event"] = meter("faust")
-        rates["c) daemon ingest, 50-example windows"] = ingest(50)
-        rates["d) daemon ingest, 5,000-example windows"] = ingest(5000)
-        if not args.no_gepa:
-            with GepaJobInFlight(Path(tempfile.mkdtemp())) as job:
-                rates["e) daemon ingest, 50-example windows, GEPA job in flight"] = ingest(50)
-                if not job.still_optimizing():
-                    raise RuntimeError("the GEPA job ended before the measurement did; raise its budget")
-        for name, rate in rates.items():
-            print(f"{name:<58} {rate:>10,.0f} events/s", flush=True)
+    measures = {
+        "a": ("raw aiokafka consumer", lambda: meter("raw")),
+        "b": ("bare Faust agent, 1 table write/event", lambda: meter("faust")),
+        "c": ("daemon ingest, 50-example windows", lambda: ingest(50)),
+        "d": ("daemon ingest, 5,000-example windows", lambda: ingest(5000)),
+        "e": ("daemon ingest, 50-example windows, GEPA job in flight", lambda: ingest_beside_gepa(ingest)),
+    }
+    for key, (name, measure) in measures.items():
+        if key in sections:
+            rates[key] = measure()
+            print(f"{key}) {name:<55} {rates[key]:>10,.0f} events/s", flush=True)
+    if {"b", "c"} <= rates.keys():
+        ratio = rates["c"] / rates["b"]
+        acceptance.append(f"c / b = {ratio:.2f}   (target >= 1.5, goal 2.3: daemon ingest vs bare Faust)")
+    if {"c", "d"} <= rates.keys():
+        acceptance.append(
+            f"d / c = {rates['d'] / rates['c']:.2f}   (target >= 0.9: 5,000- vs 50-example windows)"
+        )
+    if {"c", "e"} <= rates.keys():
+        acceptance.append(f"e / c = {rates['e'] / rates['c']:.2f}   (ingest while a GEPA job runs vs idle)")
+    if {"a", "b"} <= rates.keys():
+        acceptance.append(f"b / a = {rates['b'] / rates['a']:.3f}   (what Faust itself costs)")
 
-        restarts = {}
+    if "f" in sections:
         for n_facts in (int(x) for x in args.restart_facts.split(",") if x):
-            restarts[n_facts], recovered = restart_to_ready(bootstrap, n_facts, directory)
-            print(
-                f"f) restart to ready with {n_facts:>9,} facts: {restarts[n_facts]:6.1f} s ({recovered:,} recovered)",
-                flush=True,
-            )
+            seconds, recovered = restart_to_ready(bootstrap, n_facts, directory)
+            print(f"f) restart to ready with {n_facts:>9,} facts: {seconds:6.1f} s ({recovered:,} recovered)")
+            goal = "   (target < 15 s)" if n_facts == 100_000 else ""
+            acceptance.append(f"restart to ready, {n_facts:,} facts = {seconds:.1f} s{goal}")
 
+    if "g" in sections:
         m = args.rss_events
-        prefix = fresh_prefix("g")
-        produce(bootstrap, Topics(prefix), m)
-        policy = write_policy(directory, "rss", policy_yaml(PROMPTS, 50, join_ttl="5s"))
-        with WorkerProcess("ingest", bootstrap, prefix, policy=policy) as worker:
-            lines = worker.progress_until(m)
-        rss = {}
-        for target in (m // 10, m // 2, m):
-            rss[target] = next(line["rss_kb"] for line in lines if line["n"] >= target) / 1024
-            print(f"g) RSS after {target:>9,} events: {rss[target]:7.1f} MB", flush=True)
+        rss = rss_growth(bootstrap, m, directory)
+        for target, mb in rss.items():
+            print(f"g) RSS after {target:>9,} events: {mb:7.1f} MB", flush=True)
+        acceptance.append(f"RSS {m:,} / {m // 10:,} events = {rss[m] / rss[m // 10]:.3f}   (target < 1.10)")
 
+    if "h" in sections:
         latencies = trigger_latency(bootstrap, args.latency_prompts, directory)
         cuts = statistics.quantiles(latencies, n=100)
         p50, p99 = cuts[49], cuts[98]
         print(
-            f"h) trigger latency over {len(latencies)} prompts: p50 {p50:.3f} s, p99 {p99:.3f} s, max {max(latencies):.3f} s"
+            f"h) trigger latency over {len(latencies)} prompts: "
+            f"p50 {p50:.3f} s, p99 {p99:.3f} s, max {max(latencies):.3f} s",
+            flush=True,
         )
+        acceptance.append(f"trigger latency p99 = {p99:.3f} s   (target < 1 s)")
 
+    if "i" in sections:
         prefix = fresh_prefix("i")
         produce(bootstrap, Topics(prefix), n, SCALE_PROMPTS, SCALE_PARTITIONS)
         policy = write_policy(directory, "scale", policy_yaml(SCALE_PROMPTS, 50))
@@ -689,24 +727,30 @@ def main() -> None:
         print(
             f"i) one ingest worker {one:,.0f} events/s; two {two:,.0f} events/s (records per worker: {shares})"
         )
-    finally:
-        if broker:
-            broker.stop()
-    a, b, c, d = (rates[k] for k in list(rates)[:4])
-    print("\nacceptance")
-    print(f"  c / b = {c / b:.2f}   (target >= 1.5, goal 2.3: daemon ingest vs bare Faust, 1 write/event)")
-    print(f"  d / c = {d / c:.2f}   (target >= 0.9: 5,000- vs 50-example windows)")
-    if len(rates) > 4:
-        print(f"  e / c = {list(rates.values())[4] / c:.2f}   (ingest while a GEPA job runs vs idle)")
-    print(f"  RSS {m:,} / {m // 10:,} events = {rss[m] / rss[m // 10]:.3f}   (target < 1.10)")
-    for n_facts, seconds in restarts.items():
-        print(
-            f"  restart to ready, {n_facts:,} facts = {seconds:.1f} s"
-            + ("   (target < 15 s)" if n_facts == 100_000 else "")
-        )
-    print(f"  trigger latency p99 = {p99:.3f} s   (target < 1 s)")
-    print(f"  two workers / one = {two / one:.2f}")
-    print(f"  b / a = {b / a:.3f}   (what Faust itself costs)")
+        acceptance.append(f"two workers / one = {two / one:.2f}")
+    return acceptance
+
+
+def ingest_beside_gepa(ingest: Callable[[int], float]) -> float:
+    """e: the 50-example ingest rate while a real GEPA job process optimizes beside it."""
+    with GepaJobInFlight(Path(tempfile.mkdtemp())) as job:
+        rate = ingest(50)
+        if not job.still_optimizing():
+            raise RuntimeError("the GEPA job ended before the measurement did; raise its budget")
+    return rate
+
+
+def rss_growth(bootstrap: str, m: int, directory: Path) -> dict[int, float]:
+    """g: the ingest worker's RSS (MB) after m/10, m/2 and m events with fixed windows."""
+    prefix = fresh_prefix("g")
+    produce(bootstrap, Topics(prefix), m)
+    policy = write_policy(directory, "rss", policy_yaml(PROMPTS, 50, join_ttl="5s"))
+    with WorkerProcess("ingest", bootstrap, prefix, policy=policy) as worker:
+        lines = worker.progress_until(m)
+    return {
+        target: next(line["rss_kb"] for line in lines if line["n"] >= target) / 1024
+        for target in (m // 10, m // 2, m)
+    }
 
 
 if __name__ == "__main__":
