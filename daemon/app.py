@@ -71,7 +71,10 @@ def build_faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
         store="memory://",
-        TableManager=ExactEndTableManager,  # the embedded broker reports changelog ends short
+        TableManager=ExactEndTableManager,  # bulk changelog replay to each partition's real end
+        # A standby replica would replay the other workers' changelogs here all the time, for
+        # nothing: a memory store keeps only its active partitions' keys at each rebalance.
+        table_standby_replicas=0,
         datadir=str(settings.state_dir / "faust" / app_id),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

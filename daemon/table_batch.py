@@ -16,8 +16,9 @@ import asyncio
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
+from faust.stores import memory as memory_store
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import AppT, TableT
+from faust.types import AppT, CollectionT, TableT
 
 #: Bytes of one record batch: far above a typical fact record, below Kafka's default 1 MB
 #: message limit (a larger single record still travels alone).
@@ -59,16 +60,10 @@ class TableBatch:
         changelogs: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
         for name, writes in self._writes.items():
             table = self._tables[name]
-            store = table.data
             topic = table.changelog_topic.get_topic_name()
             for key, write in writes.items():
-                if write.value is None:
-                    if key not in store:
-                        continue
-                    del store[key]
-                else:
-                    store[key] = write.value
-                changelogs.setdefault((topic, write.partition), []).append((key, write.value))
+                if store_write(table, write.partition, key, write.value):
+                    changelogs.setdefault((topic, write.partition), []).append((key, write.value))
         self._writes.clear()
         if not changelogs:
             return
@@ -83,6 +78,24 @@ class TableBatch:
                     batch.append(timestamp=None, key=key, value=value)
             acks.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*acks)
+
+
+def store_write(table: CollectionT, partition: int, key: bytes, value: bytes | None) -> bool:
+    """Put (or with None delete) a key in the table's in-memory store, noting the key's changelog
+    partition; False when deleting a key the store does not hold (nothing to write).
+
+    Faust's memory store drops the keys of partitions a rebalance took away by that note, which
+    it takes only while recovering: written here, by the stream and by `daemon/recovery.py`'s
+    replay alike, every key a worker holds is one of its partitions' after each rebalance."""
+    store = getattr(table, "data", None)
+    if not isinstance(store, memory_store.Store):
+        raise TypeError(f"table batches need Faust's memory store, not {type(store).__name__}")
+    if value is None:
+        store._key_partition.pop(key, None)
+        return store.data.pop(key, None) is not None
+    store.data[key] = value
+    store._key_partition[key] = partition
+    return True
 
 
 def _aiokafka_producer(app: AppT) -> AIOKafkaProducer:
