@@ -175,49 +175,57 @@ def worker_settings(args: argparse.Namespace, state: Path) -> Any:
     )
 
 
-def run_faust(args: argparse.Namespace, state: Path) -> None:
-    """b: a bare Faust agent writing one table key per event (Meter), or the daemon's ingest
-    role, printing one progress line per batch: records so far, batch start/end, RSS."""
+def run_bare_faust(args: argparse.Namespace, state: Path) -> None:
+    """b: a bare Faust agent writing one table key per event (what a Faust app costs)."""
     import faust
 
     from daemon.app import build_faust_app
-    from daemon.ingest_agent import IngestAgent, Record, raw_topic
+    from daemon.ingest_agent import raw_topic
+
+    settings = worker_settings(args, state)
+    meter = Meter(args.events)
+    app = build_faust_app(settings)
+    source = raw_topic(app, settings.topics.traces, settings.topics.ratings, partitions=settings.partitions)
+    table = app.Table("bare", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+
+    @app.agent(source)
+    async def bare(stream: Any) -> None:
+        async for event in stream.events():
+            table[f"{event.message.partition}:{event.message.offset}".encode()] = event.message.value
+            meter.tick()
+
+    worker = faust.Worker(app, loglevel=bench_loglevel(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+def run_ingest(args: argparse.Namespace, state: Path) -> None:
+    """c, d, e, f-i: the daemon's ingest role as `gepa-stream run --role ingest` serves it,
+    printing one progress line per batch: records so far, batch start/end, RSS."""
+    from daemon.ingest_agent import IngestAgent, Record
     from daemon.worker import Daemon
     from schemas.config import load_policy_file
 
     settings = worker_settings(args, state)
-    topics = settings.topics
-    if args.worker == "faust":
-        meter = Meter(args.events)
-        app = build_faust_app(settings)
-        source = raw_topic(app, topics.traces, topics.ratings, partitions=settings.partitions)
-        table = app.Table("bare", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    daemon = Daemon(settings, load_policy_file(settings.config), "ingest")
+    ingest = daemon.ingest
+    assert isinstance(ingest, IngestAgent)
+    process = ingest.process_batch
+    done = 0
 
-        @app.agent(source)
-        async def bare(stream: Any) -> None:  # one table write per event
-            async for event in stream.events():
-                table[f"{event.message.partition}:{event.message.offset}".encode()] = event.message.value
-                meter.tick()
-    else:
-        daemon = Daemon(settings, load_policy_file(settings.config), "ingest")
-        app, ingest = daemon.app, daemon.ingest
-        assert isinstance(ingest, IngestAgent)
-        process = ingest.process_batch
-        done = 0
+    async def counted(records: Sequence[Record]) -> None:
+        nonlocal done
+        started = time.time()
+        await process(records)
+        done += len(records)
+        progress = {"n": done, "t0": started, "t1": time.time(), "rss_kb": rss_kb()}
+        print(json.dumps(progress), flush=True)
 
-        async def counted(records: Sequence[Record]) -> None:
-            nonlocal done
-            started = time.time()
-            await process(records)
-            done += len(records)
-            progress = {"n": done, "t0": started, "t1": time.time(), "rss_kb": rss_kb()}
-            print(json.dumps(progress), flush=True)
+    ingest.process_batch = counted  # type: ignore[method-assign]
+    daemon.serve(bench_loglevel(), redirect_stdouts=False)
 
-        ingest.process_batch = counted  # type: ignore[method-assign]
-    worker = faust.Worker(
-        app, loglevel=os.environ.get("BENCH_LOGLEVEL", "error"), quiet=True, redirect_stdouts=False
-    )
-    worker.execute_from_commandline()
+
+def bench_loglevel() -> str:
+    return os.environ.get("BENCH_LOGLEVEL", "error")
 
 
 class GepaJobInFlight:
@@ -632,7 +640,7 @@ def main() -> None:
             from daemon.broker import free_port
 
             args.web_port = free_port()
-        run_faust(args, Path(tempfile.mkdtemp()))
+        (run_bare_faust if args.worker == "faust" else run_ingest)(args, Path(tempfile.mkdtemp()))
         return
 
     from daemon.broker import EmbeddedBroker

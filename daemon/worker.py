@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,6 +51,18 @@ class Daemon:
         self.app.task(self.ops.live.run)
         register_ops_page(self.app, self.ops)
 
+    def serve(self, loglevel: str, **worker_options: Any) -> None:
+        """Run the Faust worker until SIGINT/SIGTERM.
+
+        1. Collect, then freeze what start-up allocated (imports, the app: ~200k objects) out of
+        the cyclic collector's reach. Each full collection walks every tracked object, and full
+        collections come more often the more examples the windows hold (measured: +6 µs per event
+        with 5,000-example windows instead of 50; +1.5 µs once frozen). Frozen objects are still
+        freed by reference counting. 2. Start the worker."""
+        gc.collect()
+        gc.freeze()
+        faust.Worker(self.app, loglevel=loglevel, quiet=True, **worker_options).execute_from_commandline()
+
     def ready(self) -> bool:
         return all(part.ready for part in (self.ingest, self.runner) if part is not None)
 
@@ -68,4 +81,4 @@ def run(settings: Settings, policies: PolicyFile, role: WorkerRole = "all") -> N
     ensure_topics(settings)
     daemon = Daemon(settings, policies, role)
     logging.getLogger("gepa_stream").setLevel(settings.log_level.upper().replace("WARN", "WARNING"))
-    faust.Worker(daemon.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    daemon.serve(settings.log_level)
