@@ -13,7 +13,7 @@ import faust
 from faust.app.base import BootStrategy
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from daemon.recovery import ExactEndTableManager
+from daemon.recovery import BulkReplayTableManager
 from daemon.settings import Settings
 from daemon.table_batch import BATCH_BYTES
 
@@ -71,7 +71,7 @@ def build_faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
         store="memory://",
-        TableManager=ExactEndTableManager,  # bulk changelog replay to each partition's real end
+        TableManager=BulkReplayTableManager,  # bulk changelog replay to each partition's real end
         # A standby replica would replay the other workers' changelogs here all the time, for
         # nothing: a memory store keeps only its active partitions' keys at each rebalance.
         table_standby_replicas=0,

@@ -80,17 +80,16 @@ async def replay(
     spans: Mapping[TP, tuple[int, int]],
     apply: Callable[[TP, Sequence[ConsumerRecord[bytes, bytes]]], None],
     stall_s: float = FETCH_TIMEOUT_S,
-) -> dict[TP, int]:
+) -> None:
     """Hand each partition's records from `start` up to `end` (exclusive) to `apply`, in offset
-    order, a fetch at a time; the last offset read per partition (start - 1 if none).
+    order, a fetch at a time (a fetch may read past `end`).
 
-    Done once the consumer's position reaches `end` (offsets taken by transaction markers
-    count). KafkaTimeoutError once `stall_s` passes without a record: the offsets returned so
-    far are not part of it, so the caller learns what was applied from `apply` alone."""
-    done = {tp: start - 1 for tp, (start, _) in spans.items()}
+    A partition is done once the consumer's position reaches `end` (offsets taken by transaction
+    markers count). KafkaTimeoutError once `stall_s` passes without a record; what was read
+    until then has been applied."""
     wanted = {TopicPartition(tp.topic, tp.partition): tp for tp, (start, end) in spans.items() if end > start}
     if not wanted:
-        return done
+        return
     consumer = AIOKafkaConsumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -108,9 +107,7 @@ async def replay(
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=200)
             for atp, records in batches.items():
-                tp = wanted[atp]
-                apply(tp, records)
-                done[tp] = records[-1].offset
+                apply(wanted[atp], records)
             for atp in list(pending):
                 if await consumer.position(atp) >= spans[wanted[atp]][1]:
                     pending.discard(atp)
@@ -122,10 +119,9 @@ async def replay(
                 )
     finally:
         await consumer.stop()
-    return done
 
 
-class ExactEndRecovery(Recovery):
+class BulkReplayRecovery(Recovery):
     """Faust's recovery, with each changelog highwater corrected to the partition's real end,
     and the memory-store tables' active partitions replayed in bulk."""
 
@@ -202,11 +198,11 @@ class ExactEndRecovery(Recovery):
         )
 
 
-class ExactEndTableManager(TableManager):
-    """Faust's table manager with `ExactEndRecovery` (the app's `TableManager` setting)."""
+class BulkReplayTableManager(TableManager):
+    """Faust's table manager with `BulkReplayRecovery` (the app's `TableManager` setting)."""
 
     @property
     def recovery(self) -> Recovery:
         if self._recovery is None:
-            self._recovery = ExactEndRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+            self._recovery = BulkReplayRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery

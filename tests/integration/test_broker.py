@@ -113,7 +113,7 @@ def test_log_ends_finds_the_end_after_a_batched_write(kafka_bootstrap: str) -> N
 
 def test_replay_reads_each_span_in_order_to_its_end(kafka_bootstrap: str) -> None:
     """`replay` (the bulk table recovery) hands over every record of each span, in offset order,
-    tombstones included, stops at the span's end, and leaves an empty span at start - 1."""
+    tombstones included, stops at the span's end, and reads nothing of an empty span."""
     topic = f"replay-{os.getpid()}-{time.monotonic_ns()}"
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
@@ -131,11 +131,10 @@ def test_replay_reads_each_span_in_order_to_its_end(kafka_bootstrap: str) -> Non
         seen.setdefault(tp, []).extend((r.offset, r.key, r.value) for r in records)
 
     p0, p1, p2 = (TP(topic, p) for p in range(3))
-    done = asyncio.run(
+    asyncio.run(
         replay({"bootstrap_servers": [kafka_bootstrap]}, {p0: (0, 3000), p1: (10, 30), p2: (0, 0)}, apply)
     )
     assert [offset for offset, _, _ in seen[p0]] == list(range(3000))
     assert seen[p0][9] == (9, b"k9", None) and seen[p0][10] == (10, b"k10", b"v10")
     assert [offset for offset, _, _ in seen[p1]][:20] == list(range(10, 30))  # a fetch may read past the end
     assert p2 not in seen
-    assert done[p0] == 2999 and done[p1] >= 29 and done[p2] == -1
