@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,18 +113,28 @@ class Daemon:
         return self.get("/status") or {"prompts": {}}
 
     def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
+        wait_all([self], condition, timeout, what)
+
+
+def wait_all(
+    daemons: Sequence[Daemon], condition: Callable[[], bool], timeout: float, what: str | Callable[[], str]
+) -> None:
+    """Poll `condition` until it holds; fail if any of the daemons exits first or the time runs
+    out, with `what` (called then, if a callable: it can show what was last seen) and the logs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for daemon in daemons:
+            if daemon.process is not None and daemon.process.poll() is not None:
                 raise AssertionError(
-                    f"the daemon exited with {self.process.returncode}:\n{self.log.read_text()[-4000:]}"
+                    f"the daemon exited with {daemon.process.returncode}:\n{daemon.log.read_text()[-4000:]}"
                 )
-            if condition():
-                return
-            time.sleep(0.25)
-        raise AssertionError(
-            f"timed out after {timeout:.0f}s waiting for {what}:\n{self.log.read_text()[-4000:]}"
-        )
+        if condition():
+            return
+        time.sleep(0.25)
+    logs = "\n".join(daemon.log.read_text()[-4000:] for daemon in daemons)
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what() if callable(what) else what}:\n{logs}"
+    )
 
 
 def produce(
