@@ -21,8 +21,10 @@ Scale, each on its own topics:
   f) restart to ready: an ingest worker whose facts changelog holds 100k / 1M facts, from
      process start to /readyz 200 (imports, group join, recovery, window rebuild; with
      --restart-facts 0, what start-up and the group join cost alone)
-  g) the ingest worker's RSS after 100k, 500k and 1M events with fixed windows (50 examples,
-     join TTL 5 s: what waits for its other half longer is dropped); each the median of the
+  g) the ingest worker's RSS after 100k, 500k and 1M traces with fixed windows (50 examples,
+     join TTL 5 s: what waits for its other half longer is dropped). Traces only: a backlog of
+     two topics is not read at one pace (with ratings, their topic ran dry a third of the way
+     through 1M events and the join buffers changed make-up from there). Each the median of the
      per-batch samples over the last 10 % of the events before the mark, since a single sample
      lands anywhere on the sawtooth of the join buffers (5 s of traffic) and the heap trims
   h) trigger latency: from producing a prompt's threshold event to its `requested` event on
@@ -85,18 +87,26 @@ def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None
 
 
 def produce(
-    bootstrap: str, topics: Topics, n: int, prompts: Sequence[str] = PROMPTS, partitions: int = PARTITIONS
+    bootstrap: str,
+    topics: Topics,
+    n: int,
+    prompts: Sequence[str] = PROMPTS,
+    partitions: int = PARTITIONS,
+    ratings: bool = True,
 ) -> None:
-    """n events: 70% traces (half carry expectations), 30% ratings of earlier traces."""
+    """n events: 70% traces (half carry expectations), 30% ratings of earlier traces (each naming
+    the prompt its trace was for); or with `ratings=False`, n traces."""
     from kafka import KafkaProducer
 
     create_topics(bootstrap, topics.all(), partitions)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
     traces = 0
+    prompt_of: list[int] = []  # trace number -> index of its prompt
     for i in range(n):
         event: TraceEvent | RatingEvent
-        if i % 10 < 7 or traces < 100:
+        if i % 10 < 7 or traces < 100 or not ratings:
             expectations = {"expected_response": "billing"} if traces % 2 else {}
+            prompt_of.append(i % len(prompts))
             event = TraceEvent.build(
                 TraceData(
                     prompt=prompts[i % len(prompts)],
@@ -111,7 +121,7 @@ def produce(
         else:
             target = (i * 7919) % traces
             rating = RatingData(
-                prompt=prompts[target % len(prompts)],
+                prompt=prompts[prompt_of[target]],
                 trace_id=f"tr-{target}",
                 rating=1 + i % 5,
                 rater=f"sme{i % 3}",
@@ -823,7 +833,7 @@ def rss_growth(bootstrap: str, m: int, directory: Path) -> dict[int, float]:
     """g: the ingest worker's RSS (MB) after m/10, m/2 and m events with fixed windows (medians
     of the samples over the last 10 % of the events before each mark)."""
     prefix = fresh_prefix("g")
-    produce(bootstrap, Topics(prefix), m)
+    produce(bootstrap, Topics(prefix), m, ratings=False)
     policy = write_policy(directory, "rss", policy_yaml(PROMPTS, 50, join_ttl="5s"))
     with WorkerProcess("ingest", bootstrap, prefix, policy=policy) as worker:
         lines = worker.progress_until(m)
