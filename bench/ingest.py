@@ -384,7 +384,7 @@ class WorkerProcess:
         """The worker ended early: its exit code and the end of its stderr."""
         tail = Path(self.stderr.name).read_text(errors="replace").strip().splitlines()[-5:]
         return RuntimeError(
-            f"the {self.mode} worker ended (exit code {self.process.wait()}; {self.stderr.name}):\n"
+            f"the {self.mode} worker ended (exit code {self.process.wait()}); its stderr ends:\n"
             + "\n".join(tail)
         )
 
