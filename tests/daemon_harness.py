@@ -20,6 +20,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.partitioner.default import murmur2
 from kafka.producer.future import RecordMetadata
 
 from daemon.broker import free_port
@@ -135,6 +136,21 @@ def wait_all(
     raise AssertionError(
         f"timed out after {timeout:.0f}s waiting for {what() if callable(what) else what}:\n{logs}"
     )
+
+
+def prompts_by_partition(stem: str, partitions: int, per_partition: int = 1) -> dict[int, list[str]]:
+    """`per_partition` prompt names `<stem><i>` on each partition of a topic keyed by prompt
+    (kafka-python's default partitioner: murmur2 of the key), for tests that need every
+    partition used."""
+    by_partition: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    for i in range(1000):
+        name = f"{stem}{i}"
+        names = by_partition[(murmur2(name.encode()) & 0x7FFFFFFF) % partitions]
+        if len(names) < per_partition:
+            names.append(name)
+        if all(len(names) == per_partition for names in by_partition.values()):
+            return by_partition
+    raise AssertionError("no names cover every partition")
 
 
 def produce(

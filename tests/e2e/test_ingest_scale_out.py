@@ -8,10 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka.partitioner.default import murmur2
 
 from schemas import Topics, TraceData, TraceEvent
-from tests.daemon_harness import Daemon, produce, read_topic, wait_all
+from tests.daemon_harness import Daemon, produce, prompts_by_partition, read_topic, wait_all
 
 pytestmark = pytest.mark.e2e
 
@@ -25,19 +24,6 @@ POLICY_ENTRY = """
 """
 WINDOW_GAUGE = "gepa_stream_window_examples"
 SETTLE_S = 120.0  # a group join waits the rebalance timeout; a SIGKILLed member, its session timeout
-
-
-def _prompt_partitions() -> dict[str, int]:
-    """`PROMPTS_PER_PARTITION` prompt names on every partition of the input topics (the key is the prompt)."""
-    by_partition: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
-    for i in range(1000):
-        name = f"scale_out_{i}"
-        names = by_partition[(murmur2(name.encode()) & 0x7FFFFFFF) % PARTITIONS]
-        if len(names) < PROMPTS_PER_PARTITION:
-            names.append(name)
-        if all(len(names) == PROMPTS_PER_PARTITION for names in by_partition.values()):
-            return {name: p for p, names in by_partition.items() for name in names}
-    raise AssertionError("no names cover every partition")
 
 
 def _traces(topics: Topics, counts: Counter[str], first: int) -> list[tuple[str, bytes | None, bytes]]:
@@ -106,7 +92,8 @@ def test_two_ingest_workers_split_the_windows_through_a_sigkill_and_a_new_worker
     2. one is SIGKILLed: the survivor shows every window, exact;
     3. a new worker joins: the split is disjoint again (the survivor dropped what moved away);
     4. more traces after the rebalance: still exact, still disjoint. No trigger fires."""
-    partition_of = _prompt_partitions()
+    by_partition = prompts_by_partition("scale_out_", PARTITIONS, PROMPTS_PER_PARTITION)
+    partition_of = {name: p for p, names in by_partition.items() for name in names}
     policy = tmp_path / "policy.yaml"
     policy.write_text("prompts:" + "".join(POLICY_ENTRY.format(name=name) for name in partition_of))
     workdirs = [tmp_path / f"worker-{i}" for i in range(3)]

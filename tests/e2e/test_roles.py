@@ -8,10 +8,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from kafka.partitioner.default import murmur2
 from mlflow import MlflowClient
 
-from tests.daemon_harness import Daemon, metric_value, produce, read_topic
+from tests.daemon_harness import Daemon, metric_value, produce, prompts_by_partition, read_topic
 from tests.e2e.loop_helpers import (
     announce_request,
     first_request,
@@ -25,17 +24,6 @@ from tests.e2e.loop_helpers import (
 pytestmark = pytest.mark.e2e
 
 
-def _prompts_on_every_partition(partitions: int) -> list[str]:
-    """One prompt name per partition of the optimizations topic (the key is the prompt)."""
-    by_partition: dict[int, str] = {}
-    for i in range(1000):
-        name = f"router_split_{i}"
-        by_partition.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, name)
-        if len(by_partition) == partitions:
-            return [by_partition[p] for p in range(partitions)]
-    raise AssertionError("no names cover every partition")
-
-
 def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -44,7 +32,8 @@ def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(
     2. while that job runs, `--role ingest` joins and fires one request for each of two prompts
        owned by different replicas; the whole loop runs. Every request: one job, one version,
        one decision, on the replica that owns its partition."""
-    names = _prompts_on_every_partition(3)  # one prompt per partition of the optimizations topic
+    # one prompt per partition of the optimizations topic
+    names = [names[0] for _, names in sorted(prompts_by_partition("router_split_", 3).items())]
     policy = write_policies(tmp_path / "policy.yaml", {name: {"calls": 40} for name in names})
     shared = {
         "GEPA_STREAM_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
