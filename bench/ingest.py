@@ -67,15 +67,22 @@ PARTITIONS = 3
 WORKER_TIMEOUT_S = 900
 
 
-def policy_yaml(
+def policy_entries(
     prompts: Sequence[str], max_examples: int, join_ttl: str = "1h", min_examples: int = 50
 ) -> str:
-    """No trigger fires unless `min_examples` is reached (the latency bench); then once per hour."""
-    return "prompts:\n" + "\n".join(
+    """The prompts' entries of a policy file. No trigger fires unless `min_examples` is reached
+    (the latency bench); then once per hour."""
+    return "\n".join(
         f"  - name: {p}\n    window: {{max_examples: {max_examples}, join_ttl: {join_ttl}}}\n"
         f"    triggers: {{min_examples: {min_examples}, min_new_examples: 1000000, cooldown: 1h}}"
         for p in prompts
     )
+
+
+def policy_yaml(
+    prompts: Sequence[str], max_examples: int, join_ttl: str = "1h", min_examples: int = 50
+) -> str:
+    return "prompts:\n" + policy_entries(prompts, max_examples, join_ttl, min_examples)
 
 
 def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
@@ -84,6 +91,19 @@ def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(name, partitions, 1) for name in names])
     admin.close()
+
+
+def bench_trace(prompt: str, trace_id: str, n: int) -> TraceEvent:
+    """The benchmarks' trace: a refund ticket; every other one (odd n) carries expectations."""
+    return TraceEvent.build(
+        TraceData(
+            prompt=prompt,
+            trace_id=trace_id,
+            inputs={"ticket": f"I was charged twice for order {n}, please refund"},
+            outputs="billing",
+            expectations={"expected_response": "billing"} if n % 2 else {},
+        )
+    )
 
 
 def produce(
@@ -105,17 +125,8 @@ def produce(
     for i in range(n):
         event: TraceEvent | RatingEvent
         if i % 10 < 7 or traces < 100 or not ratings:
-            expectations = {"expected_response": "billing"} if traces % 2 else {}
             prompt_of.append(i % len(prompts))
-            event = TraceEvent.build(
-                TraceData(
-                    prompt=prompts[i % len(prompts)],
-                    trace_id=f"tr-{traces}",
-                    inputs={"ticket": f"I was charged twice for order {traces}, please refund"},
-                    outputs="billing",
-                    expectations=expectations,
-                )
-            )
+            event = bench_trace(prompts[i % len(prompts)], f"tr-{traces}", traces)
             topic = topics.traces
             traces += 1
         else:
@@ -574,8 +585,8 @@ def trigger_latency(
     topics = Topics(prefix)
     create_topics(bootstrap, topics.all(), PARTITIONS)
     prompts = [f"latency_{i}" for i in range(n_prompts)]
-    background = policy_yaml(PROMPTS, 50).split("\n", 1)[1]
-    text = policy_yaml(prompts, 50, min_examples=LATENCY_MIN_EXAMPLES) + "\n" + background
+    timed = policy_entries(prompts, 50, min_examples=LATENCY_MIN_EXAMPLES)
+    text = f"prompts:\n{timed}\n{policy_entries(PROMPTS, 50)}"
     policy = write_policy(directory, f"latency-{load_per_s}", text)
     port = free_port()
     with WorkerProcess("ingest", bootstrap, prefix, policy=policy, web_port=port) as worker:
@@ -602,14 +613,7 @@ class BackgroundTraces:
         while not self.stop.wait(0.01):
             due = int((time.monotonic() - self.started) * self.per_s)
             for i in range(self.sent, due):
-                data = TraceData(
-                    prompt=PROMPTS[i % len(PROMPTS)],
-                    trace_id=f"load-{i}",
-                    inputs={"ticket": f"I was charged twice for order {i}, please refund"},
-                    outputs="billing",
-                    expectations={"expected_response": "billing"} if i % 2 else {},
-                )
-                event: TraceEvent = TraceEvent.build(data)
+                event = bench_trace(PROMPTS[i % len(PROMPTS)], f"load-{i}", i)
                 producer.send(self.topic, key=event.key, value=event.to_json())
             self.sent = max(self.sent, due)
         producer.flush()
