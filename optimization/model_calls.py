@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import email.utils
+import json
 import random
 import threading
 import time
@@ -191,6 +192,11 @@ def classify(error: BaseException) -> FailedAttempt:
     import requests
 
     detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    unreadable = _unreadable_answer(error)
+    if unreadable is not None:  # litellm reports a 200 whose body is not JSON as a 500
+        return FailedAttempt(
+            "malformed response", True, detail=f"a 200 answer that is not valid JSON: {unreadable}"
+        )
     if isinstance(error, openai.APITimeoutError | requests.Timeout):
         return FailedAttempt("timeout", True, detail=detail)
     if isinstance(error, requests.ConnectionError):
@@ -206,6 +212,20 @@ def classify(error: BaseException) -> FailedAttempt:
     if isinstance(status, int):
         return FailedAttempt(f"{status} response", False, detail=detail)
     return FailedAttempt(type(error).__name__, False, detail=detail)
+
+
+def _unreadable_answer(error: BaseException) -> str | None:
+    """The JSON error behind `error` if the provider's answer could not be parsed, else None."""
+    import openai
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, json.JSONDecodeError | openai.APIResponseValidationError):
+            return str(cause)[:200]
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def failure_reason(faults: list[FailedAttempt], gave_up: str = "") -> str:

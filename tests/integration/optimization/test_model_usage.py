@@ -108,3 +108,19 @@ def test_a_silent_provider_times_out_and_is_named(fake_provider) -> None:
     ):
         complete_text("openai/support-router", "Ticket: I was charged twice")
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("model", ["openai/support-router", "openai:/support-router"])
+def test_a_provider_answering_200_with_malformed_json_is_named_so(fake_provider, model) -> None:
+    """litellm reports an unparseable 200 as a 500; the reason says what the provider did."""
+    fake_provider.inject("malformed", times=None, model="support-router")
+    with (
+        governed(CallPolicy(timeout=5.0, max_retries=2, backoff=0.1, max_backoff=0.1)),
+        pytest.raises(ModelCallFailed) as failure,
+    ):
+        complete_text(model, "Ticket: I was charged twice")
+    reason = str(failure.value)
+    assert reason.startswith("task model openai/support-router: 3 consecutive malformed responses"), reason
+    assert "a 200 answer that is not valid JSON: Unterminated string" in reason and "500" not in reason, (
+        reason
+    )
