@@ -13,10 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from daemon.broker import EmbeddedBroker, free_port
+from daemon.broker import EmbeddedBroker, die_with_parent, free_port
 from daemon.kafka_client import send_events
 from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent
 from schemas.events import CloudEvent
@@ -206,7 +209,7 @@ def run_demo(state_dir: Path = Path(".gepa-stream"), keep_open: bool = False) ->
     console.print(
         f"[bold]gepa-stream demo[/]: state and MLflow store in {state_dir}/ (models are built-in offline demo/test models)"
     )
-    with EmbeddedBroker(log_file=state_dir / "broker.log") as broker:
+    with _stopped_by_signals(), EmbeddedBroker(log_file=state_dir / "broker.log") as broker:
         port = free_port()
         env = {
             **os.environ,
@@ -229,6 +232,7 @@ def run_demo(state_dir: Path = Path(".gepa-stream"), keep_open: bool = False) ->
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 (a SIGKILLed demo leaves no daemon)
             )
         try:
             code = _watch_loop(console, broker.bootstrap_servers, port, daemon, version, started, state_dir)
@@ -241,6 +245,26 @@ def run_demo(state_dir: Path = Path(".gepa-stream"), keep_open: bool = False) ->
                 daemon.wait(30)
             except subprocess.TimeoutExpired:
                 daemon.kill()
+
+
+@contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a process manager, `timeout`, a closed terminal) end the demo the way
+    Ctrl-C does, by unwinding, so the daemon and the broker are stopped on the way out; a second
+    signal while they stop is ignored. The exit code is 128 + the signal's number."""
+    stopping = (signal.SIGTERM, signal.SIGHUP)
+
+    def stop(signum: int, frame: object) -> None:
+        for each in stopping:
+            signal.signal(each, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    previous = {each: signal.signal(each, stop) for each in stopping}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
 
 
 def _hold(console: Console, port: int, daemon: subprocess.Popen[bytes]) -> None:

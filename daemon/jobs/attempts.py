@@ -24,10 +24,12 @@ class Attempt(BaseModel):
     cause: str | None = Field(default=None, description="why it ended without a result (None: it has one)")
     outage: str | None = Field(default=None, description="the dependency whose outage ended it")
     counted: bool = Field(default=True, description="False when the daemon stopped it on a clean shutdown")
+    announced: bool = Field(default=False, description="its `retrying` event was sent")
 
 
 class Ledger(BaseModel):
     attempts: list[Attempt] = Field(default_factory=list)
+    started_announced: bool = Field(default=False, description="the job's `started` event was sent")
 
 
 class Attempts:
@@ -59,9 +61,10 @@ class Attempts:
         self._save()
         return attempt
 
-    def update(self, attempt: Attempt, **fields: object) -> None:
+    def update(self, record: Attempt | Ledger, **fields: object) -> None:
+        """Change an attempt's (or the ledger's own) fields and write the ledger through."""
         for name, value in fields.items():
-            setattr(attempt, name, value)
+            setattr(record, name, value)
         self._save()
 
     def end(

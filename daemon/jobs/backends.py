@@ -18,7 +18,7 @@ import mlflow
 from pydantic import TypeAdapter
 
 from daemon.jobs import prompt_versions
-from daemon.jobs.spec import OptimizerName
+from daemon.jobs.spec import SCRATCH_DB, OptimizerName
 from handlers.jobs import JobPlan
 from optimization import (
     RunLimits,
@@ -106,7 +106,7 @@ class MlflowBackend(_Scoring):
 
     def optimize(self, plan: JobPlan, limits: RunLimits) -> Optimized:
         assert limits.run_dir is not None  # jobs always have a run directory
-        scratch = Path(limits.run_dir).parent / "scratch-mlflow.db"
+        scratch = Path(limits.run_dir).parent / SCRATCH_DB
         with prompt_versions.scratch_registry(scratch, self._baseline):
             outcome = self._run_gepa(plan, limits)
         return Optimized(dict(outcome.templates), outcome.metric_calls, _stop_reason(outcome.stopped_by))

@@ -33,7 +33,7 @@ from daemon.jobs.spec import (
 )
 from daemon.settings import Settings
 from schemas.config import PromptPolicy
-from schemas.events import OptimizationEvent
+from schemas.events import OptimizationData, OptimizationEvent
 
 log = logging.getLogger("gepa_stream.jobs")
 GRACE_S = 120.0  # past `max_wall_time` (GEPA stops itself there), the job process is killed
@@ -95,17 +95,20 @@ class JobDriver:
         """
         data = request.data
         result = read_model(run_dir / RESULT_FILE, JobResult)
-        if isinstance(result, JobResult) and result.outage is None:
+        if isinstance(result, JobResult) and result.final:
             return result
-        await self.announcer.status(data.prompt, data.request_id, "started", budget=data.budget)
+        attempts = Attempts(run_dir)  # an attempt cut short by the daemon's death ends here
+        if not attempts.ledger.started_announced:
+            await self.announcer.status(data.prompt, data.request_id, "started", budget=data.budget)
+            attempts.update(attempts.ledger, started_announced=True)
         spec = await self._freeze(run_dir, request)
         if isinstance(spec, JobResult):
             return spec
-        attempts = Attempts(run_dir)
-        if isinstance(result, JobResult):  # an outage result the daemon died before handling
+        if isinstance(result, JobResult):  # a retryable result the daemon died before handling
             _set_aside(run_dir, attempts, result)
         limit = spec.policy.budget.max_attempts
         state.attempt, state.max_attempts = attempts.used, limit
+        await self._announce_retrying(data, attempts, limit)
         while True:
             last = attempts.last
             if last is not None and last.outage is not None and attempts.used < limit:
@@ -129,27 +132,35 @@ class JobDriver:
                 finally:
                     state.running = False
                     prometheus_metrics.JOBS_IN_FLIGHT.dec()
-            if result is not None and result.outage is None:
+            if result is not None and result.final:
                 return result
             if result is not None:
                 _set_aside(run_dir, attempts, result)
-            if attempts.used < limit:
-                log.warning(
-                    "job %s: attempt %d of %d ended without a result (%s); it will be resumed",
-                    data.request_id,
-                    attempts.used,
-                    limit,
-                    attempt.cause,
-                )
-                await self.announcer.status(
-                    data.prompt,
-                    data.request_id,
-                    "retrying",
-                    event_id=f"{data.request_id}:retrying:{attempts.used}",
-                    error=attempt.cause,
-                    attempt=attempts.used,
-                    max_attempts=limit,
-                )
+            await self._announce_retrying(data, attempts, limit)
+
+    async def _announce_retrying(self, data: OptimizationData, attempts: Attempts, limit: int) -> None:
+        """`retrying` for the last attempt if it ended without a final result, counted, with
+        attempts left, and was not announced yet (also when it ended with a daemon that died)."""
+        last = attempts.last
+        if last is None or last.cause is None or not last.counted or last.announced or attempts.used >= limit:
+            return
+        log.warning(
+            "job %s: attempt %d of %d ended without a result (%s); it will be resumed",
+            data.request_id,
+            attempts.used,
+            limit,
+            last.cause,
+        )
+        await self.announcer.status(
+            data.prompt,
+            data.request_id,
+            "retrying",
+            event_id=f"{data.request_id}:retrying:{attempts.used}",
+            error=last.cause,
+            attempt=attempts.used,
+            max_attempts=limit,
+        )
+        attempts.update(last, announced=True)
 
     async def _freeze(self, run_dir: Path, request: OptimizationEvent) -> JobSpec | JobResult:
         """The job's spec, and its window frozen in the run dir on first start (a failed result if unreadable)."""
@@ -204,7 +215,7 @@ class JobDriver:
             return JobResult(status="failed", error=error)
         result = read_model(run_dir / RESULT_FILE, JobResult)
         if isinstance(result, JobResult):
-            attempts.end(attempt, result.error if result.outage else None, outage=result.outage)
+            attempts.end(attempt, None if result.final else result.error, outage=result.outage)
             return result
         attempts.end(
             attempt, f"the job process {describe_exit(code)} without a result (see {run_dir / JOB_LOG})"
@@ -251,7 +262,8 @@ def _final(run_dir: Path, result: JobResult) -> JobResult:
 
 
 def _set_aside(run_dir: Path, attempts: Attempts, result: JobResult) -> None:
-    """Keep an outage-failed result as its attempt's record, out of the way of the next attempt."""
+    """Keep a retryable result (an outage, a resumable failure) as its attempt's record, out of
+    the way of the next attempt."""
     last = attempts.last
     if last is not None:
         attempts.update(last, ended=last.ended or datetime.now(UTC), cause=result.error, outage=result.outage)

@@ -18,7 +18,9 @@ every decision input from its first computation:
 7. write `result.json` (the runner announces it).
 
 A failure while MLflow does not answer is marked `outage` in the result; the runner retries
-the job once MLflow answers again.
+the job once MLflow answers again. An unexpected failure of an attempt that follows a killed one
+is marked `resumable`, with GEPA's state and the scratch store set aside to be rebuilt: what a
+kill left half-done never ends a job while attempts remain.
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ from daemon.jobs.outage import MLFLOW, ClientRetryWatch, mlflow_outage
 from daemon.jobs.run_lock import held_by_job_process
 from daemon.jobs.spec import (
     EXAMPLES_FILE,
+    GEPA_DIR,
     JOB_FILE,
     PROGRESS_FILE,
     RESULT_FILE,
+    SCRATCH_DB,
     SIDE_EFFECTS_FILE,
     Decision,
     JobResult,
@@ -150,7 +154,7 @@ def run_job(run_dir: Path, attempt: int = 1) -> JobResult:
     progress = ProgressFile(run_dir, spec.prompt, attempt)
     ClientRetryWatch.install(spec.tracking_uri, progress.waiting)
     with job_model_calls(spec, run_dir) as calls:
-        result = _run_stages(run_dir, spec, progress)
+        result = _run_stages(run_dir, spec, progress, attempt)
     result.usage = model_usage(calls.ledger.snapshot())
     if result.outage is None:  # with MLflow down, its run cannot take the record
         log_usage_to_run(spec, result)
@@ -159,7 +163,7 @@ def run_job(run_dir: Path, attempt: int = 1) -> JobResult:
     return result
 
 
-def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile) -> JobResult:
+def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile, attempt: int) -> JobResult:
     examples = [Example.model_validate(e) for e in json.loads((run_dir / EXAMPLES_FILE).read_bytes())]
     try:
         mlflow.set_tracking_uri(spec.tracking_uri)
@@ -179,7 +183,7 @@ def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile) -> JobResu
         return _failed(exc, spec)
     except Exception as exc:  # an unexpected failure still ends the job with its cause
         traceback.print_exc()
-        return _failed(exc, spec)
+        return _unexpected(run_dir, exc, spec, attempt)
     return JobResult(
         status="completed",
         optimizer=backend.optimizer,
@@ -204,6 +208,26 @@ def _failed(exc: BaseException, spec: JobSpec) -> JobResult:
     )
 
 
+def _unexpected(run_dir: Path, exc: BaseException, spec: JobSpec, attempt: int) -> JobResult:
+    """An unexpected failure. After a killed attempt it may be something the kill left half-done,
+    so the optimize stage's working state is set aside (as `<name>.attempt-N`) and the result is
+    resumable: the next attempt rebuilds it. The checkpoints are atomic and stay."""
+    result = _failed(exc, spec)
+    if result.outage is None and _follows_a_kill(run_dir, attempt):
+        for name in (GEPA_DIR, SCRATCH_DB):
+            if (run_dir / name).exists():
+                (run_dir / name).replace(run_dir / f"{name}.attempt-{attempt}")
+        result.resumable = True
+    return result
+
+
+def _follows_a_kill(run_dir: Path, attempt: int) -> bool:
+    """Whether an earlier attempt of the job ended without a result (killed, or with its daemon)."""
+    ledger = read_model(run_dir / ATTEMPTS_FILE, Ledger)
+    earlier = ledger.attempts if isinstance(ledger, Ledger) else []
+    return any(a.number < attempt and a.cause is not None and a.outage is None for a in earlier)
+
+
 def _optimize(
     run_dir: Path, spec: JobSpec, backend: Backend, plan: JobPlan, progress: ProgressFile
 ) -> CandidateCheckpoint:
@@ -215,7 +239,7 @@ def _optimize(
             max_metric_calls=budget.max_metric_calls,
             max_wall_time=budget.max_wall_time.total_seconds(),
             num_threads=spec.num_threads,
-            run_dir=str(run_dir / "gepa"),
+            run_dir=str(run_dir / GEPA_DIR),
             progress=progress.gepa,
             max_cost_usd=budget.max_cost_usd,
             calls=call_policy(spec.policy),

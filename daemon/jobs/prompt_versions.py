@@ -188,20 +188,31 @@ def scratch_registry(db: Path, baseline: Version) -> Iterator[None]:
 
     `mlflow.genai.optimize_prompts` registers a version on every run; run there, it leaves
     the real registry untouched, which only ever receives versions the daemon registers.
+    The store is kept for the job's later attempts; it is built complete or not at all
+    (`_build_scratch`), since MLflow's schema migration is many statements a kill can cut.
     """
     real = mlflow.get_tracking_uri()
     # the user's experiment does not exist in the scratch store
     hidden = {name: os.environ.pop(name) for name in _EXPERIMENT_VARS if name in os.environ}
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
     try:
-        if not versions(baseline.name):
-            for number in range(1, baseline.version):
-                mlflow.genai.register_prompt(
-                    name=baseline.name, template=f"(placeholder for version {number})"
-                )
-            mlflow.genai.register_prompt(name=baseline.name, template=baseline.template)
-            mlflow.genai.set_prompt_alias(baseline.name, PRODUCTION, baseline.version)
+        if not db.exists():
+            _build_scratch(db, baseline)
+        mlflow.set_tracking_uri(f"sqlite:///{db}")
         yield
     finally:
         mlflow.set_tracking_uri(real)
         os.environ.update(hidden)
+
+
+def _build_scratch(db: Path, baseline: Version) -> None:
+    """1. drop what an earlier, killed build left; 2. migrate and seed a store beside `db`;
+    3. rename it to `db`, so a store found at `db` is always complete."""
+    partial = db.with_name(db.name + ".partial")
+    for leftover in (partial, partial.with_name(partial.name + "-journal")):
+        leftover.unlink(missing_ok=True)
+    mlflow.set_tracking_uri(f"sqlite:///{partial}")
+    for number in range(1, baseline.version):
+        mlflow.genai.register_prompt(name=baseline.name, template=f"(placeholder for version {number})")
+    mlflow.genai.register_prompt(name=baseline.name, template=baseline.template)
+    mlflow.genai.set_prompt_alias(baseline.name, PRODUCTION, baseline.version)
+    partial.replace(db)

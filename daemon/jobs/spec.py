@@ -19,6 +19,8 @@ EXAMPLES_FILE = "examples.json"
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.json"
 SIDE_EFFECTS_FILE = "side_effects.json"
+GEPA_DIR = "gepa"  # GEPA's own state (`gepa_state.bin`): a resumed optimize stage goes on from it
+SCRATCH_DB = "scratch-mlflow.db"  # the MLflow store `optimize_prompts` registers its trial versions in
 T = TypeVar("T")
 OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
 
@@ -70,6 +72,15 @@ class JobResult(BaseModel):
     )
     usage: ModelUsage | None = None
     stopped_by: StopReason | None = None
+    resumable: bool = Field(
+        default=False,
+        description="an unexpected failure of an attempt that resumed a killed one (the runner retries it)",
+    )
+
+    @property
+    def final(self) -> bool:
+        """Whether the job ends with this result (else the runner tries again while attempts remain)."""
+        return self.outage is None and not self.resumable
 
 
 class SideEffects(BaseModel):

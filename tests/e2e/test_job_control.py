@@ -1,4 +1,5 @@
-"""Jobs survive a SIGKILL of the daemon mid-GEPA; manual approval, and rollback, by command."""
+"""Jobs survive a SIGKILL of the daemon mid-GEPA (announced as `retrying`, `started` sent once);
+manual approval, and rollback, by command."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from daemon.jobs.attempts import DAEMON_DIED
 from schemas import CommandData, CommandEvent
 from tests.daemon_harness import Daemon, assert_recovered, changelogs, produce, read_topic
 from tests.e2e.loop_helpers import register_seed, sme_feed, wait_for_events, write_policy
@@ -62,6 +64,11 @@ def test_sigkill_during_gepa_resumes_and_announces_once(kafka_bootstrap: str, tm
     )
     assert set(ids_per_decision.values()) == {1}
     assert {e.id for e in completed} == {f"{request_id}:completed"}
+    # the attempt that died with the daemon is announced as `retrying`; `started` is sent once
+    mine = [e.data for e in optimizations if e.data.request_id == request_id]
+    assert [d.status for d in mine].count("started") == 1, [d.status for d in mine]
+    [retrying] = [d for d in mine if d.status == "retrying"]
+    assert (retrying.attempt, retrying.max_attempts, retrying.error) == (1, 3, DAEMON_DIED), retrying
 
 
 def test_manual_approval_then_rollback(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -1,0 +1,237 @@
+"""The kill-anywhere sweep: one job per kill point, its process SIGKILLed that long after it was
+spawned, each resumed by the daemon to completion; `problems` lists what any run ended with
+that a resumed job must not (used by `tests/e2e/test_kill_anywhere.py` and `bench/kill_anywhere.py`).
+
+1. a reference job (never killed) measures the life of a job process, spawn to `result.json`;
+2. the kill points are spread evenly over that life: point i of n at life * i / (n + 1);
+3. every kill prompt is fed at once; each job's first process is killed at its point after it
+   was spawned (seen within `POLL_S`), noting the stage it stood at and the scratch store's state;
+4. once every job has ended, each must hold what one uninterrupted job would have left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+
+from daemon.jobs.spec import SCRATCH_DB
+from tests.daemon_harness import Daemon, produce, read_topic
+from tests.e2e.loop_helpers import register_seed, sme_feed, wait_for_events, write_policies
+
+POLL_S = 0.01
+REFERENCE = "sweep_reference"
+# small windows and budgets: a job's life is mostly its process starting and GEPA's first rounds
+SWEEP_POLICY: dict[str, Any] = {"n": 40, "calls": 40}
+
+
+@dataclass
+class Kill:
+    """One kill point and where it landed."""
+
+    prompt: str
+    offset_s: float
+    pid: int | None = None
+    stage: str = ""  # the job's stage when it was killed ("" if it ended first)
+    scratch: str = ""  # the scratch store then: absent, partial (being built) or complete
+
+
+@dataclass
+class Sweep:
+    life_s: float
+    kills: list[Kill]
+    optimizations: list[Any] = field(default_factory=list)
+    registered: list[Any] = field(default_factory=list)
+    promotions: list[Any] = field(default_factory=list)
+    state_dir: Path = Path()
+    tracking_uri: str = ""
+
+
+def kill_points(life_s: float, n: int) -> list[float]:
+    """n moments spread evenly over a job's life, neither at its spawn nor at its end."""
+    return [round(life_s * i / (n + 1), 3) for i in range(1, n + 1)]
+
+
+def run_sweep(
+    bootstrap: str,
+    workdir: Path,
+    n: int,
+    *,
+    concurrency: int = 1,
+    report: Callable[[str], None] = lambda line: None,
+) -> Sweep:
+    """Steps 1–3 of the module docstring with one daemon (`--role all`, `concurrency` job slots)."""
+    names = [f"sweep_{i:03d}" for i in range(n)]
+    daemon = Daemon(
+        bootstrap,
+        write_policies(workdir / "policy.yaml", {name: SWEEP_POLICY for name in [REFERENCE, *names]}),
+        workdir,
+        env={"GEPA_STREAM_MAX_CONCURRENT_JOBS": str(concurrency)},
+    )
+    tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
+    for name in [REFERENCE, *names]:
+        register_seed(tracking, name)
+    state = workdir / "state"
+    daemon.start()
+    try:
+        produce(bootstrap, sme_feed(daemon.topics, REFERENCE, SWEEP_POLICY["n"]))
+        life = _reference_life(daemon, state)
+        report(f"reference job: {life:.2f} s from spawn to result")
+        kills = [Kill(name, offset) for name, offset in zip(names, kill_points(life, n), strict=True)]
+        produce(bootstrap, [r for name in names for r in sme_feed(daemon.topics, name, SWEEP_POLICY["n"])])
+        _kill_each(daemon, state, kills, report)
+        optimizations = wait_for_events(
+            daemon,
+            daemon.topics.optimizations,
+            lambda evs: (
+                {e.data.prompt for e in evs if e.data.status in ("completed", "failed")}
+                >= {REFERENCE, *names}
+            ),
+            timeout=120.0 + 4 * life * n / concurrency,
+            fail_on_failed_job=False,
+        )
+        return Sweep(
+            life,
+            kills,
+            optimizations,
+            read_topic(bootstrap, daemon.topics.prompts),
+            read_topic(bootstrap, daemon.topics.promotions),
+            state,
+            tracking,
+        )
+    finally:
+        daemon.stop()
+
+
+def _run_dirs(state: Path) -> dict[str, Path]:
+    found = {}
+    for spec in (state / "jobs").glob("*/job.json"):
+        found[json.loads(spec.read_text())["prompt"]] = spec.parent
+    return found
+
+
+def _ledger(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((run_dir / "attempts.json").read_text())["attempts"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def _reference_life(daemon: Daemon, state: Path) -> float:
+    """Spawn (first seen in the ledger) to `result.json` of the reference job."""
+    deadline = time.monotonic() + 300
+    spawned: float | None = None
+    while time.monotonic() < deadline:
+        run_dir = _run_dirs(state).get(REFERENCE)
+        if run_dir is not None:
+            ledger = _ledger(run_dir)
+            if spawned is None and ledger and ledger[0].get("pid"):
+                spawned = time.monotonic()
+            if spawned is not None and (run_dir / "result.json").exists():
+                return time.monotonic() - spawned
+        assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[-4000:]
+        time.sleep(POLL_S)
+    raise AssertionError("the reference job did not end within 300 s")
+
+
+def _kill_each(daemon: Daemon, state: Path, kills: list[Kill], report: Callable[[str], None]) -> None:
+    """SIGKILL each job's first process `offset_s` after it was first seen."""
+    pending = {k.prompt: k for k in kills}
+    spawned: dict[str, float] = {}
+    deadline = time.monotonic() + 300 + sum(k.offset_s for k in kills) * 4
+    while pending:
+        assert time.monotonic() < deadline, f"jobs never spawned: {sorted(pending)}"
+        assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[-4000:]
+        dirs = _run_dirs(state)
+        for prompt, kill in list(pending.items()):
+            run_dir = dirs.get(prompt)
+            ledger = _ledger(run_dir) if run_dir is not None else []
+            if run_dir is None or not ledger or not ledger[0].get("pid"):
+                continue
+            spawned.setdefault(prompt, time.monotonic())
+            if (run_dir / "result.json").exists() or ledger[0].get("ended"):
+                report(f"{prompt}: ended before its kill point {kill.offset_s:.2f} s")
+                del pending[prompt]
+            elif time.monotonic() - spawned[prompt] >= kill.offset_s:
+                kill.pid, kill.stage, kill.scratch = ledger[0]["pid"], _stage(run_dir), _scratch(run_dir)
+                os.kill(kill.pid, signal.SIGKILL)
+                report(
+                    f"{prompt}: killed at {kill.offset_s:.2f} s, stage {kill.stage}, scratch {kill.scratch}"
+                )
+                del pending[prompt]
+        time.sleep(POLL_S)
+
+
+def _stage(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "progress.json").read_text())["stage"])
+    except (OSError, ValueError, KeyError):
+        return "spawned"  # before the process reported its first stage
+
+
+def _scratch(run_dir: Path) -> str:
+    if (run_dir / f"{SCRATCH_DB}.partial").exists():
+        return "partial"
+    return "complete" if (run_dir / SCRATCH_DB).exists() else "absent"
+
+
+def problems(sweep: Sweep) -> list[str]:
+    """What the sweep's runs ended with that one uninterrupted job would not have: for each
+    prompt exactly one `completed` (no `failed`), one version tagged with its request id (v2),
+    one `prompt.registered` (v2, parent 1), one `promoted` 1 -> 2 with `production` on 2, one
+    `started`, a `retrying` for its kill, and no job process left."""
+    mlflow.set_tracking_uri(sweep.tracking_uri)
+    client = MlflowClient()
+    found = []
+    dirs = _run_dirs(sweep.state_dir)
+    for kill in sweep.kills:
+        prompt = kill.prompt
+        where = f"{prompt} (killed at {kill.offset_s:.2f} s, stage {kill.stage or '-'}, scratch {kill.scratch or '-'})"
+        mine = [e.data for e in sweep.optimizations if e.data.prompt == prompt]
+        ends = [d for d in mine if d.status in ("completed", "failed")]
+        if [d.status for d in ends] != ["completed"]:
+            found.append(f"{where}: ended {[(d.status, d.error) for d in ends]}")
+            continue
+        request_id = ends[0].request_id
+        started = [d for d in mine if d.status == "started"]
+        retrying = [d for d in mine if d.status == "retrying"]
+        if len(started) != 1 or (kill.pid is not None and len(retrying) != 1):
+            found.append(f"{where}: {len(started)} started, {len(retrying)} retrying events")
+        tagged = [
+            int(v.version)
+            for v in client.search_prompt_versions(prompt)
+            if v.tags.get("gepa_stream.request_id") == request_id
+        ]
+        announced = [
+            (e.data.version, e.data.parent_version) for e in sweep.registered if e.data.prompt == prompt
+        ]
+        promoted = [
+            (e.data.decision, e.data.from_version, e.data.to_version)
+            for e in sweep.promotions
+            if e.data.prompt == prompt
+        ]
+        production = mlflow.genai.load_prompt(f"prompts:/{prompt}@production", cache_ttl_seconds=0).version
+        if (tagged, announced, promoted, int(production)) != ([2], [(2, 1)], [("promoted", 1, 2)], 2):
+            found.append(
+                f"{where}: versions tagged {tagged}, registered {announced}, promotions {promoted}, production v{production}"
+            )
+        alive = [a["pid"] for a in _ledger(dirs[prompt]) if a.get("pid") and _alive(a["pid"])]
+        if alive:
+            found.append(f"{where}: job processes left running: {alive}")
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
