@@ -247,7 +247,7 @@ def run_ingest(args: argparse.Namespace, state: Path) -> None:
         print(json.dumps(progress), flush=True)
 
     ingest.process_batch = counted  # type: ignore[method-assign]
-    daemon.serve(bench_loglevel(), redirect_stdouts=False)
+    daemon.serve(bench_loglevel(), settings.shutdown_timeout_s, redirect_stdouts=False)
 
 
 def bench_loglevel() -> str:

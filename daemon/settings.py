@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # most this long (plus the batch's processing) after its threshold event arrives.
     ingest_batch_interval_s: float = Field(default=0.25, gt=0, le=5.0)
     log_level: Literal["debug", "info", "warn", "error", "critical"] = "info"
+    # A stop (SIGTERM, SIGINT) that has not finished after this long exits anyway: with the broker
+    # unreachable, the Kafka clients' last commits and flushes would retry for minutes. Below
+    # compose's 10 s and Kubernetes' 30 s before their SIGKILL.
+    shutdown_timeout_s: float = Field(default=8.0, gt=0, le=300)
     # Kafka security, applied to every client the daemon creates.
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: SaslMechanism | None = None
