@@ -90,8 +90,9 @@ class JobDriver:
         2. the inputs are frozen in the run dir (first start only);
         3. each attempt (at most `budget.max_attempts`, counted in `attempts.json`) first waits
            for MLflow if the previous one ended in an MLflow outage, then runs the job process;
-        4. a process that died without a result, or a result failed by an MLflow outage, is
-           announced as `retrying` and tried again; any other result is final.
+        4. a process that died without a result (also with an earlier daemon), a result failed by
+           an MLflow outage, or a resumable one (an unexpected failure after a killed attempt) is
+           announced as `retrying`, once, and tried again; any other result is final.
         """
         data = request.data
         result = read_model(run_dir / RESULT_FILE, JobResult)

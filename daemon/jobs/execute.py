@@ -78,6 +78,7 @@ CANDIDATE_FILE = "candidate.json"
 SCORES_FILE = "scores.json"
 GATE_FILE = "gate.json"
 HOLD_AT_VAR = "GEPA_STREAM_JOB_HOLD_AT"
+DECIDED = (OptimizationFailed, NotEnoughData, LookupError, ValueError)  # failures that end a job
 
 
 class CandidateCheckpoint(BaseModel):
@@ -179,11 +180,11 @@ def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile, attempt: i
         scores = _evaluate(run_dir, backend, plan.heldout, baseline, candidate, progress)
         registered = _register(run_dir, spec, backend, plan, baseline, candidate, scores, progress)
         decisions = _gate_and_promote(run_dir, spec, registered, scores, progress)
-    except (OptimizationFailed, NotEnoughData, LookupError, ValueError) as exc:
-        return _failed(exc, spec)
+    except DECIDED as exc:
+        return _attempt_failed(run_dir, exc, spec, attempt)
     except Exception as exc:  # an unexpected failure still ends the job with its cause
         traceback.print_exc()
-        return _unexpected(run_dir, exc, spec, attempt)
+        return _attempt_failed(run_dir, exc, spec, attempt)
     return JobResult(
         status="completed",
         optimizer=backend.optimizer,
@@ -208,17 +209,26 @@ def _failed(exc: BaseException, spec: JobSpec) -> JobResult:
     )
 
 
-def _unexpected(run_dir: Path, exc: BaseException, spec: JobSpec, attempt: int) -> JobResult:
-    """An unexpected failure. After a killed attempt it may be something the kill left half-done,
-    so the optimize stage's working state is set aside (as `<name>.attempt-N`) and the result is
-    resumable: the next attempt rebuilds it. The checkpoints are atomic and stay."""
+def _attempt_failed(run_dir: Path, exc: BaseException, spec: JobSpec, attempt: int) -> JobResult:
+    """The attempt's failed result. An undecided failure after a killed attempt may be something
+    the kill left half-done, so the optimize stage's working state is set aside (as
+    `<name>.attempt-N`) and the result is resumable: the next attempt rebuilds it. The
+    checkpoints are atomic and stay."""
     result = _failed(exc, spec)
-    if result.outage is None and _follows_a_kill(run_dir, attempt):
+    if result.outage is None and _undecided(exc) and _follows_a_kill(run_dir, attempt):
         for name in (GEPA_DIR, SCRATCH_DB):
             if (run_dir / name).exists():
                 (run_dir / name).replace(run_dir / f"{name}.attempt-{attempt}")
         result.resumable = True
     return result
+
+
+def _undecided(exc: BaseException) -> bool:
+    """Not a verdict on the job's inputs (too little data, an unknown prompt, a bad setting, a model
+    that failed for good, the wall time): an unexpected error, or GEPA's failure wrapping one."""
+    if isinstance(exc, OptimizationFailed) and isinstance(exc.cause, BaseException):
+        return _undecided(exc.cause)
+    return not isinstance(exc, DECIDED)
 
 
 def _follows_a_kill(run_dir: Path, attempt: int) -> bool:

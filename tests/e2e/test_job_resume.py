@@ -28,8 +28,12 @@ KILLED_AT = {
     "kill_gate": "gate",  # registered in MLflow, nothing announced yet
     "kill_alias": "promote",  # production already moved to the candidate
     "kill_last": "gate",  # registered, and no attempt left (max_attempts: 1): fails, announcing the version
+    # mid-GEPA, and its state file then found truncated: attempt 2 fails on it, attempt 3 rebuilds
+    "kill_gepa_corrupt": "optimize",
 }
-RESUMED = [name for name in KILLED_AT if name != "kill_last"]
+RESUMED = [name for name in KILLED_AT if name not in ("kill_last", "kill_gepa_corrupt")]
+KILLED_MID_GEPA = ("kill_gepa", "kill_gepa_corrupt")  # not held at a stage: killed once GEPA saved its state
+GEPA_STATE = "gepa_state.bin"
 
 
 def _job_dirs(state: Path) -> dict[str, Path]:
@@ -52,9 +56,8 @@ def _ready_to_kill(prompt: str, run_dir: Path) -> int | None:
     progress = _progress(run_dir)
     if progress.get("stage") != KILLED_AT[prompt] or not progress.get("pid"):
         return None
-    if prompt == "kill_gepa":  # the real thing: GEPA running, with state on disk to resume from
-        gepa = run_dir / "gepa"
-        return progress["pid"] if gepa.is_dir() and any(gepa.iterdir()) else None
+    if prompt in KILLED_MID_GEPA:  # GEPA running, with state on disk to resume from
+        return progress["pid"] if (run_dir / "gepa" / GEPA_STATE).exists() else None
     return progress["pid"] if progress.get("detail", "").startswith("held for a crash drill") else None
 
 
@@ -63,8 +66,9 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(
 ) -> None:
     settings: dict[str, dict[str, Any]] = {name: {} for name in KILLED_AT}
     settings["kill_gepa"] = {"task_model": "offline/support-router?latency_ms=40"}
+    settings["kill_gepa_corrupt"] = {"task_model": "offline/support-router?latency_ms=40"}
     settings["kill_last"] = {"attempts": 1}
-    holds = ",".join(f"{name}={stage}" for name, stage in KILLED_AT.items() if name != "kill_gepa")
+    holds = ",".join(f"{name}={stage}" for name, stage in KILLED_AT.items() if name not in KILLED_MID_GEPA)
     daemon = Daemon(
         kafka_bootstrap,
         write_policies(tmp_path / "policy.yaml", settings),
@@ -92,6 +96,9 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(
                     assert not (run_dir / "result.json").exists()
                     os.kill(pid, signal.SIGKILL)
                     killed[prompt] = pid
+                    if prompt == "kill_gepa_corrupt":  # the next attempt is still starting (~6 s of imports)
+                        state_file = run_dir / "gepa" / GEPA_STATE
+                        state_file.write_bytes(state_file.read_bytes()[:100])
             time.sleep(0.05)
         optimizations = wait_for_events(
             daemon,
@@ -159,6 +166,25 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(
             announced.baseline_score,
             announced.candidate_score,
         )
+
+    # a kill, then a failure on what it left: set aside, rebuilt, completed once, as one job would
+    mine = [e.data for e in optimizations if e.data.prompt == "kill_gepa_corrupt"]
+    [completed] = [d for d in mine if d.status in ("failed", "completed")]
+    assert completed.status == "completed", mine
+    retrying = [d for d in mine if d.status == "retrying"]
+    assert [(d.attempt, "SIGKILL" in (d.error or "")) for d in retrying] == [(1, True), (2, False)], retrying
+    run_dir = _job_dirs(tmp_path / "state")["kill_gepa_corrupt"]
+    assert (run_dir / "gepa.attempt-2" / GEPA_STATE).exists() and (run_dir / "gepa" / GEPA_STATE).exists()
+    tagged = [
+        int(v.version)
+        for v in client.search_prompt_versions("kill_gepa_corrupt")
+        if v.tags.get("gepa_stream.request_id") == completed.request_id
+    ]
+    assert tagged == [2] and [
+        (e.data.decision, e.data.from_version, e.data.to_version)
+        for e in promotions
+        if e.data.prompt == "kill_gepa_corrupt"
+    ] == [("promoted", 1, 2)]
 
     # no attempt left: `failed` names the attempt and its cause, and the version it registered is announced
     mine = [e.data for e in optimizations if e.data.prompt == "kill_last"]

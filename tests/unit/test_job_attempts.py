@@ -15,6 +15,12 @@ from mlflow.exceptions import MlflowException
 from daemon.broker import free_port
 from daemon.jobs.attempts import DAEMON_DIED, Attempts, describe_exit
 from daemon.jobs.driver import JobState
+from daemon.jobs.execute import _attempt_failed
+from daemon.jobs.spec import GEPA_DIR, SCRATCH_DB, JobSpec
+from handlers.jobs import NotEnoughData
+from optimization import OptimizationFailed
+from optimization.model_calls import ModelCallFailed
+from schemas.config import PromptPolicy
 from daemon.jobs.mlflow_errors import unanswered_request
 from daemon.jobs.outage import ClientRetryWatch, mlflow_outage, tracking_answers
 
@@ -35,6 +41,63 @@ def test_the_ledger_counts_attempts_across_restarts(tmp_path: Path) -> None:
     assert (
         reopened.last is not None and reopened.last.cause == DAEMON_DIED and reopened.last.ended is not None
     )
+
+
+def _run_dir_after(tmp_path: Path, first_cause: str | None) -> Path:
+    """A run directory whose attempt 1 ended with `first_cause`, holding GEPA's state and the scratch store."""
+    attempts = Attempts(tmp_path)
+    attempts.end(attempts.begin(), first_cause)
+    attempts.begin()
+    (tmp_path / GEPA_DIR).mkdir()
+    (tmp_path / GEPA_DIR / "gepa_state.bin").write_bytes(b"half")
+    (tmp_path / SCRATCH_DB).write_bytes(b"half")
+    return tmp_path
+
+
+SPEC = JobSpec(
+    request_id="r1",
+    prompt="p",
+    policy=PromptPolicy.model_validate({"name": "p", "input_keys": ["q"]}),
+    tracking_uri="sqlite:///unused.db",
+    window_size=10,
+)
+KILLED = "the job process killed by SIGKILL without a result"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("table assessments already exists"),
+        OptimizationFailed("optimization run failed", EOFError()),
+    ],
+    ids=["unexpected", "GEPA wrapping an unexpected error"],
+)
+def test_an_undecided_failure_after_a_kill_is_resumable_with_its_working_state_set_aside(
+    tmp_path: Path, error: Exception
+) -> None:
+    result = _attempt_failed(_run_dir_after(tmp_path, KILLED), error, SPEC, 2)
+    assert result.resumable and not result.final and result.status == "failed"
+    assert not (tmp_path / GEPA_DIR).exists() and not (tmp_path / SCRATCH_DB).exists()
+    assert (tmp_path / "gepa.attempt-2" / "gepa_state.bin").read_bytes() == b"half"
+    assert (tmp_path / "scratch-mlflow.db.attempt-2").read_bytes() == b"half"
+
+
+@pytest.mark.parametrize(
+    ("first_cause", "error"),
+    [
+        (None, RuntimeError("a bug")),  # no kill before: the error is the job's own
+        (KILLED, NotEnoughData("3 examples")),
+        (KILLED, ModelCallFailed("task", "openai/m", "5 consecutive 503 responses")),
+        (KILLED, OptimizationFailed("optimization exceeded its wall-time limit of 60s")),
+        (KILLED, ValueError("bad scorer")),
+    ],
+)
+def test_a_decided_failure_or_one_without_a_kill_before_is_final(
+    tmp_path: Path, first_cause: str | None, error: Exception
+) -> None:
+    result = _attempt_failed(_run_dir_after(tmp_path, first_cause), error, SPEC, 2)
+    assert result.final and not result.resumable
+    assert (tmp_path / GEPA_DIR).exists() and (tmp_path / SCRATCH_DB).exists()
 
 
 def test_exit_codes_are_described() -> None:
