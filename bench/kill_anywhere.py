@@ -1,6 +1,7 @@
 """Benchmark: the kill-anywhere sweep, fine-grained. One job per kill point, its process
 SIGKILLed at moments spread evenly over a job's life (spawn to result, measured by a reference
-job in the same run), each resumed by the daemon; prints where each kill landed (stage, the
+job in the same run; see `tests/e2e/kill_sweep.py` for how the points are timed), each resumed
+by the daemon; prints where each kill landed (stage, the
 scratch store's state) and how each run ended, then the error rate: runs that did not end as one
 uninterrupted job would (one version, one announcement, one promotion 1 -> 2, one `started`,
 a `retrying`, no process left).
@@ -48,7 +49,11 @@ def main() -> int:
     found = problems(sweep)
     killed = [k for k in sweep.kills if k.pid is not None]
     stages = Counter(f"{k.stage} (scratch {k.scratch})" for k in killed)
-    say(f"job life {sweep.life_s:.2f} s; {len(killed)} of {args.kills} kills landed before the job ended")
+    life = sweep.life
+    say(
+        f"job life {life.total_s:.2f} s ({life.start_s:.2f} s starting, {life.work_s:.2f} s working): "
+        f"a kill every {life.total_s / (args.kills + 1):.2f} s; {len(killed)} of {args.kills} landed before the job ended"
+    )
     for stage, count in sorted(stages.items(), key=lambda item: -item[1]):
         say(f"  {count:3d} kills at {stage}")
     for line in found:

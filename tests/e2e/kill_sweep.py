@@ -2,10 +2,14 @@
 spawned, each resumed by the daemon to completion; `problems` lists what any run ended with
 that a resumed job must not (used by `tests/e2e/test_kill_anywhere.py` and `bench/kill_anywhere.py`).
 
-1. a reference job (never killed) measures the life of a job process, spawn to `result.json`;
+1. a reference job (never killed) measures the life of a job process in its two phases: the
+   process starting (spawn to its first stage report, `plan`: mostly imports) and its work (to
+   `result.json`);
 2. the kill points are spread evenly over that life: point i of n at life * i / (n + 1);
-3. every kill prompt is fed at once; each job's first process is killed at its point after it
-   was spawned (seen within `POLL_S`), noting the stage it stood at and the scratch store's state;
+3. every kill prompt is fed at once; each job's first process is killed at its point, timed from
+   its spawn (seen within `POLL_S`) if the point falls in the start, else from its own first
+   stage report — so the start's jitter (5-9 s on a loaded 2-core machine) does not push the
+   work phase's points elsewhere; the stage it stood at and the scratch store's state are noted;
 4. once every job has ended, each must hold what one uninterrupted job would have left.
 """
 
@@ -44,9 +48,21 @@ class Kill:
     scratch: str = ""  # the scratch store then: absent, partial (being built) or complete
 
 
+@dataclass(frozen=True)
+class Life:
+    """A job process's life in its two phases (seconds)."""
+
+    start_s: float  # spawn to its first stage report
+    work_s: float  # first stage report to `result.json`
+
+    @property
+    def total_s(self) -> float:
+        return self.start_s + self.work_s
+
+
 @dataclass
 class Sweep:
-    life_s: float
+    life: Life
     kills: list[Kill]
     optimizations: list[Any] = field(default_factory=list)
     registered: list[Any] = field(default_factory=list)
@@ -84,10 +100,10 @@ def run_sweep(
     try:
         produce(bootstrap, sme_feed(daemon.topics, REFERENCE, SWEEP_POLICY["n"]))
         life = _reference_life(daemon, state)
-        report(f"reference job: {life:.2f} s from spawn to result")
-        kills = [Kill(name, offset) for name, offset in zip(names, kill_points(life, n), strict=True)]
+        report(f"reference job: {life.start_s:.2f} s starting, then {life.work_s:.2f} s of work")
+        kills = [Kill(name, offset) for name, offset in zip(names, kill_points(life.total_s, n), strict=True)]
         produce(bootstrap, [r for name in names for r in sme_feed(daemon.topics, name, SWEEP_POLICY["n"])])
-        _kill_each(daemon, state, kills, report)
+        _kill_each(daemon, state, kills, life, report)
         optimizations = wait_for_events(
             daemon,
             daemon.topics.optimizations,
@@ -95,7 +111,7 @@ def run_sweep(
                 {e.data.prompt for e in evs if e.data.status in ("completed", "failed")}
                 >= {REFERENCE, *names}
             ),
-            timeout=120.0 + 4 * life * n / concurrency,
+            timeout=120.0 + 4 * life.total_s * n / concurrency,
             fail_on_failed_job=False,
         )
         return Sweep(
@@ -125,27 +141,33 @@ def _ledger(run_dir: Path) -> list[dict[str, Any]]:
         return []
 
 
-def _reference_life(daemon: Daemon, state: Path) -> float:
-    """Spawn (first seen in the ledger) to `result.json` of the reference job."""
+def _reference_life(daemon: Daemon, state: Path) -> Life:
+    """The reference job's phases: spawn (first seen in the ledger), first stage report, `result.json`."""
     deadline = time.monotonic() + 300
     spawned: float | None = None
+    working: float | None = None
     while time.monotonic() < deadline:
         run_dir = _run_dirs(state).get(REFERENCE)
         if run_dir is not None:
             ledger = _ledger(run_dir)
             if spawned is None and ledger and ledger[0].get("pid"):
                 spawned = time.monotonic()
-            if spawned is not None and (run_dir / "result.json").exists():
-                return time.monotonic() - spawned
+            if spawned is not None and working is None and (run_dir / "progress.json").exists():
+                working = time.monotonic()
+            if spawned is not None and working is not None and (run_dir / "result.json").exists():
+                return Life(working - spawned, time.monotonic() - working)
         assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[-4000:]
         time.sleep(POLL_S)
     raise AssertionError("the reference job did not end within 300 s")
 
 
-def _kill_each(daemon: Daemon, state: Path, kills: list[Kill], report: Callable[[str], None]) -> None:
-    """SIGKILL each job's first process `offset_s` after it was first seen."""
+def _kill_each(
+    daemon: Daemon, state: Path, kills: list[Kill], life: Life, report: Callable[[str], None]
+) -> None:
+    """SIGKILL each job's first process at its point (step 3 of the module docstring)."""
     pending = {k.prompt: k for k in kills}
     spawned: dict[str, float] = {}
+    working: dict[str, float] = {}
     deadline = time.monotonic() + 300 + sum(k.offset_s for k in kills) * 4
     while pending:
         assert time.monotonic() < deadline, f"jobs never spawned: {sorted(pending)}"
@@ -156,11 +178,18 @@ def _kill_each(daemon: Daemon, state: Path, kills: list[Kill], report: Callable[
             ledger = _ledger(run_dir) if run_dir is not None else []
             if run_dir is None or not ledger or not ledger[0].get("pid"):
                 continue
-            spawned.setdefault(prompt, time.monotonic())
+            now = time.monotonic()
+            spawned.setdefault(prompt, now)
+            if prompt not in working and (run_dir / "progress.json").exists():
+                working[prompt] = now
+            if kill.offset_s < life.start_s:
+                due = now - spawned[prompt] >= kill.offset_s
+            else:
+                due = prompt in working and now - working[prompt] >= kill.offset_s - life.start_s
             if (run_dir / "result.json").exists() or ledger[0].get("ended"):
                 report(f"{prompt}: ended before its kill point {kill.offset_s:.2f} s")
                 del pending[prompt]
-            elif time.monotonic() - spawned[prompt] >= kill.offset_s:
+            elif due:
                 kill.pid, kill.stage, kill.scratch = ledger[0]["pid"], _stage(run_dir), _scratch(run_dir)
                 os.kill(kill.pid, signal.SIGKILL)
                 report(

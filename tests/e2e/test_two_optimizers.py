@@ -148,7 +148,11 @@ def test_a_job_moves_once_on_a_rebalance_and_once_from_a_killed_worker(
 
     # exactly one version and one decision for the request
     by_status = Counter(e.data.status for e in optimizations if e.data.request_id == request_id)
-    assert (by_status["completed"], by_status["failed"], by_status["retrying"]) == (1, 0, 0), by_status
+    assert (by_status["completed"], by_status["failed"], by_status["retrying"]) == (1, 0, 1), by_status
+    [retrying] = [
+        e.data for e in optimizations if (e.data.request_id, e.data.status) == (request_id, "retrying")
+    ]
+    assert (retrying.attempt, retrying.error) == (1, DAEMON_DIED), retrying  # the attempt its owner died with
     assert [(e.data.prompt, e.data.version) for e in registered] == [(PROMPT, 2)], registered
     assert [(e.data.decision, e.data.from_version, e.data.to_version) for e in promotions] == [
         ("promoted", 1, 2)
