@@ -1,9 +1,9 @@
 """Benchmark: the kill-anywhere sweep, fine-grained. One job per kill point, its process
 SIGKILLed at moments spread evenly over a job's life (spawn to result, measured by a reference
 job in the same run; see `tests/e2e/kill_sweep.py` for how the points are timed), each resumed
-by the daemon; prints where each kill landed (stage, the
-scratch store's state) and how each run ended, then the error rate: runs that did not end as one
-uninterrupted job would (one version, one announcement, one promotion 1 -> 2, one `started`,
+by the daemon. Prints where each kill landed (stage, the scratch store's state) and how each run
+ended, then the error rate: runs that did not end as one uninterrupted job would (one version,
+one announcement, one promotion decision 1 -> 2 with `production` where it says, one `started`,
 a `retrying`, no process left).
 
     .venv/bin/python bench/kill_anywhere.py [--kills 45]
@@ -58,8 +58,10 @@ def main() -> int:
         say(f"  {count:3d} kills at {stage}")
     for line in found:
         say(f"  WRONG: {line}")
+    decisions = Counter(e.data.decision for e in sweep.promotions if e.data.prompt != "sweep_reference")
+    say(f"decisions: {dict(decisions)}")
     say(
-        f"error rate: {len(found)} of {len(killed)} killed runs did not resume to one version, one announcement, one promotion"
+        f"error rate: {len(found)} of {len(killed)} killed runs did not resume to one version, one announcement, one decision"
     )
     return 1 if found else 0
 

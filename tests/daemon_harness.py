@@ -138,6 +138,19 @@ def wait_all(
     )
 
 
+def job_processes(run_dir: Path) -> list[str]:
+    """Live processes whose command line names `run_dir` (the job process runs `daemon.jobs.execute RUN_DIR`)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "daemon.jobs.execute" in text and str(run_dir) in text:
+            found.append(text)
+    return found
+
+
 def prompts_by_partition(stem: str, partitions: int, per_partition: int = 1) -> dict[int, list[str]]:
     """`per_partition` prompt names `<stem><i>` on each partition of a topic keyed by prompt
     (kafka-python's default partitioner: murmur2 of the key), for tests that need every

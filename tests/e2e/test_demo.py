@@ -26,22 +26,27 @@ def _assert_a_promoting_run(run: int, code: int | None, stdout: str, stderr: str
     assert f"candidate v{2 * run}" in stdout
 
 
-def test_demo_runs_twice_and_keeps_its_ops_page_open_on_request(tmp_path: Path) -> None:
-    first = subprocess.run(DEMO, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    _assert_a_promoting_run(1, first.returncode, first.stdout, first.stderr)
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}  # whole lines, as they are printed
+def _kept_open(workdir: Path, stderr: int) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """`demo --keep-open` started in `workdir`, and its stdout read line by line into a list."""
     demo = subprocess.Popen(
         [*DEMO, "--keep-open"],
-        cwd=tmp_path,
-        env=env,
+        cwd=workdir,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},  # whole lines, as they are printed
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(demo.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
+    return demo, lines, reader
+
+
+def test_demo_runs_twice_and_keeps_its_ops_page_open_on_request(tmp_path: Path) -> None:
+    first = subprocess.run(DEMO, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    _assert_a_promoting_run(1, first.returncode, first.stdout, first.stderr)
+
+    demo, lines, reader = _kept_open(tmp_path, subprocess.PIPE)
     try:
         deadline = time.monotonic() + 600
         while not any("keeps running" in line for line in lines):
@@ -91,17 +96,7 @@ def _running(pid: int) -> bool:
 def test_a_demo_stopped_by_a_signal_leaves_no_process_behind(tmp_path: Path, stop: signal.Signals) -> None:
     """As a process manager, `timeout` or a closed terminal stops it: the signal to the demo alone,
     once its daemon answers; the demo exits 128 + the signal, its daemon and broker gone."""
-    demo = subprocess.Popen(
-        [*DEMO, "--keep-open"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(demo.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
+    demo, lines, reader = _kept_open(tmp_path, subprocess.STDOUT)
     children: list[int] = []
     try:
         deadline = time.monotonic() + 180

@@ -22,7 +22,7 @@ import yaml
 from mlflow import MlflowClient
 
 from optimization.offline.provider import FakeProvider
-from tests.daemon_harness import Daemon, metric_value, produce, read_topic
+from tests.daemon_harness import Daemon, job_processes, metric_value, produce, read_topic
 from tests.e2e.loop_helpers import register_seed, sme_feed, validate_against_schemas
 
 pytestmark = pytest.mark.e2e
@@ -165,19 +165,6 @@ def _registered(daemon: Daemon, name: str) -> list[Any]:
     ]
 
 
-def _job_processes(run_dir: Path) -> list[str]:
-    """Live processes whose command line names `run_dir` (the job process runs `daemon.jobs.execute RUN_DIR`)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "daemon.jobs.execute" in text and str(run_dir) in text:
-            found.append(text)
-    return found
-
-
 def test_tokens_and_dollars_in_the_events_are_what_the_provider_served(outcome: Outcome) -> None:
     for model in PRICED:
         counted = [
@@ -299,7 +286,7 @@ def test_a_provider_that_stays_down_fails_the_job_naming_role_model_and_error(
     assert _registered(daemon, "fp_down") == []
     mlflow.set_tracking_uri(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"])
     assert [v.version for v in MlflowClient().search_prompt_versions("fp_down_route")] == [1]
-    assert _job_processes(daemon.workdir / "state" / "jobs" / data.request_id) == []
+    assert job_processes(daemon.workdir / "state" / "jobs" / data.request_id) == []
 
 
 def test_a_provider_that_never_answers_fails_the_job_within_its_wall_time(
@@ -311,4 +298,4 @@ def test_a_provider_that_never_answers_fails_the_job_within_its_wall_time(
     # the job ends itself on its model-call timeouts, inside its 4m wall time (the runner would kill it only at 4m + 120s)
     assert outcome.seconds["fp_hang"] < 240, f"the job took {outcome.seconds['fp_hang']:.0f}s to fail"
     assert _registered(daemon, "fp_hang") == []
-    assert _job_processes(daemon.workdir / "state" / "jobs" / data.request_id) == []
+    assert job_processes(daemon.workdir / "state" / "jobs" / data.request_id) == []
