@@ -18,9 +18,10 @@ every decision input from its first computation:
 7. write `result.json` (the runner announces it).
 
 A failure while MLflow does not answer is marked `outage` in the result; the runner retries
-the job once MLflow answers again. An unexpected failure of an attempt that follows a killed one
-is marked `resumable`, with GEPA's state and the scratch store set aside to be rebuilt: what a
-kill left half-done never ends a job while attempts remain.
+the job once MLflow answers again. An undecided failure (unexpected, not a verdict on the job's
+inputs) of an attempt that follows a killed one is marked `resumable`, with GEPA's state and the
+scratch store set aside to be rebuilt: what a kill left half-done never ends a job while
+attempts remain.
 """
 
 from __future__ import annotations
