@@ -10,7 +10,8 @@ import dspy
 from mlflow.genai.scorers import Scorer
 
 from optimization.offline.rules import format_expected
-from optimization.scorers import as_scorer, normalize_answer, run_scorers
+from optimization.records import normalize_answer
+from optimization.scorers import as_scorer, run_scorers
 
 GepaMetric = Callable[..., dspy.Prediction]
 

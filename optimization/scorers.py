@@ -18,7 +18,13 @@ from mlflow.genai.scorers import Correctness, Guidelines, Scorer, scorer
 from optimization.import_ref import load_ref
 from optimization.models import parse_model
 from optimization.offline.rules import format_expected
-from optimization.records import output_text
+from optimization.offline.scorers import (
+    PROFESSIONALISM_GUIDELINE,
+    offline_correctness,
+    offline_guidelines,
+    offline_professionalism,
+)
+from optimization.records import expected_response, normalize_answer, output_text
 
 SCORER_NAMES = (
     "exact_match",
@@ -28,28 +34,6 @@ SCORER_NAMES = (
     "sme_rating",
     "module:function",
 )
-
-PROFESSIONALISM_GUIDELINE = "The response is polite and professional: courteous, no slang, no shouting (all caps or '!!'), and complete sentences."
-_SLANG = frozenset("lol gonna wanna dude whatever u ur omg btw idk nope yeah".split())
-
-
-def tokens(text: Any) -> list[str]:
-    """Lower-case word/number tokens of `text`."""
-    return re.findall(r"[a-z0-9]+(?:[.'][a-z0-9]+)*", str(text).lower())
-
-
-def expected_response(expectations: dict[str, Any] | None) -> str | None:
-    """The wanted answer in an expectations dict (`expected_response`, else its only value)."""
-    if not expectations:
-        return None
-    if "expected_response" in expectations:
-        return str(expectations["expected_response"])
-    return str(next(iter(expectations.values()))) if len(expectations) == 1 else None
-
-
-def normalize_answer(text: Any) -> str:
-    """Case-, space- and trailing-punctuation-insensitive form of an answer."""
-    return " ".join(str(text).lower().split()).strip(" .!?\"'")
 
 
 @scorer(name="exact_match")
@@ -61,75 +45,6 @@ def exact_match(outputs: Any, expectations: dict[str, Any]) -> Feedback:
     ok = normalize_answer(output_text(outputs)) == normalize_answer(wanted)
     rationale = "Correct." if ok else f"Got {output_text(outputs)!r}. {format_expected(wanted)}"
     return Feedback(value=1.0 if ok else 0.0, rationale=rationale)
-
-
-@scorer(name="correctness")
-def offline_correctness(outputs: Any, expectations: dict[str, Any]) -> Feedback:
-    """Offline demo/test judge: share of the expected response's words present in the output."""
-    wanted = expected_response(expectations)
-    if wanted is None:
-        return Feedback(value=0.0, rationale="No expected_response to judge against.")
-    expected_words = set(tokens(wanted))
-    got = set(tokens(output_text(outputs)))
-    value = len(expected_words & got) / len(expected_words) if expected_words else float(not got)
-    if value >= 1.0:
-        return Feedback(value=1.0, rationale="The response states every fact of the expected response.")
-    missing = ", ".join(sorted(expected_words - got)[:12])
-    return Feedback(
-        value=round(value, 4), rationale=f"The response misses: {missing}. {format_expected(wanted)}"
-    )
-
-
-@scorer(name="professionalism")
-def offline_professionalism(outputs: Any) -> Feedback:
-    """Offline demo/test judge: penalizes slang, shouting and one-word answers."""
-    text = output_text(outputs)
-    problems = []
-    if _SLANG & set(tokens(text)):
-        problems.append("uses slang")
-    if "!!" in text or any(len(word) > 3 and word.isupper() for word in text.split()):
-        problems.append("shouts")
-    if len(text.split()) < 3:
-        problems.append("is too terse")
-    value = max(0.0, 1.0 - 0.5 * len(problems))
-    return Feedback(
-        value=value,
-        rationale="Professional." if not problems else "The response " + " and ".join(problems) + ".",
-    )
-
-
-def _stem(word: str) -> str:
-    """A crude stem (drops -ing/-ed/-s) so 'refunds' meets 'refund'."""
-    for suffix in ("ing", "ed", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
-            return word[: -len(suffix)]
-    return word
-
-
-def offline_guidelines(guideline: str, name: str = "guidelines") -> Scorer:
-    """Offline demo/test judge for a guideline: each phrase quoted in the guideline must appear in the output;
-    a guideline without quotes is judged as relevance (the output shares a content word with the request)."""
-    phrases = re.findall(r"['\"]([^'\"]+)['\"]", guideline)
-
-    def judge(inputs: Any, outputs: Any) -> Feedback:
-        text = output_text(outputs).lower()
-        if phrases:
-            missing = [phrase for phrase in phrases if phrase.lower() not in text]
-            value = 1 - len(missing) / len(phrases)
-            return Feedback(
-                value=value,
-                rationale="Follows the guideline."
-                if not missing
-                else f"Missing {missing} required by: {guideline}",
-            )
-        request_words = {_stem(word) for word in tokens(inputs) if len(word) > 3}
-        ok = bool(request_words & {_stem(word) for word in tokens(text)})
-        return Feedback(
-            value=float(ok),
-            rationale="Addresses the request." if ok else f"Does not address the request ({guideline})",
-        )
-
-    return scorer(judge, name=name)
 
 
 def as_scorer(target: Any, label: str = "scorer") -> Scorer:

@@ -17,8 +17,8 @@ from mlflow.genai.scorers import Scorer, scorer
 
 from optimization.data import canonical_key
 from optimization.offline.rules import format_expected
-from optimization.records import RatedExample, output_text
-from optimization.scorers import resolve_scorers, tokens
+from optimization.records import RatedExample, output_text, tokens
+from optimization.scorers import resolve_scorers
 from optimization.template_agent import PredictFn, as_keyword_predict_fn
 from schemas.ratings import normalize_rating
 

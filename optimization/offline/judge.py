@@ -1,6 +1,6 @@
 """The offline judge model (demo/test only): answers MLflow's built-in judge prompts with the offline heuristics.
 
-`offline/judge` as a scorer name selects the offline scorers of `optimization.scorers`
+`offline/judge` as a scorer name selects the offline scorers of `optimization.offline.scorers`
 directly; served as a chat model (the fake provider's `judge`), it reads the
 correctness and guidelines prompts MLflow's `Correctness`/`Guidelines` judges send and
 answers their JSON (`{"rationale", "result": "yes"|"no"}`) from the same heuristics,
@@ -43,7 +43,7 @@ def _verdict(feedback: Feedback) -> str:
 
 def judge_prompt(prompt: str) -> str:
     """The JSON verdict on one MLflow judge prompt; ValueError for a prompt the offline judge cannot read."""
-    from optimization.scorers import (
+    from optimization.offline.scorers import (  # MLflow only once a judge prompt is read
         PROFESSIONALISM_GUIDELINE,
         offline_correctness,
         offline_guidelines,

@@ -1,7 +1,8 @@
 """The import contract: the rooms import downwards only, and the ingest role stays light.
 
 Layers: `schemas` <- `optimization` <- `handlers` <- `daemon` (a room imports only the rooms to its
-left; lazy imports inside functions count too). Weight: `handlers/`, the light part of
+left; lazy imports inside functions count too), and no module reaches itself through its imports,
+inside a room either. Weight: `handlers/`, the light part of
 `optimization` that handlers use, and an ingest-only daemon load no dspy, MLflow or litellm.
 """
 
@@ -48,6 +49,78 @@ def test_each_room_imports_only_the_rooms_below_it(room: str) -> None:
         if other != room and other not in ALLOWED[room]
     ]
     assert not wrong, "\n".join(wrong)
+
+
+def module_name(path: Path) -> str:
+    """`optimization/offline/judge.py` -> `optimization.offline.judge` (a package is its folder's name)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports at any depth (`from a.b import c` imports `a.b`, and
+    `a.b.c` if that is a module; the packages above an imported module are not counted: a package
+    that re-exports its modules lazily is a facade, not a dependency)."""
+    modules = {module_name(path): path for room in ROOMS for path in (ROOT / room).rglob("*.py")}
+
+    def known(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str | None] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(known(alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(known(node.module))
+                found.update(
+                    f"{node.module}.{alias.name}"
+                    for alias in node.names
+                    if f"{node.module}.{alias.name}" in modules
+                )
+        graph[name] = {module for module in found if module is not None and module != name}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles: each strongly connected set of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in sorted(graph[module]):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            members = []
+            while not members or members[-1] != module:
+                members.append(stack.pop())
+            if len(members) > 1:
+                found.append(sorted(members))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    assert circles(import_graph()) == []
+
+
+def test_a_circle_is_found_inside_a_room_and_across_rooms() -> None:
+    graph = {"a.x": {"a.y"}, "a.y": {"a.z"}, "a.z": {"a.x"}, "b.p": {"c.q"}, "c.q": {"b.p"}, "d.r": {"a.x"}}
+    assert sorted(circles(graph)) == [["a.x", "a.y", "a.z"], ["b.p", "c.q"]]
 
 
 def _loaded_heavy(code: str) -> list[str]:
