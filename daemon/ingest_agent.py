@@ -24,6 +24,7 @@ from handlers.guard import GuardSpec
 from handlers.ingest import GuardStep, Ingest, Request, Step, UnknownPrompt
 from handlers.snapshot import snapshot_chunks
 from handlers.trigger import TriggerState, outlook
+from schemas import event_ids
 from schemas.config import PolicyFile
 from schemas.events import (
     CloudEvent,
@@ -221,7 +222,7 @@ class IngestAgent:
             await self._announce(step.request)
         if step.skipped is not None:
             prompt, reason = step.skipped
-            await self._emit_status(prompt, f"skipped:{event.id}", "skipped", error=reason)
+            await self._emit_status(prompt, event_ids.command_skipped(event.id), "skipped", error=reason)
         if step.guard is not None:
             for decision in step.guard.events:
                 sent = await self.outputs[type(decision)].send(key=decision.key, value=decision.to_json())
@@ -273,7 +274,7 @@ class IngestAgent:
         )
         await self._emit_status(
             request.prompt,
-            f"{request.request_id}:requested",
+            event_ids.job_status(request.request_id, "requested"),
             "requested",
             request_id=request.request_id,
             trigger=TriggerInfo(rule=request.fire.rule, values=request.fire.values),

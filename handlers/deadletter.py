@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+from schemas import event_ids
 from schemas.events import DeadLetterData, DeadLetterEvent, DeadLetterReason, DeadLetterStage, PayloadEncoding
 
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -59,6 +60,6 @@ def dead_letter(
             stage=_STAGES[reason],
         ),
         subject=topic,
-        id=f"dlq:{topic}:{partition}:{offset}",
+        id=event_ids.dead_letter(topic, partition, offset),
         source=source,
     )

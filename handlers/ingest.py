@@ -20,8 +20,9 @@ from handlers.facts import Fact, FactKey, RatingFact, TraceFact, decode_record
 from handlers.guard import GuardSpec, PromptGuard, Vote, decide, describe
 from handlers.snapshot import snapshot_sha256
 from handlers.stored_json import stored_json
-from handlers.trigger import Fire, Skip, TriggerState, evaluate, request_id_for
+from handlers.trigger import Fire, Skip, TriggerState, evaluate
 from handlers.window import PromptWindow, WindowFigures
+from schemas import event_ids
 from schemas.config import PolicyFile, PromptPolicy
 from schemas.errors import GepaStreamError
 from schemas.events import (
@@ -343,7 +344,7 @@ class Ingest:
             return
         reason = describe(interval, decision, policy, spec.new_version, spec.old_version)
         spec.decision, spec.decided_at, spec.reason = decision, now, reason
-        event_id = f"{spec.promotion_id}:guard:{decision}"
+        event_id = event_ids.guard_verdict(spec.promotion_id, decision)
         if decision == "rolled_back":
             command = CommandData(
                 prompt=prompt,
@@ -392,7 +393,7 @@ class Ingest:
             examples = window.examples()
             digest = snapshot_sha256(examples)
             state.generation += 1
-            request_id = request_id_for(self.app_id, prompt, state.generation, digest)
+            request_id = event_ids.request_id(self.app_id, prompt, state.generation, digest)
             state.in_flight = request_id
             state.last_fired_at = now
             state.watermark = window.newest_labeled_at()

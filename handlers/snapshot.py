@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from schemas import event_ids
 from schemas.events import Example, SnapshotChunkData, SnapshotChunkEvent
 
 CHUNK_BYTES = 256 * 1024
@@ -28,7 +29,7 @@ def snapshot_chunks(
             SnapshotChunkData(
                 request_id=request_id, prompt=prompt, chunk=i, n_chunks=len(groups), examples=group
             ),
-            id=f"{request_id}:snapshot:{i}",
+            id=event_ids.snapshot_chunk(request_id, i),
         )
         for i, group in enumerate(groups)
     ]

@@ -6,7 +6,6 @@ whether to fire, and which rule fired with the numbers it compared.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -16,8 +15,6 @@ from handlers.stored_json import stored_json
 from handlers.window import WindowFigures
 from schemas.config import TriggerPolicy
 from schemas.events import TriggerRule
-
-_REQUEST_NAMESPACE = uuid.UUID("6b1d2f04-5d0c-4c7e-9a55-3f1f2a9d7e10")
 
 
 @dataclass(slots=True)
@@ -51,13 +48,6 @@ class Skip:
     """A manual request that cannot run now, with the reason."""
 
     reason: str
-
-
-def request_id_for(app_id: str, prompt: str, generation: int, snapshot_sha256: str) -> str:
-    """Deterministic: replaying the same firing after a crash yields the same request id, so
-    downstream dedupe on `request_id` absorbs the duplicate. The snapshot digest keeps ids
-    unique when a new broker restarts the generations while MLflow and run dirs remain."""
-    return str(uuid.uuid5(_REQUEST_NAMESPACE, f"{app_id}/{prompt}/{generation}/{snapshot_sha256}"))
 
 
 def evaluate(

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from daemon import prometheus_metrics
 from daemon.jobs.spec import JobResult
+from schemas import event_ids
 from schemas.events import (
     CloudEvent,
     OptimizationData,
@@ -57,13 +58,13 @@ class Announcer:
                         n_val=result.n_val,
                         usage=result.usage,
                     ),
-                    id=f"{data.request_id}:registered:{version.name}",
+                    id=event_ids.registered(data.request_id, version.name),
                     source=self.source,
                 ),
             )
         for decision in result.decisions:
             await self.promotion(
-                f"{data.request_id}:promotion:{decision.name}",
+                event_ids.job_promotion(data.request_id, decision.name),
                 decision.name,
                 decision.decision,
                 program=data.prompt,
@@ -119,7 +120,7 @@ class Announcer:
         """A job's status event (`started`, `retrying`, ...); its id is `<request id>:<status>` by default."""
         event: OptimizationEvent = OptimizationEvent.build(
             OptimizationData(request_id=request_id, prompt=prompt, status=status, **fields),
-            id=event_id or f"{request_id}:{status}",
+            id=event_id or event_ids.job_status(request_id, status),
             source=self.source,
         )
         await self._send(self.topics.optimizations, event)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from daemon.jobs import prompt_versions
 from daemon.jobs.backends import prompt_names
 from daemon.jobs.outage import MLFLOW, answers_again, mlflow_outage
+from schemas import event_ids
 from schemas.config import PromptPolicy
 from schemas.events import CommandData, CommandEvent, PromotionDecision
 
@@ -74,7 +75,7 @@ class Commands:
                 continue
             decision, from_version, to_version, reason = outcome
             await self.announce(
-                f"{event.id}:{name}",
+                event_ids.command_outcome(event.id, name),
                 name,
                 decision,
                 program=data.prompt,

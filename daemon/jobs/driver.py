@@ -32,6 +32,7 @@ from daemon.jobs.spec import (
     write_model,
 )
 from daemon.settings import Settings
+from schemas import event_ids
 from schemas.config import PromptPolicy
 from schemas.events import OptimizationData, OptimizationEvent
 
@@ -156,7 +157,7 @@ class JobDriver:
             data.prompt,
             data.request_id,
             "retrying",
-            event_id=f"{data.request_id}:retrying:{attempts.used}",
+            event_id=event_ids.job_retrying(data.request_id, attempts.used),
             error=last.cause,
             attempt=attempts.used,
             max_attempts=limit,

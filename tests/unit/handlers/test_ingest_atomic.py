@@ -13,7 +13,7 @@ import handlers.ingest
 import handlers.window
 from handlers.ingest import Ingest, Step
 from handlers.window import PromptWindow
-from schemas import OptimizationData, OptimizationEvent
+from schemas import OptimizationData, OptimizationEvent, event_ids
 from tests.unit.handlers.helpers import NOW, command, policies, rating, trace
 
 
@@ -107,7 +107,7 @@ FAULTS = [
     ("eviction", PromptWindow, "_drop"),
     ("record encoding", handlers.window, "encode_record"),
     ("snapshot digest", handlers.ingest, "snapshot_sha256"),
-    ("request id (after the generation moved)", handlers.ingest, "request_id_for"),
+    ("request id (after the generation moved)", event_ids, "request_id"),
 ]
 
 

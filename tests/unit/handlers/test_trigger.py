@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from handlers.ingest import Ingest, UnknownPrompt
-from handlers.trigger import Fire, Skip, TriggerState, evaluate, request_id_for
+from handlers.trigger import Fire, Skip, TriggerState, evaluate
 from handlers.window import WindowFigures
 from schemas import OptimizationData, OptimizationEvent, PromotionData, PromotionEvent
 from schemas.config import TriggerPolicy
@@ -74,16 +74,6 @@ def test_manual_fires_regardless_of_thresholds_but_not_on_an_empty_window() -> N
         "manual", {"n_examples": 1, "n_new": 1}
     )
     assert isinstance(evaluate(POLICY, TriggerState(), figures(0), NOW, manual=True), Skip)
-
-
-def test_request_ids_are_deterministic_per_generation() -> None:
-    assert request_id_for("app", "p", 1, "d") == request_id_for("app", "p", 1, "d")
-    assert request_id_for("app", "p", 1, "d") != request_id_for("app", "p", 2, "d")
-    assert request_id_for("app", "p", 1, "d") != request_id_for("app", "q", 1, "d")
-    assert request_id_for("app", "p", 1, "d") != request_id_for("app", "p", 1, "e")
-
-
-# -- through Ingest ------------------------------------------------------------------------
 
 
 def test_ingest_fires_once_then_waits_for_the_job() -> None:
