@@ -18,12 +18,13 @@ from daemon.jobs.mlflow_errors import not_found
 from daemon.kafka_client import send_events
 from daemon.mlflow_bridge import experiment_examples
 from daemon.settings import Settings
+from handlers.promotion import promotion_event
 from optimization.ab_testing import ABTestResult, ab_test, load_examples
 from optimization.import_ref import load_ref
 from optimization.template_agent import PredictFn
 from schemas.config import ConfigError, PromptPolicy
 from schemas.errors import GepaStreamError
-from schemas.events import PromotionData, PromotionEvent
+from schemas.events import PromotionEvent
 
 
 class CompareFailed(GepaStreamError, ValueError):
@@ -39,25 +40,22 @@ def configured_agent(policy: PromptPolicy) -> PredictFn | None:
     return load_ref(policy.predict_fn, "predict_fn") if policy.predict_fn else None
 
 
-def promotion_event(result: ABTestResult, from_version: int | None) -> PromotionEvent:
+def ab_test_promotion(result: ABTestResult, from_version: int | None) -> PromotionEvent:
     """The `promoted` event for an A/B test that moved the alias to version B."""
     c = result.comparison
-    return PromotionEvent.build(
-        PromotionData(
-            prompt=result.prompt,
-            decision="promoted",
-            alias=prompt_versions.PRODUCTION,
-            from_version=from_version,
-            to_version=result.version_b,
-            baseline_score=c.baseline_score,
-            candidate_score=c.candidate_score,
-            improvement=c.improvement,
-            ci_low=c.ci_low,
-            ci_high=c.ci_high,
-            n_eval=c.n_eval,
-            reason=f"gepa-stream compare v{result.version_a} vs v{result.version_b}: {c.reason}",
-        ),
+    return promotion_event(
+        result.prompt,
+        "promoted",
+        f"gepa-stream compare v{result.version_a} vs v{result.version_b}: {c.reason}",
         source="gepa-stream/compare",
+        from_version=from_version,
+        to_version=result.version_b,
+        baseline_score=c.baseline_score,
+        candidate_score=c.candidate_score,
+        improvement=c.improvement,
+        ci_low=c.ci_low,
+        ci_high=c.ci_high,
+        n_eval=c.n_eval,
     )
 
 
@@ -112,7 +110,7 @@ def run_compare(
     # the daemon's own alias move, so a later `rollback` command knows the version it replaced
     previous = prompt_versions.move_production(policy.name, version_b)
     result = replace(result, promoted=True)
-    event = promotion_event(result, previous)
+    event = ab_test_promotion(result, previous)
     try:
         send_events([(settings.topics.promotions, event)], settings)
     except KafkaUnavailable as exc:

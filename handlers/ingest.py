@@ -18,6 +18,7 @@ import orjson
 
 from handlers.facts import Fact, FactKey, RatingFact, TraceFact, decode_record
 from handlers.guard import GuardSpec, PromptGuard, Vote, decide, describe
+from handlers.promotion import promotion_event
 from handlers.snapshot import snapshot_sha256
 from handlers.stored_json import stored_json
 from handlers.trigger import Fire, Skip, TriggerState, evaluate
@@ -355,20 +356,23 @@ class Ingest:
             )
             change.events.append(CommandEvent.build(command, id=event_id, source=GUARD_SOURCE))
             return
-        promotion = PromotionData(
-            prompt=prompt,
-            decision=decision,
-            from_version=spec.old_version,
-            to_version=spec.new_version,
-            baseline_score=interval.mean_old,
-            candidate_score=interval.mean_new,
-            improvement=interval.difference,
-            ci_low=interval.lower,
-            ci_high=interval.upper,
-            n_eval=interval.n_new,
-            reason=reason,
+        change.events.append(
+            promotion_event(
+                prompt,
+                decision,
+                reason,
+                source=GUARD_SOURCE,
+                event_id=event_id,
+                from_version=spec.old_version,
+                to_version=spec.new_version,
+                baseline_score=interval.mean_old,
+                candidate_score=interval.mean_new,
+                improvement=interval.difference,
+                ci_low=interval.lower,
+                ci_high=interval.upper,
+                n_eval=interval.n_new,
+            )
         )
-        change.events.append(PromotionEvent.build(promotion, id=event_id, source=GUARD_SOURCE))
 
     def guard_status(self, prompt: str) -> dict[str, Any] | None:
         """The guard of a prompt for /status and /metrics: its spec and live statistics."""

@@ -13,14 +13,13 @@ from aiokafka import AIOKafkaProducer
 
 from daemon import prometheus_metrics
 from daemon.jobs.spec import JobResult
+from handlers.promotion import promotion_event
 from schemas import event_ids
 from schemas.events import (
     CloudEvent,
     OptimizationData,
     OptimizationEvent,
     OptimizationStatus,
-    PromotionData,
-    PromotionDecision,
     PromotionEvent,
     PromptRegisteredData,
     PromptRegisteredEvent,
@@ -64,20 +63,23 @@ class Announcer:
             )
         for decision in result.decisions:
             await self.promotion(
-                event_ids.job_promotion(data.request_id, decision.name),
-                decision.name,
-                decision.decision,
+                promotion_event(
+                    decision.name,
+                    decision.decision,
+                    decision.reason,
+                    source=self.source,
+                    event_id=event_ids.job_promotion(data.request_id, decision.name),
+                    from_version=decision.from_version,
+                    to_version=decision.to_version,
+                    baseline_score=result.baseline_score,
+                    candidate_score=result.candidate_score,
+                    improvement=decision.improvement,
+                    ci_low=decision.ci_low,
+                    ci_high=decision.ci_high,
+                    n_eval=result.n_val,
+                    request_id=data.request_id,
+                ),
                 program=data.prompt,
-                from_version=decision.from_version,
-                to_version=decision.to_version,
-                baseline_score=result.baseline_score,
-                candidate_score=result.candidate_score,
-                improvement=decision.improvement,
-                ci_low=decision.ci_low,
-                ci_high=decision.ci_high,
-                n_eval=result.n_val,
-                request_id=data.request_id,
-                reason=decision.reason,
             )
         await self.status(
             data.prompt,
@@ -98,16 +100,11 @@ class Announcer:
         _count_usage(data.prompt, result)
         log.info("job %s for %s %s", data.request_id, data.prompt, result.status)
 
-    async def promotion(
-        self, event_id: str, name: str, decision: PromotionDecision, *, program: str, **fields: Any
-    ) -> None:
+    async def promotion(self, event: PromotionEvent, *, program: str) -> None:
         """Keyed by the policy prompt (`program`): a dspy predictor prompt's promotion lands on its
         program's partition, where the ingest role keeps the program's live guard."""
-        event: PromotionEvent = PromotionEvent.build(
-            PromotionData(prompt=name, decision=decision, **fields), id=event_id, source=self.source
-        )
         await self._send(self.topics.promotions, event, key=program.encode())
-        prometheus_metrics.PROMOTIONS.labels(name, decision).inc()
+        prometheus_metrics.PROMOTIONS.labels(event.data.prompt, event.data.decision).inc()
 
     async def status(
         self,

@@ -12,24 +12,26 @@ from datetime import UTC, datetime
 from daemon.jobs import prompt_versions
 from daemon.jobs.backends import prompt_names
 from daemon.jobs.outage import MLFLOW, answers_again, mlflow_outage
+from handlers.promotion import promotion_event
 from schemas import event_ids
 from schemas.config import PromptPolicy
 from schemas.events import CommandData, CommandEvent, PromotionDecision
 
 log = logging.getLogger("gepa_stream.jobs")
 Outcome = tuple[PromotionDecision, int | None, int, str]
-AnnouncePromotion = Callable[..., Awaitable[None]]  # Announcer.promotion
+AnnouncePromotion = Callable[..., Awaitable[None]]  # Announcer.promotion(event, program=...)
 
 
 class Commands:
     """Applies the commands of the policies' prompts, each prompt's in the order they arrive."""
 
     def __init__(
-        self, policies: dict[str, PromptPolicy], tracking_uri: str, announce: AnnouncePromotion
+        self, policies: dict[str, PromptPolicy], tracking_uri: str, announce: AnnouncePromotion, source: str
     ) -> None:
         self.policies = policies
         self.tracking_uri = tracking_uri
         self.announce = announce
+        self.source = source
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def apply_in_order(self, event: CommandEvent) -> None:
@@ -75,13 +77,16 @@ class Commands:
                 continue
             decision, from_version, to_version, reason = outcome
             await self.announce(
-                event_ids.command_outcome(event.id, name),
-                name,
-                decision,
+                promotion_event(
+                    name,
+                    decision,
+                    f"{reason} (command by {data.requested_by or 'unknown'})",
+                    source=self.source,
+                    event_id=event_ids.command_outcome(event.id, name),
+                    from_version=from_version,
+                    to_version=to_version,
+                ),
                 program=data.prompt,
-                from_version=from_version,
-                to_version=to_version,
-                reason=f"{reason} (command by {data.requested_by or 'unknown'})",
             )
 
 

@@ -82,7 +82,9 @@ class JobRunner:
         await producer.start()
         announcer = Announcer(producer, self.topics, self.source)
         driver = JobDriver(self.settings, self.policies, announcer, self._client_options())
-        commands = Commands(self.policies, self.settings.mlflow_tracking_uri, announcer.promotion)
+        commands = Commands(
+            self.policies, self.settings.mlflow_tracking_uri, announcer.promotion, self.source
+        )
         await consumer.start()
         self._consumer = consumer
         self.ready = True

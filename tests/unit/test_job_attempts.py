@@ -195,7 +195,7 @@ def test_a_command_while_mlflow_is_down_waits_bounded_and_never_crashes_the_runn
     with an error in the log; it returns (the runner then releases its offset), never raises."""
     from daemon.jobs.commands import Commands
     from schemas.config import PolicyFile
-    from schemas.events import CommandData, CommandEvent
+    from schemas.events import CommandData, CommandEvent, PromotionEvent
 
     down = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -204,10 +204,10 @@ def test_a_command_while_mlflow_is_down_waits_bounded_and_never_crashes_the_runn
     )
     announced: list[str] = []
 
-    async def announce(event_id: str, *args: object, **fields: object) -> None:
-        announced.append(event_id)
+    async def announce(event: PromotionEvent, *, program: str) -> None:
+        announced.append(event.id)
 
-    commands = Commands({p.name: p for p in policies.prompts}, down, announce)
+    commands = Commands({p.name: p for p in policies.prompts}, down, announce, "gepa-stream/test")
     event = CommandEvent.build(CommandData(prompt="router", action="rollback", requested_by="ops"))
     started = time.monotonic()
     previous = mlflow.get_tracking_uri()
