@@ -199,9 +199,6 @@ class OpsHistory:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def decision_prompts(self) -> list[str]:
-        return sorted(self._decisions)
-
     def decisions(self, prompt: str, limit: int = 100, offset: int = 0) -> tuple[list[DecisionRecord], int]:
         """Newest first, `limit` from `offset`; with the total held for the prompt."""
         log = self._decisions.get(prompt, deque())

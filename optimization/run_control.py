@@ -33,7 +33,7 @@ _FAILURE_RE = re.compile(r"reflection failed|Exception (?:building|during)|^Erro
 """GEPA's and DSPy's log lines that report a failed model or reflection call."""
 
 
-GRACE_S = 60.0
+STOP_GRACE_S = 60.0
 """How long past `max_wall_time` a run may take to stop (GEPA only checks between iterations)."""
 
 
@@ -77,7 +77,7 @@ class RunLimits:
         """The run's model-call scope: this policy, until the run's hard deadline (or the
         enclosing scope's, e.g. a daemon job's); `judge_model` in litellm form."""
         with governed(
-            self.calls, time.monotonic() + self.max_wall_time + GRACE_S, judge_model=judge_model
+            self.calls, time.monotonic() + self.max_wall_time + STOP_GRACE_S, judge_model=judge_model
         ) as calls:
             yield calls
 
@@ -191,7 +191,7 @@ def run_with_deadline(
     fn: Callable[[], T],
     limits: RunLimits,
     calls: ModelCalls | None = None,
-    grace: float = GRACE_S,
+    grace: float = STOP_GRACE_S,
     exit_grace: float = 30.0,
 ) -> T:
     """Run `fn` with a hard wall-clock limit (GEPA's own limit is only checked between iterations).

@@ -56,10 +56,6 @@ class SMERatingMetric:
         for example in rated:
             self._by_input[canonical_key(example.inputs)].append(example)
 
-    def has_ratings(self, inputs: dict[str, Any]) -> bool:
-        """Whether any rated output exists for these inputs."""
-        return canonical_key(inputs) in self._by_input
-
     def score(self, inputs: dict[str, Any], output: Any) -> tuple[float, str]:
         """(score in [0, 1], feedback text) of `output` for `inputs`."""
         rated = self._by_input.get(canonical_key(inputs), [])

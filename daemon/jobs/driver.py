@@ -37,7 +37,7 @@ from schemas.config import PromptPolicy
 from schemas.events import OptimizationData, OptimizationEvent
 
 log = logging.getLogger("gepa_stream.jobs")
-GRACE_S = 120.0  # past `max_wall_time` (GEPA stops itself there), the job process is killed
+KILL_GRACE_S = 120.0  # past `max_wall_time` (GEPA stops itself there), the job process is killed
 SHUTDOWN = "the daemon stopped it on shutdown"
 
 
@@ -200,7 +200,7 @@ class JobDriver:
     ) -> JobResult | None:
         """Run the job process once; its result, a failed one at the wall time, or None if it
         died without one. Stopped by the runner, the attempt is recorded as not counted."""
-        wall = spec.policy.budget.max_wall_time.total_seconds() + GRACE_S
+        wall = spec.policy.budget.max_wall_time.total_seconds() + KILL_GRACE_S
 
         def started(pid: int) -> None:
             attempts.update(attempt, pid=pid)

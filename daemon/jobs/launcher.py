@@ -22,7 +22,7 @@ from daemon.jobs.spec import PROGRESS_FILE, Progress, read_model
 
 log = logging.getLogger("gepa_stream.jobs")
 WATCH_S = 1.0
-STOP_GRACE_S = 2.0
+TERM_GRACE_S = 2.0
 JOB_LOG = "job.log"
 
 
@@ -83,11 +83,11 @@ async def _watch(process: asyncio.subprocess.Process, run_dir: Path, wall_s: flo
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM (the job process records its end), SIGKILL after `STOP_GRACE_S`; wait for it to be gone."""
+    """SIGTERM (the job process records its end), SIGKILL after `TERM_GRACE_S`; wait for it to be gone."""
     if process.returncode is None:
         process.terminate()
         try:
-            await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+            await asyncio.wait_for(process.wait(), TERM_GRACE_S)
         except TimeoutError:
             process.kill()
     await process.wait()

@@ -17,7 +17,7 @@ from daemon.jobs.prompt_versions import TAG_REQUEST
 from daemon.jobs.spec import JobResult, JobSpec, read_model, write_model
 from optimization.model_calls import CallPolicy, ModelCalls, Price, UsageLedger, UsageTally, governed
 from optimization.models import parse_model
-from optimization.run_control import GRACE_S
+from optimization.run_control import STOP_GRACE_S
 from schemas.config import PromptPolicy
 from schemas.events import ModelUsage, RoleUsage
 
@@ -42,7 +42,7 @@ def job_model_calls(spec: JobSpec, run_dir: Path) -> Iterator[ModelCalls]:
     deadline (`max_wall_time` plus the grace GEPA gets to stop; the runner kills later still).
     The ledger starts from what earlier attempts of the job recorded in `usage.json` and is
     written back there at the end, so a resumed job reports (and budgets) its whole spend."""
-    deadline = time.monotonic() + spec.policy.budget.max_wall_time.total_seconds() + GRACE_S
+    deadline = time.monotonic() + spec.policy.budget.max_wall_time.total_seconds() + STOP_GRACE_S
     judge = parse_model(spec.policy.judge_model or spec.policy.reflection_model, "judge_model").litellm
     earlier = read_model(run_dir / USAGE_FILE, ModelUsage)
     initial: dict[str, UsageTally] | None = (
