@@ -34,7 +34,7 @@ from rich.table import Table
 from daemon.broker import EmbeddedBroker, die_with_parent, free_port
 from daemon.kafka_client import send_events
 from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent
-from schemas.events import CloudEvent
+from schemas.events import PRODUCTION_ALIAS, CloudEvent
 from schemas.parse import InvalidEvent, parse_event
 
 PROMPT = "support_router"
@@ -89,7 +89,7 @@ def register_sample_prompt(tracking_uri: str, prompt: str = PROMPT) -> int:
         template=SEED_ROUTER_PROMPT,
         commit_message="gepa-stream demo: weak seed (offline demo model)",
     )
-    mlflow.genai.set_prompt_alias(prompt, "production", version.version)
+    mlflow.genai.set_prompt_alias(prompt, PRODUCTION_ALIAS, version.version)
     return int(version.version)
 
 
@@ -356,10 +356,10 @@ def _summary(console: Console, watch: Watch, started: float, state_dir: Path) ->
     table.add_row("metric calls", str(completed.data.metric_calls))
     table.add_row("elapsed", f"{time.monotonic() - started:.0f}s")
     live = promotion.to_version if promotion.decision == "promoted" else promotion.from_version
-    table.add_row("live prompt", f"prompts:/{PROMPT}@production -> v{live}")
+    table.add_row("live prompt", f"prompts:/{PROMPT}@{PRODUCTION_ALIAS} -> v{live}")
     console.print(table)
     import mlflow
 
-    template = mlflow.genai.load_prompt(f"prompts:/{PROMPT}@production", cache_ttl_seconds=0).template
+    template = mlflow.genai.load_prompt(f"prompts:/{PROMPT}@{PRODUCTION_ALIAS}", cache_ttl_seconds=0).template
     console.print(Panel(str(template), title=f"the template now live (v{live})"))
     return 0

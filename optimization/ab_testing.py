@@ -21,6 +21,7 @@ from mlflow.genai.scorers import Scorer
 from optimization.comparison import Comparison, compare_paired
 from optimization.evaluation import evaluate_per_example
 from optimization.template_agent import PredictFn, make_template_agent
+from schemas.events import PRODUCTION_ALIAS
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def ab_test(
     seed: int = 0,
     num_threads: int = 1,
     promote: bool = False,
-    alias: str = "production",
+    alias: str = PRODUCTION_ALIAS,
 ) -> ABTestResult:
     """Compare version B of `prompt` against version A on `examples` (B is the candidate).
 

@@ -256,10 +256,14 @@ class PromptRegisteredData(_Data):
     usage: ModelUsage | None = None
 
 
+PRODUCTION_ALIAS = "production"
+"""The MLflow alias of the version deployers serve: what a promotion moves and a rollback moves back."""
+
+
 class PromotionData(_Data):
     prompt: PromptName
     decision: PromotionDecision
-    alias: str = "production"
+    alias: str = PRODUCTION_ALIAS
     from_version: PositiveInt | None = None
     to_version: PositiveInt | None = None
     baseline_score: UnitFloat | None = None

@@ -15,8 +15,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from daemon.jobs.mlflow_errors import no_alias, not_found
+from schemas.events import PRODUCTION_ALIAS
 
-PRODUCTION = "production"
 TAG_REQUEST = "gepa_stream.request_id"
 TAG_PREVIOUS = "gepa_stream.previous_production"
 TAG_AWAITING = "gepa_stream.awaiting_approval"
@@ -66,7 +66,7 @@ def versions(name: str) -> list[Version]:
 def production(name: str) -> Version | None:
     """The version the `production` alias points at, if any."""
     try:
-        return _version(MlflowClient().get_prompt_version_by_alias(name, PRODUCTION))
+        return _version(MlflowClient().get_prompt_version_by_alias(name, PRODUCTION_ALIAS))
     except MlflowException as exc:
         if no_alias(exc):  # no such prompt, or no production alias yet
             return None
@@ -90,7 +90,7 @@ def ensure_production(name: str, initial_template: str | None = None) -> Version
         )
     else:
         raise LookupError(f"prompt {name!r} is not registered in MLflow ({mlflow.get_tracking_uri()})")
-    mlflow.genai.set_prompt_alias(name, PRODUCTION, latest.version)
+    mlflow.genai.set_prompt_alias(name, PRODUCTION_ALIAS, latest.version)
     return latest
 
 
@@ -120,7 +120,7 @@ def move_production(name: str, version: int) -> int | None:
         client.set_prompt_version_tag(name, str(version), TAG_PREVIOUS, str(current.version))
     if TAG_AWAITING in (client.get_prompt_version(name, str(version)).tags or {}):
         clear_awaiting(name, version)
-    mlflow.genai.set_prompt_alias(name, PRODUCTION, version)
+    mlflow.genai.set_prompt_alias(name, PRODUCTION_ALIAS, version)
     return current.version if current is not None else None
 
 
@@ -155,7 +155,7 @@ def roll_back(name: str, expected: int | None = None) -> tuple[int, int] | None:
     current, previous = found
     if expected is not None and current.version != expected:
         return None
-    mlflow.genai.set_prompt_alias(name, PRODUCTION, previous)
+    mlflow.genai.set_prompt_alias(name, PRODUCTION_ALIAS, previous)
     return current.version, previous
 
 
@@ -214,5 +214,5 @@ def _build_scratch(db: Path, baseline: Version) -> None:
     for number in range(1, baseline.version):
         mlflow.genai.register_prompt(name=baseline.name, template=f"(placeholder for version {number})")
     mlflow.genai.register_prompt(name=baseline.name, template=baseline.template)
-    mlflow.genai.set_prompt_alias(baseline.name, PRODUCTION, baseline.version)
+    mlflow.genai.set_prompt_alias(baseline.name, PRODUCTION_ALIAS, baseline.version)
     partial.replace(db)

@@ -14,6 +14,7 @@ from daemon.jobs.execute import HeldOut, ProgressFile, _gate_and_promote
 from daemon.jobs.spec import JobSpec, RegisteredVersion
 from schemas import CommandData
 from schemas.config import PromptPolicy
+from schemas.events import PRODUCTION_ALIAS
 
 REGRESSED = "Route {{ticket}}; a rule that was worse live."
 
@@ -22,7 +23,7 @@ def _versions(name: str) -> None:
     for template in ("Route {{ticket}}.", REGRESSED):
         mlflow.genai.register_prompt(name=name, template=template)
     prompt_versions.ensure_production(name)  # the latest: version 2 ...
-    mlflow.genai.set_prompt_alias(name, prompt_versions.PRODUCTION, 1)  # ... back on 1, then promoted
+    mlflow.genai.set_prompt_alias(name, PRODUCTION_ALIAS, 1)  # ... back on 1, then promoted
     assert prompt_versions.move_production(name, 2) == 1
 
 
