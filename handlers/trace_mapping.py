@@ -210,28 +210,40 @@ def rating_event_id(trace_id: str, prompt: str, assessment_id: str, updated_ms: 
     return f"mlflow:{trace_id}/{prompt}/{assessment_id}@{updated_ms}"
 
 
-def _data(model: type[D], **fields: Any) -> D:
+def event_data(data_model: type[D], /, **fields: Any) -> D:
+    """The event's `data` model, or Unmappable("invalid_data")."""
     try:
-        return model(**fields)
+        return data_model(**fields)
     except ValidationError:
         raise Unmappable("invalid_data") from None
+
+
+def build_event(
+    cls: type[CloudEvent[Any]], id: str, data: Any, ms: int, source: str, max_event_bytes: int
+) -> CloudEvent[Any]:
+    """A mapped event at time `ms` (epoch ms), or Unmappable: `bad_time` outside the contract's
+    bounds, `oversize` over `max_event_bytes`."""
+    try:
+        event = cls(
+            specversion="1.0",
+            id=id,
+            source=source,
+            type=cls.TYPE,
+            time=_time(ms),
+            subject=data.prompt,
+            data=data,
+        )
+    except (ValidationError, OverflowError, OSError, ValueError):
+        raise Unmappable("bad_time") from None
+    if len(event.to_json()) > max_event_bytes:
+        raise Unmappable("oversize")
+    return event
 
 
 def _event(
     cls: type[CloudEvent[Any]], id: str, data: Any, ms: int, options: MappingOptions
 ) -> CloudEvent[Any]:
-    event = cls(
-        specversion="1.0",
-        id=id,
-        source=options.source,
-        type=cls.TYPE,
-        time=_time(ms),
-        subject=data.prompt,
-        data=data,
-    )
-    if len(event.to_json()) > options.max_event_bytes:
-        raise Unmappable("oversize")
-    return event
+    return build_event(cls, id, data, ms, options.source, options.max_event_bytes)
 
 
 def trace_events(
@@ -247,7 +259,7 @@ def trace_events(
         _event(
             TraceEvent,
             trace_event_id(record["trace_id"], ref.name, signature),
-            _data(
+            event_data(
                 TraceData,
                 prompt=ref.name,
                 prompt_version=ref.version,
@@ -274,7 +286,7 @@ def rating_events(
         _event(
             RatingEvent,
             rating_event_id(trace_id, ref.name, assessment["assessment_id"], assessment["updated_ms"]),
-            _data(
+            event_data(
                 RatingData,
                 prompt=ref.name,
                 trace_id=trace_id,

@@ -1,0 +1,149 @@
+"""OTLP trace payloads -> plain span records (pure: bytes in, values out).
+
+Both wire forms of OTLP: protobuf (`TracesData`, which the Collector's Kafka exporter writes per
+batch, and `ExportTraceServiceRequest` of OTLP/HTTP share its layout) and OTLP JSON, whose trace and
+span ids are hex strings (protobuf's JSON mapping expects base64, so they are converted first).
+A payload that cannot be decoded raises `BadPayload` naming the reason, which callers count.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from schemas.errors import GepaStreamError
+
+Encoding = Literal["otlp_proto", "otlp_json"]
+ENCODINGS: tuple[Encoding, ...] = ("otlp_proto", "otlp_json")
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+
+
+class BadPayload(GepaStreamError, ValueError):
+    """An OTLP payload that cannot be decoded; the message is the counted reason."""
+
+
+@dataclass(slots=True)
+class SpanEvent:
+    """One event recorded on a span (e.g. a GenAI evaluation result)."""
+
+    name: str
+    time_ns: int
+    attributes: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Span:
+    """One decoded span: hex ids, the instrumentation scope, times, attributes as Python values."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    scope: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    events: list[SpanEvent] = field(default_factory=list)
+
+
+def any_value(value: AnyValue) -> Any:
+    """An OTLP AnyValue as a Python value (arrays -> lists, key-value lists -> dicts)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes(value.kvlist_value.values)
+    if kind == "bytes_value":
+        return value.bytes_value
+    return None
+
+
+def attributes(pairs: Any) -> dict[str, Any]:
+    """Repeated KeyValue -> dict (the last value of a repeated key wins)."""
+    out: dict[str, Any] = {}
+    kv: KeyValue
+    for kv in pairs:
+        out[kv.key] = any_value(kv.value)
+    return out
+
+
+def _hex_ids_to_base64(node: Any) -> None:
+    """OTLP JSON's hex trace/span ids -> the base64 protobuf's JSON mapping reads, in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_FIELDS and isinstance(value, str):
+                try:
+                    node[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                except ValueError:
+                    raise BadPayload("bad_otlp_json") from None
+            else:
+                _hex_ids_to_base64(value)
+    elif isinstance(node, list):
+        for item in node:
+            _hex_ids_to_base64(item)
+
+
+def parse_traces(payload: bytes, encoding: Encoding) -> TracesData:
+    """A `TracesData` (or OTLP/HTTP export request) from its protobuf or OTLP JSON bytes."""
+    message = TracesData()
+    if encoding == "otlp_proto":
+        try:
+            message.ParseFromString(payload)
+        except (DecodeError, RecursionError, ValueError):
+            raise BadPayload("not_protobuf") from None
+        return message
+    try:
+        raw = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadPayload("not_json") from None
+    if not isinstance(raw, dict):
+        raise BadPayload("bad_otlp_json")
+    try:
+        _hex_ids_to_base64(raw)
+        json_format.ParseDict(raw, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, RecursionError, TypeError, ValueError):
+        raise BadPayload("bad_otlp_json") from None
+    return message
+
+
+def _hex(raw: bytes) -> str:
+    return binascii.hexlify(raw).decode()
+
+
+def decode_spans(payload: bytes, encoding: Encoding) -> list[Span]:
+    """Every span of an OTLP payload, flattened (raises BadPayload when the payload is unreadable)."""
+    spans = []
+    for resource_spans in parse_traces(payload, encoding).resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope.name
+            for span in scope_spans.spans:
+                spans.append(
+                    Span(
+                        trace_id=_hex(span.trace_id),
+                        span_id=_hex(span.span_id),
+                        name=span.name,
+                        scope=scope,
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        attributes=attributes(span.attributes),
+                        events=[
+                            SpanEvent(e.name, e.time_unix_nano, attributes(e.attributes)) for e in span.events
+                        ],
+                    )
+                )
+    return spans

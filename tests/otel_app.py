@@ -1,0 +1,147 @@
+"""An OpenTelemetry-instrumented "production app" for the OTel bridge tests: the `openai` client,
+instrumented by OpenInference or OpenLLMetry, routes support tickets through the fake provider with
+the registry prompt's template; the spans the SDK records are exported as the Collector's Kafka
+exporter writes them (`TracesData`, `otlp_proto` or `otlp_json`) or with the SDK's own OTLP/HTTP
+exporter."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import openai
+from google.protobuf import json_format
+from opentelemetry import context as otel_context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets
+from optimization.offline.provider import FakeProvider
+
+Library = Literal["openinference", "openllmetry"]
+MODEL = "support-router"  # the fake provider answers it as offline/support-router
+
+
+class TraceloopPromptContext(SpanProcessor):
+    """What the Traceloop SDK's span processor does for a prompt from its registry: it stamps the
+    prompt key, version and template variables of the current call on the span OpenLLMetry's
+    instrumentation opens (the SDK itself is not a dependency; its attribute names are)."""
+
+    def __init__(self) -> None:
+        self.attributes: dict[str, Any] = {}
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        span.set_attributes(self.attributes)
+
+
+@dataclass
+class Call:
+    """One LLM call the app made: the ticket, the answer it got, the right category."""
+
+    ticket: str
+    answer: str
+    expected: str
+
+
+@dataclass
+class OtelApp:
+    """The app with one instrumentation library; `spans` are what its SDK recorded."""
+
+    library: Library
+    provider: FakeProvider
+    prompt: str = "support_router"
+    version: int = 1
+    exporters: Sequence[SpanExporter] = ()
+    memory: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
+    calls: list[Call] = field(default_factory=list)
+
+    @contextmanager
+    def instrumented(self) -> Iterator[OtelApp]:
+        """The `openai` module instrumented for this app's tracer provider (undone on exit: the
+        instrumentors patch the module process-wide)."""
+        tracer_provider = TracerProvider()
+        self._traceloop = TraceloopPromptContext()
+        if self.library == "openllmetry":
+            tracer_provider.add_span_processor(self._traceloop)
+        for exporter in (self.memory, *self.exporters):
+            tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        if self.library == "openinference":
+            from openinference.instrumentation.openai import OpenAIInstrumentor as OpenInference
+
+            instrumentor: Any = OpenInference()
+        else:
+            from opentelemetry.instrumentation.openai import OpenAIInstrumentor as OpenLLMetry
+
+            instrumentor = OpenLLMetry()
+        instrumentor.instrument(tracer_provider=tracer_provider)
+        try:
+            yield self
+        finally:
+            instrumentor.uninstrument()
+            tracer_provider.shutdown()
+
+    def _context(self, ticket: str) -> ExitStack:
+        """The prompt of this call, as each library's users state it."""
+        stack = ExitStack()
+        variables = {"ticket": ticket}
+        if self.library == "openinference":
+            from openinference.instrumentation import using_metadata, using_prompt_template
+
+            stack.enter_context(using_metadata({"gepa.prompt": self.prompt}))
+            stack.enter_context(
+                using_prompt_template(
+                    template=SEED_ROUTER_PROMPT, variables=variables, version=str(self.version)
+                )
+            )
+        else:
+            self._traceloop.attributes = {
+                "traceloop.prompt.key": self.prompt,
+                "traceloop.prompt.version": self.version,
+                "traceloop.prompt.template_variables": json.dumps(variables),
+            }
+        return stack
+
+    def serve(self, n: int, start: int = 0) -> list[Call]:
+        """n support tickets routed by the seed prompt through the instrumented client."""
+        client = openai.OpenAI(base_url=self.provider.base_url, api_key=self.provider.api_key)
+        made = []
+        for ticket in support_tickets(start + n)[start:]:
+            text = ticket["inputs"]["ticket"]
+            with self._context(text):
+                reply = client.chat.completions.create(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": SEED_ROUTER_PROMPT.replace("{{ticket}}", text)}],
+                )
+            made.append(
+                Call(
+                    text, reply.choices[0].message.content or "", ticket["expectations"]["expected_response"]
+                )
+            )
+        client.close()
+        self.calls += made
+        return made
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.memory.get_finished_spans())
+
+
+def traces_data(spans: Sequence[ReadableSpan], encoding: str) -> bytes:
+    """One Collector Kafka exporter record: the spans as `TracesData`, in protobuf or OTLP JSON
+    (camelCase, hex trace and span ids)."""
+    message = encode_spans(spans)  # an ExportTraceServiceRequest: the same fields as TracesData
+    if encoding == "otlp_proto":
+        return message.SerializeToString()
+    raw = json_format.MessageToDict(message)
+    for resource in raw.get("resourceSpans", []):
+        for scope in resource.get("scopeSpans", []):
+            for span in scope.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    return json.dumps(raw).encode()
