@@ -145,3 +145,25 @@ def traces_data(spans: Sequence[ReadableSpan], encoding: str) -> bytes:
                     if key in span:
                         span[key] = base64.b64decode(span[key]).hex()
     return json.dumps(raw).encode()
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field."""
+    key, size = (number << 3) | 2, len(payload)
+    out = bytearray([key])
+    while True:
+        low, size = size & 0x7F, size >> 7
+        out.append(low | (0x80 if size else 0))
+        if not size:
+            return bytes(out) + payload
+
+
+def deep_span_payload(depth: int) -> bytes:
+    """`TracesData` bytes of one span whose attribute `deep` nests `depth` arrays, written field
+    by field (the Python protobuf runtime refuses to build a message that deep)."""
+    value = _field(1, b"leaf")  # AnyValue.string_value
+    for _ in range(depth):
+        value = _field(5, _field(1, value))  # AnyValue.array_value -> ArrayValue.values
+    attribute = _field(1, b"deep") + _field(2, value)
+    span = _field(1, bytes(16)) + _field(2, bytes(8)) + _field(5, b"deep") + _field(9, attribute)
+    return _field(1, _field(2, _field(2, span)))  # TracesData.resource_spans.scope_spans.spans
