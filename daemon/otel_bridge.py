@@ -189,7 +189,7 @@ class OtelBridge:
         app.router.add_post("/v1/traces", self.export)
         app.router.add_get("/metrics", _metrics)
         app.router.add_get("/healthz", _healthz)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, auto_decompress=False)  # gunzip() bounds inflation
         await runner.setup()
         site = web.TCPSite(runner, self.settings.web_host, self.bridge.http_port)
         await site.start()

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import openai
@@ -21,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from daemon.broker import free_port
 from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets
 from optimization.offline.provider import FakeProvider
 
@@ -167,3 +176,65 @@ def deep_span_payload(depth: int) -> bytes:
     attribute = _field(1, b"deep") + _field(2, value)
     span = _field(1, bytes(16)) + _field(2, bytes(8)) + _field(5, b"deep") + _field(9, attribute)
     return _field(1, _field(2, _field(2, span)))  # TracesData.resource_spans.scope_spans.spans
+
+
+class BridgeProcess:
+    """`python -m daemon bridge otel ...` as its own process, with the daemon's env (broker, topic
+    prefix, app id) plus `env`; its stderr (the summary line) goes to `log`."""
+
+    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+        self.port = free_port()
+        self.log = log
+        self.env = {**os.environ, **env}
+        self.args = [*args, "--http-port", str(self.port)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BridgeProcess:
+        """Start and wait for its HTTP port (the consumer group joins in the background)."""
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "daemon", "bridge", "otel", *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while self.get("/healthz") is None:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the bridge did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> str | None:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=5) as response:
+                return response.read().decode()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+
+    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """POST /v1/traces; (status, body) whatever the status."""
+        request = urllib.request.Request(self.url("/v1/traces"), data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def stop(self) -> str:
+        """SIGTERM; returns its output (the summary line is last)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(30)
+            self.process = None
+        return self.log.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL: no summary, no final commit."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.process = None
