@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -114,6 +115,7 @@ class OtelBridge:
         self.counts = SpanCounts()
         self._topics = {TraceEvent.TYPE: settings.topics.traces, RatingEvent.TYPE: settings.topics.ratings}
         self._producer: AIOKafkaProducer | None = None
+        self._partitions: dict[str, list[int]] = {}
         self.http_port: int | None = None
 
     def _client_options(self) -> dict[str, Any]:
@@ -127,12 +129,35 @@ class OtelBridge:
         record_metrics(counts, source)
 
     async def publish(self, events: list[CloudEvent[Any]]) -> None:
-        """Produce every event keyed by prompt and wait until the broker has acknowledged all of them."""
+        """Produce every event keyed by prompt (partitioned as every Kafka client's default does:
+        murmur2 of the key), in record batches per partition, and wait until the broker has
+        acknowledged all of them. Batches, not one `send` per event: the per-message path of
+        aiokafka costs more than decoding and mapping a span."""
+        producer = self._producer
+        assert producer is not None
+        open_batches: dict[tuple[str, int], Any] = {}
+        acks = []
+        for event in events:
+            topic = self._topics[event.type]
+            partitions = self._partitions.get(topic) or await self._partitions_of(topic)
+            partition = DefaultPartitioner()(event.key, partitions, partitions)
+            builder = open_batches.get((topic, partition))
+            value = event.to_json()
+            if builder is None or builder.append(key=event.key, value=value, timestamp=None) is None:
+                if builder is not None:
+                    acks.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = open_batches[(topic, partition)] = producer.create_batch()
+                builder.append(
+                    key=event.key, value=value, timestamp=None
+                )  # a new batch takes any first record
+        for (topic, partition), builder in open_batches.items():
+            acks.append(await producer.send_batch(builder, topic, partition=partition))
+        await asyncio.gather(*acks)
+
+    async def _partitions_of(self, topic: str) -> list[int]:
         assert self._producer is not None
-        futures = [
-            await self._producer.send(self._topics[e.type], key=e.key, value=e.to_json()) for e in events
-        ]
-        await asyncio.gather(*futures)
+        self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        return self._partitions[topic]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set: the consumer loop (if a topic is given) and the HTTP receiver (if a port is)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,7 +31,7 @@ _GENAI_LLM_OPERATIONS = {"chat", "text_completion", "generate_content"}
 _MLFLOW_LLM_TYPES = {"LLM", "CHAT_MODEL", '"LLM"', '"CHAT_MODEL"'}  # MLflow JSON-encodes its values
 
 
-def lookup(attributes: dict[str, Any], path: str) -> Any:
+def lookup(attributes: Mapping[str, Any], path: str) -> Any:
     """An attribute's value; `key#field` reads `field` of an attribute holding a JSON object
     (OpenInference's `metadata`, MLflow's JSON-encoded values). None when absent."""
     key, _, sub = path.partition("#")
@@ -46,7 +46,7 @@ def lookup(attributes: dict[str, Any], path: str) -> Any:
     return value.get(sub) if isinstance(value, dict) else None
 
 
-def _first(attributes: dict[str, Any], paths: tuple[str, ...]) -> Any:
+def _first(attributes: Mapping[str, Any], paths: tuple[str, ...]) -> Any:
     for path in paths:
         value = lookup(attributes, path)
         if value not in (None, ""):
@@ -89,7 +89,7 @@ def _json_output(value: Any) -> str | dict[str, Any] | None:
     return value if isinstance(value, str) and value else None
 
 
-def _openinference_output(attributes: dict[str, Any]) -> str | dict[str, Any] | None:
+def _openinference_output(attributes: Mapping[str, Any]) -> str | dict[str, Any] | None:
     text = attributes.get("llm.output_messages.0.message.content")
     if isinstance(text, str) and text:
         return text
@@ -99,14 +99,14 @@ def _openinference_output(attributes: dict[str, Any]) -> str | dict[str, Any] | 
     return value if isinstance(value, str) and value else None
 
 
-def _genai_output(attributes: dict[str, Any]) -> str | None:
+def _genai_output(attributes: Mapping[str, Any]) -> str | None:
     legacy = attributes.get("gen_ai.completion.0.content")  # OpenLLMetry's indexed attributes
     if isinstance(legacy, str) and legacy:
         return legacy
     return _message_text(attributes.get("gen_ai.output.messages"))
 
 
-def _mlflow_output(attributes: dict[str, Any]) -> str | dict[str, Any] | None:
+def _mlflow_output(attributes: Mapping[str, Any]) -> str | dict[str, Any] | None:
     return _json_output(attributes.get("mlflow.spanOutputs"))
 
 
@@ -126,7 +126,7 @@ class Preset:
     version: tuple[str, ...]
     variables: tuple[str, ...]
     model: tuple[str, ...]
-    output: Callable[[dict[str, Any]], str | dict[str, Any] | None]
+    output: Callable[[Mapping[str, Any]], str | dict[str, Any] | None]
 
 
 PRESETS: dict[str, Preset] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,9 +40,31 @@ class SpanEvent:
     attributes: dict[str, Any]
 
 
+class SpanAttributes(Mapping[str, Any]):
+    """A span's attributes, each converted to a Python value only when read: the mapping reads a
+    handful of the dozens an instrumented LLM span carries, and most spans are not LLM spans."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, pairs: Any) -> None:
+        self._raw: dict[str, AnyValue] = {kv.key: kv.value for kv in pairs}
+
+    def __getitem__(self, key: str) -> Any:
+        return any_value(self._raw[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
 @dataclass(slots=True)
 class Span:
-    """One decoded span: hex ids, the instrumentation scope, times, attributes as Python values."""
+    """One decoded span: hex ids, the instrumentation scope, times, its attributes."""
 
     trace_id: str
     span_id: str
@@ -49,7 +72,7 @@ class Span:
     scope: str
     start_ns: int
     end_ns: int
-    attributes: dict[str, Any]
+    attributes: Mapping[str, Any]
     events: list[SpanEvent] = field(default_factory=list)
 
 
@@ -140,7 +163,7 @@ def decode_spans(payload: bytes, encoding: Encoding) -> list[Span]:
                         scope=scope,
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano,
-                        attributes=attributes(span.attributes),
+                        attributes=SpanAttributes(span.attributes),
                         events=[
                             SpanEvent(e.name, e.time_unix_nano, attributes(e.attributes)) for e in span.events
                         ],
