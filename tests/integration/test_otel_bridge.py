@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -184,3 +187,27 @@ def test_sdk_otlp_http_exporter_and_the_receivers_answers(
     assert metric_value(metrics, "gepa_stream_otel_unmapped_total", kind="span", reason="bad_inputs") == 1
     accepted = ExportTraceServiceResponse.FromString(answers["proto"][1])
     assert answers["proto"][0] == 200 and not accepted.HasField("partial_success")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--encoding", "otlp_xml"], {}, "error: --encoding: use otlp_proto or otlp_json, not 'otlp_xml'"),
+        (["--convention", "langfuse"], {}, "error: --convention: use one of auto, openinference"),
+        (["--topic", ""], {}, "error: --topic '' needs --http-port"),
+        ([], {"GEPA_STREAM_INGEST_TOKEN": "short"}, "error: GEPA_STREAM_INGEST_TOKEN: must be at least 16"),
+        ([], {"GEPA_STREAM_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "error: cannot reach Kafka at 127.0.0.1:1"),
+    ],
+)
+def test_bad_options_and_an_unreachable_broker_are_one_line_each(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "bridge", "otel", *args],
+        env={**os.environ, "GEPA_STREAM_CONFIG": str(tmp_path / "absent.yaml"), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == (1 if "reach Kafka" in message else 2), result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
