@@ -246,11 +246,12 @@ class OtelOptions:
 def _prompt_names(value: Any) -> list[tuple[str, int | None]]:
     """(name, version) named by an attribute value: `name`, `name/3`, `prompts:/name/3`, or MLflow's
     linked-prompts list `[{"name", "version"}]` (JSON text or parsed)."""
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return []
+    for _ in range(2):  # MLflow's export writes the list as JSON text inside a JSON string
+        if isinstance(value, str) and value.lstrip().startswith(("[", '"')):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return []
     if isinstance(value, list):
         return [
             (str(p["name"]), int(p["version"]) if str(p.get("version", "")).isdigit() else None)
@@ -395,6 +396,8 @@ def span_events(span: Span, options: OtelOptions, counts: SpanCounts) -> list[Cl
         if outputs is None:
             raise Unmappable("no_outputs")
         model = _first(span.attributes, preset.model)
+        if isinstance(model, str) and model.startswith('"'):  # MLflow JSON-encodes its values
+            model = _json_output(model)
         trace = build_event(
             TraceEvent,
             trace_event_id(span),
