@@ -29,8 +29,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon import prometheus_metrics
 from daemon.settings import Settings
-from handlers.otel_mapping import OtelOptions, SpanCounts, span_events
-from handlers.otlp import BadPayload, Encoding, decode_spans
+from handlers.otel_mapping import OtelOptions, SpanCounts, payload_events
+from handlers.otlp import BadPayload, Encoding
 from schemas.events import CloudEvent, RatingEvent, TraceEvent
 
 log = logging.getLogger("gepa_stream.otel_bridge")
@@ -72,23 +72,6 @@ def record_metrics(counts: SpanCounts, source: str) -> None:
         prometheus_metrics.OTEL_PUBLISHED.labels(type=event_type).inc(n)
     for reason, n in counts.bad_payloads.items():
         prometheus_metrics.OTEL_BAD_PAYLOADS.labels(source=source, reason=reason).inc(n)
-
-
-def translate(
-    payloads: list[bytes], encoding: Encoding, options: OtelOptions
-) -> tuple[list[CloudEvent[Any]], SpanCounts]:
-    """Every event the payloads' spans yield, and the counts (an undecodable payload is one bad payload)."""
-    counts = SpanCounts()
-    events: list[CloudEvent[Any]] = []
-    for payload in payloads:
-        try:
-            spans = decode_spans(payload, encoding)
-        except BadPayload as reason:
-            counts.bad_payloads[str(reason)] += 1
-            continue
-        for span in spans:
-            events += span_events(span, options, counts)
-    return events, counts
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
@@ -202,7 +185,7 @@ class OtelBridge:
     async def _handle_batch(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, payloads: list[bytes], last_offset: int
     ) -> None:
-        events, counts = translate(payloads, self.bridge.encoding, self.options)
+        events, counts = payload_events(payloads, self.bridge.encoding, self.options)
         await self.publish(events)
         await consumer.commit({tp: last_offset + 1})
         self._account(counts, "kafka")
@@ -260,7 +243,7 @@ class OtelBridge:
         counts = SpanCounts()
         try:
             body = await self._body(request)
-            events, counts = translate([body], encoding, self.options)
+            events, counts = payload_events([body], encoding, self.options)
             if counts.bad_payloads:
                 return _status(
                     400, f"undecodable OTLP {encoding}: {next(iter(counts.bad_payloads))}", encoding

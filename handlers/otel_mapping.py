@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from handlers.otlp import Span, SpanEvent
+from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, count_spans, read_spans
 from handlers.trace_mapping import Unmappable, build_event, event_data, parse_prompt_ref, rating_of
 from schemas.config import PolicyFile
 from schemas.events import CloudEvent, RatingData, RatingEvent, TraceData, TraceEvent
@@ -27,6 +27,16 @@ GEPA_PROMPT = "gepa.prompt"
 GEPA_VERSION = "gepa.prompt.version"
 GEPA_VARIABLES = "gepa.prompt.variables"
 EVALUATION_EVENT = "gen_ai.evaluation.result"
+LLM_MARKERS = (
+    b"openinference.span.kind",
+    b"gen_ai.operation.name",
+    b"llm.request.type",
+    b"mlflow.spanType",
+    b"mlflow.linkedPrompts",
+)
+"""Every preset's LLM test reads one of these attributes: protobuf bytes without any of them hold no
+LLM span (protobuf writes attribute keys verbatim; OTLP JSON may escape them, so a JSON payload is
+parsed first and its scopes checked re-encoded)."""
 _GENAI_LLM_OPERATIONS = {"chat", "text_completion", "generate_content"}
 _MLFLOW_LLM_TYPES = {"LLM", "CHAT_MODEL", '"LLM"', '"CHAT_MODEL"'}  # MLflow JSON-encodes its values
 
@@ -207,6 +217,9 @@ class PromptAttributes:
     variables: str | None = None
 
 
+NO_OWN_ATTRIBUTES = PromptAttributes()
+
+
 @dataclass(frozen=True)
 class OtelOptions:
     """How spans map: the convention (or auto), the managed prompts and their attribute names."""
@@ -275,7 +288,7 @@ def _prompt(span: Span, preset: Preset, options: OtelOptions) -> tuple[str, int 
     for path in dict.fromkeys(paths):
         for name, version in _prompt_names(lookup(span.attributes, path)):
             named = True
-            own = options.attributes.get(name, PromptAttributes()).prompt
+            own = options.attributes.get(name, NO_OWN_ATTRIBUTES).prompt
             if (own == path if own else path in preset.prompt) and (
                 options.managed is None or name in options.managed
             ):
@@ -391,7 +404,7 @@ def span_events(span: Span, options: OtelOptions, counts: SpanCounts) -> list[Cl
         if preset is None or not preset.is_llm(span):
             raise Unmappable("not_llm")
         prompt, named_version = _prompt(span, preset, options)
-        own = options.attributes.get(prompt, PromptAttributes())
+        own = options.attributes.get(prompt, NO_OWN_ATTRIBUTES)
         outputs = preset.output(span.attributes)
         if outputs is None:
             raise Unmappable("no_outputs")
@@ -431,3 +444,27 @@ def span_events(span: Span, options: OtelOptions, counts: SpanCounts) -> list[Cl
             counts.feedback_unmapped[str(reason)] += 1
     counts.published.update(e.type for e in events)
     return events
+
+
+def payload_events(
+    payloads: list[bytes], encoding: Encoding, options: OtelOptions
+) -> tuple[list[CloudEvent[Any]], SpanCounts]:
+    """Every event the payloads' spans yield, and the counts: an undecodable payload is one bad
+    payload; spans that cannot be LLM spans (no LLM marker in their protobuf payload, or in their
+    instrumentation scope) are counted `not_llm` without being read."""
+    counts = SpanCounts()
+    events: list[CloudEvent[Any]] = []
+    for payload in payloads:
+        try:
+            if encoding == "otlp_proto" and not any(marker in payload for marker in LLM_MARKERS):
+                counts.unmapped["not_llm"] += count_spans(payload, encoding)
+                continue
+            spans, skipped = read_spans(payload, encoding, LLM_MARKERS)
+        except BadPayload as reason:
+            counts.bad_payloads[str(reason)] += 1
+            continue
+        if skipped:
+            counts.unmapped["not_llm"] += skipped
+        for span in spans:
+            events += span_events(span, options, counts)
+    return events, counts
