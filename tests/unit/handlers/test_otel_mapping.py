@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from handlers.otel_mapping import EVALUATION_EVENT, OtelOptions, PromptAttributes, SpanCounts, span_events
+from handlers.otel_mapping import (
+    EVALUATION_EVENT,
+    OtelOptions,
+    PromptAttributes,
+    SpanCounts,
+    payload_events,
+    span_events,
+)
 from handlers.otlp import BadPayload, Span, SpanEvent, decode_spans
 from optimization.offline.provider import FakeProvider
 from schemas.config import PolicyFile
@@ -261,3 +268,28 @@ def test_deeply_nested_attributes_decode_or_are_refused() -> None:
     assert len(decode_spans(deep_span_payload(40), "otlp_proto")) == 1
     with pytest.raises(BadPayload, match="not_protobuf"):
         decode_spans(deep_span_payload(200), "otlp_proto")
+
+
+@pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
+def test_spans_of_scopes_without_llm_attributes_are_counted_unread(
+    recorded: dict[str, OtelApp], encoding: str
+) -> None:
+    """A batch holding the app's HTTP spans (their own scope) beside the LLM spans: the LLM spans map,
+    the others count `not_llm`; a batch of HTTP spans alone is counted without being decoded span by span."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    for i in range(3):
+        with provider.get_tracer("app.http").start_as_current_span(
+            "POST /route", attributes={"http.route": f"/{i}"}
+        ):
+            pass
+    http = list(memory.get_finished_spans())
+    mixed = traces_data([*recorded["openinference"].spans(), *http], encoding)
+    events, counts = payload_events([mixed, traces_data(http, encoding)], encoding, OPTIONS)  # type: ignore[arg-type]
+    assert (len(events), counts.mapped, dict(counts.unmapped)) == (4, 4, {"not_llm": 6})
+    assert [e.to_json() for e in events] == [e.to_json() for e in mapped(mixed, encoding)[0]]
