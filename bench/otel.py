@@ -176,17 +176,17 @@ async def bridge(settings: Settings, topic: str, n_records: int) -> float:
     )
     stop = asyncio.Event()
     handled = {"records": 0, "first": 0.0, "last": 0.0}
-    handle = the_bridge._handle_batch
+    handle = the_bridge._handle_fetch
 
-    async def timed(consumer: Any, tp: Any, payloads: list[bytes], last_offset: int) -> None:
+    async def timed(consumer: Any, fetched: dict[Any, list[Any]]) -> None:
         handled["first"] = handled["first"] or time.perf_counter()
-        await handle(consumer, tp, payloads, last_offset)
-        handled["records"] += len(payloads)
+        await handle(consumer, fetched)
+        handled["records"] += sum(len(records) for records in fetched.values())
         handled["last"] = time.perf_counter()
         if handled["records"] >= n_records:
             stop.set()
 
-    the_bridge._handle_batch = timed  # type: ignore[method-assign]
+    the_bridge._handle_fetch = timed  # type: ignore[method-assign]
     await the_bridge.run(stop)
     counts = the_bridge.counts
     return (counts.mapped + sum(counts.unmapped.values())) / (handled["last"] - handled["first"])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from google.protobuf import json_format
@@ -160,7 +160,7 @@ class OtelBridge:
     # -- Kafka ---------------------------------------------------------------------------------
 
     async def _consume(self, topic: str, stop: asyncio.Event) -> None:
-        """Per fetched partition batch: translate, publish, await the acks, then commit its offset."""
+        """Per fetch (every partition it returned): map, publish, await the acks, then commit."""
         consumer = AIOKafkaConsumer(
             topic,
             group_id=f"{self.settings.app_id}{_GROUP_SUFFIX}",
@@ -174,20 +174,21 @@ class OtelBridge:
         await consumer.start()
         try:
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-                for tp, records in batches.items():
-                    await self._handle_batch(
-                        consumer, tp, [r.value or b"" for r in records], records[-1].offset
-                    )
+                fetched = await consumer.getmany(timeout_ms=500, max_records=1000)
+                if fetched:
+                    await self._handle_fetch(consumer, fetched)
         finally:
             await consumer.stop()
 
-    async def _handle_batch(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, payloads: list[bytes], last_offset: int
+    async def _handle_fetch(
+        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
     ) -> None:
+        """The fetch's events produced and acknowledged, then each partition's offset committed past it:
+        a crash before the commit replays the fetch, which maps to the same event ids."""
+        payloads = [record.value or b"" for records in fetched.values() for record in records]
         events, counts = payload_events(payloads, self.bridge.encoding, self.options)
         await self.publish(events)
-        await consumer.commit({tp: last_offset + 1})
+        await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
         self._account(counts, "kafka")
 
     # -- OTLP/HTTP -----------------------------------------------------------------------------

@@ -127,22 +127,26 @@ def test_a_bridge_killed_mid_stream_loses_and_duplicates_nothing(
     records = [(topic, None, traces_data([span], "otlp_proto")) for span in app.spans()]
 
     def collector() -> None:  # the Collector exports as the calls happen, ~40 batches a second
-        for i in range(0, len(records), 4):
+        for i in range(1, len(records), 4):
             produce(kafka_bootstrap, records[i : i + 4])
             time.sleep(0.1)
+
+    def published() -> float:
+        return metric_value(
+            bridge.get("/metrics") or "", "gepa_stream_otel_published_total", type="gepa.trace.v1"
+        )
 
     env = bridge_env(daemon)
     bridge = BridgeProcess(env, tmp_path / "bridge.log", "--topic", topic).start()
     feeding = threading.Thread(target=collector)
-    feeding.start()
     try:
+        produce(kafka_bootstrap, records[:1])
         deadline = time.monotonic() + 90
-        while (
-            metric_value(
-                bridge.get("/metrics") or "", "gepa_stream_otel_published_total", type="gepa.trace.v1"
-            )
-            < 30
-        ):
+        while published() < 1:  # the bridge has joined its group and reads
+            assert time.monotonic() < deadline, bridge.log.read_text()[-3000:]
+            time.sleep(0.05)
+        feeding.start()
+        while published() < 30:
             assert time.monotonic() < deadline, bridge.log.read_text()[-3000:]
             time.sleep(0.05)
         bridge.kill()
@@ -156,7 +160,8 @@ def test_a_bridge_killed_mid_stream_loses_and_duplicates_nothing(
         )
         events = read_topic(kafka_bootstrap, daemon.topics.traces, idle_s=1.0)
     finally:
-        feeding.join()
+        if feeding.is_alive():
+            feeding.join()
         bridge.stop()
         daemon.stop()
     assert 30 <= published_before < 120  # killed mid-stream
