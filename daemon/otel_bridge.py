@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from daemon import prometheus_metrics
 from daemon.settings import Settings
 from handlers.otel_mapping import OtelOptions, SpanCounts, payload_events
 from handlers.otlp import BadPayload, Encoding
+from handlers.trace_mapping import listed
 from schemas.events import CloudEvent, RatingEvent, TraceEvent
 
 log = logging.getLogger("gepa_stream.otel_bridge")
@@ -261,15 +263,13 @@ class OtelBridge:
             return _status(503, f"Kafka did not acknowledge: {error}", encoding)
         finally:
             self._account(counts, "http")
-        rejected = sum(n for reason, n in counts.unmapped.items() if reason not in _NOT_REJECTED)
+        rejected = Counter(
+            {reason: n for reason, n in counts.unmapped.items() if reason not in _NOT_REJECTED}
+        )
         response = ExportTraceServiceResponse()
         if rejected:
-            response.partial_success.rejected_spans = rejected
-            response.partial_success.error_message = "unmapped LLM spans: " + ", ".join(
-                f"{reason} {n}"
-                for reason, n in sorted(counts.unmapped.items())
-                if reason not in _NOT_REJECTED
-            )
+            response.partial_success.rejected_spans = rejected.total()
+            response.partial_success.error_message = f"unmapped LLM spans: {listed(rejected)}"
         return _message(200, response, encoding)
 
 

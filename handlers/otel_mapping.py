@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, count_spans, read_spans
-from handlers.trace_mapping import Unmappable, build_event, event_data, parse_prompt_ref, rating_of
+from handlers.trace_mapping import Unmappable, build_event, event_data, listed, parse_prompt_ref, rating_of
 from schemas.config import PolicyFile
 from schemas.events import CloudEvent, RatingData, RatingEvent, TraceData, TraceEvent
 
@@ -355,10 +355,6 @@ class SpanCounts:
 
     def describe(self) -> str:
         """One line: spans mapped and unmapped (by reason), events published, bad payloads."""
-
-        def listed(counter: Counter[str]) -> str:
-            return ", ".join(f"{key} {n}" for key, n in sorted(counter.items()))
-
         unmapped = sum(self.unmapped.values())
         parts = [f"{self.mapped + unmapped} span(s): {self.mapped} mapped, {unmapped} unmapped"]
         if unmapped:

@@ -85,6 +85,11 @@ class Unmappable(GepaStreamError, ValueError):
     """A trace or assessment that cannot become an event; the message is the counted reason."""
 
 
+def listed(counter: Counter[str]) -> str:
+    """`reason n, reason n` in key order: counts by reason as the bridges' summaries print them."""
+    return ", ".join(f"{key} {n}" for key, n in sorted(counter.items()))
+
+
 def finished(record: TraceRecord, now_ms: int) -> bool:
     """Whether MLflow has finished writing the trace: spans can land before the trace's tags (the
     prompt link), so wait for its `infoFinalized` mark — or, for stores that never set it, a grace period."""

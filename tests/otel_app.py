@@ -140,6 +140,19 @@ class OtelApp:
         return list(self.memory.get_finished_spans())
 
 
+def record_calls(n: int, version: int) -> dict[str, OtelApp]:
+    """`n` calls through each instrumentation library (OpenInference, OpenLLMetry) with version
+    `version` of the prompt, against a fake provider of their own."""
+    apps = {}
+    with FakeProvider() as provider:
+        for library in ("openinference", "openllmetry"):
+            app = OtelApp(library, provider, version=version)  # type: ignore[arg-type]
+            with app.instrumented():
+                app.serve(n)
+            apps[library] = app
+    return apps
+
+
 def traces_data(spans: Sequence[ReadableSpan], encoding: str) -> bytes:
     """One Collector Kafka exporter record: the spans as `TracesData`, in protobuf or OTLP JSON
     (camelCase, hex trace and span ids)."""

@@ -60,12 +60,17 @@ def prompt_status(daemon: Daemon) -> dict:
     return daemon.status()["prompts"].get(PROMPT, {})
 
 
+def ingest_and_topic(kafka_bootstrap: str, tmp_path: Path, min_examples: int) -> tuple[Daemon, str]:
+    """A started ingest daemon for the router prompt, and a fresh topic for the Collector's records."""
+    daemon = Daemon(kafka_bootstrap, write_policy(tmp_path / "policy.yaml", PROMPT, n=min_examples), tmp_path)
+    daemon.start(role="ingest")
+    return daemon, create_topic(kafka_bootstrap, f"otlp_spans-{uuid.uuid4().hex[:8]}")
+
+
 def test_spans_from_kafka_and_otlp_http_fill_the_window_and_trigger(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    daemon = Daemon(kafka_bootstrap, write_policy(tmp_path / "policy.yaml", PROMPT, n=12), tmp_path)
-    daemon.start(role="ingest")
-    topic = create_topic(kafka_bootstrap, f"otlp_spans-{uuid.uuid4().hex[:8]}")
+    daemon, topic = ingest_and_topic(kafka_bootstrap, tmp_path, 12)
     bridge = BridgeProcess(bridge_env(daemon), tmp_path / "bridge.log", "--topic", topic).start()
     try:
         with FakeProvider() as provider:
@@ -117,9 +122,7 @@ def test_spans_from_kafka_and_otlp_http_fill_the_window_and_trigger(
 def test_a_bridge_killed_mid_stream_loses_and_duplicates_nothing(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    daemon = Daemon(kafka_bootstrap, write_policy(tmp_path / "policy.yaml", PROMPT, n=500), tmp_path)
-    daemon.start(role="ingest")
-    topic = create_topic(kafka_bootstrap, f"otlp_spans-{uuid.uuid4().hex[:8]}")
+    daemon, topic = ingest_and_topic(kafka_bootstrap, tmp_path, 500)
     with FakeProvider() as provider:
         app = OtelApp("openinference", provider)
         with app.instrumented():

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from optimization.offline.provider import FakeProvider
 from tests.daemon_harness import metric_value, produce, read_topic
-from tests.otel_app import BridgeProcess, OtelApp, traces_data
+from tests.otel_app import BridgeProcess, OtelApp, record_calls, traces_data
 
 pytestmark = pytest.mark.integration
 PROMPT = "support_router"
@@ -33,16 +32,9 @@ TOKEN = "ingest-token-0123456789"
 
 
 @pytest.fixture(scope="module")
-def recorded() -> Iterator[dict[str, OtelApp]]:
+def recorded() -> dict[str, OtelApp]:
     """Four calls through each instrumentation library."""
-    apps = {}
-    with FakeProvider() as provider:
-        for library in ("openinference", "openllmetry"):
-            app = OtelApp(library, provider, version=2)  # type: ignore[arg-type]
-            with app.instrumented():
-                app.serve(4)
-            apps[library] = app
-    yield apps
+    return record_calls(4, version=2)
 
 
 def bridge_env(kafka_bootstrap: str, tmp_path: Path, **extra: str) -> dict[str, str]:

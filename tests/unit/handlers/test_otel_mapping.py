@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,10 +20,9 @@ from handlers.otel_mapping import (
     span_events,
 )
 from handlers.otlp import BadPayload, Span, SpanEvent, decode_spans
-from optimization.offline.provider import FakeProvider
 from schemas.config import PolicyFile
 from schemas.parse import parse_event
-from tests.otel_app import OtelApp, deep_span_payload, traces_data
+from tests.otel_app import OtelApp, deep_span_payload, record_calls, traces_data
 
 PROMPT = "support_router"
 OPTIONS = OtelOptions("test/otel", managed=frozenset({PROMPT}))
@@ -32,16 +30,9 @@ T0 = 1_795_000_000_000_000_000  # ns
 
 
 @pytest.fixture(scope="module")
-def recorded() -> Iterator[dict[str, OtelApp]]:
+def recorded() -> dict[str, OtelApp]:
     """Four calls through each instrumentation library, version 3 of the prompt."""
-    apps = {}
-    with FakeProvider() as provider:
-        for library in ("openinference", "openllmetry"):
-            app = OtelApp(library, provider, version=3)  # type: ignore[arg-type]
-            with app.instrumented():
-                app.serve(4)
-            apps[library] = app
-    yield apps
+    return record_calls(4, version=3)
 
 
 def mapped(payload: bytes, encoding: str, options: OtelOptions = OPTIONS) -> tuple[list[Any], SpanCounts]:
@@ -253,7 +244,17 @@ def test_an_oversize_event_is_counted() -> None:
         ),
         (b'{"resourceSpans": "no"}', "otlp_json", "bad_otlp_json"),
         (b"[" * 100_000 + b"]" * 100_000, "otlp_json", "not_json"),
-        (gzip.compress(b"{}"), "otlp_json", "not_json"),
+        (gzip.compress(b"{}", mtime=0), "otlp_json", "not_json"),
+    ],
+    ids=[
+        "truncated",
+        "json-as-proto",
+        "not-utf8",
+        "json-array",
+        "bad-hex-id",
+        "bad-shape",
+        "deep-json",
+        "gzip",
     ],
 )
 def test_undecodable_payloads_raise_bad_payload_with_a_reason(
