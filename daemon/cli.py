@@ -424,6 +424,11 @@ def bridge_otel(
         asyncio.run(serve())
     except KafkaError as error:
         raise KafkaUnavailable(f"Kafka at {settings.bootstrap_servers}: {error}") from error
+    except OSError as error:  # the HTTP port: taken, or not ours to bind
+        print_error(
+            f"--http-port {http_port}: cannot listen on {settings.web_host} ({error.strerror or error})"
+        )
+        raise typer.Exit(EXIT_FAILED) from None
     console.print(f"bridge otel stopped; in all: {bridge.counts.describe()}", highlight=False, soft_wrap=True)
 
 

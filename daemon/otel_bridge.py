@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -148,8 +148,9 @@ class OtelBridge:
         """Serve until `stop` is set: the consumer loop (if a topic is given) and the HTTP receiver (if a port is)."""
         self._producer = AIOKafkaProducer(acks="all", linger_ms=5, **self._client_options())
         await self._producer.start()
-        runner = await self._start_http() if self.bridge.http_port is not None else None
+        runner = None
         try:
+            runner = await self._start_http() if self.bridge.http_port is not None else None
             if self.bridge.topic is not None:
                 await self._consume(self.bridge.topic, stop)
             else:
@@ -190,7 +191,12 @@ class OtelBridge:
         payloads = [record.value or b"" for records in fetched.values() for record in records]
         events, counts = payload_events(payloads, self.bridge.encoding, self.options)
         await self.publish(events)
-        await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+        try:
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+        except (CommitFailedError, IllegalStateError) as error:  # the group moved a partition meanwhile
+            log.warning(
+                "commit refused after a rebalance (%s): the new owner re-reads, to the same ids", error
+            )
         self._account(counts, "kafka")
 
     # -- OTLP/HTTP -----------------------------------------------------------------------------

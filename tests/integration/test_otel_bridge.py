@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -203,3 +204,20 @@ def test_bad_options_and_an_unreachable_broker_are_one_line_each(
     )
     assert result.returncode == (1 if "reach Kafka" in message else 2), result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_http_port_in_use_is_one_line(kafka_bootstrap: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "daemon", "bridge", "otel", "--topic", "", "--http-port", str(port)],
+            env={**os.environ, **bridge_env(kafka_bootstrap, tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"error: --http-port {port}: cannot listen on 127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr
