@@ -10,11 +10,12 @@ the reason its caller counts.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, count_spans, read_spans
 from handlers.trace_mapping import Unmappable, build_event, event_data, listed, parse_prompt_ref, rating_of
@@ -50,7 +51,7 @@ def lookup(attributes: Mapping[str, Any], path: str) -> Any:
         return value
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = orjson.loads(value)
         except ValueError:
             return None
     return value.get(sub) if isinstance(value, dict) else None
@@ -68,7 +69,7 @@ def _message_text(messages: Any) -> str | None:
     """The text of the last message of a GenAI-conventions message list (JSON text or parsed)."""
     if isinstance(messages, str):
         try:
-            messages = json.loads(messages)
+            messages = orjson.loads(messages)
         except ValueError:
             return None
     if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
@@ -86,7 +87,7 @@ def _json_output(value: Any) -> str | dict[str, Any] | None:
     completion's answer text, a plain string, or the object itself."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = orjson.loads(value)
         except ValueError:
             return value or None
     if isinstance(value, dict):
@@ -262,7 +263,7 @@ def _prompt_names(value: Any) -> list[tuple[str, int | None]]:
     for _ in range(2):  # MLflow's export writes the list as JSON text inside a JSON string
         if isinstance(value, str) and value.lstrip().startswith(("[", '"')):
             try:
-                value = json.loads(value)
+                value = orjson.loads(value)
             except ValueError:
                 return []
     if isinstance(value, list):
@@ -312,7 +313,7 @@ def _variables(span: Span, paths: tuple[str, ...]) -> dict[str, Any]:
         raise Unmappable("no_inputs")
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = orjson.loads(value)
         except (ValueError, RecursionError):
             raise Unmappable("bad_inputs") from None
     if not isinstance(value, dict) or not value:
