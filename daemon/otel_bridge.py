@@ -1,10 +1,10 @@
 """`gepa-stream bridge otel`: OpenTelemetry spans -> trace and rating events.
 
 Two ways in, one way out. (1) A consumer group on the topic an OpenTelemetry Collector's Kafka
-exporter writes (`TracesData` per record, `otlp_proto` or `otlp_json`); each fetched batch of a
-partition is decoded, mapped (`handlers.otel_mapping`), produced keyed by prompt, and its offset
-committed only once the broker has acknowledged every event — at-least-once, and a redelivered
-batch yields the same event ids. (2) OTLP/HTTP `POST /v1/traces` (protobuf or JSON, gzip accepted)
+exporter writes (`TracesData` per record, `otlp_proto` or `otlp_json`); each fetch is decoded,
+mapped (`handlers.otel_mapping`), produced keyed by prompt, and its offsets committed only once the
+broker has acknowledged every event — at-least-once, and a redelivered batch yields the same event
+ids. (2) OTLP/HTTP `POST /v1/traces` (protobuf or JSON, gzip accepted)
 on the bridge's HTTP port, answering after the events are acknowledged. Bad payloads and
 unmappable spans are counted by reason (`/metrics`, the summary), never dead-lettered one by one.
 """
@@ -116,8 +116,7 @@ class OtelBridge:
     async def publish(self, events: list[CloudEvent[Any]]) -> None:
         """Produce every event keyed by prompt (partitioned as every Kafka client's default does:
         murmur2 of the key), in record batches per partition, and wait until the broker has
-        acknowledged all of them. Batches, not one `send` per event: the per-message path of
-        aiokafka costs more than decoding and mapping a span."""
+        acknowledged all of them (one future per record batch, not one `send` per event)."""
         producer = self._producer
         assert producer is not None
         open_batches: dict[tuple[str, int], Any] = {}

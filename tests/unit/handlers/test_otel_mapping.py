@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from handlers.otel_mapping import (
     span_events,
 )
 from handlers.otlp import BadPayload, Span, SpanEvent, decode_spans
-from schemas.config import PolicyFile
+from schemas.config import ConfigError, PolicyFile, load_policy_file
 from schemas.parse import parse_event
 from tests.otel_app import OtelApp, deep_span_payload, record_calls, traces_data
 
@@ -294,3 +295,12 @@ def test_spans_of_scopes_without_llm_attributes_are_counted_unread(
     events, counts = payload_events([mixed, traces_data(http, encoding)], encoding, OPTIONS)  # type: ignore[arg-type]
     assert (len(events), counts.mapped, dict(counts.unmapped)) == (4, 4, {"not_llm": 6})
     assert [e.to_json() for e in events] == [e.to_json() for e in mapped(mixed, encoding)[0]]
+
+
+def test_a_typo_in_a_prompts_otel_settings_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"prompts:\n  - name: {PROMPT}\n    otel: {{prompt_atribute: app.prompt}}\n")
+    with pytest.raises(
+        ConfigError, match=r"prompts\[0\] \(support_router\)\.otel\.prompt_atribute: is not a known setting"
+    ):
+        load_policy_file(path)
