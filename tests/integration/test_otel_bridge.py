@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from google.rpc.status_pb2 import Status
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -178,6 +179,8 @@ def test_sdk_otlp_http_exporter_and_the_receivers_answers(
         metric_value(metrics, "gepa_stream_otel_bad_payloads_total", source="http", reason="too_large") == 2
     )
     assert metric_value(metrics, "gepa_stream_otel_unmapped_total", kind="span", reason="bad_inputs") == 1
+    refused = Status.FromString(answers["truncated"][1])  # the spec's error body, in the request's encoding
+    assert (refused.code, refused.message) == (3, "undecodable OTLP otlp_proto: not_protobuf")
     accepted = ExportTraceServiceResponse.FromString(answers["proto"][1])
     assert answers["proto"][0] == 200 and not accepted.HasField("partial_success")
 
