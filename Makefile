@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/optimize.py
 	$(BIN)/python bench/guard.py
+	$(BIN)/python bench/otel.py
 
 clean:
 	rm -rf $(VENV) .gepa-stream .pytest_cache

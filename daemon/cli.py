@@ -349,6 +349,89 @@ def bridge_mlflow(
     )
 
 
+@bridge_app.command("otel")
+def bridge_otel(
+    topic: Annotated[
+        str, typer.Option("--topic", help="the Collector's Kafka exporter topic ('' = OTLP/HTTP only)")
+    ] = "otlp_spans",
+    encoding: Annotated[str, typer.Option("--encoding", help="otlp_proto or otlp_json")] = "otlp_proto",
+    http_port: Annotated[
+        int | None,
+        typer.Option(
+            "--http-port", help="serve OTLP/HTTP POST /v1/traces and /metrics here (0: any free port)"
+        ),
+    ] = None,
+    convention: Annotated[
+        str, typer.Option("--convention", help="auto, openinference, openllmetry, genai or mlflow")
+    ] = "auto",
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", help="largest OTLP/HTTP body, before and after gzip")
+    ] = 4 * 1024 * 1024,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="policy file: only its prompts are published")
+    ] = None,
+) -> None:
+    """Publish OpenTelemetry LLM spans (Collector Kafka exporter topic, OTLP/HTTP) as trace and rating events."""
+    import asyncio
+    import signal
+
+    from aiokafka.errors import KafkaError
+
+    from daemon.admin import KafkaUnavailable, ensure_topics
+    from daemon.otel_bridge import BridgeOptions, OtelBridge
+    from handlers.otel_mapping import CONVENTIONS, OtelOptions
+    from handlers.otlp import ENCODINGS
+    from schemas.config import load_policy_file
+
+    settings = _settings()
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"--encoding: use otlp_proto or otlp_json, not {encoding!r}")
+    if convention not in CONVENTIONS:
+        raise ConfigError(f"--convention: use one of {', '.join(CONVENTIONS)}, not {convention!r}")
+    if not topic and http_port is None:
+        raise ConfigError("--topic '' needs --http-port: the bridge would read nothing")
+    if max_body_bytes < 1024:
+        raise ConfigError("--max-body-bytes: must be at least 1024")
+    path = config or settings.config
+    policies = load_policy_file(path) if config is not None or path.exists() else None
+    options = OtelOptions.from_policy(
+        policies,
+        "gepa-stream/bridge/otel",
+        convention,
+        settings.max_event_bytes,
+    )
+    ensure_topics(settings)
+    bridge = OtelBridge(
+        settings,
+        options,
+        BridgeOptions(topic or None, encoding, http_port, max_body_bytes),
+    )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(bridge.run(stop))
+        while bridge.http_port is None and http_port is not None and not task.done():
+            await asyncio.sleep(0.05)
+        sources = [f"topic {topic} ({encoding})"] if topic else []
+        sources += [f"OTLP/HTTP on {settings.web_host}:{bridge.http_port}"] if http_port is not None else []
+        console.print(f"bridge otel: reading {' and '.join(sources)} (Ctrl-C stops)", highlight=False)
+        await task
+
+    try:
+        asyncio.run(serve())
+    except KafkaError as error:
+        raise KafkaUnavailable(f"Kafka at {settings.bootstrap_servers}: {error}") from error
+    except OSError as error:  # the HTTP port: taken, or not ours to bind
+        print_error(
+            f"--http-port {http_port}: cannot listen on {settings.web_host} ({error.strerror or error})"
+        )
+        raise typer.Exit(EXIT_FAILED) from None
+    console.print(f"bridge otel stopped; in all: {bridge.counts.describe()}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def compare(
     prompt: Annotated[str, typer.Option("--prompt", help="prompt name (must be in the policy file)")],

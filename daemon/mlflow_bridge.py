@@ -14,7 +14,6 @@ import os
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +38,7 @@ from handlers.trace_mapping import (
     TraceRecord,
     Unmappable,
     finished,
+    listed,
     prompt_refs,
     trace_events,
 )
@@ -373,9 +373,6 @@ def experiment_examples(
 
 def describe_counts(counts: Counts) -> str:
     """One line: traces mapped and unmapped (by reason), events published, assessments skipped."""
-
-    def listed(counter: Counter[str]) -> str:
-        return ", ".join(f"{key} {n}" for key, n in sorted(counter.items()))
 
     unmapped = sum(counts.traces_unmapped.values())
     parts = [

@@ -93,3 +93,21 @@ BRIDGE_PUBLISHED = Counter(
 BRIDGE_RETRIES = Counter(
     "gepa_stream_bridge_retries_total", "MLflow calls the bridge retried after a transient error."
 )
+OTEL_SPANS = Counter(
+    "gepa_stream_otel_spans_total",
+    "OpenTelemetry spans read by the OTel bridge, by outcome (mapped/unmapped).",
+    ["outcome"],
+)
+OTEL_UNMAPPED = Counter(
+    "gepa_stream_otel_unmapped_total",
+    "Spans and span feedback events the OTel bridge could not map, by kind and reason.",
+    ["kind", "reason"],
+)
+OTEL_PUBLISHED = Counter(
+    "gepa_stream_otel_published_total", "Events the OTel bridge published, by event type.", ["type"]
+)
+OTEL_BAD_PAYLOADS = Counter(
+    "gepa_stream_otel_bad_payloads_total",
+    "OTLP payloads the OTel bridge could not decode or refused, by source (kafka/http) and reason.",
+    ["source", "reason"],
+)

@@ -66,16 +66,20 @@ class Settings(BaseSettings):
         default=None, description="bearer token the ops page's actions require"
     )
 
-    @field_validator("admin_token")
+    # OTLP/HTTP ingestion (`bridge otel --http-port`): open unless this is set, then a bearer token.
+    ingest_token: SecretStr | None = Field(
+        default=None, description="bearer token POST /v1/traces requires (unset: no auth)"
+    )
+
+    @field_validator("admin_token", "ingest_token")
     @classmethod
     def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
-        """An empty token means "actions off"; a short one is refused (it guards production changes)."""
+        """An empty token means "off"; a short one is refused (one guards production changes, the
+        other what the optimizer learns from)."""
         if value is None or not value.get_secret_value():
             return None
         if len(value.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
-            raise ValueError(
-                f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (or unset, which turns the actions off)"
-            )
+            raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (or unset)")
         return value
 
     @model_validator(mode="after")

@@ -85,6 +85,11 @@ class Unmappable(GepaStreamError, ValueError):
     """A trace or assessment that cannot become an event; the message is the counted reason."""
 
 
+def listed(counter: Counter[str]) -> str:
+    """`reason n, reason n` in key order: counts by reason as the bridges' summaries print them."""
+    return ", ".join(f"{key} {n}" for key, n in sorted(counter.items()))
+
+
 def finished(record: TraceRecord, now_ms: int) -> bool:
     """Whether MLflow has finished writing the trace: spans can land before the trace's tags (the
     prompt link), so wait for its `infoFinalized` mark — or, for stores that never set it, a grace period."""
@@ -210,28 +215,40 @@ def rating_event_id(trace_id: str, prompt: str, assessment_id: str, updated_ms: 
     return f"mlflow:{trace_id}/{prompt}/{assessment_id}@{updated_ms}"
 
 
-def _data(model: type[D], **fields: Any) -> D:
+def event_data(data_model: type[D], /, **fields: Any) -> D:
+    """The event's `data` model, or Unmappable("invalid_data")."""
     try:
-        return model(**fields)
+        return data_model(**fields)
     except ValidationError:
         raise Unmappable("invalid_data") from None
+
+
+def build_event(
+    cls: type[CloudEvent[Any]], id: str, data: Any, ms: int, source: str, max_event_bytes: int
+) -> CloudEvent[Any]:
+    """A mapped event at time `ms` (epoch ms), or Unmappable: `bad_time` outside the contract's
+    bounds, `oversize` over `max_event_bytes`."""
+    try:
+        event = cls(
+            specversion="1.0",
+            id=id,
+            source=source,
+            type=cls.TYPE,
+            time=_time(ms),
+            subject=data.prompt,
+            data=data,
+        )
+    except (ValidationError, OverflowError, OSError, ValueError):
+        raise Unmappable("bad_time") from None
+    if len(event.to_json()) > max_event_bytes:
+        raise Unmappable("oversize")
+    return event
 
 
 def _event(
     cls: type[CloudEvent[Any]], id: str, data: Any, ms: int, options: MappingOptions
 ) -> CloudEvent[Any]:
-    event = cls(
-        specversion="1.0",
-        id=id,
-        source=options.source,
-        type=cls.TYPE,
-        time=_time(ms),
-        subject=data.prompt,
-        data=data,
-    )
-    if len(event.to_json()) > options.max_event_bytes:
-        raise Unmappable("oversize")
-    return event
+    return build_event(cls, id, data, ms, options.source, options.max_event_bytes)
 
 
 def trace_events(
@@ -247,7 +264,7 @@ def trace_events(
         _event(
             TraceEvent,
             trace_event_id(record["trace_id"], ref.name, signature),
-            _data(
+            event_data(
                 TraceData,
                 prompt=ref.name,
                 prompt_version=ref.version,
@@ -274,7 +291,7 @@ def rating_events(
         _event(
             RatingEvent,
             rating_event_id(trace_id, ref.name, assessment["assessment_id"], assessment["updated_ms"]),
-            _data(
+            event_data(
                 RatingData,
                 prompt=ref.name,
                 trace_id=trace_id,

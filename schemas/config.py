@@ -162,6 +162,21 @@ class PromotionPolicy(_Policy):
     guard: GuardPolicy = GuardPolicy()
 
 
+class OtelPolicy(_Policy):
+    """Which OpenTelemetry span attributes name this prompt, its version and its template variables
+    (`gepa-stream bridge otel`); unset ones keep the convention preset's (see README)."""
+
+    prompt_attribute: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the attribute whose value names this prompt (`name`, `name/3`); `key#field` reads a field of a JSON attribute",
+    )
+    version_attribute: str | None = Field(default=None, min_length=1)
+    variables_attribute: str | None = Field(
+        default=None, min_length=1, description="a JSON object of the template variables (-> inputs)"
+    )
+
+
 class PromptPolicy(_Policy):
     name: PromptName
     backend: Literal["mlflow", "dspy"] = "mlflow"
@@ -182,6 +197,7 @@ class PromptPolicy(_Policy):
     budget: BudgetPolicy = BudgetPolicy()
     model_calls: ModelCallsPolicy = ModelCallsPolicy()
     promotion: PromotionPolicy = PromotionPolicy()
+    otel: OtelPolicy | None = None
 
     @model_validator(mode="after")
     def _backend_needs(self) -> PromptPolicy:

@@ -1,0 +1,285 @@
+"""The OTel bridge's throughput, side by side with raw decoding of the same bytes, in one run.
+
+    python bench/otel.py [--calls 100] [--copies 200] [--batch 50] [--others 9] [--repeat 2]
+
+LLM spans come from the real OpenInference instrumentation of the `openai` client calling the fake
+provider (`--calls` calls), copied with fresh span ids to `--calls` x `--copies` spans, written as
+the Collector's Kafka exporter writes them: `TracesData` records of `--batch` spans, `otlp_proto`,
+to a topic of the embedded broker. Two streams: LLM spans only (every span becomes an event: the
+worst case), and a mixed one where each LLM call comes with `--others` spans of the rest of its
+request (an HTTP server span and database spans from the SDK's tracer), about as many spans in all.
+Then, per stream, best of `--repeat` rounds:
+
+  raw   an aiokafka consumer fetches every record and decodes it (`TracesData.FromString`)
+  bridge the bridge's consumer loop (`daemon/otel_bridge.py`): fetch, decode, map, produce the
+        trace events to `gepa.traces`, wait for the acks, commit (its own consumer group; the
+        group join is excluded: spans/s from the first batch handled to the last)
+
+and without Kafka: decoding the bytes, decoding them into Python values (protobuf's own
+`json_format.MessageToDict`, for scale), and the bridge's decoding and mapping. Target: bridge >= 50 %
+of raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from schemas.third_parties import quiet_third_parties  # noqa: E402
+
+quiet_third_parties()
+
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+from kafka import KafkaAdminClient, KafkaProducer  # noqa: E402
+from kafka.admin import NewTopic  # noqa: E402
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData  # noqa: E402
+
+from daemon.admin import ensure_topics  # noqa: E402
+from daemon.broker import EmbeddedBroker  # noqa: E402
+from daemon.otel_bridge import BridgeOptions, OtelBridge  # noqa: E402
+from daemon.settings import Settings, load_settings  # noqa: E402
+from handlers.otel_mapping import OtelOptions, payload_events  # noqa: E402
+from optimization.offline.provider import FakeProvider  # noqa: E402
+from tests.otel_app import OtelApp, traces_data  # noqa: E402
+
+PROMPT = "support_router"
+
+
+def other_spans(n: int) -> list[Any]:
+    """`n` spans of the rest of a request, as an SDK records them: an HTTP server span and database
+    client spans, about ten attributes each (no LLM convention)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("bench.app")
+    http = {
+        "http.request.method": "POST",
+        "url.path": "/v1/route",
+        "url.scheme": "https",
+        "server.address": "support.example.com",
+        "server.port": 443,
+        "http.route": "/v1/route",
+        "http.response.status_code": 200,
+        "network.protocol.version": "1.1",
+        "user_agent.original": "Mozilla/5.0",
+        "client.address": "10.1.2.3",
+    }
+    with tracer.start_as_current_span("POST /v1/route", kind=SpanKind.SERVER, attributes=http):
+        for i in range(n - 1):
+            db = {
+                "db.system.name": "postgresql",
+                "db.namespace": "support",
+                "db.operation.name": "SELECT",
+                "db.collection.name": "tickets",
+                "db.query.text": f"SELECT * FROM tickets WHERE id = $1 -- {i}",
+                "server.address": "db.internal",
+                "server.port": 5432,
+                "network.peer.address": "10.0.0.5",
+                "db.response.status_code": "00000",
+                "db.client.connection.pool.name": "main",
+            }
+            with tracer.start_as_current_span("SELECT tickets", kind=SpanKind.CLIENT, attributes=db):
+                pass
+    return [
+        span
+        for span in (
+            TracesData.FromString(traces_data(memory.get_finished_spans(), "otlp_proto"))
+            .resource_spans[0]
+            .scope_spans[0]
+            .spans
+        )
+    ]
+
+
+def records(calls: int, copies: int, batch: int, others: int) -> list[bytes]:
+    """`calls` x `copies` real LLM spans, each with `others` spans of the rest of its request, fresh
+    span ids per copy, in `TracesData` records of `batch` spans."""
+    with FakeProvider() as provider:
+        app = OtelApp("openinference", provider)
+        with app.instrumented():
+            app.serve(calls)
+    template = TracesData.FromString(traces_data(app.spans(), "otlp_proto"))
+    llm_spans = list(template.resource_spans[0].scope_spans[0].spans)
+    rest = other_spans(others) if others else []
+    rng = random.Random(7)
+    record = TracesData()
+    record.CopyFrom(template)
+    llm_scope = record.resource_spans[0].scope_spans[0]
+    app_scope = record.resource_spans[0].scope_spans.add()  # the SDK groups spans by scope
+    app_scope.scope.name = "bench.app"
+    out, pending = [], []
+    for _ in range(copies):
+        for span in llm_spans:
+            for original in [span, *rest]:
+                pending.append(original)
+                if len(pending) == batch:
+                    del llm_scope.spans[:]
+                    del app_scope.spans[:]
+                    for item in pending:
+                        added = (llm_scope if item in llm_spans else app_scope).spans.add()
+                        added.CopyFrom(item)
+                        added.span_id = rng.randbytes(8)
+                    out.append(record.SerializeToString())
+                    pending = []
+    return out
+
+
+def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 3, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_request_size=4_000_000)
+    for payload in payloads:
+        producer.send(topic, payload)
+    producer.flush()
+    producer.close()
+
+
+async def raw(bootstrap: str, topic: str, n_records: int) -> float:
+    """Spans/s of an aiokafka consumer fetching and decoding every record."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    seen = spans = 0
+    start = None
+    while seen < n_records:
+        for batch in (await consumer.getmany(timeout_ms=500, max_records=1000)).values():
+            start = start or time.perf_counter()
+            for record in batch:
+                message = TracesData.FromString(record.value or b"")
+                spans += sum(len(s.spans) for r in message.resource_spans for s in r.scope_spans)
+            seen += len(batch)
+    elapsed = time.perf_counter() - (start or time.perf_counter())
+    await consumer.stop()
+    return spans / elapsed
+
+
+async def bridge(settings: Settings, topic: str, n_records: int) -> float:
+    """Spans/s of the bridge's loop (fetch, decode, map, produce, acks, commit), group join excluded."""
+    the_bridge = OtelBridge(
+        settings, OtelOptions("bench", managed=frozenset({PROMPT})), BridgeOptions(topic, "otlp_proto")
+    )
+    stop = asyncio.Event()
+    handled = {"records": 0, "first": 0.0, "last": 0.0}
+    handle = the_bridge._handle_fetch
+
+    async def timed(consumer: Any, fetched: dict[Any, list[Any]]) -> None:
+        handled["first"] = handled["first"] or time.perf_counter()
+        await handle(consumer, fetched)
+        handled["records"] += sum(len(records) for records in fetched.values())
+        handled["last"] = time.perf_counter()
+        if handled["records"] >= n_records:
+            stop.set()
+
+    the_bridge._handle_fetch = timed  # type: ignore[method-assign]
+    await the_bridge.run(stop)
+    counts = the_bridge.counts
+    return (counts.mapped + sum(counts.unmapped.values())) / (handled["last"] - handled["first"])
+
+
+def in_memory(payloads: list[bytes]) -> tuple[float, float, float]:
+    """Spans/s without Kafka: decoding the bytes (upb, C), decoding them into Python values
+    (protobuf's own `json_format.MessageToDict`), and the bridge's decoding and mapping."""
+    n = sum(
+        len(s.spans) for p in payloads for r in TracesData.FromString(p).resource_spans for s in r.scope_spans
+    )
+
+    def rate(work: Any) -> float:
+        start = time.perf_counter()
+        work()
+        return n / (time.perf_counter() - start)
+
+    def mapped() -> None:
+        events, _ = payload_events(payloads, "otlp_proto", OtelOptions("bench", managed=frozenset({PROMPT})))
+        for event in events:
+            event.to_json()
+
+    return (
+        rate(lambda: [TracesData.FromString(p) for p in payloads]),
+        rate(lambda: [json_format.MessageToDict(TracesData.FromString(p)) for p in payloads]),
+        rate(mapped),
+    )
+
+
+def scenario(broker: EmbeddedBroker, payloads: list[bytes], repeat: int) -> dict[str, float]:
+    """Best of `repeat` rounds of raw and bridge through Kafka, and of the two in memory (spans/s)."""
+    topic = f"otlp_spans-{uuid.uuid4().hex[:6]}"
+    produce(broker.bootstrap_servers, topic, payloads)
+    raws, bridges = [], []
+    for _ in range(repeat):
+        raws.append(asyncio.run(raw(broker.bootstrap_servers, topic, len(payloads))))
+        settings = load_settings(
+            bootstrap_servers=broker.bootstrap_servers,
+            topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
+            app_id=f"bench-{uuid.uuid4().hex[:6]}",
+            config=Path("absent.yaml"),
+        )
+        ensure_topics(settings)
+        bridges.append(asyncio.run(bridge(settings, topic, len(payloads))))
+    rounds = [in_memory(payloads) for _ in range(repeat)]
+    decode, to_dicts, mapped = (max(r[i] for r in rounds) for i in range(3))
+    return {
+        "raw": max(raws),
+        "bridge": max(bridges),
+        "decode": decode,
+        "to_dicts": to_dicts,
+        "mapped": mapped,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--copies", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument(
+        "--others", type=int, default=9, help="non-LLM spans per LLM call in the mixed stream"
+    )
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    streams = {
+        "LLM spans only": records(args.calls, args.copies, args.batch, 0),
+        f"1 LLM span in {args.others + 1}": records(
+            args.calls, max(1, args.copies // (args.others + 1)), args.batch, args.others
+        ),
+    }
+    results = {}
+    with EmbeddedBroker() as broker:
+        for name, payloads in streams.items():
+            spans = len(payloads) * args.batch
+            print(
+                f"{name}: {spans:,} spans in {len(payloads):,} TracesData records of {args.batch}", flush=True
+            )
+            results[name] = scenario(broker, payloads, args.repeat)
+    for name, r in results.items():
+        ratio = r["bridge"] / r["raw"]
+        print(f"\n{name}")
+        print(f"  Kafka path, raw fetch + decode:          {r['raw']:>10,.0f} spans/s")
+        print(f"  Kafka path, the bridge (+ map, produce): {r['bridge']:>10,.0f} spans/s")
+        print(f"  in memory, decode only:                  {r['decode']:>10,.0f} spans/s")
+        print(f"  in memory, decode to dicts (MessageToDict): {r['to_dicts']:>7,.0f} spans/s")
+        print(f"  in memory, decode + map + event JSON:    {r['mapped']:>10,.0f} spans/s")
+        print(f"  bridge / raw decode: {ratio:.2f} (target >= 0.50): {'met' if ratio >= 0.5 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

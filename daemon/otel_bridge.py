@@ -1,0 +1,324 @@
+"""`gepa-stream bridge otel`: OpenTelemetry spans -> trace and rating events.
+
+Two ways in, one way out. (1) A consumer group on the topic an OpenTelemetry Collector's Kafka
+exporter writes (`TracesData` per record, `otlp_proto` or `otlp_json`); each fetch is decoded,
+mapped (`handlers.otel_mapping`), produced keyed by prompt, and its offsets committed only once the
+broker has acknowledged every event — at-least-once, and a redelivered batch yields the same event
+ids. (2) OTLP/HTTP `POST /v1/traces` (protobuf or JSON, gzip accepted)
+on the bridge's HTTP port, answering after the events are acknowledged. Bad payloads and
+unmappable spans are counted by reason (`/metrics`, the summary), never dead-lettered one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from daemon import prometheus_metrics
+from daemon.settings import Settings
+from handlers.otel_mapping import OtelOptions, SpanCounts, payload_events
+from handlers.otlp import BadPayload, Encoding
+from handlers.trace_mapping import listed
+from schemas.events import CloudEvent, RatingEvent, TraceEvent
+
+log = logging.getLogger("gepa_stream.otel_bridge")
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+_CONTENT_TYPES: dict[str, Encoding] = {
+    "application/x-protobuf": "otlp_proto",
+    "application/json": "otlp_json",
+}
+_RESPONSE_TYPES = {"otlp_proto": "application/x-protobuf", "otlp_json": "application/json"}
+_GROUP_SUFFIX = "-otel-bridge"
+_NOT_REJECTED = {"not_llm", "no_prompt", "unmanaged_prompt"}
+"""Spans that are simply not ours (filtered like a Collector's filter processor), not rejected."""
+
+
+class BodyTooLarge(Exception):
+    """A request body over the size limit, compressed or not."""
+
+
+@dataclass(frozen=True)
+class BridgeOptions:
+    """What the bridge reads: the Kafka topic and encoding (topic None: HTTP only), the HTTP port
+    (None: Kafka only) and the largest OTLP/HTTP body it accepts, before and after gzip."""
+
+    topic: str | None = "otlp_spans"
+    encoding: Encoding = "otlp_proto"
+    http_port: int | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+def record_metrics(counts: SpanCounts, source: str) -> None:
+    """Add one batch's counts to the `gepa_stream_otel_*` series."""
+    prometheus_metrics.OTEL_SPANS.labels(outcome="mapped").inc(counts.mapped)
+    for reason, n in counts.unmapped.items():
+        prometheus_metrics.OTEL_SPANS.labels(outcome="unmapped").inc(n)
+        prometheus_metrics.OTEL_UNMAPPED.labels(kind="span", reason=reason).inc(n)
+    for reason, n in counts.feedback_unmapped.items():
+        prometheus_metrics.OTEL_UNMAPPED.labels(kind="feedback", reason=reason).inc(n)
+    for event_type, n in counts.published.items():
+        prometheus_metrics.OTEL_PUBLISHED.labels(type=event_type).inc(n)
+    for reason, n in counts.bad_payloads.items():
+        prometheus_metrics.OTEL_BAD_PAYLOADS.labels(source=source, reason=reason).inc(n)
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body inflated to at most `limit` bytes (BodyTooLarge past it, BadPayload if not gzip)."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise BadPayload("bad_gzip") from None
+    if len(data) > limit:
+        raise BodyTooLarge
+    if not inflater.eof:
+        raise BadPayload("bad_gzip")
+    return data
+
+
+class OtelBridge:
+    """The Kafka loop and the OTLP/HTTP receiver, sharing one producer and one set of counts."""
+
+    def __init__(self, settings: Settings, options: OtelOptions, bridge: BridgeOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.bridge = bridge
+        self.counts = SpanCounts()
+        self._topics = {TraceEvent.TYPE: settings.topics.traces, RatingEvent.TYPE: settings.topics.ratings}
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions: dict[str, list[int]] = {}
+        self.http_port: int | None = None
+
+    def _client_options(self) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": self.settings.bootstrap_servers.split(","),
+            **self.settings.aiokafka_options(),
+        }
+
+    def _account(self, counts: SpanCounts, source: str) -> None:
+        self.counts.add(counts)
+        record_metrics(counts, source)
+
+    async def publish(self, events: list[CloudEvent[Any]]) -> None:
+        """Produce every event keyed by prompt (partitioned as every Kafka client's default does:
+        murmur2 of the key), in record batches per partition, and wait until the broker has
+        acknowledged all of them (one future per record batch, not one `send` per event)."""
+        producer = self._producer
+        assert producer is not None
+        open_batches: dict[tuple[str, int], Any] = {}
+        acks = []
+        for event in events:
+            topic = self._topics[event.type]
+            partitions = self._partitions.get(topic) or await self._partitions_of(topic)
+            partition = DefaultPartitioner()(event.key, partitions, partitions)
+            builder = open_batches.get((topic, partition))
+            value = event.to_json()
+            if builder is None or builder.append(key=event.key, value=value, timestamp=None) is None:
+                if builder is not None:
+                    acks.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = open_batches[(topic, partition)] = producer.create_batch()
+                builder.append(
+                    key=event.key, value=value, timestamp=None
+                )  # a new batch takes any first record
+        for (topic, partition), builder in open_batches.items():
+            acks.append(await producer.send_batch(builder, topic, partition=partition))
+        await asyncio.gather(*acks)
+
+    async def _partitions_of(self, topic: str) -> list[int]:
+        assert self._producer is not None
+        self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        return self._partitions[topic]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set: the consumer loop (if a topic is given) and the HTTP receiver (if a port is)."""
+        self._producer = AIOKafkaProducer(acks="all", linger_ms=5, **self._client_options())
+        await self._producer.start()
+        runner = None
+        try:
+            runner = await self._start_http() if self.bridge.http_port is not None else None
+            if self.bridge.topic is not None:
+                await self._consume(self.bridge.topic, stop)
+            else:
+                await stop.wait()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            await self._producer.stop()
+
+    # -- Kafka ---------------------------------------------------------------------------------
+
+    async def _consume(self, topic: str, stop: asyncio.Event) -> None:
+        """Per fetch (every partition it returned): map, publish, await the acks, then commit."""
+        consumer = AIOKafkaConsumer(
+            topic,
+            group_id=f"{self.settings.app_id}{_GROUP_SUFFIX}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(self.settings.rebalance_timeout_s * 1000),
+            **self._client_options(),
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                fetched = await consumer.getmany(timeout_ms=500, max_records=1000)
+                if fetched:
+                    await self._handle_fetch(consumer, fetched)
+        finally:
+            await consumer.stop()
+
+    async def _handle_fetch(
+        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> None:
+        """The fetch's events produced and acknowledged, then each partition's offset committed past it:
+        a crash before the commit replays the fetch, which maps to the same event ids."""
+        payloads = [record.value or b"" for records in fetched.values() for record in records]
+        events, counts = payload_events(payloads, self.bridge.encoding, self.options)
+        await self.publish(events)
+        try:
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+        except (CommitFailedError, IllegalStateError) as error:  # the group moved a partition meanwhile
+            log.warning(
+                "commit refused after a rebalance (%s): the new owner re-reads, to the same ids", error
+            )
+        self._account(counts, "kafka")
+
+    # -- OTLP/HTTP -----------------------------------------------------------------------------
+
+    async def _start_http(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_post("/v1/traces", self.export)
+        app.router.add_get("/metrics", _metrics)
+        app.router.add_get("/healthz", _healthz)
+        runner = web.AppRunner(app, access_log=None, auto_decompress=False)  # gunzip() bounds inflation
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.web_host, self.bridge.http_port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.bridge.http_port
+        return runner
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = self.settings.ingest_token
+        if token is None:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode())
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The request body, inflated if gzip, each within the size limit."""
+        limit = self.bridge.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge
+        body = bytearray()
+        while chunk := await request.content.read(65536):
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge
+        encoding = request.headers.get("Content-Encoding", "identity").lower()
+        if encoding == "gzip":
+            return gunzip(bytes(body), limit)
+        if encoding != "identity":
+            raise BadPayload("bad_content_encoding")
+        return bytes(body)
+
+    async def export(self, request: web.Request) -> web.Response:
+        """`POST /v1/traces` per the OTLP/HTTP spec: 200 with partial success, 400 on a bad body,
+        401 without the ingest token, 413 over the size limit, 415 on another content type,
+        503 (retryable) when the broker does not acknowledge."""
+        encoding = _CONTENT_TYPES.get(request.content_type)
+        if encoding is None:
+            return web.Response(status=415, text=f"unsupported content type {request.content_type!r}")
+        if not self._authorized(request):
+            log.warning("OTLP export refused from %s: missing or wrong ingest token", request.remote)
+            return _status(401, "missing or wrong bearer token", encoding)
+        counts = SpanCounts()
+        try:
+            body = await self._body(request)
+            events, counts = payload_events([body], encoding, self.options)
+            if counts.bad_payloads:
+                return _status(
+                    400, f"undecodable OTLP {encoding}: {next(iter(counts.bad_payloads))}", encoding
+                )
+            await self.publish(events)
+        except BodyTooLarge:
+            counts.bad_payloads["too_large"] += 1
+            return _status(413, f"body over {self.bridge.max_body_bytes} bytes", encoding)
+        except BadPayload as reason:
+            counts.bad_payloads[str(reason)] += 1
+            return _status(400, str(reason), encoding)
+        except KafkaError as error:
+            log.warning("OTLP export not acknowledged by Kafka: %s", error)
+            return _status(503, f"Kafka did not acknowledge: {error}", encoding)
+        finally:
+            self._account(counts, "http")
+        rejected = Counter(
+            {reason: n for reason, n in counts.unmapped.items() if reason not in _NOT_REJECTED}
+        )
+        response = ExportTraceServiceResponse()
+        if rejected:
+            response.partial_success.rejected_spans = rejected.total()
+            response.partial_success.error_message = f"unmapped LLM spans: {listed(rejected)}"
+        return _message(200, response, encoding)
+
+
+def _message(status: int, message: Any, encoding: Encoding) -> web.Response:
+    body = (
+        message.SerializeToString()
+        if encoding == "otlp_proto"
+        else json_format.MessageToJson(message, indent=None).encode()
+    )
+    return web.Response(status=status, body=body, content_type=_RESPONSE_TYPES[encoding])
+
+
+_RPC_CODES = {
+    400: 3,
+    401: 16,
+    413: 8,
+    503: 14,
+}  # INVALID_ARGUMENT, UNAUTHENTICATED, RESOURCE_EXHAUSTED, UNAVAILABLE
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _status(status: int, text: str, encoding: Encoding) -> web.Response:
+    """An error answer as the spec asks: a `google.rpc.Status` (code, message) in the request's
+    encoding (written by hand: its message class is not a dependency of opentelemetry-proto)."""
+    code, message = _RPC_CODES.get(status, 2), text.encode()
+    body = (
+        b"\x08" + _varint(code) + b"\x12" + _varint(len(message)) + message
+        if encoding == "otlp_proto"
+        else json.dumps({"code": code, "message": text}).encode()
+    )
+    return web.Response(status=status, body=body, content_type=_RESPONSE_TYPES[encoding])
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})

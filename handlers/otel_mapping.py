@@ -1,0 +1,467 @@
+"""OpenTelemetry LLM spans -> trace and rating events (pure; the I/O is `daemon/otel_bridge.py`).
+
+One preset per convention in use names where a span keeps the prompt, its version, the template
+variables (-> `inputs`), the answer (-> `outputs`) and the model: OpenInference, OpenLLMetry, the
+OpenTelemetry GenAI conventions and MLflow's OTLP export. The policy file may name other attributes
+per prompt (`otel:` in a prompt's entry). Ids derive from the span's trace and span ids, so a
+redelivered batch yields identical events; a span that cannot be mapped raises `Unmappable` with
+the reason its caller counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, count_spans, read_spans
+from handlers.trace_mapping import Unmappable, build_event, event_data, listed, parse_prompt_ref, rating_of
+from schemas.config import PolicyFile
+from schemas.events import CloudEvent, RatingData, RatingEvent, TraceData, TraceEvent
+
+Convention = Literal["auto", "openinference", "openllmetry", "genai", "mlflow"]
+CONVENTIONS: tuple[Convention, ...] = ("auto", "openinference", "openllmetry", "genai", "mlflow")
+GEPA_PROMPT = "gepa.prompt"
+GEPA_VERSION = "gepa.prompt.version"
+GEPA_VARIABLES = "gepa.prompt.variables"
+EVALUATION_EVENT = "gen_ai.evaluation.result"
+LLM_MARKERS = (
+    b"openinference.span.kind",
+    b"gen_ai.operation.name",
+    b"llm.request.type",
+    b"mlflow.spanType",
+    b"mlflow.linkedPrompts",
+)
+"""Every preset's LLM test reads one of these attributes: protobuf bytes without any of them hold no
+LLM span (protobuf writes attribute keys verbatim; OTLP JSON may escape them, so a JSON payload is
+parsed first and its scopes checked re-encoded)."""
+_GENAI_LLM_OPERATIONS = {"chat", "text_completion", "generate_content"}
+_MLFLOW_LLM_TYPES = {"LLM", "CHAT_MODEL", '"LLM"', '"CHAT_MODEL"'}  # MLflow JSON-encodes its values
+
+
+def lookup(attributes: Mapping[str, Any], path: str) -> Any:
+    """An attribute's value; `key#field` reads `field` of an attribute holding a JSON object
+    (OpenInference's `metadata`, MLflow's JSON-encoded values). None when absent."""
+    key, _, sub = path.partition("#")
+    value = attributes.get(key)
+    if not sub or value is None:
+        return value
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except ValueError:
+            return None
+    return value.get(sub) if isinstance(value, dict) else None
+
+
+def _first(attributes: Mapping[str, Any], paths: tuple[str, ...]) -> Any:
+    for path in paths:
+        value = lookup(attributes, path)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _message_text(messages: Any) -> str | None:
+    """The text of the last message of a GenAI-conventions message list (JSON text or parsed)."""
+    if isinstance(messages, str):
+        try:
+            messages = orjson.loads(messages)
+        except ValueError:
+            return None
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return None
+    parts = messages[-1].get("parts")
+    if isinstance(parts, list):
+        texts = [p.get("content") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
+        return "".join(t for t in texts if isinstance(t, str)) or None
+    content = messages[-1].get("content")
+    return content if isinstance(content, str) else None
+
+
+def _json_output(value: Any) -> str | dict[str, Any] | None:
+    """A JSON-encoded output (OpenInference `output.value`, MLflow `mlflow.spanOutputs`): a chat
+    completion's answer text, a plain string, or the object itself."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except ValueError:
+            return value or None
+    if isinstance(value, dict):
+        choices = value.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            message = choices[0].get("message")
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                return message["content"]
+        return value
+    return value if isinstance(value, str) and value else None
+
+
+def _openinference_output(attributes: Mapping[str, Any]) -> str | dict[str, Any] | None:
+    text = attributes.get("llm.output_messages.0.message.content")
+    if isinstance(text, str) and text:
+        return text
+    value = attributes.get("output.value")
+    if attributes.get("output.mime_type") == "application/json":
+        return _json_output(value)
+    return value if isinstance(value, str) and value else None
+
+
+def _genai_output(attributes: Mapping[str, Any]) -> str | None:
+    legacy = attributes.get("gen_ai.completion.0.content")  # OpenLLMetry's indexed attributes
+    if isinstance(legacy, str) and legacy:
+        return legacy
+    return _message_text(attributes.get("gen_ai.output.messages"))
+
+
+def _mlflow_output(attributes: Mapping[str, Any]) -> str | dict[str, Any] | None:
+    return _json_output(attributes.get("mlflow.spanOutputs"))
+
+
+def _is_genai_llm(span: Span) -> bool:
+    operation = span.attributes.get("gen_ai.operation.name")
+    request_type = span.attributes.get("llm.request.type")  # OpenLLMetry before the GenAI names
+    return operation in _GENAI_LLM_OPERATIONS or request_type in ("chat", "completion")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Where one convention keeps what an event needs, first match wins in each tuple."""
+
+    name: Convention
+    is_llm: Callable[[Span], bool]
+    prompt: tuple[str, ...]
+    version: tuple[str, ...]
+    variables: tuple[str, ...]
+    model: tuple[str, ...]
+    output: Callable[[Mapping[str, Any]], str | dict[str, Any] | None]
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            "openinference",
+            lambda span: span.attributes.get("openinference.span.kind") == "LLM",
+            (GEPA_PROMPT, "prompt.id", f"metadata#{GEPA_PROMPT}"),
+            ("llm.prompt_template.version", GEPA_VERSION, f"metadata#{GEPA_VERSION}"),
+            ("llm.prompt_template.variables", GEPA_VARIABLES),
+            ("llm.model_name",),
+            _openinference_output,
+        ),
+        Preset(
+            "openllmetry",
+            _is_genai_llm,
+            (
+                GEPA_PROMPT,
+                "traceloop.prompt.key",
+                f"traceloop.association.properties.{GEPA_PROMPT}",
+                "gen_ai.prompt.name",
+            ),
+            ("traceloop.prompt.version", GEPA_VERSION),
+            ("traceloop.prompt.template_variables", GEPA_VARIABLES),
+            ("gen_ai.response.model", "gen_ai.request.model"),
+            _genai_output,
+        ),
+        Preset(
+            "genai",
+            _is_genai_llm,
+            (GEPA_PROMPT, "gen_ai.prompt.name"),
+            (GEPA_VERSION,),
+            (GEPA_VARIABLES,),
+            ("gen_ai.response.model", "gen_ai.request.model"),
+            _genai_output,
+        ),
+        Preset(
+            "mlflow",
+            lambda span: (
+                lookup(span.attributes, "mlflow.spanType") in _MLFLOW_LLM_TYPES
+                or "mlflow.linkedPrompts" in span.attributes
+            ),
+            (GEPA_PROMPT, "mlflow.linkedPrompts"),
+            (GEPA_VERSION,),
+            ("mlflow.spanInputs", GEPA_VARIABLES),
+            ("mlflow.llm.model",),
+            _mlflow_output,
+        ),
+    )
+}
+
+
+def detect(span: Span) -> Preset | None:
+    """The convention a span follows, from its attributes and instrumentation scope (None: no LLM convention)."""
+    attributes = span.attributes
+    if "openinference.span.kind" in attributes:
+        return PRESETS["openinference"]
+    if "mlflow.spanType" in attributes or "mlflow.linkedPrompts" in attributes:
+        return PRESETS["mlflow"]
+    if (
+        span.scope.startswith("opentelemetry.instrumentation.")
+        or "llm.request.type" in attributes
+        or any(key.startswith("traceloop.") for key in attributes)
+    ):
+        return PRESETS["openllmetry"]
+    if "gen_ai.operation.name" in attributes:
+        return PRESETS["genai"]
+    return None
+
+
+@dataclass(frozen=True)
+class PromptAttributes:
+    """A prompt's own attribute names (policy file `otel:`); None keeps the preset's."""
+
+    prompt: str | None = None
+    version: str | None = None
+    variables: str | None = None
+
+
+NO_OWN_ATTRIBUTES = PromptAttributes()
+
+
+@dataclass(frozen=True)
+class OtelOptions:
+    """How spans map: the convention (or auto), the managed prompts and their attribute names."""
+
+    source: str
+    convention: Convention = "auto"
+    managed: frozenset[str] | None = None
+    attributes: dict[str, PromptAttributes] = field(default_factory=dict)
+    max_event_bytes: int = 512 * 1024
+
+    @classmethod
+    def from_policy(
+        cls,
+        policies: PolicyFile | None,
+        source: str,
+        convention: Convention = "auto",
+        max_event_bytes: int = 512 * 1024,
+    ) -> OtelOptions:
+        """Options for the policy file's prompts (None: every prompt, the presets' attributes)."""
+        if policies is None:
+            return cls(source, convention, max_event_bytes=max_event_bytes)
+        return cls(
+            source,
+            convention,
+            frozenset(p.name for p in policies.prompts),
+            {
+                p.name: PromptAttributes(
+                    p.otel.prompt_attribute, p.otel.version_attribute, p.otel.variables_attribute
+                )
+                for p in policies.prompts
+                if p.otel is not None
+            },
+            max_event_bytes,
+        )
+
+
+def _prompt_names(value: Any) -> list[tuple[str, int | None]]:
+    """(name, version) named by an attribute value: `name`, `name/3`, `prompts:/name/3`, or MLflow's
+    linked-prompts list `[{"name", "version"}]` (JSON text or parsed)."""
+    for _ in range(2):  # MLflow's export writes the list as JSON text inside a JSON string
+        if isinstance(value, str) and value.lstrip().startswith(("[", '"')):
+            try:
+                value = orjson.loads(value)
+            except ValueError:
+                return []
+    if isinstance(value, list):
+        return [
+            (str(p["name"]), int(p["version"]) if str(p.get("version", "")).isdigit() else None)
+            for p in value
+            if isinstance(p, dict) and p.get("name")
+        ]
+    if isinstance(value, str) and value.strip():
+        try:
+            ref = parse_prompt_ref(value)
+        except Unmappable:
+            return []
+        return [(ref.name, ref.version)]
+    return []
+
+
+def _prompt(span: Span, preset: Preset, options: OtelOptions) -> tuple[str, int | None]:
+    """The managed prompt a span names, and the version its name carries: a prompt with its own
+    `prompt_attribute` is named only there, any other by the preset's attributes."""
+    paths = tuple(a.prompt for a in options.attributes.values() if a.prompt) + preset.prompt
+    named = False
+    for path in dict.fromkeys(paths):
+        for name, version in _prompt_names(lookup(span.attributes, path)):
+            named = True
+            own = options.attributes.get(name, NO_OWN_ATTRIBUTES).prompt
+            if (own == path if own else path in preset.prompt) and (
+                options.managed is None or name in options.managed
+            ):
+                return name, version
+    raise Unmappable("unmanaged_prompt" if named else "no_prompt")
+
+
+def _version(span: Span, paths: tuple[str, ...], named: int | None) -> int | None:
+    value = _first(span.attributes, paths)
+    if value is None:
+        return named
+    text = str(value).strip().lower().removeprefix("v")
+    if not text.isdigit() or int(text) < 1:
+        raise Unmappable("bad_version")
+    return int(text)
+
+
+def _variables(span: Span, paths: tuple[str, ...]) -> dict[str, Any]:
+    value = _first(span.attributes, paths)
+    if value is None:
+        raise Unmappable("no_inputs")
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except (ValueError, RecursionError):
+            raise Unmappable("bad_inputs") from None
+    if not isinstance(value, dict) or not value:
+        raise Unmappable("bad_inputs")
+    return value
+
+
+def trace_event_id(span: Span) -> str:
+    """Stable per span: a redelivered span maps to the same event and the same fact."""
+    return f"otel:{span.trace_id}:{span.span_id}"
+
+
+def span_trace_id(span: Span) -> str:
+    """The event's `trace_id`: one LLM call, so two calls in one OpenTelemetry trace are two examples.
+    SME ratings of that call name it the same way."""
+    return f"{span.trace_id}:{span.span_id}"
+
+
+@dataclass
+class SpanCounts:
+    """Spans seen and what became of them: mapped, unmapped by reason, feedback unmapped by reason,
+    events by type, payloads that could not be decoded by reason."""
+
+    mapped: int = 0
+    unmapped: Counter[str] = field(default_factory=Counter)
+    feedback_unmapped: Counter[str] = field(default_factory=Counter)
+    published: Counter[str] = field(default_factory=Counter)
+    bad_payloads: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: SpanCounts) -> None:
+        """Accumulate `other` into these counts."""
+        self.mapped += other.mapped
+        for mine, theirs in (
+            (self.unmapped, other.unmapped),
+            (self.feedback_unmapped, other.feedback_unmapped),
+            (self.published, other.published),
+            (self.bad_payloads, other.bad_payloads),
+        ):
+            mine.update(theirs)
+
+    def describe(self) -> str:
+        """One line: spans mapped and unmapped (by reason), events published, bad payloads."""
+        unmapped = sum(self.unmapped.values())
+        parts = [f"{self.mapped + unmapped} span(s): {self.mapped} mapped, {unmapped} unmapped"]
+        if unmapped:
+            parts[0] += f" ({listed(self.unmapped)})"
+        parts.append(f"published: {listed(self.published) or 'nothing'}")
+        if self.feedback_unmapped:
+            parts.append(f"feedback unmapped: {listed(self.feedback_unmapped)}")
+        if self.bad_payloads:
+            parts.append(f"bad payloads: {listed(self.bad_payloads)}")
+        return "; ".join(parts)
+
+
+def _rating(event: SpanEvent, span: Span, prompt: str, options: OtelOptions) -> CloudEvent[Any]:
+    """A GenAI `gen_ai.evaluation.result` span event -> `gepa.rating.v1` (score value, else label)."""
+    attributes = event.attributes
+    value = attributes.get("gen_ai.evaluation.score.value")
+    rating, scale = rating_of(value if value is not None else attributes.get("gen_ai.evaluation.score.label"))
+    name = attributes.get("gen_ai.evaluation.name")
+    explanation = attributes.get("gen_ai.evaluation.explanation")
+    return build_event(
+        RatingEvent,
+        f"{trace_event_id(span)}:eval:{name or ''}:{event.time_ns}",
+        event_data(
+            RatingData,
+            prompt=prompt,
+            trace_id=span_trace_id(span),
+            rating=rating,
+            scale=scale,
+            comment=explanation if isinstance(explanation, str) and explanation else None,
+            rater=str(name) if name else None,
+        ),
+        (event.time_ns or span.end_ns) // 1_000_000,
+        options.source,
+        options.max_event_bytes,
+    )
+
+
+def span_events(span: Span, options: OtelOptions, counts: SpanCounts) -> list[CloudEvent[Any]]:
+    """The events one span yields: its `gepa.trace.v1` and one `gepa.rating.v1` per evaluation
+    event on it; a span that cannot be mapped yields none and is counted by reason."""
+    preset = PRESETS.get(options.convention) if options.convention != "auto" else detect(span)
+    try:
+        if preset is None or not preset.is_llm(span):
+            raise Unmappable("not_llm")
+        prompt, named_version = _prompt(span, preset, options)
+        own = options.attributes.get(prompt, NO_OWN_ATTRIBUTES)
+        outputs = preset.output(span.attributes)
+        if outputs is None:
+            raise Unmappable("no_outputs")
+        model = _first(span.attributes, preset.model)
+        if isinstance(model, str) and model.startswith('"'):  # MLflow JSON-encodes its values
+            model = _json_output(model)
+        trace = build_event(
+            TraceEvent,
+            trace_event_id(span),
+            event_data(
+                TraceData,
+                prompt=prompt,
+                prompt_version=_version(
+                    span, (own.version,) if own.version else preset.version, named_version
+                ),
+                trace_id=span_trace_id(span),
+                inputs=_variables(span, (own.variables,) if own.variables else preset.variables),
+                outputs=outputs,
+                model=model if isinstance(model, str) else None,
+                latency_ms=max(0, span.end_ns - span.start_ns) / 1e6,
+            ),
+            span.end_ns // 1_000_000,
+            options.source,
+            options.max_event_bytes,
+        )
+    except Unmappable as reason:
+        counts.unmapped[str(reason)] += 1
+        return []
+    counts.mapped += 1
+    events = [trace]
+    for event in span.events:
+        if event.name != EVALUATION_EVENT:
+            continue
+        try:
+            events.append(_rating(event, span, prompt, options))
+        except Unmappable as reason:
+            counts.feedback_unmapped[str(reason)] += 1
+    counts.published.update(e.type for e in events)
+    return events
+
+
+def payload_events(
+    payloads: list[bytes], encoding: Encoding, options: OtelOptions
+) -> tuple[list[CloudEvent[Any]], SpanCounts]:
+    """Every event the payloads' spans yield, and the counts: an undecodable payload is one bad
+    payload; spans that cannot be LLM spans (no LLM marker in their protobuf payload, or in their
+    instrumentation scope) are counted `not_llm` without being read."""
+    counts = SpanCounts()
+    events: list[CloudEvent[Any]] = []
+    for payload in payloads:
+        try:
+            if encoding == "otlp_proto" and not any(marker in payload for marker in LLM_MARKERS):
+                counts.unmapped["not_llm"] += count_spans(payload, encoding)
+                continue
+            spans, skipped = read_spans(payload, encoding, LLM_MARKERS)
+        except BadPayload as reason:
+            counts.bad_payloads[str(reason)] += 1
+            continue
+        if skipped:
+            counts.unmapped["not_llm"] += skipped
+        for span in spans:
+            events += span_events(span, options, counts)
+    return events, counts

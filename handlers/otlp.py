@@ -1,0 +1,201 @@
+"""OTLP trace payloads -> plain span records (pure: bytes in, values out).
+
+Both wire forms of OTLP: protobuf (`TracesData`, which the Collector's Kafka exporter writes per
+batch, and `ExportTraceServiceRequest` of OTLP/HTTP share its layout) and OTLP JSON, whose trace and
+span ids are hex strings (protobuf's JSON mapping expects base64, so they are converted first).
+A payload that cannot be decoded raises `BadPayload` naming the reason, which callers count.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from schemas.errors import GepaStreamError
+
+Encoding = Literal["otlp_proto", "otlp_json"]
+ENCODINGS: tuple[Encoding, ...] = ("otlp_proto", "otlp_json")
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+
+
+class BadPayload(GepaStreamError, ValueError):
+    """An OTLP payload that cannot be decoded; the message is the counted reason."""
+
+
+@dataclass(slots=True)
+class SpanEvent:
+    """One event recorded on a span (e.g. a GenAI evaluation result)."""
+
+    name: str
+    time_ns: int
+    attributes: dict[str, Any]
+
+
+class SpanAttributes(Mapping[str, Any]):
+    """A span's attributes, each converted to a Python value only when read: the mapping reads a
+    handful of the dozens an instrumented LLM span carries, and most spans are not LLM spans.
+    Only the keys are indexed up front (reading a value's message is what costs)."""
+
+    __slots__ = ("_pairs", "_index")
+
+    def __init__(self, pairs: Any) -> None:
+        self._pairs = pairs
+        self._index: dict[str, int] = {kv.key: i for i, kv in enumerate(pairs)}
+
+    def __getitem__(self, key: str) -> Any:
+        return any_value(self._pairs[self._index[key]].value)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of `key`, or `default` (no KeyError raised and caught, unlike Mapping.get)."""
+        i = self._index.get(key)
+        return default if i is None else any_value(self._pairs[i].value)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+@dataclass(slots=True)
+class Span:
+    """One decoded span: hex ids, the instrumentation scope, times, its attributes."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    scope: str
+    start_ns: int
+    end_ns: int
+    attributes: Mapping[str, Any]
+    events: list[SpanEvent] = field(default_factory=list)
+
+
+def any_value(value: AnyValue) -> Any:
+    """An OTLP AnyValue as a Python value (arrays -> lists, key-value lists -> dicts)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes(value.kvlist_value.values)
+    if kind == "bytes_value":
+        return value.bytes_value
+    return None
+
+
+def attributes(pairs: Any) -> dict[str, Any]:
+    """Repeated KeyValue -> dict (the last value of a repeated key wins)."""
+    out: dict[str, Any] = {}
+    kv: KeyValue
+    for kv in pairs:
+        out[kv.key] = any_value(kv.value)
+    return out
+
+
+def _hex_ids_to_base64(node: Any) -> None:
+    """OTLP JSON's hex trace/span ids -> the base64 protobuf's JSON mapping reads, in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_FIELDS and isinstance(value, str):
+                try:
+                    node[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                except ValueError:
+                    raise BadPayload("bad_otlp_json") from None
+            else:
+                _hex_ids_to_base64(value)
+    elif isinstance(node, list):
+        for item in node:
+            _hex_ids_to_base64(item)
+
+
+def parse_traces(payload: bytes, encoding: Encoding) -> TracesData:
+    """A `TracesData` (or OTLP/HTTP export request) from its protobuf or OTLP JSON bytes."""
+    message = TracesData()
+    if encoding == "otlp_proto":
+        try:
+            message.ParseFromString(payload)
+        except (DecodeError, RecursionError, ValueError):
+            raise BadPayload("not_protobuf") from None
+        return message
+    try:
+        raw = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadPayload("not_json") from None
+    if not isinstance(raw, dict):
+        raise BadPayload("bad_otlp_json")
+    try:
+        _hex_ids_to_base64(raw)
+        json_format.ParseDict(raw, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, RecursionError, TypeError, ValueError):
+        raise BadPayload("bad_otlp_json") from None
+    return message
+
+
+def _hex(raw: bytes) -> str:
+    return binascii.hexlify(raw).decode()
+
+
+def decode_spans(payload: bytes, encoding: Encoding) -> list[Span]:
+    """Every span of an OTLP payload, flattened (raises BadPayload when the payload is unreadable)."""
+    return read_spans(payload, encoding, ())[0]
+
+
+def read_spans(payload: bytes, encoding: Encoding, markers: tuple[bytes, ...]) -> tuple[list[Span], int]:
+    """The spans of an OTLP payload, flattened, and how many were skipped unread: with `markers`,
+    the spans of an instrumentation scope whose encoded form holds none of them (an HTTP or database
+    instrumentation's scope, say) are only counted, which costs a fraction of reading them."""
+    spans = []
+    skipped = 0
+    for resource_spans in parse_traces(payload, encoding).resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            if markers:
+                encoded = scope_spans.SerializeToString()
+                if not any(marker in encoded for marker in markers):
+                    skipped += len(scope_spans.spans)
+                    continue
+            scope = scope_spans.scope.name
+            for span in scope_spans.spans:
+                spans.append(
+                    Span(
+                        trace_id=_hex(span.trace_id),
+                        span_id=_hex(span.span_id),
+                        name=span.name,
+                        scope=scope,
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        attributes=SpanAttributes(span.attributes),
+                        events=[
+                            SpanEvent(e.name, e.time_unix_nano, attributes(e.attributes)) for e in span.events
+                        ],
+                    )
+                )
+    return spans, skipped
+
+
+def count_spans(payload: bytes, encoding: Encoding) -> int:
+    """How many spans an OTLP payload holds, without reading them (raises BadPayload like `decode_spans`)."""
+    return sum(
+        len(scope_spans.spans)
+        for resource_spans in parse_traces(payload, encoding).resource_spans
+        for scope_spans in resource_spans.scope_spans
+    )
