@@ -19,6 +19,7 @@ import orjson
 
 from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, count_spans, read_spans
 from handlers.trace_mapping import Unmappable, build_event, event_data, listed, parse_prompt_ref, rating_of
+from schemas import event_ids
 from schemas.config import PolicyFile
 from schemas.events import CloudEvent, RatingData, RatingEvent, TraceData, TraceEvent
 
@@ -321,15 +322,10 @@ def _variables(span: Span, paths: tuple[str, ...]) -> dict[str, Any]:
     return value
 
 
-def trace_event_id(span: Span) -> str:
-    """Stable per span: a redelivered span maps to the same event and the same fact."""
-    return f"otel:{span.trace_id}:{span.span_id}"
-
-
 def span_trace_id(span: Span) -> str:
     """The event's `trace_id`: one LLM call, so two calls in one OpenTelemetry trace are two examples.
     SME ratings of that call name it the same way."""
-    return f"{span.trace_id}:{span.span_id}"
+    return event_ids.otel_call(span.trace_id, span.span_id)
 
 
 @dataclass
@@ -377,7 +373,7 @@ def _rating(event: SpanEvent, span: Span, prompt: str, options: OtelOptions) -> 
     explanation = attributes.get("gen_ai.evaluation.explanation")
     return build_event(
         RatingEvent,
-        f"{trace_event_id(span)}:eval:{name or ''}:{event.time_ns}",
+        event_ids.otel_evaluation(span.trace_id, span.span_id, str(name or ""), event.time_ns),
         event_data(
             RatingData,
             prompt=prompt,
@@ -410,7 +406,7 @@ def span_events(span: Span, options: OtelOptions, counts: SpanCounts) -> list[Cl
             model = _json_output(model)
         trace = build_event(
             TraceEvent,
-            trace_event_id(span),
+            event_ids.otel_span(span.trace_id, span.span_id),
             event_data(
                 TraceData,
                 prompt=prompt,

@@ -20,6 +20,7 @@ from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from schemas import event_ids
 from schemas.errors import GepaStreamError
 from schemas.events import CloudEvent, RatingData, RatingEvent, TraceData, TraceEvent
 from schemas.ratings import RATING_LABELS
@@ -205,16 +206,6 @@ def _time(ms: int) -> datetime:
 # -- events ----------------------------------------------------------------------------------
 
 
-def trace_event_id(trace_id: str, prompt: str, signature: str) -> str:
-    """Stable per trace and prompt; a new expectation set gives a new id (a new fact to publish)."""
-    return f"mlflow:{trace_id}/{prompt}" + (f"#x{signature}" if signature else "")
-
-
-def rating_event_id(trace_id: str, prompt: str, assessment_id: str, updated_ms: int) -> str:
-    """Stable per assessment and prompt; an edited assessment (new update time) gives a new id."""
-    return f"mlflow:{trace_id}/{prompt}/{assessment_id}@{updated_ms}"
-
-
 def event_data(data_model: type[D], /, **fields: Any) -> D:
     """The event's `data` model, or Unmappable("invalid_data")."""
     try:
@@ -263,7 +254,7 @@ def trace_events(
     return [
         _event(
             TraceEvent,
-            trace_event_id(record["trace_id"], ref.name, signature),
+            event_ids.mlflow_trace(record["trace_id"], ref.name, signature),
             event_data(
                 TraceData,
                 prompt=ref.name,
@@ -290,7 +281,9 @@ def rating_events(
     return [
         _event(
             RatingEvent,
-            rating_event_id(trace_id, ref.name, assessment["assessment_id"], assessment["updated_ms"]),
+            event_ids.mlflow_rating(
+                trace_id, ref.name, assessment["assessment_id"], assessment["updated_ms"]
+            ),
             event_data(
                 RatingData,
                 prompt=ref.name,

@@ -66,3 +66,31 @@ def dead_letter(topic: str, partition: int, offset: int) -> str:
     """The dead letter of the record at (topic, partition, offset): a redelivered bad record yields
     the same one."""
     return f"dlq:{topic}:{partition}:{offset}"
+
+
+def mlflow_trace(trace_id: str, prompt: str, signature: str) -> str:
+    """A trace the MLflow bridge publishes: stable per trace and prompt; a new expectation set
+    (`signature`) gives a new id (a new fact to publish)."""
+    return f"mlflow:{trace_id}/{prompt}" + (f"#x{signature}" if signature else "")
+
+
+def mlflow_rating(trace_id: str, prompt: str, assessment_id: str, updated_ms: int) -> str:
+    """An assessment the MLflow bridge publishes: stable per assessment and prompt; an edited one
+    (a new update time) gives a new id."""
+    return f"mlflow:{trace_id}/{prompt}/{assessment_id}@{updated_ms}"
+
+
+def otel_call(trace_id: str, span_id: str) -> str:
+    """The `trace_id` of the example an OpenTelemetry LLM span carries: one call, so two calls in one
+    OpenTelemetry trace are two examples (SME ratings of that call name it the same way)."""
+    return f"{trace_id}:{span_id}"
+
+
+def otel_span(trace_id: str, span_id: str) -> str:
+    """The trace event of an OpenTelemetry LLM span: a redelivered span maps to the same event."""
+    return f"otel:{trace_id}:{span_id}"
+
+
+def otel_evaluation(trace_id: str, span_id: str, name: str, time_ns: int) -> str:
+    """The rating event of an evaluation event on an OpenTelemetry span."""
+    return f"{otel_span(trace_id, span_id)}:eval:{name}:{time_ns}"

@@ -12,7 +12,7 @@ from schemas import event_ids
 ROOT = Path(__file__).resolve().parents[3]
 ROOMS = ("schemas", "optimization", "handlers", "daemon")
 HOME = ROOT / "schemas" / "event_ids.py"
-# the fixed parts of the ids event_ids.py formats
+# the fixed parts of the ids event_ids.py formats: within an f-string, and at its start
 MARKERS = (
     ":requested",
     ":started",
@@ -21,9 +21,9 @@ MARKERS = (
     ":registered:",
     ":promotion:",
     ":guard:",
-    "dlq:",
-    "skipped:",
+    ":eval:",
 )
+PREFIXES = ("dlq:", "skipped:", "mlflow:", "otel:")
 
 
 def _extends_an_id(node: ast.JoinedStr) -> bool:
@@ -52,7 +52,9 @@ def _built_ids(path: Path, root: Path = ROOT) -> list[str]:
             text = "".join(
                 v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)
             )
-            if any(marker in text for marker in MARKERS) or _extends_an_id(node):
+            first = node.values[0] if node.values else None
+            prefixed = isinstance(first, ast.Constant) and str(first.value).startswith(PREFIXES)
+            if prefixed or any(marker in text for marker in MARKERS) or _extends_an_id(node):
                 found.append(f"{path.relative_to(root)}:{node.lineno}")
         elif isinstance(node, ast.Call) and ast.unparse(node.func) in ("uuid5", "uuid.uuid5"):
             found.append(f"{path.relative_to(root)}:{node.lineno}")
@@ -98,5 +100,9 @@ def test_ids_of_different_facts_differ() -> None:
         event_ids.guard_verdict("r", "confirmed"),
         event_ids.command_skipped("r"),
         event_ids.dead_letter("r", 1, 1),
+        event_ids.mlflow_trace("r", "p", ""),
+        event_ids.mlflow_rating("r", "p", "a", 1),
+        event_ids.otel_span("r", "s"),
+        event_ids.otel_evaluation("r", "s", "e", 1),
     ]
     assert len(set(ids)) == len(ids)
