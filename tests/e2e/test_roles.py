@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -99,15 +100,17 @@ def test_optimizer_role_alone_then_beside_ingest_with_two_replicas(
         ]
         assert optimizers[0].status()["prompts"] == {}, "an optimizer-only process keeps no windows"
         # the ops page on every role shows every decision; windows where ingest runs, job progress where jobs run
+        pages: dict[Daemon, dict[str, Any]] = {}  # each role's page, as it showed the promotions
         for daemon in (ingest, *optimizers):
 
             def decided(daemon: Daemon = daemon) -> bool:
                 state = daemon.get("/ui/api/state") or {"prompts": []}
                 last = {p["name"]: (p["last_decision"] or {}).get("decision") for p in state["prompts"]}
+                pages[daemon] = state
                 return all(last.get(name) == "promoted" for name in (alone, beside_a, beside_b))
 
             daemon.wait_until(decided, 60, "the ops page to show the three promotions")
-        ingest_page, optimizer_page = ingest.get("/ui/api/state"), optimizers[0].get("/ui/api/state")
+        ingest_page, optimizer_page = pages[ingest], pages[optimizers[0]]
         assert (
             ingest_page["windows_here"],
             ingest_page["jobs_here"],

@@ -27,7 +27,7 @@ with prompt_versions.scratch_registry(Path(sys.argv[1]), baseline):
     production = prompt_versions.production("router")
     print(json.dumps([[v.version for v in prompt_versions.versions("router")], production.version, production.template]))
 """
-KILLS = 10
+KILLS = 6
 
 
 def _open_scratch(db: Path) -> subprocess.Popen[str]:
