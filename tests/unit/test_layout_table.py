@@ -1,4 +1,5 @@
-"""The README's layout table names every module of the four rooms, and nothing that is not there."""
+"""The README's layout table names every module of the four rooms, and nothing that is not there;
+unit tests sit in their room's folder."""
 
 from __future__ import annotations
 
@@ -39,3 +40,18 @@ def test_the_layout_table_matches_the_tree() -> None:
 def test_the_parser_sees_rows_and_only_first_cells() -> None:
     readme = "# x\n\n## Layout\n\n| path | holds |\n|---|---|\n| `a/`, `b.py` | uses `c.py` |\n\n## Next\n| `d.py` | |\n"
     assert layout_paths(readme) == {"a/", "b.py"}
+
+
+# tree-wide tests: they read every room, so they sit above the rooms' folders
+TREE_WIDE = {"test_layers.py", "test_layout_table.py"}
+
+
+def test_unit_tests_mirror_the_rooms() -> None:
+    """A module's unit tests sit in the folder of its room (`tests/unit/daemon/` for `daemon/...`)."""
+    unit = ROOT / "tests" / "unit"
+    loose = sorted(
+        str(path.relative_to(unit))
+        for path in unit.rglob("test_*.py")
+        if path.relative_to(unit).parts[0] not in ROOMS and path.name not in TREE_WIDE
+    )
+    assert loose == [], "unit tests outside their room's folder"
