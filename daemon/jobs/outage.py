@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import requests
+import tenacity
 
 from daemon.jobs.mlflow_errors import unanswered_request
 
@@ -52,15 +53,21 @@ def mlflow_outage(exc: BaseException, tracking_uri: str) -> bool:
 
 
 async def answers_again(tracking_uri: str, deadline: datetime) -> bool:
-    """Probe `/health` with backoff (1 s doubling to 10 s) until MLflow answers (True) or `deadline` passes (False)."""
-    delay = PROBE_FIRST_S
-    while not await asyncio.to_thread(tracking_answers, tracking_uri):
-        left = (deadline - datetime.now(UTC)).total_seconds()
-        if left <= 0:
-            return False
-        await asyncio.sleep(min(delay, left))
-        delay = min(delay * 2, PROBE_MAX_S)
-    return True
+    """Probe `/health` with backoff (1 s doubling to 10 s, the last wait cut at `deadline`) until
+    MLflow answers (True) or a probe at or past `deadline` fails (False)."""
+    backoff = tenacity.wait_exponential(multiplier=PROBE_FIRST_S, max=PROBE_MAX_S)
+
+    def left_s() -> float:
+        return (deadline - datetime.now(UTC)).total_seconds()
+
+    probing = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_result(lambda answered: not answered),
+        wait=lambda state: min(backoff(state), max(0.0, left_s())),
+        stop=lambda state: left_s() <= 0,
+        retry_error_callback=lambda state: False,
+    )
+    answered: bool = await probing(asyncio.to_thread, tracking_answers, tracking_uri)
+    return answered
 
 
 class ClientRetryWatch(logging.Handler):

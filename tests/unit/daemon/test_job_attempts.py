@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
@@ -224,3 +224,33 @@ def test_a_command_while_mlflow_is_down_waits_bounded_and_never_crashes_the_runn
     assert any("waits for MLflow" in m for m in messages) and any(
         "did not answer within max_outage_wait" in m for m in messages
     ), messages
+
+
+def _probes(monkeypatch: pytest.MonkeyPatch, answer_from: int | None) -> list[int]:
+    """Replace the `/health` probe: it answers from probe `answer_from` on (None: never)."""
+    from daemon.jobs import outage
+
+    probes: list[int] = []
+
+    def probe(uri: str, timeout: float = 5.0) -> bool:
+        probes.append(len(probes) + 1)
+        return answer_from is not None and len(probes) >= answer_from
+
+    monkeypatch.setattr(outage, "tracking_answers", probe)
+    return probes
+
+
+def test_mlflow_is_probed_until_it_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.jobs.outage import answers_again
+
+    probes = _probes(monkeypatch, answer_from=3)
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    assert asyncio.run(answers_again("http://mlflow.invalid", deadline)) is True and probes == [1, 2, 3]
+
+
+def test_a_probe_past_the_deadline_that_fails_ends_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.jobs.outage import answers_again
+
+    probes = _probes(monkeypatch, answer_from=None)
+    deadline = datetime.now(UTC) - timedelta(seconds=1)
+    assert asyncio.run(answers_again("http://mlflow.invalid", deadline)) is False and probes == [1]
