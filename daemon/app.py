@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiokafka
 import faust
 from faust.app.base import BootStrategy
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from daemon.recovery import BulkReplayTableManager
+from daemon.faust_ext.recovery import BulkReplayTableManager
+from daemon.faust_ext.table_batch import BATCH_BYTES
+from daemon.faust_ext.transport import ShortFetchTransport
 from daemon.settings import Settings
-from daemon.table_batch import BATCH_BYTES
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -32,34 +31,6 @@ def broker_credentials(settings: Settings) -> Any:
     if context is not None:
         return faust.SSLCredentials(context)
     return None
-
-
-FETCH_MAX_WAIT_MS = 50
-"""How long the broker may hold a fetch of partitions without new records (Faust fixes 1,500 ms).
-
-The consumer keeps one fetch in flight per broker, for the partitions whose fetched records are
-used up. While the busy input topics' records are still being processed, that fetch holds only
-the quiet ones (commands, optimizations, promotions) and the broker waits out its full maximum
-before answering; the busy partitions then starve for up to that long (measured: ingest at 4.9k
-events/s with 1,500 ms, 7.3k with 50 ms)."""
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> aiokafka.AIOKafkaConsumer:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
-        return consumer
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Transport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport with a group consumer that fetches with `FETCH_MAX_WAIT_MS`."""
-
-    Consumer = _Consumer
 
 
 def build_faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
@@ -84,13 +55,13 @@ def build_faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_commit_interval=settings.commit_interval_s,
-        producer_max_batch_size=BATCH_BYTES,  # the ingest agent's table batches (daemon/table_batch.py)
+        producer_max_batch_size=BATCH_BYTES,  # the ingest agent's table batches (daemon/faust_ext/table_batch.py)
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_in_thread=False,
     )
-    app.transport = _Transport(app.conf.broker_consumer, app)
+    app.transport = ShortFetchTransport(app.conf.broker_consumer, app)
     return app
 
 

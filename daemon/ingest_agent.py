@@ -17,8 +17,8 @@ import faust
 from faust.types import EventT, StreamT, TableT, TopicT
 
 from daemon import prometheus_metrics
+from daemon.faust_ext.table_batch import TableBatch
 from daemon.settings import Settings
-from daemon.table_batch import TableBatch
 from handlers.deadletter import dead_letter
 from handlers.guard import GuardSpec
 from handlers.ingest import GuardStep, Ingest, Request, Step, UnknownPrompt

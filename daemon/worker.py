@@ -5,15 +5,12 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import signal
-import threading
 from typing import TYPE_CHECKING, Any, Literal
-
-import faust
 
 from daemon import heap
 from daemon.admin import ensure_topics
 from daemon.app import build_faust_app, without_kafka
+from daemon.faust_ext.worker import BoundedStopWorker
 from daemon.ingest_agent import IngestAgent
 from daemon.ops.page import OpsPage
 from daemon.settings import Settings
@@ -25,33 +22,6 @@ if TYPE_CHECKING:
 
 WorkerRole = Literal["all", "ingest", "optimizer"]
 log = logging.getLogger("gepa_stream")
-SHUTDOWN_OVERDUE_EXIT = 70  # EX_SOFTWARE: the stop was cut short (its uncommitted work is redelivered)
-
-
-class _BoundedStopWorker(faust.Worker):
-    """A Faust worker whose stop on a signal is bounded: after `stop_timeout_s` the process exits
-    with `SHUTDOWN_OVERDUE_EXIT`. What it had not committed is redelivered to the group's next
-    member (at-least-once, idempotent handlers); its job processes die with it and resume."""
-
-    def __init__(self, *args: Any, stop_timeout_s: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.stop_timeout_s = stop_timeout_s
-
-    def _schedule_shutdown(self, signal: signal.Signals) -> None:
-        if not self._signal_stop_time:
-            watchdog = threading.Timer(self.stop_timeout_s, self._overdue, (signal,))
-            watchdog.daemon = True
-            watchdog.start()
-        super()._schedule_shutdown(signal)
-
-    def _overdue(self, signal: signal.Signals) -> None:
-        log.error(
-            "stopping on %s took over %.0f s (GEPA_STREAM_SHUTDOWN_TIMEOUT_S; is the broker unreachable?): exiting now",
-            signal.name,
-            self.stop_timeout_s,
-        )
-        logging.shutdown()
-        os._exit(SHUTDOWN_OVERDUE_EXIT)
 
 
 class Daemon:
@@ -96,7 +66,7 @@ class Daemon:
         by reference counting. 2. Start the worker, its stop bounded by `stop_timeout_s`."""
         gc.collect()
         gc.freeze()
-        _BoundedStopWorker(
+        BoundedStopWorker(
             self.app, loglevel=loglevel, quiet=True, stop_timeout_s=stop_timeout_s, **worker_options
         ).execute_from_commandline()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon.broker import EmbeddedBroker
-from daemon.worker import SHUTDOWN_OVERDUE_EXIT
+from daemon.faust_ext.worker import SHUTDOWN_OVERDUE_EXIT
 from tests.daemon_harness import Daemon
 from tests.e2e.loop_helpers import write_policy
 

@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from daemon.broker import free_port, wait_for_port
-from daemon.recovery import log_ends, replay
+from daemon.faust_ext.recovery import log_ends, replay
 from schemas import RatingData, RatingEvent, TraceData, TraceEvent, parse_event
 
 

@@ -8,7 +8,7 @@ import faust
 import pytest
 from faust.types import TP
 
-from daemon.table_batch import store_write
+from daemon.faust_ext.table_batch import store_write
 
 
 @pytest.fixture

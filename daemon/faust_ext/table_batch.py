@@ -85,7 +85,7 @@ def store_write(table: CollectionT, partition: int, key: bytes, value: bytes | N
     partition; False when deleting a key the store does not hold (nothing to write).
 
     Faust's memory store drops the keys of partitions a rebalance took away by that note, which
-    it takes only while recovering: written here, by the stream and by `daemon/recovery.py`'s
+    it takes only while recovering: written here, by the stream and by `daemon/faust_ext/recovery.py`'s
     replay alike, every key a worker holds is one of its partitions' after each rebalance."""
     store = getattr(table, "data", None)
     if not isinstance(store, memory_store.Store):

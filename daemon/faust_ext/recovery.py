@@ -29,7 +29,7 @@ from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
 from faust.types import TP, ConsumerT
 
-from daemon.table_batch import store_write
+from daemon.faust_ext.table_batch import store_write
 
 log = logging.getLogger("gepa_stream.recovery")
 
