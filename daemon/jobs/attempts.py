@@ -38,7 +38,7 @@ class Attempts:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / ATTEMPTS_FILE
         found = read_model(self.path, Ledger)
-        self.ledger = found if isinstance(found, Ledger) else Ledger()
+        self.ledger = found or Ledger()
         stale = [a for a in self.ledger.attempts if a.ended is None]
         for attempt in stale:  # we hold the run dir's lock: an open attempt died with its daemon
             attempt.ended, attempt.cause = datetime.now(UTC), DAEMON_DIED

@@ -97,7 +97,7 @@ class JobDriver:
         """
         data = request.data
         result = read_model(run_dir / RESULT_FILE, JobResult)
-        if isinstance(result, JobResult) and result.final:
+        if result is not None and result.final:
             return result
         attempts = Attempts(run_dir)  # an attempt cut short by the daemon's death ends here
         if not attempts.ledger.started_announced:
@@ -106,7 +106,7 @@ class JobDriver:
         spec = await self._freeze(run_dir, request)
         if isinstance(spec, JobResult):
             return spec
-        if isinstance(result, JobResult):  # a retryable result the daemon died before handling
+        if result is not None:  # a retryable result the daemon died before handling
             _set_aside(run_dir, attempts, result)
         limit = spec.policy.budget.max_attempts
         state.attempt, state.max_attempts = attempts.used, limit
@@ -216,7 +216,7 @@ class JobDriver:
             attempts.end(attempt, error)
             return JobResult(status="failed", error=error)
         result = read_model(run_dir / RESULT_FILE, JobResult)
-        if isinstance(result, JobResult):
+        if result is not None:
             attempts.end(attempt, None if result.final else result.error, outage=result.outage)
             return result
         attempts.end(
@@ -257,7 +257,7 @@ def _final(run_dir: Path, result: JobResult) -> JobResult:
     """A failure the runner decided: it carries the side effects the job process did (so they
     are announced) and is written as the job's result (a redelivery re-announces it)."""
     done = read_model(run_dir / SIDE_EFFECTS_FILE, SideEffects)
-    if isinstance(done, SideEffects):
+    if done is not None:
         result = result.model_copy(update={"registered": done.registered, "decisions": done.decisions})
     write_model(run_dir / RESULT_FILE, result)
     return result

@@ -135,7 +135,7 @@ class ProgressFile:
         the runner stopped (shutdown, a revoked partition) is held again. The run directory
         then shows how it resumes."""
         ledger = read_model(self.path.parent / ATTEMPTS_FILE, Ledger)
-        earlier = ledger.attempts if isinstance(ledger, Ledger) else []
+        earlier = ledger.attempts if ledger is not None else []
         if any(a.counted for a in earlier if a.number < self.attempt):
             return
         for item in os.environ.get(HOLD_AT_VAR, "").split(","):
@@ -235,7 +235,7 @@ def _undecided(exc: BaseException) -> bool:
 def _follows_a_kill(run_dir: Path, attempt: int) -> bool:
     """Whether an earlier attempt of the job ended without a result (killed, or with its daemon)."""
     ledger = read_model(run_dir / ATTEMPTS_FILE, Ledger)
-    earlier = ledger.attempts if isinstance(ledger, Ledger) else []
+    earlier = ledger.attempts if ledger is not None else []
     return any(a.number < attempt and a.cause is not None and a.outage is None for a in earlier)
 
 

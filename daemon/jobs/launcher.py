@@ -69,9 +69,7 @@ async def _watch(process: asyncio.subprocess.Process, run_dir: Path, wall_s: flo
                 await exited
                 return None
             progress = read_model(run_dir / PROGRESS_FILE, Progress)
-            waiting = (
-                progress.waiting if isinstance(progress, Progress) and progress.pid == process.pid else ""
-            )
+            waiting = progress.waiting if progress is not None and progress.pid == process.pid else ""
             if waiting and not noted:
                 log.warning("job %s waits: %s", run_dir.name, waiting)
             elif noted and not waiting:

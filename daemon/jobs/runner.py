@@ -214,20 +214,20 @@ class JobRunner:
             progress = read_model(self.jobs_dir / request_id / PROGRESS_FILE, Progress)
             spec = read_model(self.jobs_dir / request_id / JOB_FILE, JobSpec)
             state = work.state
-            budget = spec.policy.budget if isinstance(spec, JobSpec) else None
+            budget = spec.policy.budget if spec is not None else None
             jobs[request_id] = {
-                "prompt": spec.prompt if isinstance(spec, JobSpec) else None,
-                "stage": progress.stage if isinstance(progress, Progress) else "queued",
-                "detail": progress.detail if isinstance(progress, Progress) else "",
+                "prompt": spec.prompt if spec is not None else None,
+                "stage": progress.stage if progress is not None else "queued",
+                "detail": progress.detail if progress is not None else "",
                 "attempt": state.attempt if state else 0,
                 "max_attempts": state.max_attempts if state else None,
                 "state": state.describe(
-                    progress.waiting if isinstance(progress, Progress) and progress.pid == state.pid else ""
+                    progress.waiting if progress is not None and progress.pid == state.pid else ""
                 )
                 if state
                 else "queued",
-                "metric_calls": progress.metric_calls if isinstance(progress, Progress) else None,
-                "best_score": progress.best_score if isinstance(progress, Progress) else None,
+                "metric_calls": progress.metric_calls if progress is not None else None,
+                "best_score": progress.best_score if progress is not None else None,
                 "max_metric_calls": budget.max_metric_calls if budget else None,
                 "max_wall_time_s": budget.max_wall_time.total_seconds() if budget else None,
                 "started_at": state.started_at if state else None,

@@ -22,6 +22,7 @@ SIDE_EFFECTS_FILE = "side_effects.json"
 GEPA_DIR = "gepa"  # GEPA's own state (`gepa_state.bin`): a resumed optimize stage goes on from it
 SCRATCH_DB = "scratch-mlflow.db"  # the MLflow store `optimize_prompts` registers its trial versions in
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
 
 
@@ -105,7 +106,7 @@ class Progress(BaseModel):
     )
 
 
-def read_model(path: Path, model: type[BaseModel]) -> BaseModel | None:
+def read_model(path: Path, model: type[M]) -> M | None:
     """The model in `path`, or None if the file is missing or half-written."""
     try:
         return model.model_validate_json(path.read_bytes())

@@ -47,7 +47,7 @@ def job_model_calls(spec: JobSpec, run_dir: Path) -> Iterator[ModelCalls]:
     earlier = read_model(run_dir / USAGE_FILE, ModelUsage)
     initial: dict[str, UsageTally] | None = (
         {role: UsageTally(**figures.model_dump()) for role, figures in earlier.roles.items()}
-        if isinstance(earlier, ModelUsage)
+        if earlier is not None
         else None
     )
     with governed(call_policy(spec.policy), deadline, UsageLedger(initial), judge_model=judge) as calls:
