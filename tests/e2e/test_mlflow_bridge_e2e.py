@@ -20,10 +20,11 @@ pytestmark = pytest.mark.e2e
 
 
 def _setup(
-    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int = 40
 ) -> tuple[Daemon, ProductionApp]:
-    """The daemon (not started) and the app on one sqlite MLflow; the bridge CLI's env points at both."""
-    policy = write_policy(tmp_path / "policy.yaml", PROMPT, n=40)
+    """The daemon (not started) and the app on one sqlite MLflow, its trigger at `n` labeled traces;
+    the bridge CLI's env points at both."""
+    policy = write_policy(tmp_path / "policy.yaml", PROMPT, n=n)
     daemon = Daemon(kafka_bootstrap, policy, tmp_path)
     app = ProductionApp(tmp_path)
     assert app.tracking_uri == daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
@@ -103,10 +104,12 @@ def test_bridge_restart_and_rerun_count_every_example_once(
 def test_bridged_production_data_is_optimized_and_promoted(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    daemon, app = _setup(kafka_bootstrap, tmp_path, monkeypatch)
+    # 60 reviewed traces: MLflow's trace ids are random, and so is the held-out share of a split by
+    # their hash; with 40, fewer than min_eval_examples (10) were held out in ~7 % of runs
+    daemon, app = _setup(kafka_bootstrap, tmp_path, monkeypatch, n=60)
     daemon.start()
     try:
-        app.review(app.serve(80)[::2])
+        app.review(app.serve(120)[::2])
         _bridge(app)
         optimizations = wait_for_events(
             daemon,
