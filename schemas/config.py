@@ -150,6 +150,26 @@ class GuardPolicy(_Policy):
         return self
 
 
+class RolloutPolicy(_Policy):
+    """A staged rollout (canary) instead of a cutover: a promoted candidate serves `stages` of the
+    traffic in turn, compared with production on ratings of the same period (handlers/rollout.py).
+    Off by default: it needs a deployer that routes by the `canary` alias (optimization/routing.py)."""
+
+    enabled: bool = False
+    stages: Annotated[list[Annotated[float, Field(gt=0.0, lt=1.0)]], Field(min_length=1)] = [0.05, 0.25, 0.5]
+    min_live_examples: PositiveInt = 50
+    margin: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    max_stage_duration: Duration = timedelta(days=2)
+
+    @field_validator("stages")
+    @classmethod
+    def _increasing(cls, stages: list[float]) -> list[float]:
+        if any(later <= earlier for earlier, later in zip(stages, stages[1:], strict=False)):
+            raise ValueError(f"stages must increase strictly: {stages}")
+        return stages
+
+
 class PromotionPolicy(_Policy):
     """The statistical gate between a candidate and the `production` alias, and the live
     guard after it."""
@@ -160,6 +180,7 @@ class PromotionPolicy(_Policy):
     min_eval_examples: PositiveInt = 20
     holdout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
     guard: GuardPolicy = GuardPolicy()
+    rollout: RolloutPolicy = RolloutPolicy()
 
 
 class OtelPolicy(_Policy):

@@ -40,7 +40,7 @@ UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 JsonObject = dict[str, Any]
 
 RatingLabel = Literal["excellent", "good", "fair", "poor", "up", "down"]
-CommandAction = Literal["optimize", "approve", "reject", "rollback"]
+CommandAction = Literal["optimize", "approve", "reject", "rollback", "canary_advance", "canary_abort"]
 OptimizationStatus = Literal["requested", "started", "retrying", "completed", "failed", "skipped"]
 TriggerRule = Literal["min_examples", "min_new_examples", "score_drop", "max_interval", "manual"]
 OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
@@ -55,6 +55,9 @@ PromotionDecision = Literal[
     "confirmed",
     "regression_suspected",
     "watch_ended",
+    "canary_started",
+    "canary_advanced",
+    "canary_aborted",
 ]
 DeadLetterReason = Literal[
     "null_value",
@@ -258,6 +261,10 @@ class PromptRegisteredData(_Data):
 
 PRODUCTION_ALIAS = "production"
 """The MLflow alias of the version deployers serve: what a promotion moves and a rollback moves back."""
+CANARY_ALIAS = "canary"
+"""The MLflow alias of a version under a staged rollout: it serves `TRAFFIC_SHARE_TAG` of the traffic."""
+TRAFFIC_SHARE_TAG = "gepa_stream.traffic_share"
+"""The prompt-level registry tag holding the canary's share of traffic ("0.05"; absent: no canary)."""
 
 
 class PromotionData(_Data):
@@ -273,6 +280,7 @@ class PromotionData(_Data):
     ci_high: FiniteFloat | None = None
     n_eval: NonNegativeInt | None = None
     request_id: Identifier | None = None
+    traffic_share: UnitFloat | None = None
     reason: str
 
 
