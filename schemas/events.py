@@ -264,7 +264,7 @@ PRODUCTION_ALIAS = "production"
 CANARY_ALIAS = "canary"
 """The MLflow alias of a version under a staged rollout: it serves `TRAFFIC_SHARE_TAG` of the traffic."""
 TRAFFIC_SHARE_TAG = "gepa_stream.traffic_share"
-"""The prompt-level registry tag holding the canary's share of traffic ("0.05"; absent: no canary)."""
+"""The canary version's registry tag: its share of traffic ("0.05"), set before the alias moves to it."""
 
 
 class PromotionData(_Data):
