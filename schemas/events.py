@@ -142,6 +142,10 @@ class CommandData(_Data):
     reason: str | None = Field(
         default=None, description="why (e.g. the live guard's statistics for a rollback)"
     )
+    traffic_share: UnitFloat | None = Field(
+        default=None,
+        description="canary_advance / canary_abort: the canary's share the command was decided at (else it does nothing)",
+    )
 
 
 # -- outbound --------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ class Announcer:
                     ci_high=decision.ci_high,
                     n_eval=result.n_val,
                     request_id=data.request_id,
+                    traffic_share=decision.traffic_share,
                 ),
                 program=data.prompt,
             )

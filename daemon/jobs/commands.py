@@ -1,5 +1,6 @@
-"""Operator commands against the MLflow registry: approve or reject a version awaiting
-approval, roll `production` back. Each command's outcome is announced as a promotion event."""
+"""Commands against the MLflow registry (an operator's, or a live watch's): approve or reject a
+version awaiting approval, roll `production` back, advance or abort a canary. Each command's
+outcome is announced as a promotion event."""
 
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ from datetime import UTC, datetime
 from daemon.jobs import prompt_versions
 from daemon.jobs.backends import prompt_names
 from daemon.jobs.outage import MLFLOW, answers_again, mlflow_outage
-from handlers.promotion import promotion_event
+from handlers.promotion import Outcome, judge_command, promotion_event
 from schemas import event_ids
-from schemas.config import PromptPolicy
-from schemas.events import CommandData, CommandEvent, PromotionDecision
+from schemas.config import PromotionPolicy, PromptPolicy
+from schemas.events import CommandData, CommandEvent
 
 log = logging.getLogger("gepa_stream.jobs")
-Outcome = tuple[PromotionDecision, int | None, int, str]
+NOTHING_TO_DO = {
+    "approve": "no version awaiting approval",
+    "reject": "no version awaiting approval",
+    "rollback": "no previous production version, or production is no longer the version named",
+    "canary_advance": "no canary, or the canary is no longer the version or share named",
+    "canary_abort": "no canary, or the canary is no longer the version or share named",
+}
 AnnouncePromotion = Callable[..., Awaitable[None]]  # Announcer.promotion(event, program=...)
 
 
@@ -59,57 +66,35 @@ class Commands:
                         return
 
     async def _apply(self, event: CommandEvent) -> None:
-        """approve / reject a version awaiting approval, or roll `production` back, for every
-        prompt name of the policy (a dspy program has one per predictor)."""
+        """The command's outcome for every prompt name of the policy (a dspy program has one per
+        predictor): decided by the promotion rules, made in the registry, then announced."""
         data = event.data
-        names = await asyncio.to_thread(prompt_names, self.policies[data.prompt])
+        policy = self.policies[data.prompt]
+        names = await asyncio.to_thread(prompt_names, policy)
         for name in names:
-            outcome = await asyncio.to_thread(apply_command, name, data)
+            outcome = await asyncio.to_thread(apply_command, name, data, policy.promotion)
             if outcome is None:
-                log.warning(
-                    "%s %s: nothing to do (%s)",
-                    data.action,
-                    name,
-                    "no version awaiting approval"
-                    if data.action != "rollback"
-                    else "no previous production version, or production is no longer the version named",
-                )
+                log.warning("%s %s: nothing to do (%s)", data.action, name, NOTHING_TO_DO[data.action])
                 continue
-            decision, from_version, to_version, reason = outcome
             await self.announce(
                 promotion_event(
                     name,
-                    decision,
-                    f"{reason} (command by {data.requested_by or 'unknown'})",
+                    outcome.decision,
+                    f"{outcome.reason} (command by {data.requested_by or 'unknown'})",
                     source=self.source,
                     event_id=event_ids.command_outcome(event.id, name),
-                    from_version=from_version,
-                    to_version=to_version,
+                    from_version=outcome.from_version,
+                    to_version=outcome.to_version,
+                    traffic_share=outcome.traffic_share,
                 ),
                 program=data.prompt,
             )
 
 
-def apply_command(name: str, command: CommandData) -> Outcome | None:
-    """The registry change a command asks for: (decision, from, to, reason), or None. A rollback
-    naming a version happens only while that version is in production (the guard's request
-    may be stale); one requested by the guard tags the version it rolled back."""
-    action, version = command.action, command.version
-    if action == "rollback":
-        moved = prompt_versions.roll_back(name, expected=version)
-        if moved is None:
-            return None
-        reason = command.reason or f"production rolled back from {moved[0]} to {moved[1]}"
-        if command.requested_by == "guard":
-            prompt_versions.mark_rolled_back_by_guard(name, moved[0], reason)
-        return "rolled_back", moved[0], moved[1], reason
-    waiting = [v for v in prompt_versions.awaiting_approval(name) if version is None or v.version == version]
-    if not waiting:
-        return None
-    target = waiting[-1]
-    if action == "approve":
-        previous = prompt_versions.production(name)
-        prompt_versions.move_production(name, target.version)
-        return "promoted", previous.version if previous else None, target.version, "approved"
-    prompt_versions.clear_awaiting(name, target.version)
-    return "rejected", None, target.version, "rejected by an operator"
+def apply_command(name: str, command: CommandData, policy: PromotionPolicy) -> Outcome | None:
+    """Judge the command on the registry as it is (handlers/promotion.py) and make its change;
+    None when there is nothing to do (a stale or replayed command)."""
+    outcome = judge_command(command, policy, prompt_versions.registry(name))
+    if outcome is not None:
+        prompt_versions.apply(name, outcome)
+    return outcome

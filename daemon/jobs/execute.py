@@ -64,13 +64,13 @@ from daemon.jobs.spec import (
     write_model,
 )
 from daemon.jobs.usage import call_policy, job_model_calls, log_usage_to_run, model_usage
-from handlers.gate import decide
 from handlers.jobs import JobPlan, NotEnoughData, plan_job
+from handlers.promotion import gate, judge_candidate
 from optimization import OptimizationFailed, RunLimits
 from optimization.comparison import Comparison
 from optimization.registry import score_tags
 from optimization.results import HeldOutScores, mean
-from schemas.events import Example, PromotionDecision, StopReason
+from schemas.events import Example, StopReason
 
 Baseline = dict[str, prompt_versions.Version]
 PLAN_FILE = "plan.json"
@@ -323,44 +323,35 @@ def _register(
 def _gate_and_promote(
     run_dir: Path, spec: JobSpec, registered: list[RegisteredVersion], scores: HeldOut, progress: ProgressFile
 ) -> list[Decision]:
-    """The paired gate (frozen on first computation); in auto mode move `production`, in
-    manual mode mark the versions awaiting approval. Both are idempotent on a resume."""
+    """1. the paired gate (frozen on first computation); 2. per version, the promotion rules
+    (handlers/promotion.py) on the registry as it is; 3. their registry change (moving
+    `production`, starting a canary, or marking the version awaiting approval). Each change is
+    idempotent on a resume."""
     policy = spec.policy
     progress.stage("gate")
-    gate = checkpoint(
+    comparison = checkpoint(
         run_dir / GATE_FILE,
         Comparison,
-        lambda: decide(scores.baseline, scores.candidate, policy.promotion, seed=_seed(spec.request_id)),
+        lambda: gate(scores.baseline, scores.candidate, policy.promotion, seed=_seed(spec.request_id)),
     )
     decisions = []
     for version in registered:
-        decision: PromotionDecision = gate.decision
-        reason = gate.reason
-        twin = (
-            prompt_versions.rolled_back_twin(version.name, version.version)
-            if decision == "promoted"
-            else None
+        registry = prompt_versions.registry(version.name)
+        outcome = judge_candidate(
+            comparison, policy.promotion, registry, version.version, version.parent_version
         )
-        if twin is not None:
-            decision, reason = (
-                "rejected",
-                f"the same template as version {twin.version}, which the live guard rolled back; {reason}",
-            )
-        if decision == "promoted" and policy.promotion.mode == "manual":
-            prompt_versions.mark_awaiting_approval(version.name, version.version)
-            decision = "awaiting_approval"
-        elif decision == "promoted":
-            prompt_versions.move_production(version.name, version.version)
+        prompt_versions.apply(version.name, outcome)
         decisions.append(
             Decision(
                 name=version.name,
-                decision=decision,
+                decision=outcome.decision,
                 from_version=version.parent_version,
                 to_version=version.version,
-                improvement=gate.improvement,
-                ci_low=gate.ci_low,
-                ci_high=gate.ci_high,
-                reason=reason,
+                improvement=comparison.improvement,
+                ci_low=comparison.ci_low,
+                ci_high=comparison.ci_high,
+                traffic_share=outcome.traffic_share,
+                reason=outcome.reason,
             )
         )
     write_model(run_dir / SIDE_EFFECTS_FILE, SideEffects(registered=registered, decisions=decisions))

@@ -1,5 +1,6 @@
-"""The MLflow Prompt Registry side of a job: the production baseline, idempotent
-registration of candidates (keyed by `request_id`), and moving the `production` alias."""
+"""The MLflow Prompt Registry side of promotion: the production baseline, idempotent
+registration of candidates (keyed by `request_id`), the state the promotion rules read
+(`registry`) and the changes they decide (`apply`: the `production` and `canary` aliases)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from daemon.jobs.mlflow_errors import no_alias, not_found
-from schemas.events import PRODUCTION_ALIAS
+from handlers.promotion import Outcome, Registry
+from schemas.events import CANARY_ALIAS, PRODUCTION_ALIAS, TRAFFIC_SHARE_TAG
 
 TAG_REQUEST = "gepa_stream.request_id"
 TAG_PREVIOUS = "gepa_stream.previous_production"
 TAG_AWAITING = "gepa_stream.awaiting_approval"
 TAG_GUARD_ROLLBACK = "gepa_stream.rolled_back_by_guard"
+TAG_CANARY_ABORTED = "gepa_stream.canary_aborted"
+BLOCKING_TAGS = {TAG_GUARD_ROLLBACK: "guard", TAG_CANARY_ABORTED: "rollout"}
+"""Tags of a version a live watch took out of traffic (-> the watcher): its template is not promoted again."""
 _EXPERIMENT_VARS = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 
 
@@ -65,10 +70,14 @@ def versions(name: str) -> list[Version]:
 
 def production(name: str) -> Version | None:
     """The version the `production` alias points at, if any."""
+    return _alias(name, PRODUCTION_ALIAS)
+
+
+def _alias(name: str, alias: str) -> Version | None:
     try:
-        return _version(MlflowClient().get_prompt_version_by_alias(name, PRODUCTION_ALIAS))
+        return _version(MlflowClient().get_prompt_version_by_alias(name, alias))
     except MlflowException as exc:
-        if no_alias(exc):  # no such prompt, or no production alias yet
+        if no_alias(exc):  # no such prompt, or no such alias
             return None
         raise
 
@@ -119,66 +128,64 @@ def move_production(name: str, version: int) -> int | None:
     if current is not None:
         client.set_prompt_version_tag(name, str(version), TAG_PREVIOUS, str(current.version))
     if TAG_AWAITING in (client.get_prompt_version(name, str(version)).tags or {}):
-        clear_awaiting(name, version)
+        client.delete_prompt_version_tag(name, str(version), TAG_AWAITING)
     mlflow.genai.set_prompt_alias(name, PRODUCTION_ALIAS, version)
     return current.version if current is not None else None
 
 
-def mark_awaiting_approval(name: str, version: int) -> None:
-    MlflowClient().set_prompt_version_tag(name, str(version), TAG_AWAITING, "true")
-
-
-def awaiting_approval(name: str) -> list[Version]:
-    """Versions a manual-mode gate passed that wait for an `approve` command, oldest first."""
-    return [v for v in versions(name) if v.tags.get(TAG_AWAITING) == "true"]
-
-
-def clear_awaiting(name: str, version: int) -> None:
-    MlflowClient().delete_prompt_version_tag(name, str(version), TAG_AWAITING)
-
-
-def previous_production(name: str) -> tuple[Version, int] | None:
-    """(current production, the version it replaced) for a rollback, or None if there is none."""
-    current = production(name)
-    if current is None or not current.tags.get(TAG_PREVIOUS, "").isdigit():
-        return None
-    return current, int(current.tags[TAG_PREVIOUS])
-
-
-def roll_back(name: str, expected: int | None = None) -> tuple[int, int] | None:
-    """Move `production` back to the version the current one replaced; (from, to) or None.
-    With `expected`, only while production is still that version (a stale request does nothing).
-    The target keeps its own history, so a second rollback goes further back, not forth."""
-    found = previous_production(name)
-    if found is None:
-        return None
-    current, previous = found
-    if expected is not None and current.version != expected:
-        return None
-    mlflow.genai.set_prompt_alias(name, PRODUCTION_ALIAS, previous)
-    return current.version, previous
-
-
-def mark_rolled_back_by_guard(name: str, version: int, reason: str) -> None:
-    """Remember on the version that the live guard rolled it back (and why)."""
-    MlflowClient().set_prompt_version_tag(name, str(version), TAG_GUARD_ROLLBACK, reason[:4000])
-
-
-def rolled_back_twin(name: str, version: int) -> Version | None:
-    """Another version with the same template that the live guard rolled back, if any: promoting
-    this one would bring the regression straight back."""
+def registry(name: str) -> Registry:
+    """What the promotion rules (handlers/promotion.py) read of one prompt name."""
     known = versions(name)
-    mine = next((v for v in known if v.version == version), None)
-    if mine is None:
-        return None
-    return next(
-        (
-            v
-            for v in known
-            if v.version != version and TAG_GUARD_ROLLBACK in v.tags and v.template == mine.template
-        ),
-        None,
+    current, canary = production(name), _alias(name, CANARY_ALIAS)
+    previous = current.tags.get(TAG_PREVIOUS, "") if current is not None else ""
+    share = canary.tags.get(TRAFFIC_SHARE_TAG) if canary is not None else None
+    return Registry(
+        production=current.version if current is not None else None,
+        previous=int(previous) if previous.isdigit() else None,
+        awaiting=tuple(v.version for v in known if v.tags.get(TAG_AWAITING) == "true"),
+        canary=canary.version if canary is not None and share is not None else None,
+        share=float(share) if share is not None else None,
+        blocked={v.version: BLOCKING_TAGS[tag] for v in known for tag in BLOCKING_TAGS if tag in v.tags},
+        templates={v.version: v.template for v in known},
     )
+
+
+def apply(name: str, outcome: Outcome) -> None:
+    """Make the registry change a promotion rule decided (idempotent: a resumed job or a
+    redelivered command applies it again to the same end)."""
+    client, version = MlflowClient(), str(outcome.to_version)
+    match outcome.change:
+        case "move_production":
+            move_production(name, int(version))
+        case "await_approval":
+            client.set_prompt_version_tag(name, version, TAG_AWAITING, "true")
+        case "clear_awaiting":
+            client.delete_prompt_version_tag(name, version, TAG_AWAITING)
+        case "roll_back":
+            mlflow.genai.set_prompt_alias(name, PRODUCTION_ALIAS, int(version))
+        case "start_canary" | "set_share":
+            replaced = _alias(name, CANARY_ALIAS)
+            client.set_prompt_version_tag(name, version, TRAFFIC_SHARE_TAG, str(outcome.traffic_share))
+            mlflow.genai.set_prompt_alias(name, CANARY_ALIAS, int(version))
+            if replaced is not None and replaced.version != int(version):
+                client.delete_prompt_version_tag(name, str(replaced.version), TRAFFIC_SHARE_TAG)
+        case "promote_canary":
+            move_production(name, int(version))
+            _end_canary(name, int(version))
+        case "abort_canary":
+            _end_canary(name, int(outcome.from_version or 0))
+    if outcome.block and outcome.from_version is not None:
+        tag = TAG_CANARY_ABORTED if outcome.change == "abort_canary" else TAG_GUARD_ROLLBACK
+        client.set_prompt_version_tag(name, str(outcome.from_version), tag, outcome.reason[:4000])
+
+
+def _end_canary(name: str, version: int) -> None:
+    """1. the alias goes (a router then sends everything to production); 2. its share tag."""
+    if _alias(name, CANARY_ALIAS) is not None:
+        MlflowClient().delete_prompt_alias(name, CANARY_ALIAS)
+    tags = next((v.tags for v in versions(name) if v.version == version), {})
+    if TRAFFIC_SHARE_TAG in tags:
+        MlflowClient().delete_prompt_version_tag(name, str(version), TRAFFIC_SHARE_TAG)
 
 
 @contextmanager

@@ -136,7 +136,7 @@ class JobRunner:
             job.task.add_done_callback(
                 lambda _: self._jobs.pop(data.request_id) if self._jobs.get(data.request_id) is job else None
             )
-        elif isinstance(event, CommandEvent) and event.data.action in ("approve", "reject", "rollback"):
+        elif isinstance(event, CommandEvent) and event.data.action != "optimize":
             if event.data.prompt not in self.policies:
                 return
             hold = self.offsets.start(tp, offset)

@@ -54,6 +54,7 @@ class Decision(BaseModel):
     improvement: float
     ci_low: float
     ci_high: float
+    traffic_share: float | None = None  # a canary's share of traffic (canary_started)
     reason: str
 
 

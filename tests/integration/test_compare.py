@@ -99,7 +99,7 @@ def test_compare_command_promotes_only_a_passing_candidate(
     (event,) = read_topic(kafka_bootstrap, f"{prefix}promotions", idle_s=1.0)
     assert (event.data.decision, event.data.from_version, event.data.to_version) == ("promoted", 1, 2)
     assert event.data.n_eval == 40 and event.data.ci_low > 0
-    assert prompt_versions.previous_production(PROMPT)[1] == 1, "a rollback command can undo the move"
+    assert prompt_versions.registry(PROMPT).previous == 1, "a rollback command can undo the move"
 
 
 def test_compare_reads_examples_from_an_experiment(

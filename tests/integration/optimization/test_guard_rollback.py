@@ -12,11 +12,13 @@ from daemon.jobs import prompt_versions
 from daemon.jobs.commands import apply_command
 from daemon.jobs.execute import HeldOut, ProgressFile, _gate_and_promote
 from daemon.jobs.spec import JobSpec, RegisteredVersion
+from handlers.promotion import Outcome, blocked_twin
 from schemas import CommandData
-from schemas.config import PromptPolicy
+from schemas.config import PromotionPolicy, PromptPolicy
 from schemas.events import PRODUCTION_ALIAS
 
 REGRESSED = "Route {{ticket}}; a rule that was worse live."
+POLICY = PromotionPolicy()
 
 
 def _versions(name: str) -> None:
@@ -33,27 +35,30 @@ def test_guard_rollbacks_are_conditional_and_the_gate_never_brings_the_template_
     """One store for both halves (creating an MLflow store is most of the cost)."""
     _versions("guarded")
     stale = CommandData(prompt="guarded", action="rollback", version=7, requested_by="guard", reason="stats")
-    assert apply_command("guarded", stale) is None
+    assert apply_command("guarded", stale, POLICY) is None
     assert prompt_versions.production("guarded").version == 2
     command = CommandData(
         prompt="guarded", action="rollback", version=2, requested_by="guard", reason="live guard: worse"
     )
-    assert apply_command("guarded", command) == ("rolled_back", 2, 1, "live guard: worse")
+    assert apply_command("guarded", command, POLICY) == Outcome(
+        "rolled_back", "live guard: worse", "roll_back", 2, 1, block=True
+    )
     assert prompt_versions.production("guarded").version == 1
     assert (
         prompt_versions.versions("guarded")[1].tags[prompt_versions.TAG_GUARD_ROLLBACK] == "live guard: worse"
     )
-    assert apply_command("guarded", command) is None  # replayed: production is no longer 2
+    assert apply_command("guarded", command, POLICY) is None  # replayed: production is no longer 2
 
     _versions("router")
     assert apply_command(
         "router",
         CommandData(prompt="router", action="rollback", version=2, requested_by="guard", reason="worse live"),
+        POLICY,
     )
     twin = prompt_versions.register_candidate("router", REGRESSED, "req-3", {})
     other = prompt_versions.register_candidate("router", "Route {{ticket}} with a new rule.", "req-4", {})
-    assert prompt_versions.rolled_back_twin("router", twin.version).version == 2
-    assert prompt_versions.rolled_back_twin("router", other.version) is None
+    assert blocked_twin(prompt_versions.registry("router"), twin.version) == (2, "guard")
+    assert blocked_twin(prompt_versions.registry("router"), other.version) is None
     spec = JobSpec(
         request_id="req-3",
         prompt="router",
