@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlflow.entities.model_registry import PromptVersion
@@ -62,11 +62,11 @@ def parse_share(value: str | None) -> tuple[float, str | None]:
 @dataclass(frozen=True, slots=True)
 class Route:
     """The version to serve one request: its arm (`alias`), number, and the MLflow `PromptVersion`
-    (`route.prompt.format(...)` renders the template)."""
+    (`route.prompt.format(...)` renders the template). Routes compare and hash by arm and number."""
 
     alias: Arm
     version: int
-    prompt: PromptVersion
+    prompt: PromptVersion = field(compare=False)
 
     def format(self, **variables: Any) -> Any:
         """The served template with `variables` filled in (`PromptVersion.format`)."""
