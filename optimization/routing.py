@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from mlflow.entities.model_registry import PromptVersion
 from mlflow.exceptions import MlflowException
@@ -31,7 +31,6 @@ from schemas.events import CANARY_ALIAS, PRODUCTION_ALIAS, TRAFFIC_SHARE_TAG
 
 log = logging.getLogger(__name__)
 
-Arm = Literal["production", "canary"]
 _NO_ALIAS_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 """MLflow's error codes for an alias lookup that found nothing (no such prompt, no such alias), the
 same on a sqlite store and through a tracking server (see `tests/integration/test_mlflow_errors.py`)."""
@@ -61,10 +60,11 @@ def parse_share(value: str | None) -> tuple[float, str | None]:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """The version to serve one request: its arm (`alias`), number, and the MLflow `PromptVersion`
-    (`route.prompt.format(...)` renders the template). Routes compare and hash by arm and number."""
+    """The version to serve one request: its arm (`alias`: "production" or "canary"), its number,
+    and the MLflow `PromptVersion` (`route.format(...)` renders the template). Routes compare and
+    hash by arm and number."""
 
-    alias: Arm
+    alias: str
     version: int
     prompt: PromptVersion = field(compare=False)
 
@@ -88,10 +88,6 @@ class RoutingTable:
         if self.canary is not None and bucket(self.name, key) < self.share:
             return Route(CANARY_ALIAS, int(self.canary.version), self.canary)
         return Route(PRODUCTION_ALIAS, int(self.production.version), self.production)
-
-
-def _no_alias(exc: MlflowException) -> bool:
-    return exc.error_code in _NO_ALIAS_CODES
 
 
 class PromptRouter:
@@ -183,26 +179,12 @@ class PromptRouter:
     def _read(self) -> RoutingTable:
         """One read of the registry: the `production` alias, then the `canary` alias with its tags
         (the tag is set before the alias moves, so one read of the canary gives both)."""
-        try:
-            production = self._client.get_prompt_version_by_alias(self.name, PRODUCTION_ALIAS)
-        except MlflowException as exc:
-            if _no_alias(exc):
-                raise RoutingUnavailable(
-                    f"prompt {self.name!r} has no {PRODUCTION_ALIAS!r} version in {self.tracking_uri}"
-                ) from exc
-            raise RoutingUnavailable(f"cannot read prompt {self.name!r} from {self.tracking_uri}: {exc}") from exc
-        except Exception as exc:  # a store that fails outside MLflow's own errors (e.g. a bad URI)
-            raise RoutingUnavailable(f"cannot read prompt {self.name!r} from {self.tracking_uri}: {exc}") from exc
-        try:
-            canary: PromptVersion | None = self._client.get_prompt_version_by_alias(self.name, CANARY_ALIAS)
-        except MlflowException as exc:
-            if not _no_alias(exc):
-                raise RoutingUnavailable(
-                    f"cannot read prompt {self.name!r} from {self.tracking_uri}: {exc}"
-                ) from exc
-            canary = None
-        except Exception as exc:
-            raise RoutingUnavailable(f"cannot read prompt {self.name!r} from {self.tracking_uri}: {exc}") from exc
+        production = self._by_alias(PRODUCTION_ALIAS)
+        if production is None:
+            raise RoutingUnavailable(
+                f"prompt {self.name!r} has no {PRODUCTION_ALIAS!r} version in {self.tracking_uri}"
+            )
+        canary = self._by_alias(CANARY_ALIAS)
         if canary is None or int(canary.version) == int(production.version):
             self._last_share_problem = None
             return RoutingTable(self.name, production)
@@ -217,3 +199,19 @@ class PromptRouter:
             return RoutingTable(self.name, production)
         self._last_share_problem = None
         return RoutingTable(self.name, production, canary, share)
+
+    def _by_alias(self, alias: str) -> PromptVersion | None:
+        """The version `alias` points at; None if the prompt or the alias does not exist. Any other
+        failure (an unreachable server, a broken store) raises `RoutingUnavailable`."""
+        try:
+            return self._client.get_prompt_version_by_alias(self.name, alias)
+        except MlflowException as exc:
+            if exc.error_code in _NO_ALIAS_CODES:
+                return None
+            raise RoutingUnavailable(
+                f"cannot read prompt {self.name!r} from {self.tracking_uri}: {exc}"
+            ) from exc
+        except Exception as exc:  # a store failing outside MLflow's own errors (e.g. a bad URI)
+            raise RoutingUnavailable(
+                f"cannot read prompt {self.name!r} from {self.tracking_uri}: {exc}"
+            ) from exc

@@ -97,10 +97,9 @@ def test_keys_on_the_canary_stay_on_it_as_the_share_grows_and_all_return_when_it
 ) -> None:
     router = PromptRouter(NAME, tracking_uri=sqlite_uri)
     stages = []
+    start_canary(client, "0.05")
     for share in ("0.05", "0.25", "0.5"):
-        start_canary(client, share) if share == "0.05" else client.set_prompt_version_tag(
-            NAME, 2, TRAFFIC_SHARE_TAG, share
-        )
+        client.set_prompt_version_tag(NAME, 2, TRAFFIC_SHARE_TAG, share)  # a later stage
         router.refresh()
         stages.append(on_canary(router))
     assert stages[0] < stages[1] < stages[2]
@@ -111,7 +110,9 @@ def test_keys_on_the_canary_stay_on_it_as_the_share_grows_and_all_return_when_it
     assert {router.choose(key).alias for key in KEYS[:100]} == {PRODUCTION_ALIAS}
 
 
-def test_a_changed_share_is_seen_only_after_the_ttl_or_a_refresh(client: MlflowClient, sqlite_uri: str) -> None:
+def test_a_changed_share_is_seen_only_after_the_ttl_or_a_refresh(
+    client: MlflowClient, sqlite_uri: str
+) -> None:
     start_canary(client, "0.25")
     clock = Clock()
     router = PromptRouter(NAME, tracking_uri=sqlite_uri, ttl_s=30.0, clock=clock)

@@ -39,7 +39,9 @@ def test_bucket_is_in_unit_interval_and_the_same_in_another_process() -> None:
     code = "from optimization.routing import bucket; print([bucket('support_router', f'user-{i}') for i in range(200)])"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "12345"}
     quiet_third_parties(env)
-    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    other = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env
+    )
     assert other.returncode == 0, other.stderr[-2000:]
     assert eval(other.stdout) == values  # noqa: S307 (a list of floats we printed)
 
