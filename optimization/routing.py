@@ -163,7 +163,7 @@ class PromptRouter:
             self._next_refresh = self._clock() + self.ttl_s
             if self._table is not None and not self._outage:
                 log.warning(
-                    "prompt %r: %s; serving the last routing table (production v%s, canary %s) until it answers",
+                    "prompt %r: %s; serving the last routing table (production v%s, canary %s) until a read succeeds",
                     self.name, exc, self._table.production.version,
                     f"v{self._table.canary.version} at {self._table.share:g}" if self._table.canary else "none",
                 )  # fmt: skip
