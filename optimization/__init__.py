@@ -2,7 +2,8 @@
 
 Guide-level classes: `DSPyGepaOptimizer`, `GepaOptimizer`, `HumanFeedbackOptimizer`,
 `PromptOptimizer`. Job-runner entry points: `run_dspy_gepa`, `run_mlflow_gepa`,
-`evaluate_per_example`, `evaluate_prompt`. Models: litellm strings, MLflow URIs,
+`evaluate_per_example`, `evaluate_prompt`. Deployers: `PromptRouter` (staged rollouts, see
+docs/deployers.md). Models: litellm strings, MLflow URIs,
 and the deterministic demo/test models `offline/*` (see `optimization.offline`).
 
 The names load on first use (PEP 562 `__getattr__`): `import optimization.comparison` from the
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time __getattr__ import
     from optimization.ab_testing import ABTestResult, ab_test
     from optimization.data import convert_to_dspy_examples, split_holdout, validate_records
     from optimization.dspy_gepa_optimizer import DSPyGepaOptimizer, extract_prompts, run_dspy_gepa
-    from optimization.errors import OptimizationFailed
+    from optimization.errors import OptimizationFailed, RoutingUnavailable
     from optimization.evaluation import evaluate_per_example, evaluate_prompt, override_templates
     from optimization.human_feedback import HumanFeedbackOptimizer, feedback_records
     from optimization.metrics import adapt_metric, create_dspy_metric, create_mlflow_based_metric
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time __getattr__ import
         HeldOutScores,
         PromptOptimizationOutcome,
     )
+    from optimization.routing import PromptRouter, Route, RoutingTable
     from optimization.run_control import RunLimits
     from optimization.scorers import resolve_scorers
     from optimization.sme_metric import SMERatingMetric, rated_examples, resolve_rated_scorers
@@ -48,7 +50,7 @@ _MODULES = {
     "optimization.ab_testing": ("ABTestResult", "ab_test"),
     "optimization.data": ("convert_to_dspy_examples", "split_holdout", "validate_records"),
     "optimization.dspy_gepa_optimizer": ("DSPyGepaOptimizer", "extract_prompts", "run_dspy_gepa"),
-    "optimization.errors": ("OptimizationFailed",),
+    "optimization.errors": ("OptimizationFailed", "RoutingUnavailable"),
     "optimization.evaluation": ("evaluate_per_example", "evaluate_prompt", "override_templates"),
     "optimization.human_feedback": ("HumanFeedbackOptimizer", "feedback_records"),
     "optimization.metrics": ("adapt_metric", "create_dspy_metric", "create_mlflow_based_metric"),
@@ -67,6 +69,7 @@ _MODULES = {
         "HeldOutScores",
         "PromptOptimizationOutcome",
     ),
+    "optimization.routing": ("PromptRouter", "Route", "RoutingTable"),
     "optimization.run_control": ("RunLimits",),
     "optimization.scorers": ("resolve_scorers",),
     "optimization.sme_metric": ("SMERatingMetric", "rated_examples", "resolve_rated_scorers"),
@@ -86,7 +89,11 @@ __all__ = [
     "OptimizationFailed",
     "PromptOptimizationOutcome",
     "PromptOptimizer",
+    "PromptRouter",
     "RatedExample",
+    "Route",
+    "RoutingTable",
+    "RoutingUnavailable",
     "RunLimits",
     "SMERatingMetric",
     "ab_test",

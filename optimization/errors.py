@@ -14,3 +14,9 @@ class OptimizationFailed(GepaStreamError, RuntimeError):
     def __init__(self, message: str, cause: BaseException | str | None = None) -> None:
         super().__init__(message if cause is None else f"{message}: {cause}")
         self.cause = cause
+
+
+class RoutingUnavailable(GepaStreamError, RuntimeError):
+    """A `PromptRouter` has no routing table to serve: the registry could not be read (unreachable,
+    or the prompt has no `production` version) and no earlier read succeeded; or an explicit
+    `refresh()` failed (the last table keeps serving `choose`)."""
