@@ -30,13 +30,17 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from functools import lru_cache
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import numpy as np
 import orjson
 
 from handlers.stored_json import stored_json
 from schemas.config import GuardPolicy
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 STEP = 0.005
 GRID = np.arange(STEP, 1.0, STEP)  # candidate means strictly inside (0, 1): the bets are finite there
@@ -50,6 +54,21 @@ LOG_WEIGHT = -np.log(len(BETS))  # uniform mixture over the bets
 GuardDecision = Literal["confirmed", "rolled_back", "regression_suspected", "watch_ended"]
 
 
+@lru_cache(maxsize=64)
+def log_factors(values: tuple[float, ...], above: bool) -> np.ndarray:
+    """log of every bet's factor for one rating of each value: shape (V, J, G), read-only.
+    Cached per value set (a rating scale has a handful of values), so a look costs a product of
+    counts and these factors instead of ~8,000 fresh logarithms per side (about half its time)."""
+    points = np.array(values, dtype=float)
+    if above:
+        factor = (BETS[:, None] / GRID[None, :]) * (points[:, None, None] - GRID)
+    else:
+        factor = (BETS[:, None] / (1.0 - GRID[None, :])) * (GRID - points[:, None, None])
+    per_value = np.log1p(factor)  # (V, J, G): bets on the middle axis keeps G contiguous
+    per_value.flags.writeable = False
+    return per_value
+
+
 def log_wealth(values: np.ndarray, counts: np.ndarray, above: bool) -> np.ndarray:
     """log K(a) for every a in GRID (shape (..., len(GRID))): the mixture bettor's wealth after
     the ratings `values` seen `counts` times (counts may carry leading batch axes).
@@ -57,11 +76,7 @@ def log_wealth(values: np.ndarray, counts: np.ndarray, above: bool) -> np.ndarra
     `above=True` bets the mean is above `a` (factor 1 + lam (x - a), lam = c / a);
     `above=False` bets it is below (factor 1 + lam (a - x), lam = c / (1 - a)). With c < 1
     every factor is positive for x in [0, 1]."""
-    if above:
-        factor = (BETS[:, None] / GRID[None, :]) * (values[:, None, None] - GRID)
-    else:
-        factor = (BETS[:, None] / (1.0 - GRID[None, :])) * (GRID - values[:, None, None])
-    per_value = np.log1p(factor)  # (V, J, G): bets on the middle axis keeps G contiguous
+    per_value = log_factors(tuple(values.tolist()), above)
     per_bet = np.tensordot(counts, per_value, axes=([-1], [0]))  # (..., J, G)
     top = per_bet.max(axis=-2)
     return top + np.log(np.exp(per_bet - top[..., None, :]).sum(axis=-2)) + LOG_WEIGHT
@@ -231,11 +246,15 @@ class Vote:
         return cls(**orjson.loads(raw))
 
 
-@dataclass(slots=True)
-class PromptGuard:
-    """A guard's spec and the votes it has seen; the statistics are derived from the votes."""
+SpecT = TypeVar("SpecT", bound="DataclassInstance")
 
-    spec: GuardSpec
+
+@dataclass(slots=True)
+class VoteBook(Generic[SpecT]):
+    """A spec and the votes it has seen, changed all or nothing: the per-prompt state of the live
+    guard (`PromptGuard`) and of the staged rollout (handlers/rollout.py `Rollout`)."""
+
+    spec: SpecT
     votes: dict[tuple[str, str], Vote] = field(default_factory=dict)
     _journal: dict[tuple[str, str], Vote | None] | None = field(default=None, repr=False, compare=False)
 
@@ -247,14 +266,33 @@ class PromptGuard:
             yield
         except BaseException:
             for key, previous in self._journal.items():
-                if previous is None:
-                    self.votes.pop(key, None)
-                else:
-                    self.votes[key] = previous
+                self._put(key, previous)
             self.spec = spec
             raise
         finally:
             self._journal = None
+
+    def add(self, vote: Vote) -> bool:
+        """Merge one vote; False when nothing changed (the caller skips the write)."""
+        key = (vote.trace_id, vote.rater)
+        if self.votes.get(key) == vote:
+            return False
+        if self._journal is not None and key not in self._journal:
+            self._journal[key] = self.votes.get(key)
+        self._put(key, vote)
+        return True
+
+    def _put(self, key: tuple[str, str], vote: Vote | None) -> None:
+        """The one place a vote is set or removed (None); a subclass keeping tallies overrides it."""
+        if vote is None:
+            self.votes.pop(key, None)
+        else:
+            self.votes[key] = vote
+
+
+@dataclass(slots=True)
+class PromptGuard(VoteBook[GuardSpec]):
+    """A guard's spec and the votes it has seen; the statistics are derived from the votes."""
 
     @property
     def watching(self) -> bool:
@@ -266,16 +304,6 @@ class PromptGuard:
             and version is not None
             and version in (self.spec.new_version, self.spec.old_version)
         )
-
-    def add(self, vote: Vote) -> bool:
-        """Merge one vote; False when nothing changed (the caller skips the write)."""
-        key = (vote.trace_id, vote.rater)
-        if self.votes.get(key) == vote:
-            return False
-        if self._journal is not None and key not in self._journal:
-            self._journal[key] = self.votes.get(key)
-        self.votes[key] = vote
-        return True
 
     def interval(self, confidence: float) -> Interval:
         new: Counter[float] = Counter()
