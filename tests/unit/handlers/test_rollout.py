@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from bench.rollout import run
+from handlers import guard as g
 from handlers import rollout as r
-from handlers.guard import Vote, compare
+from handlers.guard import Vote, compare, difference_bounds
 from handlers.rollout import Rollout, RolloutSpec, Verdict, apply, look, status
 from schemas.config import PromotionPolicy, RolloutPolicy
 
@@ -74,7 +75,8 @@ def test_votes_are_tallied_per_arm_once_and_follow_an_edited_score() -> None:
     restored = Rollout(rollout.spec, dict(rollout.votes))  # after a restart: tallies from the votes
     assert (restored.canary, restored.production) == (rollout.canary, rollout.production)
     interval = rollout.interval(POLICY.confidence)
-    assert interval == compare(Counter({1.0: 1, 0.5: 1}), Counter({1.0: 1}), POLICY.confidence)
+    expected = compare(Counter({1.0: 1, 0.5: 1}), Counter({1.0: 1}), POLICY.confidence, r.MARGINAL_WEIGHT)
+    assert interval == expected
 
 
 def test_a_failed_transaction_restores_votes_tallies_spec_and_schedule() -> None:
@@ -91,6 +93,51 @@ def test_a_failed_transaction_restores_votes_tallies_spec_and_schedule() -> None
         raise RuntimeError("handler bug")
     assert (dict(rollout.votes), rollout.canary, rollout.production, rollout.spec.stage) == before
     assert not rollout.take_look(POLICY.min_live_examples)  # the look taken inside was undone too
+
+
+# -- the statistic: the guard's sequence with marginal terms ---------------------------------
+
+FIVE_POINT = np.array([0.0, 0.5, 0.75, 1.0])
+
+
+def _brute_force(counts_new: np.ndarray, counts_old: np.ndarray, w: float) -> tuple[float, float]:
+    """The bounds straight from the definition: every pair of candidate means whose
+    e-process (1 - w) K_new K_old + (w/2) (K_new + K_old) stays below 1/alpha."""
+    threshold = np.log(1 / (1 - POLICY.confidence))
+    spread = g.GRID[:, None] - g.GRID[None, :]
+
+    def kept(new_above: bool) -> np.ndarray:
+        new = g.log_wealth(FIVE_POINT, counts_new, above=new_above)[:, None]
+        old = g.log_wealth(FIVE_POINT, counts_old, above=not new_above)[None, :]
+        mixture = np.logaddexp(np.log1p(-w) + new + old, np.log(w / 2) + np.logaddexp(new, old))
+        return mixture < threshold
+
+    upper = np.where(kept(False), spread, -np.inf).max() + g.STEP
+    lower = np.where(kept(True), spread, np.inf).min() - g.STEP
+    return max(-1.0, lower), min(1.0, upper)
+
+
+def test_the_rollouts_bounds_are_the_extremes_of_its_confidence_set() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        counts_new = rng.multinomial(rng.integers(1, 300), rng.dirichlet([1, 1, 1, 1])).astype(float)
+        counts_old = rng.multinomial(rng.integers(1, 6000), rng.dirichlet([1, 1, 1, 1])).astype(float)
+        lower, upper = difference_bounds(
+            FIVE_POINT, counts_new, counts_old, POLICY.confidence, r.MARGINAL_WEIGHT
+        )
+        expected = _brute_force(counts_new, counts_old, r.MARGINAL_WEIGHT)
+        assert (float(lower), float(upper)) == pytest.approx(expected)
+
+
+def test_a_large_production_arm_no_longer_widens_the_canarys_side() -> None:
+    """5,000 canary votes against 95,000, equal means .85: the guard's product leaves the lower
+    bound below -margin, the mixture does not; balanced samples get the same bounds."""
+    p = np.array([0.024, 0.119, 0.266, 0.591])
+    product = difference_bounds(FIVE_POINT, 5000 * p, 95000 * p, POLICY.confidence)
+    mixture = difference_bounds(FIVE_POINT, 5000 * p, 95000 * p, POLICY.confidence, r.MARGINAL_WEIGHT)
+    assert product[0] < -POLICY.margin < mixture[0]
+    balanced = [difference_bounds(FIVE_POINT, 500 * p, 500 * p, POLICY.confidence, w) for w in (0.0, 0.2)]
+    assert balanced[0] == balanced[1]
 
 
 # -- the rule --------------------------------------------------------------------------------
