@@ -18,8 +18,8 @@ share production has ~19x the canary's votes, its wealth at its true mean decays
 larger bets lose a fair game), and in the product that decay excuses any canary deficit: with
 the guard's product, an equal canary's lower bound stayed below -0.05 with 5,000 canary votes
 against 95,000 ([-0.065, +0.015]; with the mixture [-0.015, +0.015]) and 97 % of equal canaries
-were still at 5 % after 100,000 rated traces. With the mixture 99 % are rolled out (median
-~7,600 rated traces); balanced samples get the same bounds (bench/rollout.py).
+were undecided after 100,000 rated traces. With the mixture 99 % are rolled out (median ~7,500
+rated traces, bench/rollout.py); balanced samples get the same bounds on the 0.005 grid.
 
 Design:
 - ONE confidence sequence over the whole rollout, on the cumulative votes of each arm since
