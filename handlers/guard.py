@@ -30,13 +30,17 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from functools import lru_cache
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import numpy as np
 import orjson
 
 from handlers.stored_json import stored_json
 from schemas.config import GuardPolicy
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 STEP = 0.005
 GRID = np.arange(STEP, 1.0, STEP)  # candidate means strictly inside (0, 1): the bets are finite there
@@ -50,6 +54,21 @@ LOG_WEIGHT = -np.log(len(BETS))  # uniform mixture over the bets
 GuardDecision = Literal["confirmed", "rolled_back", "regression_suspected", "watch_ended"]
 
 
+@lru_cache(maxsize=64)
+def log_factors(values: tuple[float, ...], above: bool) -> np.ndarray:
+    """log of every bet's factor for one rating of each value: shape (V, J, G), read-only.
+    Cached per value set (a rating scale has a handful of values), so a look costs a product of
+    counts and these factors instead of ~8,000 fresh logarithms per side (about half its time)."""
+    points = np.array(values, dtype=float)
+    if above:
+        factor = (BETS[:, None] / GRID[None, :]) * (points[:, None, None] - GRID)
+    else:
+        factor = (BETS[:, None] / (1.0 - GRID[None, :])) * (GRID - points[:, None, None])
+    per_value = np.log1p(factor)  # (V, J, G): bets on the middle axis keeps G contiguous
+    per_value.flags.writeable = False
+    return per_value
+
+
 def log_wealth(values: np.ndarray, counts: np.ndarray, above: bool) -> np.ndarray:
     """log K(a) for every a in GRID (shape (..., len(GRID))): the mixture bettor's wealth after
     the ratings `values` seen `counts` times (counts may carry leading batch axes).
@@ -57,11 +76,7 @@ def log_wealth(values: np.ndarray, counts: np.ndarray, above: bool) -> np.ndarra
     `above=True` bets the mean is above `a` (factor 1 + lam (x - a), lam = c / a);
     `above=False` bets it is below (factor 1 + lam (a - x), lam = c / (1 - a)). With c < 1
     every factor is positive for x in [0, 1]."""
-    if above:
-        factor = (BETS[:, None] / GRID[None, :]) * (values[:, None, None] - GRID)
-    else:
-        factor = (BETS[:, None] / (1.0 - GRID[None, :])) * (GRID - values[:, None, None])
-    per_value = np.log1p(factor)  # (V, J, G): bets on the middle axis keeps G contiguous
+    per_value = log_factors(tuple(values.tolist()), above)
     per_bet = np.tensordot(counts, per_value, axes=([-1], [0]))  # (..., J, G)
     top = per_bet.max(axis=-2)
     return top + np.log(np.exp(per_bet - top[..., None, :]).sum(axis=-2)) + LOG_WEIGHT
@@ -94,54 +109,94 @@ def _rowwise_searchsorted(
     )
 
 
-def _upper(log_new_below: np.ndarray, log_old_above: np.ndarray, threshold: float) -> np.ndarray:
+def _budget(
+    log_new: np.ndarray, log_old: np.ndarray, confidence: float, marginal_weight: float
+) -> np.ndarray:
+    """For each candidate mean a of the new sample, the bound on log K_old(b) below which the
+    pair (a, b) is not rejected.
+
+    marginal_weight 0 (the guard): the product K_new(a) K_old(b) < 1/alpha, so the bound is
+    log(1/alpha) - log K_new(a). marginal_weight w > 0: the e-process
+    (1 - w) K_new K_old + (w/2) K_new + (w/2) K_old < 1/alpha, a mixture of nonnegative
+    supermartingales (Ville applies as to the product), so the bound is
+    log(1/alpha - (w/2) K_new(a)) - log((1 - w) K_new(a) + w/2), none when K_new(a) >= 2/(w alpha).
+    Why: with one sample far larger than the other (a canary at 5 % of the traffic), the large
+    sample's wealth at its true mean decays (a fair game slowly lost by the mixture's larger
+    bets), and in the product that decay pays for any K_new(a): the small sample's side of the
+    interval widens without limit. The marginal terms cap K_new(a) at 2/(w alpha)."""
+    threshold = float(np.log(1.0 / (1.0 - confidence)))
+    if marginal_weight == 0.0:
+        return threshold - log_new
+    half = marginal_weight / 2.0
+    capped = np.minimum(log_new, 700.0)  # exp stays finite; such an a is rejected anyway
+    room = 1.0 / (1.0 - confidence) - half * np.exp(capped)
+    feasible = room > 0.0
+    budget = np.log(np.where(feasible, room, 1.0)) - np.logaddexp(
+        np.log1p(-marginal_weight) + capped, np.log(half)
+    )
+    # below every log K_old(b) when no b survives: finite, for the row-wise search
+    floor = log_old.min(axis=-1, keepdims=True) - 1.0
+    return np.where(feasible, np.maximum(budget, floor), floor)
+
+
+def _upper(log_old_above: np.ndarray, budget: np.ndarray) -> np.ndarray:
     """max a - b over the pairs not rejected: for each a, the smallest b with
-    log K_old(b) < threshold - log K_new(a) (the first index where the running minimum
+    log K_old(b) < budget(a) (the first index where the running minimum
     from the left drops below it)."""
     running_min = np.minimum.accumulate(log_old_above, axis=-1)
-    first = _rowwise_searchsorted(-running_min, -(threshold - log_new_below), side="right")
+    first = _rowwise_searchsorted(-running_min, -budget, side="right")
     alive = first < GRID.size
     spread = GRID - GRID[np.minimum(first, GRID.size - 1)]
     return np.where(alive, spread, -np.inf).max(axis=-1)
 
 
-def _lower(log_new_above: np.ndarray, log_old_below: np.ndarray, threshold: float) -> np.ndarray:
+def _lower(log_old_below: np.ndarray, budget: np.ndarray) -> np.ndarray:
     """min a - b over the pairs not rejected: for each a, the largest b not rejected
     (the last index where the running minimum from the right is below the budget)."""
     running_min = np.minimum.accumulate(log_old_below[..., ::-1], axis=-1)[..., ::-1]
-    last = _rowwise_searchsorted(running_min, threshold - log_new_above, side="left") - 1
+    last = _rowwise_searchsorted(running_min, budget, side="left") - 1
     alive = last >= 0
     spread = GRID - GRID[np.maximum(last, 0)]
     return np.where(alive, spread, np.inf).min(axis=-1)
 
 
 def difference_bounds(
-    values: np.ndarray, counts_new: np.ndarray, counts_old: np.ndarray, confidence: float
+    values: np.ndarray,
+    counts_new: np.ndarray,
+    counts_old: np.ndarray,
+    confidence: float,
+    marginal_weight: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(lower, upper) bounds of mean_new - mean_old, each anytime-valid at `confidence`
     (one-sided): P(the true difference ever exceeds `upper`) <= 1 - confidence, likewise
-    below `lower`. Vectorised over leading batch axes of the counts (the simulation bench)."""
-    threshold = float(np.log(1.0 / (1.0 - confidence)))
-    upper = _upper(
-        log_wealth(values, counts_new, above=False), log_wealth(values, counts_old, above=True), threshold
+    below `lower`. Vectorised over leading batch axes of the counts (the simulation bench).
+    `marginal_weight` (0 <= w < 1; 0 for the guard): see `_budget`."""
+    new_below, old_above = (
+        log_wealth(values, counts_new, above=False),
+        log_wealth(values, counts_old, above=True),
     )
-    lower = _lower(
-        log_wealth(values, counts_new, above=True), log_wealth(values, counts_old, above=False), threshold
+    upper = _upper(old_above, _budget(new_below, old_above, confidence, marginal_weight))
+    new_above, old_below = (
+        log_wealth(values, counts_new, above=True),
+        log_wealth(values, counts_old, above=False),
     )
+    lower = _lower(old_below, _budget(new_above, old_below, confidence, marginal_weight))
     # one grid step further out: the true means lie between grid points
     upper = np.where(np.isfinite(upper), np.clip(upper + STEP, -1.0, 1.0), -1.0)
     lower = np.where(np.isfinite(lower), np.clip(lower - STEP, -1.0, 1.0), 1.0)
     return lower, upper
 
 
-def compare(new: Counter[float], old: Counter[float], confidence: float) -> Interval:
+def compare(
+    new: Counter[float], old: Counter[float], confidence: float, marginal_weight: float = 0.0
+) -> Interval:
     """The interval for the ratings of the new and the replaced version (value -> count)."""
     values = np.array(sorted(set(new) | set(old)), dtype=float)
     if values.size == 0:
         return Interval(0, 0, None, None, None, -1.0, 1.0)
     counts_new = np.array([new.get(v, 0) for v in values], dtype=float)
     counts_old = np.array([old.get(v, 0) for v in values], dtype=float)
-    lower, upper = difference_bounds(values, counts_new, counts_old, confidence)
+    lower, upper = difference_bounds(values, counts_new, counts_old, confidence, marginal_weight)
     n_new, n_old = int(counts_new.sum()), int(counts_old.sum())
     mean_new = float(values @ counts_new / n_new) if n_new else None
     mean_old = float(values @ counts_old / n_old) if n_old else None
@@ -231,11 +286,15 @@ class Vote:
         return cls(**orjson.loads(raw))
 
 
-@dataclass(slots=True)
-class PromptGuard:
-    """A guard's spec and the votes it has seen; the statistics are derived from the votes."""
+SpecT = TypeVar("SpecT", bound="DataclassInstance")
 
-    spec: GuardSpec
+
+@dataclass(slots=True)
+class VoteBook(Generic[SpecT]):
+    """A spec and the votes it has seen, changed all or nothing: the per-prompt state of the live
+    guard (`PromptGuard`) and of the staged rollout (handlers/rollout.py `Rollout`)."""
+
+    spec: SpecT
     votes: dict[tuple[str, str], Vote] = field(default_factory=dict)
     _journal: dict[tuple[str, str], Vote | None] | None = field(default=None, repr=False, compare=False)
 
@@ -247,14 +306,33 @@ class PromptGuard:
             yield
         except BaseException:
             for key, previous in self._journal.items():
-                if previous is None:
-                    self.votes.pop(key, None)
-                else:
-                    self.votes[key] = previous
+                self._put(key, previous)
             self.spec = spec
             raise
         finally:
             self._journal = None
+
+    def add(self, vote: Vote) -> bool:
+        """Merge one vote; False when nothing changed (the caller skips the write)."""
+        key = (vote.trace_id, vote.rater)
+        if self.votes.get(key) == vote:
+            return False
+        if self._journal is not None and key not in self._journal:
+            self._journal[key] = self.votes.get(key)
+        self._put(key, vote)
+        return True
+
+    def _put(self, key: tuple[str, str], vote: Vote | None) -> None:
+        """The one place a vote is set or removed (None); a subclass keeping tallies overrides it."""
+        if vote is None:
+            self.votes.pop(key, None)
+        else:
+            self.votes[key] = vote
+
+
+@dataclass(slots=True)
+class PromptGuard(VoteBook[GuardSpec]):
+    """A guard's spec and the votes it has seen; the statistics are derived from the votes."""
 
     @property
     def watching(self) -> bool:
@@ -266,16 +344,6 @@ class PromptGuard:
             and version is not None
             and version in (self.spec.new_version, self.spec.old_version)
         )
-
-    def add(self, vote: Vote) -> bool:
-        """Merge one vote; False when nothing changed (the caller skips the write)."""
-        key = (vote.trace_id, vote.rater)
-        if self.votes.get(key) == vote:
-            return False
-        if self._journal is not None and key not in self._journal:
-            self._journal[key] = self.votes.get(key)
-        self.votes[key] = vote
-        return True
 
     def interval(self, confidence: float) -> Interval:
         new: Counter[float] = Counter()
