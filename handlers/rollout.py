@@ -34,8 +34,12 @@ Design:
   the lower bound > -margin (not worse beyond the margin); after the last stage: promote.
 - `max_stage_duration` passed undecided: abort (the canary does not linger at a share).
 - manual mode: the rule never advances or promotes; it reports `ready_to_advance` (status)
-  and a person sends `canary_advance` (`command_advance`) or `canary_abort` (`command_abort`);
-  commands and the rule's own verdicts are the same `Verdict`, applied by the same `apply`.
+  and a person sends `canary_advance` or `canary_abort`.
+- the rule's verdicts and a person's commands take one path: a command on `gepa.commands`
+  (the rule's with `requested_by: rollout`, the share it was decided at and `pending` set, so
+  it is sent once), judged and made in the registry by the optimizer role
+  (handlers/promotion.py `judge_command`), announced as a promotion event, which `apply`
+  follows here. The registry is the one truth of where a canary stands.
 
 Cost per rating: end-user thumbs arrive at hundreds a second and a look (`difference_bounds`)
 costs ~130 us. (1) Each arm keeps its count per rating value incrementally (`Rollout._put`),
@@ -75,7 +79,7 @@ LOOK_RATIO = 1.05
 SCHEDULE = np.unique(np.ceil(LOOK_RATIO ** np.arange(500))).astype(np.int64)
 _SCHEDULE = SCHEDULE.tolist()
 MARGINAL_WEIGHT = 0.2  # the weight of K_X + K_Y beside K_X K_Y (see the module docstring)
-RULE = "rollout"  # `requested_by` of the rule's own verdicts
+RULE = "rollout"  # `requested_by` of the rule's own verdicts (handlers/promotion.py WATCHERS)
 
 Action = Literal["advance", "promote", "abort"]
 RolloutDecision = Literal["promoted", "canary_aborted"]
@@ -107,6 +111,7 @@ class RolloutSpec:
     decision: str | None = None  # RolloutDecision
     decided_at: float | None = None
     reason: str | None = None
+    pending: str | None = None  # the verdict sent to the optimizer role and not yet announced back
 
     @classmethod
     def start(
@@ -303,7 +308,7 @@ def assess(rollout: Rollout, policy: RolloutPolicy, now: float) -> Assessment:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A step of the rollout, from the rule or from a person's command, applied by `apply`."""
+    """A step of the rollout the rule decided, sent as a command (the registry moves first)."""
 
     action: Action
     decision: Literal["canary_advanced", "promoted", "canary_aborted"]  # the promotion event's
@@ -312,7 +317,6 @@ class Verdict:
     traffic_share: float  # the canary's share after it: the new stage's, 1.0 promoted, 0.0 aborted
     reason: str
     interval: Interval
-    requested_by: str  # RULE or the person
 
 
 def describe(rollout: Rollout, interval: Interval, policy: RolloutPolicy, verdict: str) -> str:
@@ -339,7 +343,7 @@ def describe(rollout: Rollout, interval: Interval, policy: RolloutPolicy, verdic
 
 
 def _verdict(
-    rollout: Rollout, action: Literal["forward", "abort"], interval: Interval, reason: str, requested_by: str
+    rollout: Rollout, action: Literal["forward", "abort"], interval: Interval, reason: str
 ) -> Verdict:
     spec = rollout.spec
     last = spec.stage + 1 >= len(spec.stages)
@@ -350,7 +354,7 @@ def _verdict(
         step, stage, share = "promote", spec.stage, 1.0
     else:
         step, stage, share = "advance", spec.stage + 1, spec.stages[spec.stage + 1]
-    return Verdict(step, _DECISIONS[step], spec.stage, stage, share, reason, interval, requested_by)
+    return Verdict(step, _DECISIONS[step], spec.stage, stage, share, reason, interval)
 
 
 def look(rollout: Rollout, policy: RolloutPolicy, now: float) -> Verdict | None:
@@ -368,55 +372,35 @@ def look(rollout: Rollout, policy: RolloutPolicy, now: float) -> Verdict | None:
     state = assess(rollout, policy, now)
     if state.worse:
         reason = describe(rollout, state.interval, policy, "canary worse beyond doubt; aborted")
-        return _verdict(rollout, "abort", state.interval, reason, RULE)
+        return _verdict(rollout, "abort", state.interval, reason)
     if state.ready and rollout.spec.mode == "auto":
         last = rollout.spec.stage + 1 >= len(rollout.spec.stages)
         verdict = f"not worse than {policy.margin:.2f}; " + ("promoted" if last else "advanced")
         return _verdict(
-            rollout, "forward", state.interval, describe(rollout, state.interval, policy, verdict), RULE
+            rollout, "forward", state.interval, describe(rollout, state.interval, policy, verdict)
         )
     if state.timed_out:
         verdict = f"max_stage_duration ({policy.max_stage_duration}) passed undecided; aborted"
-        return _verdict(
-            rollout, "abort", state.interval, describe(rollout, state.interval, policy, verdict), RULE
-        )
+        return _verdict(rollout, "abort", state.interval, describe(rollout, state.interval, policy, verdict))
     return None
 
 
-def command_advance(rollout: Rollout, policy: RolloutPolicy, requested_by: str) -> Verdict | None:
-    """A person's `canary_advance`: the next stage now (promote after the last), whatever the
-    votes say; None when the rollout is already decided."""
-    if not rollout.watching:
-        return None
-    interval = rollout.interval(policy.confidence)
-    last = rollout.spec.stage + 1 >= len(rollout.spec.stages)
-    reason = describe(rollout, interval, policy, f"{'promoted' if last else 'advanced'} by {requested_by}")
-    return _verdict(rollout, "forward", interval, reason, requested_by)
-
-
-def command_abort(rollout: Rollout, policy: RolloutPolicy, requested_by: str) -> Verdict | None:
-    """A person's `canary_abort`: production takes all traffic again; None when already decided."""
-    if not rollout.watching:
-        return None
-    interval = rollout.interval(policy.confidence)
-    reason = describe(rollout, interval, policy, f"aborted by {requested_by}")
-    return _verdict(rollout, "abort", interval, reason, requested_by)
-
-
-def apply(rollout: Rollout, verdict: Verdict, now: float) -> bool:
-    """Apply a verdict to the spec: advance (next stage, its start time and the arms' counts
-    then), or decide (promoted / canary_aborted). False, and nothing changed, when the verdict
-    is stale: the rollout is decided or no longer at the verdict's stage."""
+def apply(rollout: Rollout, decision: str, traffic_share: float | None, reason: str, now: float) -> bool:
+    """Follow the registry (a promotion event the optimizer role announced after it moved the
+    alias or the share): `canary_advanced` -> the stage of its share, its start time and the
+    arms' counts then; `promoted` / `canary_aborted` -> decided. False, and nothing changed, when
+    the event is stale: the rollout is decided or already at (or past) that stage."""
     spec = rollout.spec
-    if not rollout.watching or spec.stage != verdict.from_stage:
+    if not rollout.watching:
         return False
-    if verdict.action == "advance":
-        spec.stage = verdict.stage
-        spec.stage_started_at = now
+    if decision == "canary_advanced":
+        stage = sum(1 for share in spec.stages if share <= (traffic_share or 0.0) + 1e-9) - 1
+        if stage <= spec.stage:
+            return False
+        spec.stage, spec.stage_started_at, spec.pending = stage, now, None
         spec.stage_canary_votes, spec.stage_production_votes = rollout.counts()
-    else:
-        spec.decision = _DECISIONS[verdict.action]
-        spec.decided_at, spec.reason = now, verdict.reason
+        return True
+    spec.decision, spec.decided_at, spec.reason, spec.pending = decision, now, reason, None
     return True
 
 

@@ -224,6 +224,11 @@ class PromptPolicy(_Policy):
     def _backend_needs(self) -> PromptPolicy:
         if self.backend == "dspy" and self.program is None:
             raise ValueError("backend 'dspy' needs `program: package.module:factory`")
+        if self.backend == "dspy" and self.promotion.rollout.enabled:
+            raise ValueError(
+                "promotion.rollout needs the mlflow backend: a staged rollout routes one template "
+                "per prompt, and a dspy program has one prompt per predictor"
+            )
         if self.triggers.min_examples > self.window.max_examples:
             raise ValueError(
                 f"triggers.min_examples ({self.triggers.min_examples}) exceeds "

@@ -1,5 +1,5 @@
 """The staged rollout: its state (spec, votes, per-arm tallies, transactions), its rule (abort,
-advance, promote, time-out; manual mode), the commands, `apply`, the look schedule and status."""
+advance, promote, time-out; manual mode), following the registry (`apply`), the look schedule and status."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ def _feed(rollout: Rollout, canary: dict[float, int], production: dict[float, in
         for score, n in scores.items():
             for _ in range(n):
                 rollout.add(Vote(f"t{next(_ids)}", "user", version, score))
+
+
+def _apply(rollout: Rollout, verdict: Verdict, now: float) -> bool:
+    """The verdict as the registry's promotion event announces it back."""
+    return apply(rollout, verdict.decision, verdict.traffic_share, verdict.reason, now)
 
 
 def _worse(rollout: Rollout) -> None:
@@ -150,7 +155,7 @@ def _advance_through(rollout: Rollout, stages: int) -> list[Verdict]:
         _feed(rollout, {0.75: 250}, {0.75: 250})
         verdict = look(rollout, POLICY, START + 10 * (i + 1))
         assert verdict is not None
-        assert apply(rollout, verdict, START + 10 * (i + 1))
+        assert _apply(rollout, verdict, START + 10 * (i + 1))
         verdicts.append(verdict)
     return verdicts
 
@@ -164,7 +169,7 @@ def test_advance_stage_by_stage_then_promote() -> None:
         0,
         1,
     )
-    assert first.traffic_share == 0.25 and second.traffic_share == 0.5 and first.requested_by == r.RULE
+    assert first.traffic_share == 0.25 and second.traffic_share == 0.5
     assert (third.action, third.decision, third.traffic_share) == ("promote", "promoted", 1.0)
     assert first.interval.lower > -POLICY.margin and "advanced" in first.reason and "[" in first.reason
     spec = rollout.spec
@@ -208,7 +213,7 @@ def test_abort_when_worse_beyond_doubt_in_both_modes() -> None:
         assert verdict is not None and verdict.interval.upper < 0
         assert (verdict.action, verdict.decision, verdict.traffic_share) == ("abort", "canary_aborted", 0.0)
         assert "worse beyond doubt" in verdict.reason
-        assert apply(rollout, verdict, START + 1) and rollout.spec.decision == "canary_aborted"
+        assert _apply(rollout, verdict, START + 1) and rollout.spec.decision == "canary_aborted"
         assert not rollout.watching
 
 
@@ -245,41 +250,20 @@ def test_manual_mode_never_advances_by_itself_but_says_it_is_ready() -> None:
     assert rollout.spec.stage == 0
 
 
-# -- commands and apply ----------------------------------------------------------------------
+# -- apply: following the registry's promotion events -----------------------------------------
 
 
-def test_commands_give_the_rules_verdicts_whatever_the_votes() -> None:
+def test_apply_follows_advances_by_share_and_ignores_stale_or_late_events() -> None:
     rollout = _rollout("manual", stages=[0.1, 0.5])
-    policy = RolloutPolicy(stages=[0.1, 0.5])
-    advance = r.command_advance(rollout, policy, "alice")
-    assert advance is not None and (advance.action, advance.stage, advance.traffic_share) == (
-        "advance",
-        1,
-        0.5,
-    )
-    assert advance.requested_by == "alice" and "advanced by alice" in advance.reason
-    assert apply(rollout, advance, START + 5) and rollout.spec.stage == 1
-    promote = r.command_advance(rollout, policy, "alice")
-    assert promote is not None and (promote.action, promote.decision) == ("promote", "promoted")
-    abort = r.command_abort(rollout, policy, "bob")
-    assert abort is not None and (abort.action, abort.decision, abort.traffic_share) == (
-        "abort",
-        "canary_aborted",
-        0.0,
-    )
-    assert apply(rollout, abort, START + 6) and rollout.spec.decision == "canary_aborted"
-    assert rollout.spec.reason is not None and "aborted by bob" in rollout.spec.reason
-    assert not apply(rollout, promote, START + 7)  # decided: a late verdict changes nothing
-    assert r.command_abort(rollout, policy, "bob") is None and r.command_advance(rollout, policy, "x") is None
-
-
-def test_a_stale_verdict_is_not_applied() -> None:
-    rollout = _rollout()
-    first = r.command_advance(rollout, POLICY, "alice")
-    again = r.command_advance(rollout, POLICY, "alice")  # a redelivered command
-    assert first is not None and again is not None
-    assert apply(rollout, first, START + 1) and not apply(rollout, again, START + 2)
-    assert rollout.spec.stage == 1 and rollout.spec.stage_started_at == START + 1
+    rollout.spec.pending = "advance@0"
+    assert apply(rollout, "canary_advanced", 0.5, "advanced by alice", START + 5)
+    assert (rollout.spec.stage, rollout.spec.stage_started_at, rollout.spec.pending) == (1, START + 5, None)
+    assert not apply(rollout, "canary_advanced", 0.5, "redelivered", START + 6)  # at that stage already
+    assert not apply(rollout, "canary_advanced", 0.1, "older", START + 6)
+    assert apply(rollout, "canary_aborted", None, "aborted by bob", START + 7)
+    assert (rollout.spec.decision, rollout.spec.reason) == ("canary_aborted", "aborted by bob")
+    assert not apply(rollout, "promoted", 1.0, "late", START + 8)  # decided: a late event changes nothing
+    assert rollout.spec.decision == "canary_aborted"
 
 
 # -- the look schedule and the thresholds ----------------------------------------------------
@@ -335,7 +319,7 @@ def test_status_shows_stage_arms_interval_and_distance_to_the_next_decision() ->
     assert shown["stage_time_left_s"] == timedelta(days=2).total_seconds() - 3600
     _worse(rollout)
     verdict = look(rollout, POLICY, START + 3601)
-    assert verdict is not None and apply(rollout, verdict, START + 3601)
+    assert verdict is not None and _apply(rollout, verdict, START + 3601)
     done = status(rollout, POLICY, START + 4000)
     assert (
         done["state"] == "canary_aborted"
