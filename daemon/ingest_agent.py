@@ -20,10 +20,10 @@ from daemon import prometheus_metrics
 from daemon.faust_ext.table_batch import TableBatch
 from daemon.settings import Settings
 from handlers.deadletter import dead_letter
-from handlers.guard import GuardSpec
-from handlers.ingest import GuardStep, Ingest, Request, Step, UnknownPrompt
+from handlers.ingest import Ingest, Request, Step, UnknownPrompt
 from handlers.snapshot import snapshot_chunks
 from handlers.trigger import TriggerState, outlook
+from handlers.watches import WatchKind, WatchStep
 from schemas import event_ids
 from schemas.config import PolicyFile
 from schemas.events import (
@@ -104,8 +104,11 @@ class IngestAgent:
         }
         self.facts = self._table("facts")  # (prompt, trace) -> the trace's record
         self.triggers = self._table("triggers")  # prompt -> TriggerState
-        self.guards = self._table("guards")  # prompt -> GuardSpec
-        self.guard_votes = self._table("guard_votes")  # (prompt, trace, rater) -> Vote
+        # per live watch: prompt -> its spec, and (prompt, trace, rater) -> Vote
+        self.watch_tables: dict[WatchKind, tuple[TableT[bytes, bytes], TableT[bytes, bytes]]] = {
+            "guard": (self._table("guards"), self._table("guard_votes")),
+            "rollout": (self._table("rollouts"), self._table("rollout_votes")),
+        }
         self.writes = TableBatch(faust_app)
         self._touched: set[str] = set()  # prompts whose gauges the current batch changed
         self.facts.on_recover(self._rebuild)
@@ -125,10 +128,12 @@ class IngestAgent:
             self.ingest.restore_trigger(prompt.decode(), TriggerState.decode(raw))
         for raw in self.facts.values():
             self.ingest.restore_record(raw, now)
-        for prompt, raw in self.guards.items():
-            self.ingest.restore_guard(prompt.decode(), GuardSpec.decode(raw))
-        for key, raw in self.guard_votes.items():
-            self.ingest.restore_vote(key, raw)
+        for kind, (specs, votes) in self.watch_tables.items():
+            for prompt, raw in specs.items():
+                if prompt.decode() in self.ingest.policies:
+                    self.ingest.watches.restore(kind, prompt.decode(), raw)
+            for key, raw in votes.items():
+                self.ingest.watches.restore_vote(kind, key, raw)
         self.ready = True
         if not self.recovered["rebuilds"]:
             self.recovered.update(facts=len(self.facts), triggers=len(self.triggers))
@@ -165,11 +170,7 @@ class IngestAgent:
             if handled is None:
                 continue
             event, step = handled
-            if (
-                step.request is None
-                and step.skipped is None
-                and (step.guard is None or not step.guard.events)
-            ):
+            if step.request is None and step.skipped is None and not any(w.events for w in step.watch_steps):
                 self._stage(record.partition, event, step)
                 continue
             await self.writes.flush()
@@ -223,8 +224,8 @@ class IngestAgent:
         if step.skipped is not None:
             prompt, reason = step.skipped
             await self._emit_status(prompt, event_ids.command_skipped(event.id), "skipped", error=reason)
-        if step.guard is not None:
-            for decision in step.guard.events:
+        for watch in step.watch_steps:
+            for decision in watch.events:
                 sent = await self.outputs[type(decision)].send(key=decision.key, value=decision.to_json())
                 await sent
 
@@ -241,20 +242,21 @@ class IngestAgent:
             return
         if step.trigger_state is not None:
             self.writes.put(self.triggers, partition, prompt.encode(), step.trigger_state.encode())
-        if step.guard is not None:
-            self._stage_guard(partition, step.guard)
+        for watch in step.watch_steps:
+            self._stage_watch(partition, watch)
         self._touched.add(prompt)
 
-    def _stage_guard(self, partition: int, change: GuardStep) -> None:
-        """The guard's votes and spec (after its events were acknowledged), then its gauges."""
+    def _stage_watch(self, partition: int, change: WatchStep) -> None:
+        """A watch's votes and spec (after its events were acknowledged), then its gauges."""
+        specs, votes = self.watch_tables[change.kind]
         for key in change.deletes:
-            self.writes.delete(self.guard_votes, partition, key)
+            self.writes.delete(votes, partition, key)
         for key, value in change.puts:
-            self.writes.put(self.guard_votes, partition, key, value)
-        self.writes.put(self.guards, partition, change.prompt.encode(), change.spec.encode())
-        self._refresh_guard_gauges(change.prompt)
-        if change.spec.decision is not None:
-            log.info("%s", change.spec.reason)
+            self.writes.put(votes, partition, key, value)
+        self.writes.put(specs, partition, change.prompt.encode(), change.spec.encode())
+        self._refresh_watch_gauges(change.prompt)
+        for event in change.events:
+            log.info("%s %s: %s", change.kind, change.prompt, getattr(event.data, "reason", ""))
 
     async def _announce(self, request: Request) -> None:
         """Freeze the window on the snapshots topic, then emit `requested` pointing at it."""
@@ -332,22 +334,35 @@ class IngestAgent:
         if figures.rolling_score is not None:
             prometheus_metrics.ROLLING_SCORE.labels(prompt).set(figures.rolling_score)
 
-    def _refresh_guard_gauges(self, prompt: str) -> None:
-        status = self.ingest.guard_status(prompt)
-        for gauge in prometheus_metrics.GUARD_GAUGES:
+    def _refresh_watch_gauges(self, prompt: str) -> None:
+        """The guard's and the rollout's gauges of one prompt: its old series removed first."""
+        m = prometheus_metrics
+        for gauge in (*m.GUARD_GAUGES, *m.ROLLOUT_GAUGES):
             for labels in [
-                s.labels for m in gauge.collect() for s in m.samples if s.labels.get("prompt") == prompt
+                s.labels for f in gauge.collect() for s in f.samples if s.labels.get("prompt") == prompt
             ]:
                 gauge.remove(*labels.values())
-        if status is None:
-            return
-        prometheus_metrics.GUARD_RATINGS.labels(prompt, "new").set(status["n_new"])
-        prometheus_metrics.GUARD_RATINGS.labels(prompt, "old").set(status["n_old"])
-        if status["difference"] is not None:
-            prometheus_metrics.GUARD_DIFFERENCE.labels(prompt).set(status["difference"])
-        prometheus_metrics.GUARD_BOUND.labels(prompt, "lower").set(status["lower"])
-        prometheus_metrics.GUARD_BOUND.labels(prompt, "upper").set(status["upper"])
-        prometheus_metrics.GUARD_STATE.labels(prompt, status["state"]).set(1)
+        guard = self.ingest.guard_status(prompt)
+        if guard is not None:
+            m.GUARD_RATINGS.labels(prompt, "new").set(guard["n_new"])
+            m.GUARD_RATINGS.labels(prompt, "old").set(guard["n_old"])
+            if guard["difference"] is not None:
+                m.GUARD_DIFFERENCE.labels(prompt).set(guard["difference"])
+            m.GUARD_BOUND.labels(prompt, "lower").set(guard["lower"])
+            m.GUARD_BOUND.labels(prompt, "upper").set(guard["upper"])
+            m.GUARD_STATE.labels(prompt, guard["state"]).set(1)
+        rollout = self.ingest.rollout_status(prompt, time.time())
+        if rollout is not None:
+            m.ROLLOUT_SHARE.labels(prompt).set(rollout["traffic_share"])
+            m.ROLLOUT_STAGE.labels(prompt).set(rollout["stage"])
+            for arm in ("canary", "production"):
+                m.ROLLOUT_RATINGS.labels(prompt, arm).set(rollout[arm]["n"])
+                if rollout[arm]["mean"] is not None:
+                    m.ROLLOUT_MEAN.labels(prompt, arm).set(rollout[arm]["mean"])
+                m.ROLLOUT_NEEDED.labels(prompt, arm).set(rollout[f"needed_{arm}"])
+            m.ROLLOUT_BOUND.labels(prompt, "lower").set(rollout["lower"])
+            m.ROLLOUT_BOUND.labels(prompt, "upper").set(rollout["upper"])
+            m.ROLLOUT_STATE.labels(prompt, rollout["state"]).set(1)
 
     def _refresh_gauges(self) -> None:
         """After (re)assignment: the gauges of this worker's prompts only; a prompt whose partition
@@ -357,12 +372,13 @@ class IngestAgent:
             prometheus_metrics.WINDOW_NEW_EXAMPLES,
             prometheus_metrics.ROLLING_SCORE,
             *prometheus_metrics.GUARD_GAUGES,
+            *prometheus_metrics.ROLLOUT_GAUGES,
         ):
             gauge.clear()
         for prompt in self.ingest.windows:
             self._refresh_gauge(prompt)
-        for prompt in self.ingest.guards:
-            self._refresh_guard_gauges(prompt)
+        for prompt in {*self.ingest.watches.guards, *self.ingest.watches.rollouts}:
+            self._refresh_watch_gauges(prompt)
 
     def status(self) -> dict[str, Any]:
         """Per prompt: window figures and age, join buffers, trigger state and what fires next
@@ -385,5 +401,6 @@ class IngestAgent:
                 "trigger": asdict(state),
                 "next_trigger": asdict(outlook(self.ingest.policy(prompt).triggers, state, figures, now)),
                 "guard": self.ingest.guard_status(prompt),
+                "rollout": self.ingest.rollout_status(prompt, now),
             }
         return {"ready": self.ready, "prompts": prompts, "recovered": self.recovered}

@@ -77,6 +77,48 @@ GUARD_STATE = Gauge(
     ["prompt", "state"],
 )
 GUARD_GAUGES = (GUARD_RATINGS, GUARD_DIFFERENCE, GUARD_BOUND, GUARD_STATE)
+ROLLOUT_SHARE = Gauge(
+    "gepa_stream_rollout_traffic_share",
+    "The canary's share of traffic under a staged rollout (1 promoted, 0 aborted), per prompt.",
+    ["prompt"],
+)
+ROLLOUT_STAGE = Gauge(
+    "gepa_stream_rollout_stage", "The rollout's stage (0 = the first share), per prompt.", ["prompt"]
+)
+ROLLOUT_RATINGS = Gauge(
+    "gepa_stream_rollout_ratings",
+    "Live ratings since the canary started, per prompt and arm (canary / production).",
+    ["prompt", "arm"],
+)
+ROLLOUT_MEAN = Gauge(
+    "gepa_stream_rollout_mean_rating",
+    "Mean live rating since the canary started, per prompt and arm.",
+    ["prompt", "arm"],
+)
+ROLLOUT_BOUND = Gauge(
+    "gepa_stream_rollout_bound",
+    "Anytime-valid bounds (lower/upper) of canary minus production, per prompt.",
+    ["prompt", "bound"],
+)
+ROLLOUT_NEEDED = Gauge(
+    "gepa_stream_rollout_votes_needed",
+    "Ratings an arm still needs in this stage before the canary can advance, per prompt and arm.",
+    ["prompt", "arm"],
+)
+ROLLOUT_STATE = Gauge(
+    "gepa_stream_rollout_state",
+    "1 for the rollout's state (canary, promoted, canary_aborted), per prompt.",
+    ["prompt", "state"],
+)
+ROLLOUT_GAUGES = (
+    ROLLOUT_SHARE,
+    ROLLOUT_STAGE,
+    ROLLOUT_RATINGS,
+    ROLLOUT_MEAN,
+    ROLLOUT_BOUND,
+    ROLLOUT_NEEDED,
+    ROLLOUT_STATE,
+)
 BRIDGE_TRACES = Counter(
     "gepa_stream_bridge_traces_total",
     "MLflow traces read by the bridge, by outcome (mapped/unmapped).",

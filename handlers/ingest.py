@@ -1,4 +1,5 @@
-"""Ingest: one validated event in -> the state changes and events it implies (docs/architecture.md, flow steps 1-4).
+"""Ingest: one validated event in -> the state changes and events it implies (docs/architecture.md,
+flow steps 1-4; the live watches of steps 12-14 are handlers/watches.py's, fed from here).
 
 The daemon applies a `Step` in order: 1. emit the snapshot and `requested` event
 (awaiting acks), 2. write the facts and trigger state to its tables, 3. delete the
@@ -11,17 +12,13 @@ equal what the tables hold.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
-
 from handlers.facts import Fact, FactKey, RatingFact, TraceFact, decode_record
-from handlers.guard import GuardSpec, PromptGuard, Vote, decide, describe
-from handlers.promotion import promotion_event
 from handlers.snapshot import snapshot_sha256
-from handlers.stored_json import stored_json
 from handlers.trigger import Fire, Skip, TriggerState, evaluate
+from handlers.watches import WatchChanges, Watches, WatchStep
 from handlers.window import PromptWindow, WindowFigures
 from schemas import event_ids
 from schemas.config import PolicyFile, PromptPolicy
@@ -29,17 +26,13 @@ from schemas.errors import GepaStreamError
 from schemas.events import (
     Budget,
     CloudEvent,
-    CommandData,
     CommandEvent,
     Example,
     OptimizationEvent,
-    PromotionData,
     PromotionEvent,
     RatingEvent,
     TraceEvent,
 )
-
-GUARD_SOURCE = "gepa-stream/guard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,25 +54,16 @@ class Step:
     trigger_state: TriggerState | None = None
     request: Request | None = None
     skipped: tuple[str, str] | None = None  # (prompt, reason) of a manual request that cannot run
-    guard: GuardStep | None = None
+    guard: WatchStep | None = None
+    rollout: WatchStep | None = None
     prompt: str | None = None  # the policy prompt when the event names a dspy predictor prompt
 
+    def watch(self, changes: WatchChanges) -> None:
+        self.guard, self.rollout = changes.guard or self.guard, changes.rollout or self.rollout
 
-@dataclass(slots=True)
-class GuardStep:
-    """What a guard changed: its spec, its vote facts, and the events its decision emits
-    (a promotion event, or in auto mode a rollback command for the optimizer role)."""
-
-    prompt: str
-    spec: GuardSpec
-    puts: list[tuple[bytes, bytes]] = field(default_factory=list)
-    deletes: list[bytes] = field(default_factory=list)
-    events: list[PromotionEvent | CommandEvent] = field(default_factory=list)
-
-
-def vote_key(prompt: str, trace_id: str, rater: str) -> bytes:
-    """The guard-vote table key: one rating identity (rated trace + rater) of one prompt."""
-    return stored_json((prompt, trace_id, rater))
+    @property
+    def watch_steps(self) -> list[WatchStep]:
+        return [w for w in (self.guard, self.rollout) if w is not None]
 
 
 class UnknownPrompt(GepaStreamError, LookupError):
@@ -94,7 +78,7 @@ class Ingest:
         self.app_id = app_id
         self.windows: dict[str, PromptWindow] = {}
         self.triggers: dict[str, TriggerState] = {}
-        self.guards: dict[str, PromptGuard] = {}
+        self.watches = Watches()
 
     def policy(self, prompt: str) -> PromptPolicy:
         policy = self.policies.get(prompt)
@@ -119,7 +103,7 @@ class Ingest:
         """Forget everything before a rebuild from the tables (after a rebalance)."""
         self.windows.clear()
         self.triggers.clear()
-        self.guards.clear()
+        self.watches.reset()
 
     def restore_record(self, raw: bytes, now: float) -> None:
         """Merge one stored trace record back into its window (after recovery)."""
@@ -133,34 +117,20 @@ class Ingest:
         if prompt in self.policies:
             self.window(prompt).watermark = state.watermark
 
-    def restore_guard(self, prompt: str, spec: GuardSpec) -> None:
-        if prompt in self.policies:
-            self.guards[prompt] = PromptGuard(
-                spec, self.guards[prompt].votes if prompt in self.guards else {}
-            )
-
-    def restore_vote(self, key: bytes, raw: bytes) -> None:
-        """One stored guard vote back into its guard (specs are restored first)."""
-        prompt = orjson.loads(key)[0]
-        guard = self.guards.get(prompt)
-        vote = Vote.decode(raw)
-        if guard is not None:
-            guard.votes[(vote.trace_id, vote.rater)] = vote
-
     # -- events --------------------------------------------------------------------------
 
     def handle(self, event: CloudEvent, now: float) -> Step:
         """Apply one event, all or nothing: if anything raises (UnknownPrompt for a prompt outside
-        the policy file, or a bug), the windows, trigger states and guards are as they were before."""
+        the policy file, or a bug), the windows, trigger states and watches are as they were before."""
         named: str | None = getattr(event.data, "prompt", None)
         if named is None:  # an event about no prompt changes no window
             return self._handle(event, now)
         prompt = self.policy_prompt(named) or named
-        window, state, guard = self.windows.get(prompt), self.triggers.get(prompt), self.guards.get(prompt)
+        window, state = self.windows.get(prompt), self.triggers.get(prompt)
         saved_state = replace(state) if state is not None else None
         with (
             window.transaction() if window is not None else nullcontext(),
-            guard.transaction() if guard is not None else nullcontext(),
+            self.watches.transaction(prompt),
         ):
             try:
                 return self._handle(event, now)
@@ -171,10 +141,6 @@ class Ingest:
                     self.triggers.pop(prompt, None)
                 else:
                     self.triggers[prompt] = saved_state
-                if guard is None:
-                    self.guards.pop(prompt, None)
-                else:
-                    self.guards[prompt] = guard
                 raise
 
     def _handle(self, event: CloudEvent, now: float) -> Step:
@@ -200,7 +166,11 @@ class Ingest:
             record = window.record(fact.trace_id)
             if record is not None:
                 step.puts.append(record)
-                self._guard_votes(fact.prompt, fact.trace_id, step, now)
+                step.watch(
+                    self.watches.on_rated_trace(
+                        fact.prompt, fact.trace_id, self.policy(fact.prompt).promotion, window, now
+                    )
+                )
         self._consider(fact.prompt, now, step, manual=False)
         return step
 
@@ -225,8 +195,8 @@ class Ingest:
         return Step(trigger_state=state)
 
     def _on_promotion(self, event: PromotionEvent, now: float) -> Step:
-        """A promotion starts the prompt's live guard (replacing any other); a rollback ends it
-        and re-arms the triggers. The promoted score becomes the score_drop baseline."""
+        """A promotion starts, moves or ends the prompt's live watches (handlers/watches.py); the
+        promoted score becomes the score_drop baseline, and a watch that ends re-arms it."""
         data = event.data
         prompt = self.policy_prompt(data.prompt)
         step = Step(prompt=prompt)
@@ -236,10 +206,12 @@ class Ingest:
         if data.decision in ("promoted", "rolled_back") and data.candidate_score is not None:
             state.baseline_score = data.candidate_score
             step.trigger_state = state
-        if data.decision == "promoted" and data.to_version is not None:
-            self._start_guard(prompt, event, step, now)
-        elif data.decision == "rolled_back":
-            self._end_guard(prompt, data, step, now)
+        changes = self.watches.on_promotion(
+            prompt, event, self.policy(prompt).promotion, self.window(prompt), state, now
+        )
+        step.watch(changes)
+        if changes.rearmed:
+            step.trigger_state = state
         return step
 
     def policy_prompt(self, name: str) -> str | None:
@@ -252,135 +224,11 @@ class Ingest:
         ]
         return max(owners, key=len, default=None)
 
-    # -- the live guard ------------------------------------------------------------------
-
-    def _start_guard(self, prompt: str, event: PromotionEvent, step: Step, now: float) -> None:
-        """1. ignore a replay, an older promotion, or the same promotion announced once per
-        dspy predictor; 2. drop the replaced guard's votes; 3. take the replaced version's
-        rated traces in the window as its reference; 4. decide at once (usually: watch)."""
-        data = event.data
-        policy = self.policy(prompt).promotion
-        current = self.guards.get(prompt)
-        promoted_at = event.time.timestamp()
-        if not policy.guard.enabled or data.to_version is None:
-            return
-        if current is not None:
-            same_versions = (current.spec.new_version, current.spec.old_version) == (
-                data.to_version,
-                data.from_version,
-            )
-            if (
-                current.spec.promotion_id == event.id
-                or promoted_at < current.spec.promoted_at
-                or (same_versions and current.watching)
-            ):
-                return
-        spec = GuardSpec(event.id, promoted_at, data.to_version, data.from_version, policy.mode)
-        guard = PromptGuard(spec)
-        change = GuardStep(prompt, spec)
-        if current is not None:
-            change.deletes = [vote_key(prompt, *key) for key in current.votes]
-        window = self.window(prompt)
-        for trace_id, trace in window.traces.items():
-            if trace.prompt_version is not None and guard.watches(trace.prompt_version):
-                change.puts += self._merge_votes(guard, prompt, trace_id, trace.prompt_version, window)
-        self.guards[prompt] = guard
-        self._decide(prompt, guard, change, now)
-        step.guard = change
-
-    def _end_guard(self, prompt: str, data: PromotionData, step: Step, now: float) -> None:
-        """Production left the watched version: the guard ends (its own rollback, or a person's)
-        and the triggers are re-armed against the version now in production."""
-        guard = self.guards.get(prompt)
-        if guard is None or guard.spec.decision not in (None, "rolled_back", "regression_suspected"):
-            return
-        if data.from_version != guard.spec.new_version:
-            return
-        interval = guard.interval(self.policy(prompt).promotion.guard.confidence)
-        state = self.trigger_state(prompt)
-        state.baseline_score = interval.mean_old
-        step.trigger_state = state
-        if guard.spec.decision == "rolled_back":
-            return
-        guard.spec.decision, guard.spec.decided_at, guard.spec.reason = "rolled_back", now, data.reason
-        step.guard = GuardStep(prompt, guard.spec)
-
-    def _guard_votes(self, prompt: str, trace_id: str, step: Step, now: float) -> None:
-        """A rated trace of a watched version: record its votes, then decide (also once the
-        watch has outlived `max_watch.duration`)."""
-        guard = self.guards.get(prompt)
-        if guard is None or not guard.watching:
-            return
-        window = self.window(prompt)
-        trace = window.traces.get(trace_id)
-        change = GuardStep(prompt, guard.spec)
-        if trace is not None and trace.prompt_version is not None and guard.watches(trace.prompt_version):
-            change.puts = self._merge_votes(guard, prompt, trace_id, trace.prompt_version, window)
-        expired = (
-            now - guard.spec.promoted_at
-            >= self.policy(prompt).promotion.guard.max_watch.duration.total_seconds()
-        )
-        if change.puts or expired:
-            self._decide(prompt, guard, change, now)
-            step.guard = change
-
-    @staticmethod
-    def _merge_votes(
-        guard: PromptGuard, prompt: str, trace_id: str, version: int, window: PromptWindow
-    ) -> list[tuple[bytes, bytes]]:
-        puts = []
-        for rater, rating in window.ratings.get(trace_id, {}).items():
-            vote = Vote(trace_id, rater, version, rating.score)
-            if guard.add(vote):
-                puts.append((vote_key(prompt, trace_id, rater), vote.encode()))
-        return puts
-
-    def _decide(self, prompt: str, guard: PromptGuard, change: GuardStep, now: float) -> None:
-        """Apply the guard's policy; a decision ends the watch and is announced."""
-        policy = self.policy(prompt).promotion.guard
-        interval = guard.interval(policy.confidence)
-        spec = guard.spec
-        decision = decide(interval, policy, spec.mode, now - spec.promoted_at)
-        if decision is None:
-            return
-        reason = describe(interval, decision, policy, spec.new_version, spec.old_version)
-        spec.decision, spec.decided_at, spec.reason = decision, now, reason
-        event_id = event_ids.guard_verdict(spec.promotion_id, decision)
-        if decision == "rolled_back":
-            command = CommandData(
-                prompt=prompt,
-                action="rollback",
-                version=spec.new_version,
-                requested_by="guard",
-                reason=reason,
-            )
-            change.events.append(CommandEvent.build(command, id=event_id, source=GUARD_SOURCE))
-            return
-        change.events.append(
-            promotion_event(
-                prompt,
-                decision,
-                reason,
-                source=GUARD_SOURCE,
-                event_id=event_id,
-                from_version=spec.old_version,
-                to_version=spec.new_version,
-                baseline_score=interval.mean_old,
-                candidate_score=interval.mean_new,
-                improvement=interval.difference,
-                ci_low=interval.lower,
-                ci_high=interval.upper,
-                n_eval=interval.n_new,
-            )
-        )
-
     def guard_status(self, prompt: str) -> dict[str, Any] | None:
-        """The guard of a prompt for /status and /metrics: its spec and live statistics."""
-        guard = self.guards.get(prompt)
-        if guard is None:
-            return None
-        interval = guard.interval(self.policy(prompt).promotion.guard.confidence)
-        return {**asdict(guard.spec), "state": guard.spec.decision or "watching", **asdict(interval)}
+        return self.watches.guard_status(prompt, self.policy(prompt).promotion)
+
+    def rollout_status(self, prompt: str, now: float) -> dict[str, Any] | None:
+        return self.watches.rollout_status(prompt, self.policy(prompt).promotion, now)
 
     def _consider(self, prompt: str, now: float, step: Step, *, manual: bool) -> None:
         """Expire, evaluate the trigger, and on firing freeze the window into a Request."""

@@ -62,6 +62,12 @@ def guard_verdict(promotion: str, decision: str) -> str:
     return f"{promotion}:guard:{decision}"
 
 
+def rollout_verdict(promotion: str, stage: int, action: str) -> str:
+    """The staged rollout's verdict at `stage` of the rollout the `canary_started` event
+    `promotion` began (the id of the canary command it sends)."""
+    return f"{promotion}:rollout:{stage}:{action}"
+
+
 def dead_letter(topic: str, partition: int, offset: int) -> str:
     """The dead letter of the record at (topic, partition, offset): a redelivered bad record yields
     the same one."""

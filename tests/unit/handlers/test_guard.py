@@ -12,8 +12,9 @@ import pytest
 
 from bench.guard import rating_probabilities, simulate
 from handlers import guard as g
-from handlers.guard import GuardSpec, Interval, decide, difference_bounds
-from handlers.ingest import Ingest, Step, vote_key
+from handlers.guard import Interval, decide, difference_bounds
+from handlers.ingest import Ingest, Step
+from handlers.watches import vote_key
 from schemas import CommandEvent, PromotionData, PromotionEvent
 from schemas.config import GuardPolicy
 from tests.unit.handlers.helpers import NOW, at, policies, rating, trace
@@ -259,9 +260,9 @@ def test_the_guard_restores_from_its_stored_facts() -> None:
     before = ingest.guard_status("p")
     restored = _ingest()
     for prompt, raw in specs.items():
-        restored.restore_guard(prompt, GuardSpec.decode(raw))
+        restored.watches.restore("guard", prompt, raw)
     for key, raw in stored.items():
-        restored.restore_vote(key, raw)
+        restored.watches.restore_vote("guard", key, raw)
     assert restored.guard_status("p") == before
     assert {orjson.loads(k)[0] for k in stored} == {"p"}
 

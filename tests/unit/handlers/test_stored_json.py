@@ -7,8 +7,8 @@ import tracemalloc
 import orjson
 
 from handlers.facts import RatingFact, TraceFact, encode_record, record_key
-from handlers.ingest import vote_key
 from handlers.stored_json import stored_json
+from handlers.watches import vote_key
 
 
 def traced_bytes_each(make: object, n: int = 500) -> float:
