@@ -21,6 +21,7 @@ from daemon.faust_ext.table_batch import TableBatch
 from daemon.settings import Settings
 from handlers.deadletter import dead_letter
 from handlers.ingest import Ingest, Request, Step, UnknownPrompt
+from handlers.job_status import status_event
 from handlers.snapshot import snapshot_chunks
 from handlers.trigger import TriggerState, outlook
 from handlers.watches import WatchKind, WatchStep
@@ -30,9 +31,7 @@ from schemas.events import (
     CloudEvent,
     CommandEvent,
     DeadLetterReason,
-    OptimizationData,
     OptimizationEvent,
-    OptimizationStatus,
     PromotionEvent,
     RatingEvent,
     SnapshotRef,
@@ -223,7 +222,10 @@ class IngestAgent:
             await self._announce(step.request)
         if step.skipped is not None:
             prompt, reason = step.skipped
-            await self._emit_status(prompt, event_ids.command_skipped(event.id), "skipped", error=reason)
+            skipped = event_ids.command_skipped(event.id)
+            await self._send_status(
+                status_event(prompt, skipped, "skipped", source=self._source, event_id=skipped, error=reason)
+            )
         for watch in step.watch_steps:
             for decision in watch.events:
                 sent = await self.outputs[type(decision)].send(key=decision.key, value=decision.to_json())
@@ -274,14 +276,16 @@ class IngestAgent:
             n_examples=len(request.examples),
             sha256=request.sha256,
         )
-        await self._emit_status(
-            request.prompt,
-            event_ids.job_status(request.request_id, "requested"),
-            "requested",
-            request_id=request.request_id,
-            trigger=TriggerInfo(rule=request.fire.rule, values=request.fire.values),
-            snapshot=snapshot,
-            budget=request.budget,
+        await self._send_status(
+            status_event(
+                request.prompt,
+                request.request_id,
+                "requested",
+                source=self._source,
+                trigger=TriggerInfo(rule=request.fire.rule, values=request.fire.values),
+                snapshot=snapshot,
+                budget=request.budget,
+            )
         )
         prometheus_metrics.TRIGGERS.labels(request.prompt, request.fire.rule).inc()
         log.info(
@@ -292,19 +296,7 @@ class IngestAgent:
             len(request.examples),
         )
 
-    async def _emit_status(
-        self,
-        prompt: str,
-        event_id: str,
-        status: OptimizationStatus,
-        request_id: str | None = None,
-        **fields: Any,
-    ) -> None:
-        event: OptimizationEvent = OptimizationEvent.build(
-            OptimizationData(request_id=request_id or event_id, prompt=prompt, status=status, **fields),
-            id=event_id,
-            source=self._source,
-        )
+    async def _send_status(self, event: OptimizationEvent) -> None:
         sent = await self.optimizations.send(key=event.key, value=event.to_json())
         await sent
 

@@ -13,11 +13,11 @@ from aiokafka import AIOKafkaProducer
 
 from daemon import prometheus_metrics
 from daemon.jobs.spec import JobResult
+from handlers.job_status import status_event
 from handlers.promotion import promotion_event
 from schemas import event_ids
 from schemas.events import (
     CloudEvent,
-    OptimizationData,
     OptimizationEvent,
     OptimizationStatus,
     PromotionEvent,
@@ -116,11 +116,7 @@ class Announcer:
         **fields: Any,
     ) -> None:
         """A job's status event (`started`, `retrying`, ...); its id is `<request id>:<status>` by default."""
-        event: OptimizationEvent = OptimizationEvent.build(
-            OptimizationData(request_id=request_id, prompt=prompt, status=status, **fields),
-            id=event_id or event_ids.job_status(request_id, status),
-            source=self.source,
-        )
+        event = status_event(prompt, request_id, status, source=self.source, event_id=event_id, **fields)
         await self._send(self.topics.optimizations, event)
 
     async def _send(self, topic: str, event: CloudEvent, key: bytes | None = None) -> None:
