@@ -31,6 +31,7 @@ class TraceFact:
     scores: dict[str, float] = field(default_factory=dict)
     feedback: str | None = None
     prompt_version: int | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
 
     @property
     def self_labeled(self) -> bool:
@@ -50,6 +51,7 @@ class TraceFact:
             scores=d.scores,
             feedback=d.feedback,
             prompt_version=d.prompt_version,
+            attributes=d.attributes,
         )
 
 

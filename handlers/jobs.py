@@ -27,6 +27,7 @@ class JobPlan:
     rated: list[RatedExample]
     scorers: list[str]
     n_examples: int
+    segments: list[str | None] | None = None  # the held-out examples' labels under `promotion.segments`
 
 
 def record(example: Example, input_keys: list[str]) -> dict[str, Any]:
@@ -37,6 +38,15 @@ def record(example: Example, input_keys: list[str]) -> dict[str, Any]:
     if "expected_response" not in expectations and example.rating == 1.0 and example.outputs is not None:
         expectations["expected_response"] = output_text(example.outputs)
     return {"inputs": inputs, "expectations": expectations}
+
+
+def segment_of(example: Example, by: str) -> str | None:
+    """An example's segment label: `attributes.<key>` or `inputs.<key>` (a scalar, as text)."""
+    source, _, key = by.partition(".")
+    value = (example.attributes if source == "attributes" else example.inputs).get(key)
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)[:256]
 
 
 def rated_outputs(examples: list[Example], input_keys: list[str]) -> list[RatedExample]:
@@ -57,7 +67,7 @@ def rated_outputs(examples: list[Example], input_keys: list[str]) -> list[RatedE
 def plan_job(examples: list[Example], policy: PromptPolicy) -> JobPlan:
     """1. keep the examples the scorers can score, 2. split them by trace id, 3. build records."""
     scorers = list(policy.scorers)
-    keys = policy.input_keys
+    keys, rule = policy.input_keys, policy.promotion.segments
     if EXPECTATION_SCORERS.intersection(scorers) and "sme_rating" not in scorers:
         usable = [e for e in examples if record(e, keys)["expectations"]]
         if not usable:
@@ -74,4 +84,5 @@ def plan_job(examples: list[Example], policy: PromptPolicy) -> JobPlan:
         rated=rated_outputs(examples, keys),
         scorers=scorers,
         n_examples=len(examples),
+        segments=None if rule is None else [segment_of(e, rule.by) for e in split.heldout],
     )

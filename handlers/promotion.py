@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from optimization.comparison import Comparison, compare_paired
 from schemas.config import PromotionPolicy
-from schemas.events import CommandData, PromotionData, PromotionDecision, PromotionEvent
+from schemas.events import CommandData, PromotionData, PromotionDecision, PromotionEvent, SegmentScore
 
 WATCHERS = ("guard", "rollout")
 """`requested_by` of the commands the daemon's own live watches send: their verdicts block the
@@ -71,10 +71,25 @@ class Outcome:
 
 
 def gate(
-    baseline: Sequence[float], candidate: Sequence[float], policy: PromotionPolicy, seed: int = 0
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    policy: PromotionPolicy,
+    seed: int = 0,
+    segments: Sequence[str | None] | None = None,
 ) -> Comparison:
     """The paired comparison's promoted / rejected / inconclusive with the statistics behind it
-    (deterministic per seed)."""
+    (deterministic per seed); with the policy's `segments` and a label per example, no segment
+    may be worse beyond doubt."""
+    rule = policy.segments
+    by_segment: dict[str, Any] = (
+        {}
+        if rule is None or segments is None
+        else {
+            "segments": segments,
+            "segment_min_examples": rule.min_examples,
+            "max_segments": rule.max_segments,
+        }
+    )
     return compare_paired(
         baseline,
         candidate,
@@ -82,7 +97,24 @@ def gate(
         confidence=policy.confidence,
         min_eval_examples=policy.min_eval_examples,
         seed=seed,
+        **by_segment,
     )
+
+
+def segment_scores(comparison: Comparison) -> list[SegmentScore]:
+    """The gate's per-segment results as the promotion event carries them."""
+    return [
+        SegmentScore(
+            segment=r.segment,
+            n=r.n,
+            baseline_score=r.baseline_score,
+            candidate_score=r.candidate_score,
+            difference=r.mean_difference,
+            upper=r.upper,
+            harmed=r.harmed,
+        )
+        for r in comparison.segments
+    ]
 
 
 def blocked_twin(registry: Registry, version: int) -> tuple[int, str] | None:
@@ -210,6 +242,7 @@ def promotion_event(
     n_eval: int | None = None,
     request_id: str | None = None,
     traffic_share: float | None = None,
+    segments: list[SegmentScore] | None = None,
 ) -> PromotionEvent:
     """The `gepa.promotion.v1` event of one decision on `prompt` (a fresh id unless `event_id`:
     every decision the daemon announces has a deterministic one, see `schemas/event_ids.py`)."""
@@ -227,6 +260,7 @@ def promotion_event(
             n_eval=n_eval,
             request_id=request_id,
             traffic_share=traffic_share,
+            segments=segments or [],
             reason=reason,
         ),
         id=event_id,

@@ -260,5 +260,6 @@ class PromptWindow:
             comments=[v.comment for v in votes if v.comment],
             feedback=trace.feedback,
             prompt_version=trace.prompt_version,
+            attributes=trace.attributes,
             time=datetime.fromtimestamp(labeled_at, tz=UTC),
         )

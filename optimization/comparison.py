@@ -5,6 +5,16 @@ Pass only when the mean relative improvement reaches `min_improvement` and the
 paired-bootstrap confidence interval of the mean difference lies above 0, with at least
 `min_eval_examples`. Too few examples, or an interval that straddles 0, is
 `inconclusive`; anything else is `rejected`. Deterministic for a given seed.
+
+With segments (a label per example: a language, a customer tier), a passing candidate is also
+`rejected` when any segment with >= `min_examples` examples is worse beyond doubt: the
+one-sided upper bound of its mean paired difference (Student t) is below 0 at the gate's
+confidence, Bonferroni-corrected for the segments tested. Why Bonferroni: the gate rejects as
+soon as *one* segment is harmed, and for the first rejection Holm's step-down test is exactly
+Bonferroni, so Holm would only name more segments, never change a decision; Bonferroni keeps
+each named segment's reported bound consistent with the decision. Why t rather than the
+bootstrap: segments are small (10+ examples) and their corrected quantiles extreme (0.25 % for
+20 segments at 95 %), where bootstrap percentiles are unstable.
 """
 
 from __future__ import annotations
@@ -24,6 +34,20 @@ N_RESAMPLES = 2000
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentResult:
+    """One segment's paired comparison: its one-sided upper bound is corrected for the number of
+    segments tested; `harmed` when it is below 0."""
+
+    segment: str
+    n: int
+    baseline_score: float
+    candidate_score: float
+    mean_difference: float
+    upper: float
+    harmed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Comparison:
     decision: Verdict
     n_eval: int
@@ -35,6 +59,41 @@ class Comparison:
     ci_high: float
     confidence: float
     reason: str
+    segments: tuple[SegmentResult, ...] = ()
+
+
+def segment_harm(
+    baseline: np.ndarray,
+    candidate: np.ndarray,
+    segments: Sequence[str | None],
+    *,
+    confidence: float,
+    min_examples: int,
+    max_segments: int,
+) -> tuple[SegmentResult, ...]:
+    """Each tested segment's comparison (module docstring): the `max_segments` largest segments
+    with >= `min_examples` examples (ties by name); examples without a segment are not tested."""
+    sizes: dict[str, int] = {}
+    for segment in segments:
+        if segment is not None:
+            sizes[segment] = sizes.get(segment, 0) + 1
+    tested = sorted((name for name, n in sizes.items() if n >= min_examples), key=lambda k: (-sizes[k], k))
+    tested = tested[:max_segments]
+    labels = np.array([s if s is not None else "" for s in segments], dtype=object)
+    alpha = (1.0 - confidence) / max(len(tested), 1)
+    results = []
+    for name in tested:
+        mask = labels == name
+        diff = candidate[mask] - baseline[mask]
+        n, mean = int(mask.sum()), float(diff.mean())
+        spread = float(diff.std(ddof=1))
+        upper = mean + float(stats.t.ppf(1.0 - alpha, n - 1)) * spread / np.sqrt(n) if spread > 0 else mean
+        results.append(
+            SegmentResult(
+                name, n, float(baseline[mask].mean()), float(candidate[mask].mean()), mean, upper, upper < 0.0
+            )
+        )
+    return tuple(results)
 
 
 def paired_ci(differences: np.ndarray, confidence: float, seed: int) -> tuple[float, float]:
@@ -67,8 +126,12 @@ def compare_paired(
     confidence: float = 0.95,
     min_eval_examples: int = 20,
     seed: int = 0,
+    segments: Sequence[str | None] | None = None,
+    segment_min_examples: int = 10,
+    max_segments: int = 20,
 ) -> Comparison:
-    """Compare per-example scores of the same examples (paired by position)."""
+    """Compare per-example scores of the same examples (paired by position); with `segments`
+    (one label or None per example), no segment may be worse beyond doubt."""
     if len(baseline) != len(candidate):
         raise ValueError(
             f"paired scores differ in length: {len(baseline)} baseline vs {len(candidate)} candidate"
@@ -96,4 +159,26 @@ def compare_paired(
         reason = f"better, but by less than min_improvement {min_improvement:.1%}; {summary}"
     else:
         verdict, reason = "rejected", f"worse beyond doubt; {summary}"
-    return Comparison(verdict, n, base_mean, cand_mean, mean_diff, improvement, low, high, confidence, reason)
+    by_segment: tuple[SegmentResult, ...] = ()
+    if segments is not None:
+        if len(segments) != n:
+            raise ValueError(f"{len(segments)} segment labels for {n} paired scores")
+        by_segment = segment_harm(
+            b,
+            c,
+            segments,
+            confidence=confidence,
+            min_examples=segment_min_examples,
+            max_segments=max_segments,
+        )
+        harmed = [r for r in by_segment if r.harmed]
+        if verdict == "promoted" and harmed:
+            verdict = "rejected"
+            named = "; ".join(
+                f"{r.segment} {r.baseline_score:.3f} -> {r.candidate_score:.3f} (n={r.n}, upper bound {r.upper:+.3f})"
+                for r in harmed
+            )
+            reason = f"better on average but worse beyond doubt on segment(s) {named}; {summary}"
+    return Comparison(
+        verdict, n, base_mean, cand_mean, mean_diff, improvement, low, high, confidence, reason, by_segment
+    )

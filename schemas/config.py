@@ -150,6 +150,17 @@ class GuardPolicy(_Policy):
         return self
 
 
+class SegmentPolicy(_Policy):
+    """The gate's segment rule (optimization/comparison.py): no segment of the held-out examples
+    may be worse beyond doubt. `by` names the label: a trace attribute or an input field."""
+
+    by: Annotated[str, Field(pattern=r"^(attributes|inputs)\.[^.\s]+$")] = Field(
+        description="`attributes.<key>` (the trace's attributes) or `inputs.<key>`"
+    )
+    min_examples: Annotated[int, Field(ge=2)] = 10
+    max_segments: PositiveInt = 20
+
+
 class RolloutPolicy(_Policy):
     """A staged rollout (canary) instead of a cutover: a promoted candidate serves `stages` of the
     traffic in turn, compared with production on ratings of the same period (handlers/rollout.py).
@@ -181,6 +192,7 @@ class PromotionPolicy(_Policy):
     holdout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
     guard: GuardPolicy = GuardPolicy()
     rollout: RolloutPolicy = RolloutPolicy()
+    segments: SegmentPolicy | None = None
 
 
 class OtelPolicy(_Policy):

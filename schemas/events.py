@@ -38,6 +38,17 @@ Identifier = Annotated[str, StringConstraints(min_length=1, max_length=512)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 JsonObject = dict[str, Any]
+MAX_ATTRIBUTES = 32
+Attributes = Annotated[
+    dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=64)],
+        Annotated[str, StringConstraints(max_length=256)],
+    ],
+    Field(
+        max_length=MAX_ATTRIBUTES,
+        description="small string labels of the call (customer tier, language, channel): the gate's segments",
+    ),
+]
 
 RatingLabel = Literal["excellent", "good", "fair", "poor", "up", "down"]
 CommandAction = Literal["optimize", "approve", "reject", "rollback", "canary_advance", "canary_abort"]
@@ -101,6 +112,7 @@ class TraceData(_Data):
     feedback: str | None = None
     model: str | None = None
     latency_ms: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    attributes: Attributes = Field(default_factory=dict)
 
 
 class RatingData(_Data):
@@ -236,6 +248,7 @@ class Example(_Data):
     comments: list[str] = Field(default_factory=list)
     feedback: str | None = None
     prompt_version: PositiveInt | None = None
+    attributes: Attributes = Field(default_factory=dict)
     time: AwareDatetime
 
 
@@ -271,6 +284,20 @@ TRAFFIC_SHARE_TAG = "gepa_stream.traffic_share"
 """The canary version's registry tag: its share of traffic ("0.05"), set before the alias moves to it."""
 
 
+class SegmentScore(_Data):
+    """The gate's comparison on one segment of the held-out examples (`promotion.segments`)."""
+
+    segment: str
+    n: PositiveInt
+    baseline_score: FiniteFloat
+    candidate_score: FiniteFloat
+    difference: FiniteFloat
+    upper: FiniteFloat = Field(
+        description="one-sided upper bound of the difference, corrected for the segments tested"
+    )
+    harmed: bool
+
+
 class PromotionData(_Data):
     prompt: PromptName
     decision: PromotionDecision
@@ -285,6 +312,7 @@ class PromotionData(_Data):
     n_eval: NonNegativeInt | None = None
     request_id: Identifier | None = None
     traffic_share: UnitFloat | None = None
+    segments: list[SegmentScore] = Field(default_factory=list)
     reason: str
 
 

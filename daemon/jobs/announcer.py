@@ -79,6 +79,7 @@ class Announcer:
                     n_eval=result.n_val,
                     request_id=data.request_id,
                     traffic_share=decision.traffic_share,
+                    segments=decision.segments,
                 ),
                 program=data.prompt,
             )

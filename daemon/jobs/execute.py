@@ -65,7 +65,7 @@ from daemon.jobs.spec import (
 )
 from daemon.jobs.usage import call_policy, job_model_calls, log_usage_to_run, model_usage
 from handlers.jobs import JobPlan, NotEnoughData, plan_job
-from handlers.promotion import gate, judge_candidate
+from handlers.promotion import gate, judge_candidate, segment_scores
 from optimization import OptimizationFailed, RunLimits
 from optimization.comparison import Comparison
 from optimization.registry import score_tags
@@ -180,7 +180,7 @@ def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile, attempt: i
         candidate = _optimize(run_dir, spec, backend, plan, progress)
         scores = _evaluate(run_dir, backend, plan.heldout, baseline, candidate, progress)
         registered = _register(run_dir, spec, backend, plan, baseline, candidate, scores, progress)
-        decisions = _gate_and_promote(run_dir, spec, registered, scores, progress)
+        decisions = _gate_and_promote(run_dir, spec, registered, scores, plan.segments, progress)
     except DECIDED as exc:
         return _attempt_failed(run_dir, exc, spec, attempt)
     except Exception as exc:  # an unexpected failure still ends the job with its cause
@@ -321,7 +321,12 @@ def _register(
 
 
 def _gate_and_promote(
-    run_dir: Path, spec: JobSpec, registered: list[RegisteredVersion], scores: HeldOut, progress: ProgressFile
+    run_dir: Path,
+    spec: JobSpec,
+    registered: list[RegisteredVersion],
+    scores: HeldOut,
+    segments: list[str | None] | None,
+    progress: ProgressFile,
 ) -> list[Decision]:
     """1. the paired gate (frozen on first computation); 2. per version, the promotion rules
     (handlers/promotion.py) on the registry as it is; 3. their registry change (moving
@@ -332,7 +337,13 @@ def _gate_and_promote(
     comparison = checkpoint(
         run_dir / GATE_FILE,
         Comparison,
-        lambda: gate(scores.baseline, scores.candidate, policy.promotion, seed=_seed(spec.request_id)),
+        lambda: gate(
+            scores.baseline,
+            scores.candidate,
+            policy.promotion,
+            seed=_seed(spec.request_id),
+            segments=segments,
+        ),
     )
     decisions = []
     for version in registered:
@@ -351,6 +362,7 @@ def _gate_and_promote(
                 ci_low=comparison.ci_low,
                 ci_high=comparison.ci_high,
                 traffic_share=outcome.traffic_share,
+                segments=segment_scores(comparison),
                 reason=outcome.reason,
             )
         )

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field, TypeAdapter
 
 from schemas.config import PromptPolicy
-from schemas.events import ModelUsage, PromotionDecision, StopReason, TriggerInfo
+from schemas.events import ModelUsage, PromotionDecision, SegmentScore, StopReason, TriggerInfo
 
 JOB_FILE = "job.json"
 EXAMPLES_FILE = "examples.json"
@@ -55,6 +55,7 @@ class Decision(BaseModel):
     ci_low: float
     ci_high: float
     traffic_share: float | None = None  # a canary's share of traffic (canary_started)
+    segments: list[SegmentScore] = Field(default_factory=list)  # the gate's per-segment comparison
     reason: str
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.jobs import NotEnoughData, plan_job, rated_outputs, record
+from handlers.jobs import NotEnoughData, plan_job, rated_outputs, record, segment_of
 from handlers.split import split_examples
 from schemas import Example
 from schemas.config import PromptPolicy
@@ -80,3 +80,16 @@ def test_no_usable_example_is_a_clear_failure() -> None:
         plan_job([example(i) for i in range(10)], policy(scorers=["exact_match"]))
     with pytest.raises(NotEnoughData, match="too few"):
         plan_job([example(1, expectations={"expected_response": "x"})], policy())
+
+
+def test_segment_labels_come_from_an_attribute_or_an_input() -> None:
+    example = Example(
+        trace_id="t1",
+        inputs={"ticket": "x", "tier": 2, "nested": {"a": 1}},
+        attributes={"language": "de"},
+        time=T0,
+    )
+    assert segment_of(example, "attributes.language") == "de"
+    assert segment_of(example, "inputs.tier") == "2"
+    assert segment_of(example, "inputs.nested") is None  # not a label
+    assert segment_of(example, "attributes.tier") is None

@@ -3,9 +3,9 @@ and which registry change they need, on registry states built by hand."""
 
 from __future__ import annotations
 
-from handlers.promotion import Outcome, Registry, judge_candidate, judge_command
+from handlers.promotion import Outcome, Registry, gate, judge_candidate, judge_command, segment_scores
 from optimization.comparison import Comparison
-from schemas.config import PromotionPolicy, RolloutPolicy
+from schemas.config import PromotionPolicy, RolloutPolicy, SegmentPolicy
 from schemas.events import CommandAction, CommandData
 
 AUTO = PromotionPolicy()
@@ -118,3 +118,14 @@ def test_an_abort_sends_traffic_back_and_blocks_the_template_only_when_the_watch
     assert watch == Outcome("canary_aborted", "worse", "abort_canary", 4, 1, traffic_share=0.25, block=True)
     person = judge_command(command("canary_abort", requested_by="alice"), ROLLOUT, registry)
     assert person is not None and not person.block
+
+
+def test_the_gate_applies_the_segment_rule_only_when_the_policy_names_one() -> None:
+    baseline = [1.0] * 70 + [0.0] * 30 + [1.0] * 70 + [0.0] * 30
+    candidate = [0.0] * 30 + [1.0] * 40 + [0.0] * 30 + [1.0] * 100  # `de` loses 30 points, `en` gains 30
+    labels = ["de"] * 100 + ["en"] * 100
+    segmented = PromotionPolicy(segments=SegmentPolicy(by="attributes.language"), min_improvement=0.0)
+    assert gate(baseline, candidate, PromotionPolicy(min_improvement=0.0), segments=labels).segments == ()
+    judged = gate(baseline, candidate, segmented, segments=labels)
+    [de] = [s for s in segment_scores(judged) if s.harmed]
+    assert (de.segment, de.n, de.difference) == ("de", 100, -0.3)
