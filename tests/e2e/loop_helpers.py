@@ -30,7 +30,7 @@ ROUTER_POLICY = """
     window: {{max_examples: 500}}
     triggers: {{min_examples: {n}, min_new_examples: 1000, cooldown: 1h}}
     budget: {{max_metric_calls: {calls}, max_wall_time: 5m, num_threads: 4, max_attempts: {attempts}}}
-    promotion: {{mode: {mode}, min_eval_examples: 10, holdout_fraction: 0.35{guard}}}
+    promotion: {{mode: {mode}, min_eval_examples: 10, holdout_fraction: 0.35{guard}{rollout}}}
 """
 
 
@@ -60,6 +60,7 @@ def router_policy(
     mode: str = "auto",
     attempts: int = 3,
     guard: str = "",
+    rollout: str = "",
 ) -> str:
     """The policy entry of a support router prompt, optimized by GEPA after `n` rated traces."""
     return ROUTER_POLICY.format(
@@ -73,6 +74,7 @@ def router_policy(
         mode=mode,
         attempts=attempts,
         guard=f", guard: {guard}" if guard else "",
+        rollout=f", rollout: {rollout}" if rollout else "",
     )
 
 
