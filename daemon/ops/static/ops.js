@@ -314,8 +314,8 @@ function renderRollout(p) {
     const needed = r.needed_canary || r.needed_production
       ? `votes still needed this stage: canary ${r.needed_canary}, production ${r.needed_production}` : "enough votes this stage on both arms";
     const bound = r.lower_above_margin > 0
-      ? `lower bound ${signed(r.lower)} is above −margin ${signed(-margin)} (by ${score(r.lower_above_margin)})`
-      : `lower bound ${signed(r.lower)} must rise above −margin ${signed(-margin)} (by ${score(-r.lower_above_margin)})`;
+      ? `lower bound ${signed(r.lower)} is above -margin ${signed(-margin)} (by ${score(r.lower_above_margin)})`
+      : `lower bound ${signed(r.lower)} must rise above -margin ${signed(-margin)} (by ${score(-r.lower_above_margin)})`;
     rows.push(el("div", { "data-testid": "rollout-next" }, el("b", {}, "next: " + (r.next_step === "promote" ? "promote to production" : `advance to ${share(r.stages[r.stage + 1])}`)),
       el("div", { class: "small", "data-testid": "rollout-needed" }, needed),
       el("div", { class: "small" }, bound),
