@@ -43,6 +43,7 @@ class DecisionRecord:
     n_eval: int | None
     reason: str
     request_id: str | None
+    traffic_share: float | None = None  # a rollout's decision: the canary's share (aborted: the one it left)
 
     @classmethod
     def of(cls, event: PromotionEvent) -> DecisionRecord:
@@ -62,6 +63,7 @@ class DecisionRecord:
             n_eval=d.n_eval,
             reason=d.reason,
             request_id=d.request_id,
+            traffic_share=d.traffic_share,
         )
 
 

@@ -73,6 +73,12 @@ def production(name: str) -> Version | None:
     return _alias(name, PRODUCTION_ALIAS)
 
 
+def canary(name: str) -> Version | None:
+    """The version the `canary` alias points at (a staged rollout running), if any; its share is
+    its `TRAFFIC_SHARE_TAG`."""
+    return _alias(name, CANARY_ALIAS)
+
+
 def _alias(name: str, alias: str) -> Version | None:
     try:
         return _version(MlflowClient().get_prompt_version_by_alias(name, alias))

@@ -1,5 +1,6 @@
 """What is live for each prompt, read from the MLflow Prompt Registry: the `production`
-version, its score and the versions awaiting approval.
+version, its score, the versions awaiting approval and a staged rollout's `canary` version
+with its share of traffic.
 
 Read in a worker thread, every `period` seconds and right after a decision on the prompt,
 so the page never waits on MLflow (and shows the last good answer while MLflow is away).
@@ -15,21 +16,29 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from handlers.ops_history import OpsHistory
 from schemas.config import PolicyFile
+from schemas.events import TRAFFIC_SHARE_TAG
+
+if TYPE_CHECKING:
+    from daemon.jobs.prompt_versions import Version
 
 log = logging.getLogger("gepa_stream.ops")
 
 
 @dataclass(slots=True)
 class LiveEntry:
-    """One registry prompt: production version and score, versions awaiting approval."""
+    """One registry prompt: production version and score, versions awaiting approval, the
+    canary (a staged rollout's version, None when none runs) and its share of traffic."""
 
     name: str
     version: int | None = None
     score: float | None = None
     awaiting: list[int] = field(default_factory=list)
+    canary: int | None = None
+    canary_share: float | None = None
     checked_at: float | None = None
     error: str | None = None
 
@@ -95,8 +104,12 @@ class LiveVersions:
 
         entry = self.entries.setdefault(name, LiveEntry(name))
         try:
-            current, versions = await asyncio.to_thread(
-                lambda: (prompt_versions.production(name), prompt_versions.versions(name))
+            current, canary, versions = await asyncio.to_thread(
+                lambda: (
+                    prompt_versions.production(name),
+                    prompt_versions.canary(name),
+                    prompt_versions.versions(name),
+                )
             )
         except Exception as exc:  # MLflow away: keep the last answer, say why it is old
             entry.error = f"MLflow: {type(exc).__name__}: {str(exc)[:200]}"
@@ -107,5 +120,18 @@ class LiveVersions:
             tagged = final_score_of(current.tags)
             entry.score = tagged if tagged is not None else self.history.score_of(name, current.version)
         entry.awaiting = [v.version for v in versions if v.tags.get(prompt_versions.TAG_AWAITING) == "true"]
+        entry.canary, entry.canary_share = canary_of(canary)
         entry.checked_at = time.time()
         entry.error = None
+
+
+def canary_of(version: Version | None) -> tuple[int | None, float | None]:
+    """A `canary` alias's version and share; (None, None) without the alias or its share tag (as
+    `prompt_versions.registry` reads it: a canary without a share serves no traffic)."""
+    share = version.tags.get(TRAFFIC_SHARE_TAG) if version is not None else None
+    if version is None or share is None:
+        return None, None
+    try:
+        return version.version, float(share)
+    except ValueError:
+        return None, None

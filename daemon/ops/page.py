@@ -1,12 +1,13 @@
 """The ops page's HTTP side, free of any web framework: requests in, `Reply`s out.
 
 GET  /ui                 the page (static HTML/JS/CSS shipped with the package)
-GET  /ui/api/state       every prompt: live version and score, window, trigger outlook, job, last decision
+GET  /ui/api/state       every prompt: live version and score (and canary), window, trigger outlook,
+                         job, last decision, staged rollout (the ingest role's live watch)
 GET  /ui/api/decisions   one prompt's decision history, newest first (?prompt=&limit=&offset=)
 GET  /ui/api/versions    one registry prompt's versions (?name=)
 GET  /ui/api/diff        the template diff between two versions (?name=&a=&b=)
-POST /ui/api/actions     approve / reject / rollback / optimize: a `gepa.command.v1` event,
-                         only with `Authorization: Bearer <GEPA_STREAM_ADMIN_TOKEN>`
+POST /ui/api/actions     approve / reject / rollback / optimize / canary_advance / canary_abort:
+                         a `gepa.command.v1` event, only with `Authorization: Bearer <GEPA_STREAM_ADMIN_TOKEN>`
 
 Nothing here returns a setting, so no secret can reach the page.
 """
@@ -26,11 +27,11 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.ops.bus import OpsBus
-from daemon.ops.live import LiveVersions
+from daemon.ops.live import LiveVersions, canary_of
 from daemon.settings import Settings
 from handlers.ops_history import OpsHistory
 from handlers.template_diff import template_diff
-from schemas.config import PolicyFile
+from schemas.config import PolicyFile, RolloutPolicy
 from schemas.errors import GepaStreamError
 from schemas.events import CommandAction, CommandData, CommandEvent
 
@@ -156,13 +157,16 @@ class OpsPage:
                     "live": local,
                 }
             decisions = [d for d in (self.history.last_decision(n) for n in names) if d is not None]
+            window = windows.get(name)
             prompts.append(
                 {
                     "name": name,
                     "backend": policy.backend,
                     "mode": policy.promotion.mode,
                     "live": [asdict(self.live.entries[n]) for n in names if n in self.live.entries],
-                    "window": windows.get(name),
+                    "window": window,
+                    "rollout": window.get("rollout") if window is not None else None,
+                    "rollout_policy": _rollout_policy(policy.promotion.rollout),
                     "job": job,
                     "last_decision": asdict(max(decisions, key=lambda d: d.time)) if decisions else None,
                     "decisions_total": sum(self.history.decisions(n, limit=0)[1] for n in names),
@@ -206,15 +210,22 @@ class OpsPage:
 
         name = self._registry_name(query)
         try:
-            current, versions = await asyncio.to_thread(
-                lambda: (prompt_versions.production(name), prompt_versions.versions(name))
+            current, canary, versions = await asyncio.to_thread(
+                lambda: (
+                    prompt_versions.production(name),
+                    prompt_versions.canary(name),
+                    prompt_versions.versions(name),
+                )
             )
         except Exception as exc:
             return _json({"error": f"MLflow did not answer: {type(exc).__name__}: {str(exc)[:200]}"}, 503)
+        canary_version, canary_share = canary_of(canary)
         return _json(
             {
                 "name": name,
                 "production": current.version if current is not None else None,
+                "canary": canary_version,
+                "canary_share": canary_share,
                 "versions": [
                     {
                         "version": v.version,
@@ -223,6 +234,7 @@ class OpsPage:
                         "parent_version": _int_or_none(v.tags.get("gepa_stream.parent_version")),
                         "request_id": v.tags.get(prompt_versions.TAG_REQUEST),
                         "trigger": v.tags.get("gepa_stream.trigger"),
+                        "canary": v.version == canary_version,
                     }
                     for v in reversed(versions)
                 ],
@@ -361,6 +373,19 @@ def _int(query: Mapping[str, str], name: str, default: int | None, low: int, hig
     if not low <= value <= high:
         raise BadRequest(f"{name}: must be between {low} and {high}")
     return value
+
+
+def _rollout_policy(policy: RolloutPolicy) -> dict[str, Any]:
+    """What the page needs of the prompt's staged rollout policy (a running rollout keeps the
+    stages it started with: its status carries them)."""
+    return {
+        "enabled": policy.enabled,
+        "stages": policy.stages,
+        "min_live_examples": policy.min_live_examples,
+        "margin": policy.margin,
+        "confidence": policy.confidence,
+        "max_stage_duration_s": policy.max_stage_duration.total_seconds(),
+    }
 
 
 def _int_or_none(raw: str | None) -> int | None:

@@ -219,4 +219,14 @@ def test_dashboard_uses_only_declared_metrics_and_answers_the_ops_questions() ->
         "gepa_stream_promotions_total",
     }
     assert wanted <= used
+    rollout = {  # the staged rollout's row: share and stage, each arm's mean and n, the bounds
+        "gepa_stream_rollout_traffic_share",
+        "gepa_stream_rollout_stage",
+        "gepa_stream_rollout_mean_rating",
+        "gepa_stream_rollout_ratings",
+        "gepa_stream_rollout_votes_needed",
+        "gepa_stream_rollout_bound",
+        "gepa_stream_rollout_state",
+    }
+    assert rollout <= used
     assert 'decision="rolled_back"' in json.dumps(load_dashboard()).replace('\\"', '"')

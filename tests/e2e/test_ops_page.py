@@ -3,6 +3,8 @@ daemon (`--role all`) on the real broker with real MLflow and real GEPA on offli
 
 One daemon, 50 prompts: the demo prompt (auto promotion), the same router in manual mode, and
 48 prompts carrying 1,000 generated decisions (the page must stay responsive with them).
+Another daemon, one prompt under a staged rollout (no GEPA job: the canary is started the way
+the optimizer role starts it): the rollout on the page, and an operator's abort by its button.
 """
 
 from __future__ import annotations
@@ -14,12 +16,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pytest
+from mlflow import MlflowClient
 
 from daemon.demo import register_sample_prompt, sample_feed
-from schemas import Topics
-from schemas.events import PromotionData, PromotionEvent
-from tests.daemon_harness import Daemon, produce
+from daemon.jobs import prompt_versions
+from handlers.promotion import Outcome, promotion_event
+from optimization.offline.datasets import support_tickets
+from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent
+from schemas.events import TRAFFIC_SHARE_TAG, PromotionData, PromotionEvent
+from tests.daemon_harness import Daemon, metric_value, produce, read_topic
+from tests.e2e.loop_helpers import register_seed, write_policies
 
 pytestmark = pytest.mark.e2e
 
@@ -311,3 +319,205 @@ def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(
         "approve support_router_manual" in daemon.log.read_text()
         and "requested by alice (ops page)" in daemon.log.read_text()
     )
+
+
+CANARY = "router_canary"
+
+
+def _rated(
+    topics: Topics, name: str, version: int, ratings: list[str], start: int
+) -> list[tuple[str, bytes | None, bytes]]:
+    """Traces answered by `version`, each rated by an SME (built now: after the canary started)."""
+    records = []
+    tickets = support_tickets(50)
+    for i, value in enumerate(ratings, start):
+        trace_id = f"{name}-v{version}-{i}"
+        ticket = tickets[i % len(tickets)]
+        trace = TraceEvent.build(
+            TraceData(
+                prompt=name,
+                prompt_version=version,
+                trace_id=trace_id,
+                inputs=ticket["inputs"],
+                outputs=ticket["expectations"]["expected_response"],
+            )
+        )
+        rating = RatingEvent.build(RatingData(prompt=name, trace_id=trace_id, rating=value, rater="sme-1"))
+        records += [
+            (topics.traces, trace.key, trace.to_json()),
+            (topics.ratings, rating.key, rating.to_json()),
+        ]
+    return records
+
+
+def test_ops_page_shows_a_staged_rollout_and_aborts_the_canary_by_its_button(
+    browser: Any, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Manual mode, stages 5/25/50 %, 5 votes per arm and stage, margin 0.5: the page shows the
+    stage and share, each arm's n and mean, the interval and the distance to the next decision
+    (votes still needed, then ready to advance); an operator's abort removes the `canary` alias,
+    leaves `production` alone and does not block the template; the page ends on canary_aborted."""
+    policy = write_policies(
+        tmp_path / "policy.yaml",
+        {
+            CANARY: {
+                "n": 400,
+                "mode": "manual",
+                "rollout": "{enabled: true, stages: [0.05, 0.25, 0.5], min_live_examples: 5, margin: 0.5}",
+            }
+        },
+    )
+    daemon = Daemon(kafka_bootstrap, policy, tmp_path, env={"GEPA_STREAM_ADMIN_TOKEN": TOKEN})
+    register_seed(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"], CANARY)
+    assert prompt_versions.ensure_production(CANARY).version == 1
+    mlflow.genai.register_prompt(
+        name=CANARY, template="Route the ticket {{ticket}}: billing, technical or account."
+    )
+    daemon.start()
+    try:
+        # 1. the canary starts as the optimizer role starts it: registry first, then the event
+        started = Outcome(
+            "canary_started",
+            "passed the gate (test); canary at 5% of traffic",
+            "start_canary",
+            1,
+            2,
+            traffic_share=0.05,
+        )
+        prompt_versions.apply(CANARY, started)
+        event = promotion_event(
+            CANARY,
+            started.decision,
+            started.reason,
+            source="tests/ops-page",
+            from_version=1,
+            to_version=2,
+            traffic_share=0.05,
+        )
+        produce(kafka_bootstrap, [(daemon.topics.promotions, event.key, event.to_json())])
+        produce(
+            kafka_bootstrap,
+            _rated(daemon.topics, CANARY, 2, ["excellent"] * 3, 0)
+            + _rated(daemon.topics, CANARY, 1, ["excellent", "good"] * 3, 0),
+        )
+
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"http://127.0.0.1:{daemon.port}/ui?refresh=300#prompt={CANARY}")
+        row = f'tr[data-prompt="{CANARY}"]'
+        arm = "#rollout [data-arm={}] [data-testid=arm-{}]"
+
+        # 2. stage 1/3 at 5 %, the arms' numbers, and what the next decision still needs
+        _wait(
+            "the rollout's votes on the page",
+            lambda: (
+                (_text(page, arm.format("canary", "n")), _text(page, arm.format("production", "n")))
+                == ("3", "6")
+            ),
+            60,
+            daemon,
+        )
+        assert _text(page, "#rollout [data-testid=rollout-stage]") == "1/3"
+        assert _text(page, "#rollout [data-testid=rollout-share]") == "5%"
+        assert "canary running" in _text(page, "#rollout [data-testid=rollout-state]")
+        assert _text(page, arm.format("canary", "mean")) == "1.00"
+        assert _text(page, arm.format("production", "mean")) == "0.88"
+        interval = _text(page, "#rollout [data-testid=rollout-interval]")
+        assert "95% anytime bounds [" in interval and "+0.13" in interval, interval
+        assert "canary 2, production 0" in _text(page, "#rollout [data-testid=rollout-needed]")
+        assert "next: advance to 25%" in _text(page, "#rollout [data-testid=rollout-next]")
+        assert "not ready yet" in _text(page, "#rollout [data-testid=rollout-ready]")
+        _wait(
+            "the registry's canary in the prompts table",
+            lambda: "v2 at 5%" in _text(page, f"{row} [data-testid=live-canary]"),
+            30,
+            daemon,
+        )
+        assert "v1" in _text(page, f"{row} [data-testid=live-version]")
+        page.wait_for_selector("#diff-controls [data-testid=diff-b]", timeout=10000)
+        assert "v2 (canary 5%)" in page.inner_text("#diff-controls [data-testid=diff-b]")
+        assert page.locator("#actions [data-action=canary_advance]").inner_text() == "advance canary v2 → 25%"
+
+        # 3. enough votes of this stage on both arms and the lower bound above -margin: ready
+        produce(
+            kafka_bootstrap,
+            _rated(daemon.topics, CANARY, 2, ["excellent"] * 13, 3)
+            + _rated(daemon.topics, CANARY, 1, ["excellent", "good"] * 9, 6),
+        )
+        _wait(
+            "ready to advance",
+            lambda: "ready to advance" in _text(page, "#rollout [data-testid=rollout-ready]"),
+            60,
+            daemon,
+        )
+        assert (_text(page, arm.format("canary", "n")), _text(page, arm.format("production", "n"))) == (
+            "16",
+            "24",
+        )
+        assert "enough votes" in _text(page, "#rollout [data-testid=rollout-needed]")
+        assert _text(page, "#rollout [data-testid=rollout-stage]") == "1/3"  # manual: nothing moved by itself
+
+        # 4. abort by the button: refused without the token, sent with it
+        page.click("#actions [data-action=canary_abort]")
+        _wait("the refusal", lambda: "refused (401)" in page.inner_text("#action-message"), 10, daemon)
+        page.fill("[data-testid=sign-in] input[name=who]", "bob")
+        page.fill("[data-testid=sign-in] input[name=token]", TOKEN)
+        page.click("[data-testid=sign-in] button[type=submit]")
+        page.wait_for_selector("#auth >> text=signed in as", timeout=5000)
+        page.click("#actions [data-action=canary_abort]")
+        _wait(
+            "the abort to be sent",
+            lambda: (
+                "canary_abort router_canary v2 sent as bob (ops page)" in page.inner_text("#action-message")
+            ),
+            15,
+            daemon,
+        )
+        _wait(
+            "canary_aborted on the page",
+            lambda: "canary aborted" in _text(page, "#rollout [data-testid=rollout-state]"),
+            60,
+            daemon,
+        )
+        _wait(
+            "the canary buttons to go",
+            lambda: (
+                page.locator("#actions [data-action^=canary_]").count() == 0
+                and page.locator(f"{row} [data-testid=live-canary]").count() == 0
+            ),
+            30,
+            daemon,
+        )
+        assert _text(page, "#rollout [data-testid=rollout-share]") == "0%"
+        assert "(command by bob (ops page))" in _text(page, "#rollout [data-testid=rollout-reason]")
+        _wait(
+            "the decision in the table",
+            lambda: page.locator('#decisions tr[data-decision="canary_aborted"]').count() == 1,
+            30,
+            daemon,
+        )
+        assert "v2 → v1 · 5%" in page.inner_text('#decisions tr[data-decision="canary_aborted"]')
+
+        # 5. MLflow: the canary alias and its share are gone, production is untouched, and a
+        #    person's abort does not block the template
+        assert prompt_versions.canary(CANARY) is None
+        production = prompt_versions.production(CANARY)
+        assert production is not None and production.version == 1
+        tags = MlflowClient().get_prompt_version(CANARY, "2").tags
+        assert TRAFFIC_SHARE_TAG not in tags and prompt_versions.TAG_CANARY_ABORTED not in tags
+        aborted = [
+            e.data
+            for e in read_topic(kafka_bootstrap, daemon.topics.promotions)
+            if e.data.decision == "canary_aborted"
+        ]
+        assert [(a.from_version, a.to_version, a.traffic_share) for a in aborted] == [(2, 1, 0.05)]
+        assert (daemon.status()["prompts"][CANARY]["rollout"] or {})["state"] == "canary_aborted"
+        metrics = daemon.get("/metrics")
+        assert metric_value(metrics, "gepa_stream_rollout_state", prompt=CANARY, state="canary_aborted") == 1
+        assert metric_value(metrics, "gepa_stream_rollout_traffic_share", prompt=CANARY) == 0
+        assert not errors, errors
+        page.close()
+    finally:
+        daemon.stop()
+    assert "canary_abort router_canary v2 requested by bob (ops page)" in daemon.log.read_text()

@@ -21,6 +21,7 @@ function el(tag, attrs, ...children) {
 const score = (x) => (x === null || x === undefined ? "—" : Number(x).toFixed(2));
 const signed = (x) => (x === null || x === undefined ? "—" : (x >= 0 ? "+" : "") + Number(x).toFixed(2));
 const pct = (x) => (x === null || x === undefined ? "—" : (x >= 0 ? "+" : "") + (100 * x).toFixed(0) + "%");
+const share = (x) => (x === null || x === undefined ? "—" : +(100 * x).toFixed(1) + "%");
 function span(s) {
   if (s === null || s === undefined) return "—";
   if (s < 90) return Math.round(s) + "s";
@@ -52,6 +53,8 @@ function liveCell(p) {
     el("span", { class: "name", "data-testid": "live-version" }, l.version ? "v" + l.version : "none"),
     " ", el("span", { class: "small" }, "score " + score(l.score)),
     l.awaiting.length ? el("div", {}, pill("awaiting approval", "awaiting_approval"), " ", l.awaiting.map((v) => "v" + v).join(", ")) : null,
+    l.canary ? el("div", { "data-testid": "live-canary" }, pill("canary"), " v" + l.canary + " at " + share(l.canary_share),
+      p.rollout && p.rollout.state === "canary" && p.rollout.canary_version === l.canary ? el("span", { class: "small" }, ` · stage ${p.rollout.stage + 1}/${p.rollout.stages.length}`) : null) : null,
     l.error ? el("div", { class: "small error" }, l.error) : null)));
 }
 
@@ -115,7 +118,7 @@ function usageLine(j) {
 function decisionSummary(d) {
   return [pill(d.decision), " ", versions(d), d.improvement !== null ? ` · ${pct(d.improvement)}` : "", d.ci_low !== null ? ` · CI [${signed(d.ci_low)}, ${signed(d.ci_high)}]` : "", d.n_eval !== null ? ` · n=${d.n_eval}` : ""];
 }
-const versions = (d) => (d.from_version ? "v" + d.from_version : "—") + " → " + (d.to_version ? "v" + d.to_version : "—");
+const versions = (d) => (d.from_version ? "v" + d.from_version : "—") + " → " + (d.to_version ? "v" + d.to_version : "—") + (d.traffic_share !== null && d.traffic_share !== undefined ? ` · ${share(d.traffic_share)}` : "");
 
 function renderPrompts() {
   const body = document.querySelector("#prompts tbody");
@@ -159,6 +162,7 @@ function renderDetail() {
   if (!p) return;
   document.getElementById("detail-title").textContent = p.name;
   renderActions(p);
+  renderRollout(p);
   if (p.decisions_total !== ui.decisionsTotal) { ui.decisionsTotal = p.decisions_total; loadDecisions(p.name); loadVersions(p); }
 }
 
@@ -189,14 +193,14 @@ async function loadVersions(p) {
       if (last && last.prompt === name && numbers.includes(last.from_version) && numbers.includes(last.to_version)) { ui.diff.a = last.from_version; ui.diff.b = last.to_version; }
       else { ui.diff.b = numbers[0] || null; ui.diff.a = numbers[1] || numbers[0] || null; }
     }
-    Object.assign(ui.diff, { name, versions: data.versions, production: data.production });
+    Object.assign(ui.diff, { name, versions: data.versions, production: data.production, canaryShare: data.canary_share });
     renderDiffControls(names);
     loadDiff();
   } catch (error) { document.getElementById("diff").replaceChildren(el("div", { class: "note error" }, String(error.message))); }
 }
 
 function renderDiffControls(names) {
-  const label = (v) => `v${v.version}` + (v.version === ui.diff.production ? " (production)" : "") + (v.awaiting_approval ? " (awaiting approval)" : "") + (v.score !== null ? ` · ${score(v.score)}` : "");
+  const label = (v) => `v${v.version}` + (v.version === ui.diff.production ? " (production)" : "") + (v.canary ? ` (canary ${share(ui.diff.canaryShare)})` : "") + (v.awaiting_approval ? " (awaiting approval)" : "") + (v.score !== null ? ` · ${score(v.score)}` : "");
   const choose = (key) => el("select", { "data-testid": "diff-" + key, onchange: (e) => { ui.diff[key] = Number(e.target.value); loadDiff(); } },
     ui.diff.versions.map((v) => el("option", { value: v.version, selected: v.version === ui.diff[key] }, label(v))));
   const nameSelect = names.length > 1 ? el("select", { onchange: (e) => { ui.diff.name = e.target.value; loadVersions(ui.state.prompts.find((x) => x.name === ui.selected)); } },
@@ -247,11 +251,83 @@ function renderActions(p) {
   const decide = p.live.length > 1
     ? (awaiting.length ? [button("approve latest (all predictors)", "approve", null), button("reject latest (all predictors)", "reject", null)] : [])
     : awaiting.flatMap((v) => [button(`approve v${v}`, "approve", v), button(`reject v${v}`, "reject", v)]);
+  // A running canary (the registry's, or the ingest role's rollout): advance it a stage (after the
+  // last: promote) or abort it. The command names the version, so a click after it moved on does nothing.
+  const canary = runningCanary(p);
+  const next = canary ? canary.stages.find((s) => s > canary.share + 1e-9) : null;
+  const rollout = canary ? [button(`advance canary v${canary.version} → ` + (next ? share(next) : "production"), "canary_advance", canary.version),
+    button(`abort canary v${canary.version}`, "canary_abort", canary.version)] : [];
   document.getElementById("actions").replaceChildren(
     button("optimize now", "optimize"),
     ...decide,
+    ...rollout,
     button("roll back production", "rollback"),
     ...(enabled ? [] : [el("span", { class: "small" }, ui.state.actions.why)]));
+}
+
+// -- the staged rollout --------------------------------------------------------------------
+// The canary running now: the ingest role's rollout while it watches one; else the registry's
+// `canary` alias, unless the rollout of that very version has ended (the registry read lags).
+function runningCanary(p) {
+  const r = p.rollout;
+  const registry = p.live.find((l) => l.canary);
+  if (r && r.state === "canary") return { version: r.canary_version, share: r.traffic_share, stages: r.stages };
+  if (registry && !(r && r.canary_version === registry.canary)) return { version: registry.canary, share: registry.canary_share, stages: p.rollout_policy.stages };
+  return null;
+}
+
+function renderRollout(p) {
+  const section = document.getElementById("rollout-section");
+  const box = document.getElementById("rollout");
+  const r = p.rollout, policy = p.rollout_policy, canary = runningCanary(p);
+  section.hidden = !r && !canary && !policy.enabled;
+  if (section.hidden) return;
+  const stagesLine = (stages, current, state) => el("div", { class: "stages small" }, "stages ",
+    [...stages, 1].map((s, i) => el("span", { class: i === current && state === "canary" ? "current" : null }, (i ? "→ " : "") + share(s))));
+  if (!r) {
+    box.replaceChildren(canary
+      ? el("div", {}, pill("canary"), ` v${canary.version} at `, el("b", { "data-testid": "rollout-share" }, share(canary.share)), " of traffic (registry) · " +
+        (ui.state.windows_here ? "no live ratings compared yet" : "the live comparison is kept by the ingest role's page"))
+      : el("div", { class: "small" }, `none running: a candidate that passes the gate starts as the canary at ${share(policy.stages[0])} of traffic`),
+      stagesLine(policy.stages, canary ? policy.stages.findIndex((s) => Math.abs(s - canary.share) < 1e-9) : -1, "canary"));
+    return;
+  }
+  const running = r.state === "canary";
+  const arms = el("table", { class: "grid", "data-testid": "rollout-arms" },
+    el("thead", {}, el("tr", {}, ["arm", "version", "ratings", "this stage", "mean rating"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, ["canary", "production"].map((arm) => el("tr", { "data-arm": arm },
+      el("td", {}, arm), el("td", {}, "v" + r[arm].version), el("td", { "data-testid": "arm-n" }, r[arm].n), el("td", {}, r[arm].n_stage),
+      el("td", { "data-testid": "arm-mean" }, score(r[arm].mean))))));
+  const rows = [
+    el("div", {}, el("span", { "data-testid": "rollout-state" }, pill({ canary: "canary running", canary_aborted: "canary aborted" }[r.state] || r.state, r.state)), " ",
+      `canary v${r.canary_version} against production v${r.production_version} · ${r.mode} mode · started ${ago(r.started_at)}`),
+    el("div", {}, running ? ["stage ", el("b", { "data-testid": "rollout-stage" }, `${r.stage + 1}/${r.stages.length}`), " · ", el("b", { "data-testid": "rollout-share" }, share(r.traffic_share)), " of traffic"]
+      : ["final share ", el("b", { "data-testid": "rollout-share" }, share(r.traffic_share)), ` · ended at stage ${r.stage + 1}/${r.stages.length}`]),
+    bar(r.traffic_share, "rollout-bar"),
+    stagesLine(r.stages, r.stage, r.state),
+    arms,
+    el("div", { "data-testid": "rollout-interval" }, "canary − production ", el("b", {}, signed(r.difference)),
+      ` · ${Math.round(100 * r.confidence)}% anytime bounds `, el("b", {}, `[${signed(r.lower)}, ${signed(r.upper)}]`)),
+  ];
+  if (running) {
+    const margin = policy.margin;
+    const needed = r.needed_canary || r.needed_production
+      ? `votes still needed this stage: canary ${r.needed_canary}, production ${r.needed_production}` : "enough votes this stage on both arms";
+    const bound = r.lower_above_margin > 0
+      ? `lower bound ${signed(r.lower)} is above -margin ${signed(-margin)} (by ${score(r.lower_above_margin)})`
+      : `lower bound ${signed(r.lower)} must rise above -margin ${signed(-margin)} (by ${score(-r.lower_above_margin)})`;
+    rows.push(el("div", { "data-testid": "rollout-next" }, el("b", {}, "next: " + (r.next_step === "promote" ? "promote to production" : `advance to ${share(r.stages[r.stage + 1])}`)),
+      el("div", { class: "small", "data-testid": "rollout-needed" }, needed),
+      el("div", { class: "small" }, bound),
+      el("div", { class: "small" }, `time left in this stage ${span(r.stage_time_left_s)} (then aborted if undecided)`),
+      r.worse_beyond_doubt ? el("div", {}, pill("worse beyond doubt", "worse"), " upper bound below 0: the rule aborts it") : null,
+      r.mode === "manual"
+        ? el("div", { "data-testid": "rollout-ready" }, r.ready_to_advance ? pill("ready to advance", "ready") : pill("not ready yet", "inconclusive"), el("span", { class: "small" }, " manual mode: an operator advances or aborts it"))
+        : el("div", { class: "small" }, "auto mode: the rule advances or aborts it by itself")));
+  } else {
+    rows.push(el("div", { class: "small", "data-testid": "rollout-reason" }, `${r.state.replace("_", " ")} ${ago(r.decided_at)} · ${r.reason || ""}`));
+  }
+  box.replaceChildren(...rows);
 }
 
 async function act(prompt, action, version, label) {

@@ -172,3 +172,66 @@ def test_decisions_on_prompts_the_daemon_does_not_manage_never_reach_mlflow() ->
     page.live.poke("someone_elses_prompt")
     page.live.poke("router")
     assert page.live._dirty == {"router"} and "someone_elses_prompt" not in page.live.entries
+
+
+ROLLOUT_POLICIES = PolicyFile.model_validate(
+    {
+        "prompts": [
+            {
+                "name": "router",
+                "task_model": "offline/support-router",
+                "reflection_model": "offline/reflector",
+                "promotion": {"rollout": {"enabled": True, "stages": [0.1, 0.5], "margin": 0.1}},
+            }
+        ]
+    }
+)
+
+
+def test_the_state_carries_the_ingest_roles_rollout_and_the_rollout_policy() -> None:
+    rollout = {"state": "canary", "stage": 0, "stages": [0.1, 0.5], "traffic_share": 0.1, "canary_version": 2}
+    windows = {"router": {"n_examples": 3, "rollout": rollout}}
+    page = OpsPage(Settings(), ROLLOUT_POLICIES, "all", windows=lambda: windows, jobs=None)
+    [prompt] = json.loads(asyncio.run(page.handle("GET", "/ui/api/state", {}, {}, b"", "x")).body)["prompts"]
+    assert prompt["rollout"] == rollout
+    assert prompt["rollout_policy"] == {
+        "enabled": True,
+        "stages": [0.1, 0.5],
+        "min_live_examples": 50,
+        "margin": 0.1,
+        "confidence": 0.95,
+        "max_stage_duration_s": 172800.0,
+    }
+    assert prompt["live"][0]["canary"] is None and prompt["live"][0]["canary_share"] is None
+    page = OpsPage(Settings(), ROLLOUT_POLICIES, "optimizer", windows=None, jobs=None)
+    [prompt] = json.loads(asyncio.run(page.handle("GET", "/ui/api/state", {}, {}, b"", "x")).body)["prompts"]
+    assert prompt["rollout"] is None  # kept by the ingest role
+
+
+@pytest.mark.parametrize("action", ["canary_advance", "canary_abort"])
+def test_the_canary_buttons_send_a_persons_command_naming_the_canary(action: str) -> None:
+    page, sent = _page(TOKEN)
+    body = {"prompt": "router", "action": action, "version": 2, "requested_by": "bob"}
+    assert _post(page, body, {})[0] == 401 and not sent  # token-guarded like every action
+    status, reply = _post(page, body, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 202 and f"{action} router v2 sent as bob (ops page)" in reply["message"]
+    data = sent[0].data
+    assert (data.action, data.version, data.requested_by, data.traffic_share) == (
+        action,
+        2,
+        "bob (ops page)",
+        None,  # a share only in the rule's own verdicts
+    )
+    share = {**body, "traffic_share": 0.05}
+    assert _post(page, share, {"Authorization": f"Bearer {TOKEN}"})[0] == 400  # not the page's to set
+
+
+def test_the_registrys_canary_is_read_with_its_share() -> None:
+    from daemon.jobs.prompt_versions import Version
+    from daemon.ops.live import canary_of
+    from schemas.events import TRAFFIC_SHARE_TAG
+
+    assert canary_of(Version("router", 2, "t", {TRAFFIC_SHARE_TAG: "0.25"})) == (2, 0.25)
+    assert canary_of(Version("router", 2, "t", {})) == (None, None)  # no share: serves no traffic
+    assert canary_of(Version("router", 2, "t", {TRAFFIC_SHARE_TAG: "lots"})) == (None, None)
+    assert canary_of(None) == (None, None)

@@ -128,3 +128,14 @@ def test_every_optimization_status_has_a_rank() -> None:
     from schemas.events import OptimizationStatus
 
     assert set(_STATUS_RANK) == set(get_args(OptimizationStatus))
+
+
+def test_a_rollout_decision_keeps_the_canarys_share() -> None:
+    history = OpsHistory()
+    started = PromotionData(
+        prompt="p", decision="canary_started", from_version=1, to_version=2, traffic_share=0.05, reason="r"
+    )
+    history.add(PromotionEvent.build(started, id="c1"))
+    assert history.add(_decision(0)) == "p"
+    records, _ = history.decisions("p")
+    assert [(d.decision, d.traffic_share) for d in records] == [("promoted", None), ("canary_started", 0.05)]
