@@ -44,6 +44,7 @@ class DecisionRecord:
     reason: str
     request_id: str | None
     traffic_share: float | None = None  # a rollout's decision: the canary's share (aborted: the one it left)
+    segments: tuple[dict[str, Any], ...] = ()  # the gate's per-segment results (`promotion.segments`)
 
     @classmethod
     def of(cls, event: PromotionEvent) -> DecisionRecord:
@@ -64,6 +65,7 @@ class DecisionRecord:
             reason=d.reason,
             request_id=d.request_id,
             traffic_share=d.traffic_share,
+            segments=tuple(s.model_dump() for s in d.segments),
         )
 
 

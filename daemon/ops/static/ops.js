@@ -174,11 +174,19 @@ async function loadDecisions(name) {
       el("td", { class: "small" }, when(d.time)), el("td", {}, pill(d.decision), d.prompt !== name ? el("div", { class: "small" }, d.prompt) : null),
       el("td", {}, versions(d)), el("td", {}, `${score(d.baseline_score)} → ${score(d.candidate_score)}`), el("td", {}, pct(d.improvement)),
       el("td", { "data-testid": "interval" }, d.ci_low !== null ? `[${signed(d.ci_low)}, ${signed(d.ci_high)}]` : "—"), el("td", {}, d.n_eval ?? "—"),
-      el("td", { class: "small" }, d.reason))));
+      el("td", { class: "small" }, d.reason, segmentsLine(d)))));
     const more = document.getElementById("more-decisions");
     more.hidden = data.total <= data.decisions.length;
     more.textContent = `show older decisions (${data.decisions.length} of ${data.total})`;
   } catch (error) { document.querySelector("#decisions tbody").replaceChildren(el("tr", {}, el("td", { class: "error", colspan: 8 }, String(error.message)))); }
+}
+
+// the gate's per-segment results under a decision: harmed segments first, each with its bound
+function segmentsLine(d) {
+  if (!d.segments || !d.segments.length) return null;
+  const ordered = [...d.segments].sort((a, b) => (b.harmed - a.harmed) || (b.n - a.n));
+  return el("div", { "data-testid": "segments" }, "segments: ", ...ordered.map((s, i) => el("span", { class: s.harmed ? "error" : "" },
+    `${i ? " · " : ""}${s.segment} ${score(s.baseline_score)} → ${score(s.candidate_score)} (n=${s.n}, bound ${signed(s.upper)})${s.harmed ? " harmed" : ""}`)));
 }
 
 async function loadVersions(p) {

@@ -11,6 +11,7 @@ from schemas.events import (
     OptimizationEvent,
     PromotionData,
     PromotionEvent,
+    SegmentScore,
     TriggerInfo,
 )
 
@@ -139,3 +140,22 @@ def test_a_rollout_decision_keeps_the_canarys_share() -> None:
     assert history.add(_decision(0)) == "p"
     records, _ = history.decisions("p")
     assert [(d.decision, d.traffic_share) for d in records] == [("promoted", None), ("canary_started", 0.05)]
+
+
+def test_a_gate_decision_keeps_its_segments() -> None:
+    history = OpsHistory()
+    harmed = SegmentScore(
+        segment="de",
+        n=100,
+        baseline_score=0.7,
+        candidate_score=0.45,
+        difference=-0.25,
+        upper=-0.16,
+        harmed=True,
+    )
+    data = PromotionData(
+        prompt="p", decision="rejected", from_version=1, to_version=2, segments=[harmed], reason="r"
+    )
+    history.add(PromotionEvent.build(data, id="g1"))
+    [record], _ = history.decisions("p")
+    assert record.segments == (harmed.model_dump(),)
