@@ -16,7 +16,7 @@ from schemas.third_parties import quiet_third_parties
 
 if TYPE_CHECKING:
     from daemon.settings import Settings
-    from schemas.config import PolicyFile
+    from schemas.config import PolicyBook, PolicyFile
 
 console = Console(stderr=True)
 
@@ -227,10 +227,52 @@ def run(
     from daemon.worker import run as run_worker
 
     console.print(
-        f"gepa-stream {role}: {len(policies.prompts)} prompt(s) from {settings.config}, "
+        f"gepa-stream {role}: {len(policies.prompts)} prompt(s) and {len(policies.patterns)} pattern(s) "
+        f"from {settings.config}, "
         f"broker {settings.bootstrap_servers}, web :{settings.web_port}"
     )
     run_worker(settings, policies, role)  # type: ignore[arg-type]
+
+
+policy_app = typer.Typer(help="Read the policy file as the daemon reads it.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command()
+def explain(
+    name: Annotated[str, typer.Argument(help="a prompt name (listed, or matched by a pattern)")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="per-prompt policy YAML (default: $GEPA_STREAM_CONFIG)"),
+    ] = None,
+) -> None:
+    """Print the effective policy of one prompt and where each setting came from (the prompt's own
+    entry, a pattern, `defaults`, or the built-in default)."""
+    from rich.table import Table
+
+    _, policies = _config(config)
+    found = policies.explain(name)
+    if found is None:
+        raise ConfigError(
+            f"{name!r} is neither listed in the policy file nor matched by one of its patterns "
+            f"({', '.join(p.match for p in policies.patterns) or 'none'})"
+        )
+    policy, sources = found
+    table = Table("setting", "value", "from", title=f"{name}: the effective policy")
+    flat = _flatten(policy.model_dump(mode="json"))
+    for path, source in sources.items():
+        table.add_row(path, str(flat[path]), source)
+    Console().print(table)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 bridge_app = typer.Typer(
@@ -239,14 +281,15 @@ bridge_app = typer.Typer(
 app.add_typer(bridge_app, name="bridge")
 
 
-def _managed_prompts(settings: Settings, config: Path | None) -> frozenset[str] | None:
-    """Prompt names of the policy file (given, or the settings' one if it exists); None = publish every prompt."""
-    from schemas.config import load_policy_file
+def _managed_prompts(settings: Settings, config: Path | None) -> PolicyBook | None:
+    """The prompts of the policy file (given, or the settings' one if it exists), listed or matched
+    by a pattern; None = publish every prompt."""
+    from schemas.config import PolicyBook, load_policy_file
 
     path = config or settings.config
     if config is None and not path.exists():
         return None
-    return frozenset(p.name for p in load_policy_file(path).prompts)
+    return PolicyBook(load_policy_file(path))
 
 
 @bridge_app.command("mlflow")

@@ -21,7 +21,7 @@ from handlers.trigger import Fire, Skip, TriggerState, evaluate
 from handlers.watches import WatchChanges, Watches, WatchStep
 from handlers.window import PromptWindow, WindowFigures
 from schemas import event_ids
-from schemas.config import PolicyFile, PromptPolicy
+from schemas.config import PolicyBook, PolicyFile, PromptPolicy
 from schemas.errors import GepaStreamError
 from schemas.events import (
     Budget,
@@ -74,7 +74,7 @@ class Ingest:
     """All windows and trigger states of the partitions this worker owns."""
 
     def __init__(self, policies: PolicyFile, app_id: str) -> None:
-        self.policies = {p.name: p for p in policies.prompts}
+        self.policies = PolicyBook(policies)
         self.app_id = app_id
         self.windows: dict[str, PromptWindow] = {}
         self.triggers: dict[str, TriggerState] = {}

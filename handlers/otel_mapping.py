@@ -11,7 +11,7 @@ the reason its caller counts.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ import orjson
 from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, count_spans, read_spans
 from handlers.trace_mapping import Unmappable, build_event, event_data, listed, parse_prompt_ref, rating_of
 from schemas import event_ids
-from schemas.config import PolicyFile
+from schemas.config import PolicyBook, PolicyFile
 from schemas.events import CloudEvent, RatingData, RatingEvent, TraceData, TraceEvent
 
 Convention = Literal["auto", "openinference", "openllmetry", "genai", "mlflow"]
@@ -228,7 +228,7 @@ class OtelOptions:
 
     source: str
     convention: Convention = "auto"
-    managed: frozenset[str] | None = None
+    managed: Container[str] | None = None  # the policy's prompts (patterns resolve on `in`)
     attributes: dict[str, PromptAttributes] = field(default_factory=dict)
     max_event_bytes: int = 512 * 1024
 
@@ -246,7 +246,7 @@ class OtelOptions:
         return cls(
             source,
             convention,
-            frozenset(p.name for p in policies.prompts),
+            PolicyBook(policies),
             {
                 p.name: PromptAttributes(
                     p.otel.prompt_attribute, p.otel.version_attribute, p.otel.variables_attribute

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Container
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict, TypeVar
@@ -77,7 +78,7 @@ class MappingOptions:
 
     source: str
     prompt_key: str = DEFAULT_PROMPT_KEY
-    managed: frozenset[str] | None = None
+    managed: Container[str] | None = None  # the policy's prompts (patterns resolve on `in`)
     numeric_scale: NumericScale = "auto"
     max_event_bytes: int = 512 * 1024
 

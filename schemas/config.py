@@ -6,16 +6,22 @@ start-up, not a surprise at the first trigger.
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import re
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PositiveInt,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -249,10 +255,85 @@ class PromptPolicy(_Policy):
         return self
 
 
-class PolicyFile(_Policy):
-    """The whole YAML file."""
+PATTERN_CHARS = re.compile(r"^[A-Za-z0-9_.\-*?]{1,255}$")
 
+
+class PromptPattern(BaseModel):
+    """`patterns:` entry: the settings of every prompt whose name matches the glob `match`
+    (`*` any run of characters, `?` one; case-sensitive), unless the prompt is listed by name."""
+
+    model_config = ConfigDict(extra="allow")
+
+    match: Annotated[str, Field(pattern=PATTERN_CHARS.pattern)]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def sample(self) -> str:
+        """A name the glob matches (to validate its settings at load)."""
+        return self.match.replace("*", "x").replace("?", "x")
+
+
+def globs_overlap(a: str, b: str) -> bool:
+    """True when some name matches both globs (`*` and `?` only): a walk over both patterns at
+    once, where a `*` either ends or eats one character the other side produces."""
+
+    @functools.cache
+    def common(i: int, j: int) -> bool:
+        if i == len(a) and j == len(b):
+            return True
+        if i < len(a) and a[i] == "*":
+            return common(i + 1, j) or (j < len(b) and common(i, j + 1))
+        if j < len(b) and b[j] == "*":
+            return common(i, j + 1) or (i < len(a) and common(i + 1, j))
+        if i < len(a) and j < len(b) and (a[i] == b[j] or "?" in (a[i], b[j])):
+            return common(i + 1, j + 1)
+        return False
+
+    return common(0, 0)
+
+
+def deep_merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Later layers win; nested mappings merge key by key, anything else is replaced."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = deep_merge(merged[key], value)
+            else:
+                merged[key] = value
+    return merged
+
+
+class PolicyFile(_Policy):
+    """The whole YAML file: `defaults` every prompt inherits, `prompts` listed by name, and
+    `patterns` for prompts matched by name. Precedence: an explicit name beats a pattern beats
+    defaults beats the built-in default; two patterns some name could match both are refused."""
+
+    defaults: dict[str, Any] = Field(default_factory=dict)
     prompts: list[PromptPolicy] = Field(default_factory=list)
+    patterns: list[PromptPattern] = Field(default_factory=list)
+
+    _own: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)  # listed prompts' own settings
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _inherit_defaults(cls, raw: Any, handler: ModelWrapValidatorHandler[PolicyFile]) -> PolicyFile:
+        """Each listed prompt's settings over the defaults (validated as one prompt policy); what
+        each set itself is kept for `explain`."""
+        if not isinstance(raw, dict):
+            return handler(raw)
+        defaults, prompts = raw.get("defaults") or {}, raw.get("prompts")
+        if isinstance(defaults, dict) and "name" in defaults:
+            raise ValueError("defaults: `name` is not a default (each prompt has its own)")
+        own = {}
+        if isinstance(defaults, dict) and defaults and isinstance(prompts, list):
+            own = {p["name"]: p for p in prompts if isinstance(p, dict) and isinstance(p.get("name"), str)}
+            raw = {**raw, "prompts": [deep_merge(defaults, p) if isinstance(p, dict) else p for p in prompts]}
+        policy = handler(raw)
+        policy._own = own or {p.name: p.model_dump(exclude_unset=True) for p in policy.prompts}
+        return policy
 
     @model_validator(mode="after")
     def _unique_names(self) -> PolicyFile:
@@ -260,10 +341,106 @@ class PolicyFile(_Policy):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"prompt names must be unique, repeated: {', '.join(duplicated)}")
+        for i, pattern in enumerate(self.patterns):
+            for other in self.patterns[i + 1 :]:
+                if globs_overlap(pattern.match, other.match):
+                    raise ValueError(
+                        f"patterns {pattern.match!r} and {other.match!r} can both match one name: "
+                        "list that prompt by name, or make the patterns disjoint"
+                    )
+            try:
+                PromptPolicy.model_validate(
+                    deep_merge(self.defaults, pattern.settings, {"name": pattern.sample()})
+                )
+            except ValidationError as exc:
+                raise ValueError(
+                    f"patterns[{i}] ({pattern.match}): {_describe(exc, pattern.settings)}"
+                ) from None
+        if self.defaults and not self.prompts and not self.patterns:
+            try:
+                PromptPolicy.model_validate(deep_merge(self.defaults, {"name": "defaults"}))
+            except ValidationError as exc:
+                raise ValueError(f"defaults: {_describe(exc, self.defaults)}") from None
         return self
 
+    def pattern_for(self, name: str) -> PromptPattern | None:
+        return next((p for p in self.patterns if fnmatch.fnmatchcase(name, p.match)), None)
+
     def prompt(self, name: str) -> PromptPolicy | None:
-        return next((p for p in self.prompts if p.name == name), None)
+        """The effective policy of `name`: listed, else matched by a pattern, else None."""
+        listed = next((p for p in self.prompts if p.name == name), None)
+        if listed is not None:
+            return listed
+        pattern = self.pattern_for(name)
+        if pattern is None:
+            return None
+        try:
+            return PromptPolicy.model_validate(deep_merge(self.defaults, pattern.settings, {"name": name}))
+        except ValidationError:
+            return None  # not a valid prompt name (the pattern's settings were checked at load)
+
+    def explain(self, name: str) -> tuple[PromptPolicy, dict[str, str]] | None:
+        """The effective policy of `name` and, per setting (dotted path), where it came from:
+        `prompts (name)`, `patterns (glob)`, `defaults`, or `built-in`."""
+        policy = self.prompt(name)
+        if policy is None:
+            return None
+        pattern = None if any(p.name == name for p in self.prompts) else self.pattern_for(name)
+        listed = self._own.get(name, {})
+        layers = [
+            (f"prompts ({name})", listed),
+            (f"patterns ({pattern.match})" if pattern else "", pattern.settings if pattern else {}),
+            ("defaults", self.defaults),
+        ]
+        sources = {"name": layers[0][0] if pattern is None else layers[1][0]}
+        for path in _leaf_paths(policy.model_dump(mode="json"))[1:]:
+            sources[path] = next(
+                (label for label, layer in layers if label and _has_path(layer, path)), "built-in"
+            )
+        return policy, sources
+
+
+class PolicyBook(Mapping[str, PromptPolicy]):
+    """The prompts a process manages, by name: the listed ones, and each pattern-matched one from
+    the first time its name is asked for (then kept, so a prompt resolves once). Iterating gives
+    the listed and the matched-so-far; `in` and lookups resolve any name."""
+
+    def __init__(self, policies: PolicyFile) -> None:
+        self.file = policies
+        self._known = {p.name: p for p in policies.prompts}
+
+    def __getitem__(self, name: str) -> PromptPolicy:
+        policy = self._known.get(name)
+        if policy is None and self.file.patterns:
+            policy = self.file.prompt(name)
+            if policy is not None:
+                self._known[name] = policy
+        if policy is None:
+            raise KeyError(name)
+        return policy
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._known))
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+def _leaf_paths(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        paths += _leaf_paths(value, f"{path}.") if isinstance(value, dict) and value else [path]
+    return paths
+
+
+def _has_path(tree: dict[str, Any], path: str) -> bool:
+    node: Any = tree
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 class ConfigError(GepaStreamError, ValueError):

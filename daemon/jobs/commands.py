@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from daemon.jobs import prompt_versions
@@ -33,7 +33,11 @@ class Commands:
     """Applies the commands of the policies' prompts, each prompt's in the order they arrive."""
 
     def __init__(
-        self, policies: dict[str, PromptPolicy], tracking_uri: str, announce: AnnouncePromotion, source: str
+        self,
+        policies: Mapping[str, PromptPolicy],
+        tracking_uri: str,
+        announce: AnnouncePromotion,
+        source: str,
     ) -> None:
         self.policies = policies
         self.tracking_uri = tracking_uri

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,7 +73,7 @@ class JobDriver:
     def __init__(
         self,
         settings: Settings,
-        policies: dict[str, PromptPolicy],
+        policies: Mapping[str, PromptPolicy],
         announcer: Announcer,
         client_options: dict[str, Any],
     ) -> None:

@@ -26,7 +26,7 @@ from daemon.jobs.offsets import Hold, OffsetTracker
 from daemon.jobs.run_lock import driving
 from daemon.jobs.spec import JOB_FILE, PROGRESS_FILE, JobSpec, Progress, read_model
 from daemon.settings import Settings
-from schemas.config import PolicyFile
+from schemas.config import PolicyBook, PolicyFile
 from schemas.events import CommandEvent, OptimizationEvent
 from schemas.parse import InvalidEvent, parse_event
 
@@ -49,7 +49,7 @@ class JobRunner:
     def __init__(self, settings: Settings, policies: PolicyFile) -> None:
         self.settings = settings
         self.topics = settings.topics
-        self.policies = {p.name: p for p in policies.prompts}
+        self.policies = PolicyBook(policies)
         self.jobs_dir = settings.state_dir / "jobs"
         self.source = f"gepa-stream/{settings.app_id}/optimizer"
         self.offsets: OffsetTracker[TopicPartition] = OffsetTracker()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from handlers.ops_history import OpsHistory
-from schemas.config import PolicyFile
+from schemas.config import PolicyBook, PolicyFile
 from schemas.events import TRAFFIC_SHARE_TAG
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class LiveVersions:
         self._started = asyncio.Event()
         if not on_demand:
             self._started.set()
-        self.policies = {p.name: p for p in policies.prompts}
+        self.policies = PolicyBook(policies)
         self.names: dict[str, list[str]] = {name: [name] for name in self.policies}
         self.entries: dict[str, LiveEntry] = {name: LiveEntry(name) for name in self.policies}
         self._dirty: set[str] = set()

@@ -31,7 +31,7 @@ from daemon.ops.live import LiveVersions, canary_of
 from daemon.settings import Settings
 from handlers.ops_history import OpsHistory
 from handlers.template_diff import template_diff
-from schemas.config import PolicyFile, RolloutPolicy
+from schemas.config import PolicyBook, PolicyFile, RolloutPolicy
 from schemas.errors import GepaStreamError
 from schemas.events import CommandAction, CommandData, CommandEvent
 
@@ -92,7 +92,7 @@ class OpsPage:
         jobs: Callable[[], dict[str, Any]] | None,
     ) -> None:
         self.role = role
-        self.policies = {p.name: p for p in policies.prompts}
+        self.policies = PolicyBook(policies)
         self.windows = windows
         self.jobs = jobs
         self.token = settings.admin_token
