@@ -15,13 +15,14 @@ for any drift since.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import orjson
 
+from handlers.facts import TraceFact
 from handlers.guard import GuardSpec, PromptGuard, Vote, VoteBook, decide, describe
 from handlers.promotion import promotion_event
 from handlers.rollout import RULE, Rollout, RolloutSpec, look
@@ -76,6 +77,25 @@ def _merge_votes(
         if book.add(vote):
             puts.append((vote_key(prompt, trace_id, rater), vote.encode()))
     return puts
+
+
+def _replacing(
+    kind: WatchKind,
+    prompt: str,
+    book: VoteBook[Any],
+    replaced: VoteBook[Any] | None,
+    window: PromptWindow,
+    watched: Callable[[TraceFact], bool],
+) -> WatchStep:
+    """A new watch's first step: the replaced one's votes deleted, the window's rated traces it
+    watches merged as its votes."""
+    step = WatchStep(kind, prompt, book.spec)
+    if replaced is not None:
+        step.deletes = [vote_key(prompt, *key) for key in replaced.votes]
+    for trace_id, trace in window.traces.items():
+        if trace.prompt_version is not None and watched(trace):
+            step.puts += _merge_votes(book, prompt, trace_id, trace.prompt_version, window)
+    return step
 
 
 class Watches:
@@ -206,14 +226,10 @@ class Watches:
                 or (same_versions and current.watching)
             ):
                 return None
-        spec = GuardSpec(event.id, promoted_at, data.to_version, data.from_version, policy.mode)
-        guard = PromptGuard(spec)
-        step = WatchStep("guard", prompt, spec)
-        if current is not None:
-            step.deletes = [vote_key(prompt, *key) for key in current.votes]
-        for trace_id, trace in window.traces.items():
-            if trace.prompt_version is not None and guard.watches(trace.prompt_version):
-                step.puts += _merge_votes(guard, prompt, trace_id, trace.prompt_version, window)
+        guard = PromptGuard(GuardSpec(event.id, promoted_at, data.to_version, data.from_version, policy.mode))
+        step = _replacing(
+            "guard", prompt, guard, current, window, lambda trace: guard.watches(trace.prompt_version)
+        )
         self.guards[prompt] = guard
         self._decide_guard(prompt, guard, policy, step, now)
         return step
@@ -291,14 +307,15 @@ class Watches:
             current.spec.promotion_id == event.id or started_at < current.spec.started_at
         ):
             return None
-        spec = RolloutSpec.start(event.id, started_at, data.to_version, data.from_version, policy)
-        rollout = Rollout(spec)
-        step = WatchStep("rollout", prompt, spec)
-        if current is not None:
-            step.deletes = [vote_key(prompt, *key) for key in current.votes]
-        for trace_id, trace in window.traces.items():
-            if trace.prompt_version is not None and rollout.watches(trace.prompt_version, trace.time):
-                step.puts += _merge_votes(rollout, prompt, trace_id, trace.prompt_version, window)
+        rollout = Rollout(RolloutSpec.start(event.id, started_at, data.to_version, data.from_version, policy))
+        step = _replacing(
+            "rollout",
+            prompt,
+            rollout,
+            current,
+            window,
+            lambda trace: rollout.watches(trace.prompt_version, trace.time),
+        )
         self.rollouts[prompt] = rollout
         self._look_rollout(prompt, rollout, policy, step, now)
         return step

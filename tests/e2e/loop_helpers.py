@@ -114,6 +114,39 @@ def sme_feed(topics: Topics, name: str, n: int = 60) -> list[tuple[str, bytes | 
     return records
 
 
+def live_feed(
+    topics: Topics, name: str, version: int, ratings: list[str], start: int
+) -> list[tuple[str, bytes | None, bytes]]:
+    """Production traces answered by `version` (ids `<name>-v<version>-<i>` from `start`), each
+    rated by an SME: the right route for excellent/good, a wrong one otherwise."""
+    records = []
+    tickets = support_tickets(140)
+    for i, value in enumerate(ratings, start):
+        trace_id = f"{name}-v{version}-{i}"
+        ticket = tickets[i % len(tickets)]
+        expected = ticket["expectations"]["expected_response"]
+        answer = (
+            expected
+            if value in ("excellent", "good")
+            else ("billing" if expected != "billing" else "technical")
+        )
+        trace = TraceEvent.build(
+            TraceData(
+                prompt=name,
+                prompt_version=version,
+                trace_id=trace_id,
+                inputs=ticket["inputs"],
+                outputs=answer,
+            )
+        )
+        rating = RatingEvent.build(RatingData(prompt=name, trace_id=trace_id, rating=value, rater="sme-1"))
+        records += [
+            (topics.traces, trace.key, trace.to_json()),
+            (topics.ratings, rating.key, rating.to_json()),
+        ]
+    return records
+
+
 def wait_for_events(
     daemon: Daemon, topic: str, done: Any, timeout: float = 420.0, *, fail_on_failed_job: bool = True
 ) -> list[Any]:

@@ -14,19 +14,15 @@ import pytest
 from mlflow import MlflowClient
 
 from daemon.jobs import prompt_versions
-from optimization.offline.datasets import support_tickets
 from schemas import (
     CommandData,
     CommandEvent,
     PromotionData,
     PromotionEvent,
-    RatingData,
-    RatingEvent,
-    TraceData,
-    TraceEvent,
 )
 from tests.daemon_harness import Daemon, metric_value, produce, read_topic
 from tests.e2e.loop_helpers import (
+    live_feed,
     register_seed,
     sme_feed,
     validate_against_schemas,
@@ -35,39 +31,6 @@ from tests.e2e.loop_helpers import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-def live_feed(
-    daemon: Daemon, name: str, version: int, ratings: list[str], start: int
-) -> list[tuple[str, bytes | None, bytes]]:
-    """Production traces answered by `version`, each rated by an SME: the right route for
-    excellent/good, a wrong one otherwise."""
-    records = []
-    tickets = support_tickets(140)
-    for i, value in enumerate(ratings, start):
-        trace_id = f"{name}-live-{i}"
-        ticket = tickets[i % len(tickets)]
-        expected = ticket["expectations"]["expected_response"]
-        answer = (
-            expected
-            if value in ("excellent", "good")
-            else ("billing" if expected != "billing" else "technical")
-        )
-        trace = TraceEvent.build(
-            TraceData(
-                prompt=name,
-                prompt_version=version,
-                trace_id=trace_id,
-                inputs=ticket["inputs"],
-                outputs=answer,
-            )
-        )
-        rating = RatingEvent.build(RatingData(prompt=name, trace_id=trace_id, rating=value, rater="sme-1"))
-        records += [
-            (daemon.topics.traces, trace.key, trace.to_json()),
-            (daemon.topics.ratings, rating.key, rating.to_json()),
-        ]
-    return records
 
 
 def guard_of(daemon: Daemon, name: str) -> dict[str, Any]:
@@ -111,12 +74,15 @@ def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives
         #    that trigger the job, 40 it got right)
         produce(
             kafka_bootstrap,
-            sme_feed(daemon.topics, worse) + live_feed(daemon, worse, 1, ["excellent"] * 40, 500),
+            sme_feed(daemon.topics, worse) + live_feed(daemon.topics, worse, 1, ["excellent"] * 40, 500),
         )
 
         # 2. `better` meanwhile: 40 rated traces of version 1, version 2 promoted outside a job,
         #    then rated better live: confirmed, the alias stays
-        produce(kafka_bootstrap, live_feed(daemon, better, 1, ["excellent", "good", "fair", "poor"] * 10, 0))
+        produce(
+            kafka_bootstrap,
+            live_feed(daemon.topics, better, 1, ["excellent", "good", "fair", "poor"] * 10, 0),
+        )
         daemon.wait_until(
             lambda: (daemon.status()["prompts"].get(better) or {}).get("n_examples") == 40,
             60,
@@ -124,7 +90,7 @@ def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives
         )
         promote_outside_a_job(daemon, better)
         daemon.wait_until(lambda: guard_of(daemon, better).get("n_old") == 40, 60, "the guard to start")
-        produce(kafka_bootstrap, live_feed(daemon, better, 2, ["excellent", "good"] * 20, 100))
+        produce(kafka_bootstrap, live_feed(daemon.topics, better, 2, ["excellent", "good"] * 20, 100))
         events = wait_for_events(
             daemon, daemon.topics.promotions, lambda evs: any(e.data.decision == "confirmed" for e in evs)
         )
@@ -145,7 +111,7 @@ def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives
         assert guard_of(daemon, worse)["state"] == "watching" and 0.4 < reference_mean < 1
 
         # 3. a few live ratings of version 2, then SIGKILL mid-watch: the counts come back exact
-        first = live_feed(daemon, worse, 2, ["poor", "fair"] * 3, 0)
+        first = live_feed(daemon.topics, worse, 2, ["poor", "fair"] * 3, 0)
         produce(kafka_bootstrap, first)
         daemon.wait_until(lambda: guard_of(daemon, worse).get("n_new") == 6, 60, "6 live ratings")
         assert guard_of(daemon, worse)["state"] == "watching"
@@ -158,11 +124,11 @@ def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives
         assert (restored["n_new"], restored["n_old"], restored["state"]) == (6, 100, "watching")
         assert guard_of(daemon, better)["state"] == "confirmed"
         produce(kafka_bootstrap, first)  # redelivered: counted once
-        produce(kafka_bootstrap, live_feed(daemon, worse, 2, ["poor"] * 2, 6))
+        produce(kafka_bootstrap, live_feed(daemon.topics, worse, 2, ["poor"] * 2, 6))
         daemon.wait_until(lambda: guard_of(daemon, worse).get("n_new") == 8, 60, "8 live ratings")
 
         # 4. clearly worse: the guard asks for a rollback, the optimizer role moves production back
-        produce(kafka_bootstrap, live_feed(daemon, worse, 2, ["poor"] * 60, 8))
+        produce(kafka_bootstrap, live_feed(daemon.topics, worse, 2, ["poor"] * 60, 8))
         events = wait_for_events(
             daemon,
             daemon.topics.promotions,

@@ -23,11 +23,10 @@ from mlflow import MlflowClient
 from daemon.demo import register_sample_prompt, sample_feed
 from daemon.jobs import prompt_versions
 from handlers.promotion import Outcome, promotion_event
-from optimization.offline.datasets import support_tickets
-from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent
+from schemas import Topics
 from schemas.events import TRAFFIC_SHARE_TAG, PromotionData, PromotionEvent
 from tests.daemon_harness import Daemon, metric_value, produce, read_topic
-from tests.e2e.loop_helpers import register_seed, write_policies
+from tests.e2e.loop_helpers import live_feed, register_seed, write_policies
 
 pytestmark = pytest.mark.e2e
 
@@ -324,32 +323,6 @@ def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(
 CANARY = "router_canary"
 
 
-def _rated(
-    topics: Topics, name: str, version: int, ratings: list[str], start: int
-) -> list[tuple[str, bytes | None, bytes]]:
-    """Traces answered by `version`, each rated by an SME (built now: after the canary started)."""
-    records = []
-    tickets = support_tickets(50)
-    for i, value in enumerate(ratings, start):
-        trace_id = f"{name}-v{version}-{i}"
-        ticket = tickets[i % len(tickets)]
-        trace = TraceEvent.build(
-            TraceData(
-                prompt=name,
-                prompt_version=version,
-                trace_id=trace_id,
-                inputs=ticket["inputs"],
-                outputs=ticket["expectations"]["expected_response"],
-            )
-        )
-        rating = RatingEvent.build(RatingData(prompt=name, trace_id=trace_id, rating=value, rater="sme-1"))
-        records += [
-            (topics.traces, trace.key, trace.to_json()),
-            (topics.ratings, rating.key, rating.to_json()),
-        ]
-    return records
-
-
 def test_ops_page_shows_a_staged_rollout_and_aborts_the_canary_by_its_button(
     browser: Any, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -397,8 +370,8 @@ def test_ops_page_shows_a_staged_rollout_and_aborts_the_canary_by_its_button(
         produce(kafka_bootstrap, [(daemon.topics.promotions, event.key, event.to_json())])
         produce(
             kafka_bootstrap,
-            _rated(daemon.topics, CANARY, 2, ["excellent"] * 3, 0)
-            + _rated(daemon.topics, CANARY, 1, ["excellent", "good"] * 3, 0),
+            live_feed(daemon.topics, CANARY, 2, ["excellent"] * 3, 0)
+            + live_feed(daemon.topics, CANARY, 1, ["excellent", "good"] * 3, 0),
         )
 
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -442,8 +415,8 @@ def test_ops_page_shows_a_staged_rollout_and_aborts_the_canary_by_its_button(
         # 3. enough votes of this stage on both arms and the lower bound above -margin: ready
         produce(
             kafka_bootstrap,
-            _rated(daemon.topics, CANARY, 2, ["excellent"] * 13, 3)
-            + _rated(daemon.topics, CANARY, 1, ["excellent", "good"] * 9, 6),
+            live_feed(daemon.topics, CANARY, 2, ["excellent"] * 13, 3)
+            + live_feed(daemon.topics, CANARY, 1, ["excellent", "good"] * 9, 6),
         )
         _wait(
             "ready to advance",

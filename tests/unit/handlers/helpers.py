@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from schemas import CommandData, CommandEvent, RatingData, RatingEvent, TraceData, TraceEvent
 from schemas.config import PolicyFile, PromptPolicy
@@ -44,3 +46,20 @@ def policies(**overrides) -> PolicyFile:
     for section, values in overrides.items():
         base[section] = {**base.get(section, {}), **values} if isinstance(values, dict) else values
     return PolicyFile(prompts=[PromptPolicy.model_validate(base)])
+
+
+ROOT = Path(__file__).resolve().parents[3]
+ROOMS = ("schemas", "optimization", "handlers", "daemon")
+
+
+def calls_outside(home: Path, calls: tuple[str, ...]) -> list[str]:
+    """`path:line` of every call to one of `calls` in the rooms' code outside `home` (the one
+    module that may build a kind of event)."""
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for room in ROOMS
+        for path in sorted((ROOT / room).rglob("*.py"))
+        if path != home
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in calls
+    ]

@@ -3,27 +3,15 @@ read for any other construction of one, and the builder's ids are the contract's
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 from handlers.job_status import status_event
-
-ROOT = Path(__file__).resolve().parents[3]
-ROOMS = ("schemas", "optimization", "handlers", "daemon")
-HOME = ROOT / "handlers" / "job_status.py"
+from tests.unit.handlers.helpers import ROOT, calls_outside
 
 
 def test_no_status_event_is_built_outside_the_builder() -> None:
-    built = [
-        f"{path.relative_to(ROOT)}:{node.lineno}"
-        for room in ROOMS
-        for path in sorted((ROOT / room).rglob("*.py"))
-        if path != HOME
-        for node in ast.walk(ast.parse(path.read_text(), str(path)))
-        if isinstance(node, ast.Call)
-        and ast.unparse(node.func) in ("OptimizationEvent.build", "OptimizationData")
-    ]
-    assert built == []
+    assert (
+        calls_outside(ROOT / "handlers" / "job_status.py", ("OptimizationEvent.build", "OptimizationData"))
+        == []
+    )
 
 
 def test_the_id_is_the_request_and_status_unless_the_announcement_has_its_own() -> None:

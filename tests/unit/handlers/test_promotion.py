@@ -3,26 +3,12 @@ other construction of one, and the builder carries every field it is given."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 from handlers.promotion import promotion_event
-
-ROOT = Path(__file__).resolve().parents[3]
-ROOMS = ("schemas", "optimization", "handlers", "daemon")
-HOME = ROOT / "handlers" / "promotion.py"
+from tests.unit.handlers.helpers import ROOT, calls_outside
 
 
 def test_no_promotion_event_is_built_outside_the_builder() -> None:
-    built = [
-        f"{path.relative_to(ROOT)}:{node.lineno}"
-        for room in ROOMS
-        for path in sorted((ROOT / room).rglob("*.py"))
-        if path != HOME
-        for node in ast.walk(ast.parse(path.read_text(), str(path)))
-        if isinstance(node, ast.Call) and ast.unparse(node.func) in ("PromotionEvent.build", "PromotionData")
-    ]
-    assert built == []
+    assert calls_outside(ROOT / "handlers" / "promotion.py", ("PromotionEvent.build", "PromotionData")) == []
 
 
 def test_the_builder_carries_the_decision_its_comparison_and_its_id() -> None:
