@@ -80,6 +80,17 @@ class Ingest:
         self.triggers: dict[str, TriggerState] = {}
         self.watches = Watches()
 
+    def reload(self, policies: PolicyFile, now: float) -> None:
+        """A new policy file, without a restart: new events, triggers and watches read it from
+        now on, and each window takes its new limits at once (the trimmed records are deleted
+        with the prompt's next event, on its partition). A prompt the file no longer manages
+        keeps its state until the file manages it again; its events are dead letters meanwhile."""
+        self.policies = PolicyBook(policies)
+        for prompt, window in self.windows.items():
+            policy = self.policies.get(prompt)
+            if policy is not None:
+                window.set_policy(policy.window, now)
+
     def policy(self, prompt: str) -> PromptPolicy:
         policy = self.policies.get(prompt)
         if policy is None:

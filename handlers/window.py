@@ -95,6 +95,14 @@ class PromptWindow:
 
     # -- expiry --------------------------------------------------------------------------
 
+    def set_policy(self, policy: WindowPolicy, now: float) -> None:
+        """A reloaded policy takes effect at once: a smaller `max_examples` or `max_age` trims the
+        window now (its records' deletions are queued like any expiry's)."""
+        self.policy = policy
+        while len(self._members) > policy.max_examples:
+            self._drop(self._members[0][1])
+        self.expire(now)
+
     def expire(self, now: float) -> None:
         """Age examples out of the window and drop join-buffer entries past their TTL."""
         oldest_allowed = now - self.policy.max_age.total_seconds()
