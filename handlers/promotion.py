@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from optimization.comparison import Comparison, compare_paired
 from schemas.config import PromotionPolicy
 from schemas.events import CommandData, PromotionData, PromotionDecision, PromotionEvent
+
+if TYPE_CHECKING:  # at run time `gate` imports it: scipy.stats is ~64 MB, and an ingest worker never gates
+    from optimization.comparison import Comparison
 
 WATCHERS = ("guard", "rollout")
 """`requested_by` of the commands the daemon's own live watches send: their verdicts block the
@@ -75,6 +77,8 @@ def gate(
 ) -> Comparison:
     """The paired comparison's promoted / rejected / inconclusive with the statistics behind it
     (deterministic per seed)."""
+    from optimization.comparison import compare_paired
+
     return compare_paired(
         baseline,
         candidate,
