@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from optimization.comparison import Comparison, compare_paired
 from schemas.config import PromotionPolicy
 from schemas.events import CommandData, PromotionData, PromotionDecision, PromotionEvent, SegmentScore
+
+if TYPE_CHECKING:  # at run time `gate` imports it: scipy.stats is ~64 MB, and an ingest worker never gates
+    from optimization.comparison import Comparison
 
 WATCHERS = ("guard", "rollout")
 """`requested_by` of the commands the daemon's own live watches send: their verdicts block the
@@ -80,6 +82,8 @@ def gate(
     """The paired comparison's promoted / rejected / inconclusive with the statistics behind it
     (deterministic per seed); with the policy's `segments` and a label per example, no segment
     may be worse beyond doubt."""
+    from optimization.comparison import compare_paired
+
     rule = policy.segments
     by_segment: dict[str, Any] = (
         {}

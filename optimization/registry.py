@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,9 +11,9 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from optimization.results import HeldOutScores
+from optimization.score_tag import TAG_FINAL_SCORE as TAG_FINAL_SCORE  # re-exported (read without MLflow)
+from optimization.score_tag import final_score_of as final_score_of
 from optimization.scorers import score_value
-
-TAG_FINAL_SCORE = "final_score"
 
 
 def score_tags(optimizer: str, scores: HeldOutScores, source: str) -> dict[str, str]:
@@ -28,14 +27,6 @@ def score_tags(optimizer: str, scores: HeldOutScores, source: str) -> dict[str, 
         "improvement": f"{scores.improvement * 100:.1f}%",
         "source": source,
     }
-
-
-def final_score_of(tags: Mapping[str, str]) -> float | None:
-    """A version's tagged mean held-out score, or None if it has none (a seed) or a foreign non-number."""
-    try:
-        return float(tags[TAG_FINAL_SCORE])
-    except (KeyError, ValueError):
-        return None
 
 
 def tag_prompt_version(

@@ -7,7 +7,6 @@ A backend (1) resolves the production baseline, (2) optimizes on train/val recor
 
 from __future__ import annotations
 
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,8 @@ from pydantic import TypeAdapter
 
 from daemon.jobs import prompt_versions
 from daemon.jobs.spec import SCRATCH_DB, OptimizerName
+from daemon.prompt_names import predictor_prompt as predictor_prompt  # re-exported
+from daemon.prompt_names import prompt_names as prompt_names
 from handlers.jobs import JobPlan
 from optimization import (
     RunLimits,
@@ -140,19 +141,6 @@ class MlflowBackend(_Scoring):
 
     def log(self, optimized: Optimized, run_name: str, tags: dict[str, str]) -> None:
         """Nothing beyond the prompt version itself (the template is the whole artifact)."""
-
-
-def predictor_prompt(prompt: str, predictor: str) -> str:
-    """`<prompt>_<predictor>`, with characters MLflow prompt names refuse replaced by `_`."""
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", f"{prompt}_{predictor}")
-
-
-def prompt_names(policy: PromptPolicy) -> list[str]:
-    """The MLflow prompts a policy optimizes: the prompt itself, or one per DSPy predictor."""
-    if policy.backend != "dspy" or policy.program is None:
-        return [policy.name]
-    program = load_ref(policy.program, "program")()
-    return [predictor_prompt(policy.name, name) for name, _ in program.named_predictors()]
 
 
 class DspyBackend(_Scoring):

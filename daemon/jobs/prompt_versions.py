@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +15,17 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from daemon.jobs.mlflow_errors import no_alias, not_found
+from daemon.prompt_version import BLOCKING_TAGS as BLOCKING_TAGS  # re-exported, as the next ones:
+from daemon.prompt_version import TAG_AWAITING as TAG_AWAITING
+from daemon.prompt_version import TAG_CANARY_ABORTED as TAG_CANARY_ABORTED
+from daemon.prompt_version import TAG_GUARD_ROLLBACK as TAG_GUARD_ROLLBACK
+from daemon.prompt_version import TAG_PREVIOUS as TAG_PREVIOUS
+from daemon.prompt_version import TAG_REQUEST as TAG_REQUEST
+from daemon.prompt_version import Version as Version
 from handlers.promotion import Outcome, Registry
 from schemas.events import CANARY_ALIAS, PRODUCTION_ALIAS, TRAFFIC_SHARE_TAG
 
-TAG_REQUEST = "gepa_stream.request_id"
-TAG_PREVIOUS = "gepa_stream.previous_production"
-TAG_AWAITING = "gepa_stream.awaiting_approval"
-TAG_GUARD_ROLLBACK = "gepa_stream.rolled_back_by_guard"
-TAG_CANARY_ABORTED = "gepa_stream.canary_aborted"
-BLOCKING_TAGS = {TAG_GUARD_ROLLBACK: "guard", TAG_CANARY_ABORTED: "rollout"}
-"""Tags of a version a live watch took out of traffic (-> the watcher): its template is not promoted again."""
 _EXPERIMENT_VARS = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
-
-
-@dataclass(frozen=True, slots=True)
-class Version:
-    name: str
-    version: int
-    template: str
-    tags: dict[str, str]
-
-    @property
-    def uri(self) -> str:
-        return f"prompts:/{self.name}/{self.version}"
 
 
 def _version(pv: Any) -> Version:
@@ -77,6 +64,11 @@ def canary(name: str) -> Version | None:
     """The version the `canary` alias points at (a staged rollout running), if any; its share is
     its `TRAFFIC_SHARE_TAG`."""
     return _alias(name, CANARY_ALIAS)
+
+
+def alias(name: str, alias: str) -> Version | None:
+    """The version `alias` points at; None if the prompt or the alias does not exist."""
+    return _alias(name, alias)
 
 
 def _alias(name: str, alias: str) -> Version | None:

@@ -5,9 +5,10 @@ with its share of traffic.
 Read in a worker thread, every `period` seconds and right after a decision on the prompt,
 so the page never waits on MLflow (and shows the last good answer while MLflow is away).
 
-MLflow is imported only when reading starts. With `on_demand` (the ingest role, which has no
-other use for MLflow) reading starts at the first page request that wants it (`wanted()`), so
-an ingest worker nobody looks at never loads MLflow.
+Against an http(s) tracking server the registry is read over MLflow's REST API
+(`daemon/registry_rest.py`), without loading MLflow; a sqlite or file store loads MLflow's client
+at the first read. With `on_demand` (the ingest role) reading starts at the first page request
+that wants it (`wanted()`), so an ingest worker nobody looks at reads nothing.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from daemon.prompt_names import prompt_names
+from daemon.registry_rest import registry_reader
 from handlers.ops_history import OpsHistory
 from schemas.config import PolicyBook, PolicyFile
 from schemas.events import TRAFFIC_SHARE_TAG
 
 if TYPE_CHECKING:
-    from daemon.jobs.prompt_versions import Version
+    from daemon.prompt_version import Version
 
 log = logging.getLogger("gepa_stream.ops")
 
@@ -72,8 +75,6 @@ class LiveVersions:
         """0. wait until wanted, 1. resolve each policy's registry names (one per DSPy predictor),
         2. read them all, 3. re-read the poked ones at once and all of them every `period` seconds."""
         await self._started.wait()
-        from daemon.jobs.backends import prompt_names  # MLflow (and DSPy for dspy programs) from here on
-
         for prompt, policy in self.policies.items():
             try:
                 self.names[prompt] = await asyncio.to_thread(prompt_names, policy)
@@ -99,17 +100,11 @@ class LiveVersions:
                 pass
 
     async def _refresh(self, name: str) -> None:
-        from daemon.jobs import prompt_versions
-        from optimization.registry import final_score_of
-
+        registry = registry_reader()  # REST for an http(s) tracking URI: no MLflow in this process
         entry = self.entries.setdefault(name, LiveEntry(name))
         try:
             current, canary, versions = await asyncio.to_thread(
-                lambda: (
-                    prompt_versions.production(name),
-                    prompt_versions.canary(name),
-                    prompt_versions.versions(name),
-                )
+                lambda: (registry.production(name), registry.canary(name), registry.versions(name))
             )
         except Exception as exc:  # MLflow away: keep the last answer, say why it is old
             entry.error = f"MLflow: {type(exc).__name__}: {str(exc)[:200]}"
@@ -117,9 +112,9 @@ class LiveVersions:
         entry.version = current.version if current is not None else None
         entry.score = None
         if current is not None:
-            tagged = final_score_of(current.tags)
+            tagged = current.final_score
             entry.score = tagged if tagged is not None else self.history.score_of(name, current.version)
-        entry.awaiting = [v.version for v in versions if v.tags.get(prompt_versions.TAG_AWAITING) == "true"]
+        entry.awaiting = [v.version for v in versions if v.awaiting_approval]
         entry.canary, entry.canary_share = canary_of(canary)
         entry.checked_at = time.time()
         entry.error = None

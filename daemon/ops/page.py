@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.ops.bus import OpsBus
 from daemon.ops.live import LiveVersions, canary_of
+from daemon.prompt_version import TAG_REQUEST
+from daemon.registry_rest import registry_reader
 from daemon.settings import Settings
 from handlers.ops_history import OpsHistory
 from handlers.template_diff import template_diff
@@ -205,17 +207,11 @@ class OpsPage:
         )
 
     async def versions(self, query: Mapping[str, str]) -> Reply:
-        from daemon.jobs import prompt_versions  # MLflow, at the first request that reads it
-        from optimization.registry import final_score_of
-
+        registry = registry_reader()  # REST for an http(s) tracking URI: no MLflow in this process
         name = self._registry_name(query)
         try:
             current, canary, versions = await asyncio.to_thread(
-                lambda: (
-                    prompt_versions.production(name),
-                    prompt_versions.canary(name),
-                    prompt_versions.versions(name),
-                )
+                lambda: (registry.production(name), registry.canary(name), registry.versions(name))
             )
         except Exception as exc:
             return _json({"error": f"MLflow did not answer: {type(exc).__name__}: {str(exc)[:200]}"}, 503)
@@ -229,10 +225,10 @@ class OpsPage:
                 "versions": [
                     {
                         "version": v.version,
-                        "awaiting_approval": v.tags.get(prompt_versions.TAG_AWAITING) == "true",
-                        "score": final_score_of(v.tags),
+                        "awaiting_approval": v.awaiting_approval,
+                        "score": v.final_score,
                         "parent_version": _int_or_none(v.tags.get("gepa_stream.parent_version")),
-                        "request_id": v.tags.get(prompt_versions.TAG_REQUEST),
+                        "request_id": v.tags.get(TAG_REQUEST),
                         "trigger": v.tags.get("gepa_stream.trigger"),
                         "canary": v.version == canary_version,
                     }
@@ -242,13 +238,11 @@ class OpsPage:
         )
 
     async def diff(self, query: Mapping[str, str]) -> Reply:
-        from daemon.jobs import prompt_versions
-
         name = self._registry_name(query)
         a, b = _int(query, "a", None, 1, 10**9), _int(query, "b", None, 1, 10**9)
         try:
             by_number = {
-                v.version: v.template for v in await asyncio.to_thread(prompt_versions.versions, name)
+                v.version: v.template for v in await asyncio.to_thread(registry_reader().versions, name)
             }
         except Exception as exc:
             return _json({"error": f"MLflow did not answer: {type(exc).__name__}: {str(exc)[:200]}"}, 503)

@@ -3,7 +3,7 @@
 Layers: `schemas` <- `optimization` <- `handlers` <- `daemon` (a room imports only the rooms to its
 left; lazy imports inside functions count too), and no module reaches itself through its imports,
 inside a room either. Weight: `handlers/`, the light part of
-`optimization` that handlers use, and an ingest-only daemon load no dspy, MLflow or litellm.
+`optimization` that handlers use, and an ingest-only daemon load no dspy, MLflow, litellm or scipy.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ALLOWED = {
     "handlers": {"schemas", "optimization"},
     "daemon": {"schemas", "optimization", "handlers"},
 }
-HEAVY = ("dspy", "mlflow", "litellm")
+HEAVY = ("dspy", "mlflow", "litellm", "scipy")  # scipy.stats: ~64 MB, only the gate needs it
 
 
 def project_imports(path: Path) -> set[tuple[str, int]]:

@@ -35,13 +35,21 @@ def test_a_matched_prompt_fills_its_window_under_the_patterns_settings() -> None
 
 
 def test_a_reload_trims_windows_at_once_and_moves_thresholds_without_losing_state() -> None:
-    listed = {"name": "p", "window": {"max_examples": 10}, "triggers": {"min_examples": 9, "min_new_examples": 1, "cooldown": "0s"}}
+    listed = {
+        "name": "p",
+        "window": {"max_examples": 10},
+        "triggers": {"min_examples": 9, "min_new_examples": 1, "cooldown": "0s"},
+    }
     ingest = Ingest(PolicyFile.model_validate({"prompts": [listed]}), "app")
     for i in range(6):
         ingest.handle(trace(f"t{i}", t=i), NOW + i)
         ingest.handle(rating(f"t{i}", "good", t=i), NOW + i)
     assert ingest.figures("p").n_examples == 6
-    smaller = {**listed, "window": {"max_examples": 4}, "triggers": {"min_examples": 4, "min_new_examples": 1, "cooldown": "0s"}}
+    smaller = {
+        **listed,
+        "window": {"max_examples": 4},
+        "triggers": {"min_examples": 4, "min_new_examples": 1, "cooldown": "0s"},
+    }
     ingest.reload(PolicyFile.model_validate({"prompts": [smaller], "patterns": [{"match": "q_*"}]}), NOW + 10)
     assert ingest.figures("p").n_examples == 4  # trimmed at once, the oldest first
     assert sorted(ingest.window("p").pending_deletes) != []  # their records go with the next event
