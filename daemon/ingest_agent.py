@@ -117,6 +117,10 @@ class IngestAgent:
         """A table of raw bytes, co-partitioned with the input topics."""
         return self.app.Table(name, partitions=self.settings.partitions, key_type=bytes, value_type=bytes)
 
+    def reload(self, policies: PolicyFile) -> None:
+        """A reloaded policy file (daemon/policy_watch.py): without a rebalance, see `Ingest.reload`."""
+        self.ingest.reload(policies, time.time())
+
     # -- recovery ------------------------------------------------------------------------
 
     async def _rebuild(self) -> None:

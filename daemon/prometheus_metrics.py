@@ -77,6 +77,15 @@ GUARD_STATE = Gauge(
     ["prompt", "state"],
 )
 GUARD_GAUGES = (GUARD_RATINGS, GUARD_DIFFERENCE, GUARD_BOUND, GUARD_STATE)
+POLICY_RELOADS = Counter(
+    "gepa_stream_policy_reloads_total",
+    "Policy file reloads without a restart, by outcome (loaded / refused: invalid, the old one stays).",
+    ["outcome"],
+)
+POLICY_ERROR = Gauge(
+    "gepa_stream_policy_error",
+    "1 while the policy file on disk is invalid (the last valid one is in effect).",
+)
 ROLLOUT_SHARE = Gauge(
     "gepa_stream_rollout_traffic_share",
     "The canary's share of traffic under a staged rollout (1 promoted, 0 aborted), per prompt.",

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # most this long (plus the batch's processing) after its threshold event arrives.
     ingest_batch_interval_s: float = Field(default=0.25, gt=0, le=5.0)
     log_level: Literal["debug", "info", "warn", "error", "critical"] = "info"
+    # The policy file is read again when it changes (checked this often; 0: only on SIGHUP).
+    policy_poll_s: float = Field(default=2.0, ge=0)
     # A stop (SIGTERM, SIGINT) that has not finished after this long exits anyway: with the broker
     # unreachable, the Kafka clients' last commits and flushes would retry for minutes. Below
     # compose's 10 s and Kubernetes' 30 s before their SIGKILL.

@@ -13,6 +13,7 @@ from daemon.app import build_faust_app, without_kafka
 from daemon.faust_ext.worker import BoundedStopWorker
 from daemon.ingest_agent import IngestAgent
 from daemon.ops.page import OpsPage
+from daemon.policy_watch import PolicyWatch
 from daemon.settings import Settings
 from daemon.web import register_ops_page, register_views
 from schemas.config import PolicyFile
@@ -28,6 +29,7 @@ class Daemon:
     """The roles of one process on one Faust app: ingest agents and/or the job runner."""
 
     def __init__(self, settings: Settings, policies: PolicyFile, role: WorkerRole = "all") -> None:
+        """The roles, then the policy watch that hands each a reloaded file (daemon/policy_watch.py)."""
         if role == "optimizer":
             self.app = without_kafka(build_faust_app(settings, f"{settings.app_id}-optimizer"))
         else:
@@ -47,7 +49,11 @@ class Daemon:
             role,
             windows=(lambda: ingest.status()["prompts"]) if ingest is not None else None,
             jobs=self.runner.status if self.runner is not None else None,
+            policy_status=lambda: self.policy_watch.status(),
         )
+        parts = [part.reload for part in (ingest, self.runner, self.ops) if part is not None]
+        self.policy_watch = PolicyWatch(settings.config, policies, parts, settings.policy_poll_s)
+        self.app.task(self.policy_watch.run)
         self.app.timer(heap.TRIM_INTERVAL_S)(self._trim_heap)
         self.app.task(self.ops.bus.run)
         self.app.task(self.ops.live.run)
@@ -77,6 +83,7 @@ class Daemon:
         body = self.ingest.status() if self.ingest is not None else {"prompts": {}}
         body["ready"] = self.ready()
         body["jobs"] = self.runner.status() if self.runner is not None else {}
+        body["policy"] = self.policy_watch.status()
         if self.runner is not None:
             body["optimizer"] = {"assigned": self.runner.assignment()}
         return body

@@ -85,7 +85,7 @@ class Ingest:
         now on, and each window takes its new limits at once (the trimmed records are deleted
         with the prompt's next event, on its partition). A prompt the file no longer manages
         keeps its state until the file manages it again; its events are dead letters meanwhile."""
-        self.policies = PolicyBook(policies)
+        self.policies.replace(policies)
         for prompt, window in self.windows.items():
             policy = self.policies.get(prompt)
             if policy is not None:

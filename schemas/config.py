@@ -406,6 +406,10 @@ class PolicyBook(Mapping[str, PromptPolicy]):
     the listed and the matched-so-far; `in` and lookups resolve any name."""
 
     def __init__(self, policies: PolicyFile) -> None:
+        self.replace(policies)
+
+    def replace(self, policies: PolicyFile) -> None:
+        """A reloaded policy file: every holder of this book reads it from now on."""
         self.file = policies
         self._known = {p.name: p for p in policies.prompts}
 

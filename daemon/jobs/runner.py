@@ -64,6 +64,11 @@ class JobRunner:
             **self.settings.aiokafka_options(),
         }
 
+    def reload(self, policies: PolicyFile) -> None:
+        """A reloaded policy file (daemon/policy_watch.py): new jobs and commands read it; a running
+        job keeps the policy frozen in its `job.json`."""
+        self.policies.replace(policies)
+
     async def run(self) -> None:
         """Consume until cancelled; on the way out, stop every job and command (their offsets
         stay uncommitted, so the group's next owner resumes them)."""

@@ -61,6 +61,19 @@ class LiveVersions:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
 
+    def track(self, name: str) -> None:
+        """A prompt a pattern matched (seen after start): read its live versions too."""
+        if name not in self.names:
+            self.names[name] = [name]
+            self.entries.setdefault(name, LiveEntry(name))
+            self.poke(name)
+
+    def reload(self, policies: PolicyFile) -> None:
+        """A reloaded policy file: its listed prompts are tracked from now on."""
+        self.policies.replace(policies)
+        for name in self.policies:
+            self.track(name)
+
     def wanted(self) -> None:
         """A page request wants live versions: start reading them (once; a no-op afterwards)."""
         self._started.set()

@@ -92,8 +92,10 @@ class OpsPage:
         role: str,
         windows: Callable[[], dict[str, Any]] | None,
         jobs: Callable[[], dict[str, Any]] | None,
+        policy_status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.role = role
+        self.policy_status = policy_status
         self.policies = PolicyBook(policies)
         self.windows = windows
         self.jobs = jobs
@@ -105,6 +107,11 @@ class OpsPage:
             path: resources.files("daemon.ops").joinpath("static", name).read_bytes()
             for path, (name, _) in _STATIC.items()
         }
+
+    def reload(self, policies: PolicyFile) -> None:
+        """A reloaded policy file (daemon/policy_watch.py): the page lists and acts on its prompts."""
+        self.policies.replace(policies)
+        self.live.reload(policies)
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -144,7 +151,11 @@ class OpsPage:
         jobs = self.jobs() if self.jobs is not None else {}
         local_by_prompt = {job.get("prompt"): dict(job, request_id=rid) for rid, job in jobs.items()}
         prompts = []
-        for name, policy in self.policies.items():
+        for name in dict.fromkeys([*self.policies, *windows]):  # listed, and matched ones seen here
+            policy = self.policies.get(name)
+            if policy is None:
+                continue
+            self.live.track(name)
             names = self.live.names.get(name, [name])
             local = local_by_prompt.get(name)  # a job running here wins over a later skip of the same prompt
             request = (
@@ -183,6 +194,7 @@ class OpsPage:
                 "history_caught_up": self.bus.caught_up,
                 "actions": self._actions_state(),
                 "prompts": prompts,
+                "policy": self.policy_status() if self.policy_status is not None else None,
                 "dead_letters": self.history.dead_letters(),
             }
         )

@@ -131,6 +131,9 @@ function renderPrompts() {
 
 function renderMeta() {
   const s = ui.state;
+  const refused = document.getElementById("policy-error");
+  refused.hidden = !(s.policy && s.policy.error);
+  refused.textContent = refused.hidden ? "" : `policy file refused ${ago(s.policy.error_at)}, the previous one stays in effect: ${s.policy.error}`;
   document.getElementById("meta").textContent = `role ${s.role} · ${s.prompts.length} prompt${s.prompts.length === 1 ? "" : "s"} · ` + (s.history_caught_up ? "history loaded" : "loading history…") + ` · updated ${new Date(s.generated_at * 1000).toLocaleTimeString()}`;
 }
 
