@@ -57,7 +57,11 @@ _GERMAN_TEMPLATES = (
     "Betreff {kw}: nichts funktioniert",
 )
 
-LOANWORDS: dict[str, str] = {"technical": "in der App", "shipping": "laut Tracking", "account": "nach dem Login"}
+LOANWORDS: dict[str, str] = {
+    "technical": "in der App",
+    "shipping": "laut Tracking",
+    "account": "nach dem Login",
+}
 """English signal words German tickets borrow, by the category whose learned rule they trigger."""
 
 _ROUTER = SupportRouter()
@@ -119,7 +123,10 @@ def german_tickets(n: int) -> list[tuple[str, str]]:
 
 def tickets(n_per_language: int) -> list[dict[str, Any]]:
     """English and German tickets, alternating: `{"ticket", "category", "language"}`."""
-    english = [(t["inputs"]["ticket"], t["expectations"]["expected_response"]) for t in support_tickets(n_per_language)]
+    english = [
+        (t["inputs"]["ticket"], t["expectations"]["expected_response"])
+        for t in support_tickets(n_per_language)
+    ]
     german = german_tickets(n_per_language)
     world = []
     for (en_text, en_category), (de_text, de_category) in zip(english, german, strict=True):

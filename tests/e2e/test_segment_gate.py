@@ -17,6 +17,9 @@ import mlflow
 import pytest
 
 from handlers.split import split_examples
+from optimization.comparison import compare_paired
+from optimization.offline.datasets import SEED_ROUTER_PROMPT
+from optimization.offline.skills import SupportRouter
 from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent
 from schemas.events import Example
 from tests.daemon_harness import Daemon, produce, read_topic
@@ -24,8 +27,7 @@ from tests.e2e.loop_helpers import register_seed, validate_against_schemas, wait
 from tests.e2e.segment_world import (
     SEGMENTED,
     UNSEGMENTED,
-    predict_no_segments,
-    predict_segments,
+    route,
     seed_answer,
     tickets,
 )
@@ -38,18 +40,46 @@ HOLDOUT = 0.35
 """`holdout_fraction` of the test policies (tests/e2e/loop_helpers.py)."""
 
 
-def _ref(fn: object) -> str:
-    return f"{fn.__module__}:{fn.__name__}"  # type: ignore[attr-defined]
-
-
-def heldout_languages() -> Counter[str]:
-    """The languages of the held-out tickets, as the job's split (by trace id) must find them."""
-    now = datetime.now(UTC)
+def heldout_tickets() -> list[dict[str, str]]:
+    """The world's held-out tickets, as the job's split (by trace id) must find them."""
+    world, now = tickets(PER_LANGUAGE), datetime.now(UTC)
     examples = [
-        Example(trace_id=f"ticket-{i}", inputs={"ticket": t["ticket"]}, attributes={"language": t["language"]}, time=now)
-        for i, t in enumerate(tickets(PER_LANGUAGE))
+        Example(trace_id=f"ticket-{i}", inputs={"ticket": t["ticket"]}, time=now) for i, t in enumerate(world)
     ]
-    return Counter(e.attributes["language"] for e in split_examples(examples, HOLDOUT).heldout)
+    heldout = {e.trace_id for e in split_examples(examples, HOLDOUT).heldout}
+    return [t for i, t in enumerate(world) if f"ticket-{i}" in heldout]
+
+
+def test_the_rules_the_reflector_learns_fix_en_and_break_de() -> None:
+    """The world without the daemon: the rules the offline reflector writes for the seed's wrong
+    answers (one a category), on the held-out tickets, through the gate's statistics."""
+    learned = sorted(
+        {
+            rule
+            for t in tickets(PER_LANGUAGE)
+            for rule in SupportRouter().rules_for(t["ticket"], seed_answer(t["ticket"]), t["category"])
+        }
+    )
+    assert len(learned) == 4, learned
+    candidate = SEED_ROUTER_PROMPT.replace("Ticket:", "\n".join(learned) + "\nTicket:")
+    heldout = heldout_tickets()
+    labels = [t["language"] for t in heldout]
+    base = [float(seed_answer(t["ticket"]) == t["category"]) for t in heldout]
+    cand = [
+        float(route(candidate.replace("{{ticket}}", t["ticket"]), t["ticket"]) == t["category"])
+        for t in heldout
+    ]
+
+    def mean(scores: list[float], language: str) -> float:
+        picked = [s for s, label in zip(scores, labels, strict=True) if label == language]
+        return sum(picked) / len(picked)
+
+    assert (mean(base, "de"), mean(cand, "en")) == (1.0, 1.0)
+    assert mean(base, "en") < 0.2 and 0.5 < mean(cand, "de") < 0.8
+    segmented = compare_paired(base, cand, min_eval_examples=10, segments=labels)
+    assert segmented.decision == "rejected" and "segment(s) de " in segmented.reason, segmented.reason
+    assert [s.segment for s in segmented.segments if s.harmed] == ["de"]
+    assert compare_paired(base, cand, min_eval_examples=10).decision == "promoted"
 
 
 def segment_feed(topics: Topics, name: str) -> list[tuple[str, bytes | None, bytes]]:
@@ -78,7 +108,10 @@ def segment_feed(topics: Topics, name: str) -> list[tuple[str, bytes | None, byt
                 rater="sme-1",
             )
         )
-        records += [(topics.traces, trace.key, trace.to_json()), (topics.ratings, rating.key, rating.to_json())]
+        records += [
+            (topics.traces, trace.key, trace.to_json()),
+            (topics.ratings, rating.key, rating.to_json()),
+        ]
     return records
 
 
@@ -92,10 +125,10 @@ def test_a_candidate_that_breaks_a_segment_is_rejected_only_with_the_segment_rul
         {
             SEGMENTED: {
                 **common,
-                "predict_fn": _ref(predict_segments),
+                "predict_fn": "tests.e2e.segment_world:predict_segments",
                 "segments": "{by: attributes.language, min_examples: 10, max_segments: 20}",
             },
-            UNSEGMENTED: {**common, "predict_fn": _ref(predict_no_segments)},
+            UNSEGMENTED: {**common, "predict_fn": "tests.e2e.segment_world:predict_no_segments"},
         },
     )
     daemon = Daemon(
@@ -106,7 +139,9 @@ def test_a_candidate_that_breaks_a_segment_is_rejected_only_with_the_segment_rul
         register_seed(tracking, name)
     daemon.start()
     try:
-        produce(kafka_bootstrap, segment_feed(daemon.topics, SEGMENTED) + segment_feed(daemon.topics, UNSEGMENTED))
+        produce(
+            kafka_bootstrap, segment_feed(daemon.topics, SEGMENTED) + segment_feed(daemon.topics, UNSEGMENTED)
+        )
         optimizations = wait_for_events(
             daemon,
             daemon.topics.optimizations,
@@ -122,7 +157,9 @@ def test_a_candidate_that_breaks_a_segment_is_rejected_only_with_the_segment_rul
         e.data for e in promotions
     ]
     completed = {e.data.prompt: e.data for e in optimizations if e.data.status == "completed"}
-    assert {name: (r.data.parent_version, r.data.version) for name, r in ((r.data.prompt, r) for r in registered)} == {
+    assert len(registered) == 2 and {
+        r.data.prompt: (r.data.parent_version, r.data.version) for r in registered
+    } == {
         SEGMENTED: (1, 2),
         UNSEGMENTED: (1, 2),
     }
@@ -138,7 +175,8 @@ def test_a_candidate_that_breaks_a_segment_is_rejected_only_with_the_segment_rul
     assert de.harmed and de.upper < 0 and de.candidate_score < de.baseline_score == 1.0, de
     assert not en.harmed and en.candidate_score > en.baseline_score, en
     # the labels came from the stream: every held-out example carries its own trace's language
-    assert {s.segment: s.n for s in rejected.segments} == heldout_languages(), rejected.segments
+    expected = Counter(t["language"] for t in heldout_tickets())
+    assert {s.segment: s.n for s in rejected.segments} == expected, rejected.segments
     assert de.n + en.n == rejected.n_eval == completed[SEGMENTED].n_val, (rejected, completed[SEGMENTED])
 
     # the same world without segments: promoted
