@@ -23,6 +23,7 @@ ROUTER_POLICY = """
   - name: {name}
     backend: {backend}
     {program}
+    {predict_fn}
     task_model: {task_model}
     reflection_model: {reflector}
     input_keys: [ticket]
@@ -30,7 +31,7 @@ ROUTER_POLICY = """
     window: {{max_examples: 500}}
     triggers: {{min_examples: {n}, min_new_examples: 1000, cooldown: 1h}}
     budget: {{max_metric_calls: {calls}, max_wall_time: 5m, num_threads: 4, max_attempts: {attempts}}}
-    promotion: {{mode: {mode}, min_eval_examples: 10, holdout_fraction: 0.35{guard}{rollout}}}
+    promotion: {{mode: {mode}, min_eval_examples: 10, holdout_fraction: 0.35{guard}{rollout}{segments}}}
 """
 
 
@@ -61,12 +62,15 @@ def router_policy(
     attempts: int = 3,
     guard: str = "",
     rollout: str = "",
+    segments: str = "",
+    predict_fn: str = "",
 ) -> str:
     """The policy entry of a support router prompt, optimized by GEPA after `n` rated traces."""
     return ROUTER_POLICY.format(
         name=name,
         backend=backend,
         program=f"program: {program}" if program else "",
+        predict_fn=f"predict_fn: {predict_fn}" if predict_fn else "",
         task_model=task_model,
         reflector=reflector,
         n=n,
@@ -75,6 +79,7 @@ def router_policy(
         attempts=attempts,
         guard=f", guard: {guard}" if guard else "",
         rollout=f", rollout: {rollout}" if rollout else "",
+        segments=f", segments: {segments}" if segments else "",
     )
 
 
