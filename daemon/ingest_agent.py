@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -376,12 +376,19 @@ class IngestAgent:
         for prompt in {*self.ingest.watches.guards, *self.ingest.watches.rollouts}:
             self._refresh_watch_gauges(prompt)
 
-    def status(self) -> dict[str, Any]:
-        """Per prompt: window figures and age, join buffers, trigger state and what fires next
-        (this worker's partitions)."""
+    def prompt_names(self) -> list[str]:
+        """The managed prompts with a window on this worker's partitions, sorted."""
+        return sorted(p for p in self.ingest.windows if p in self.ingest.policies)
+
+    def status(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """Per prompt (`names`, else all of `prompt_names`): window figures and age, join buffers,
+        trigger state and what fires next, the live guard and the rollout (this worker's partitions)."""
         prompts = {}
         now = time.time()
-        for prompt, window in sorted(self.ingest.windows.items()):
+        for prompt in self.prompt_names() if names is None else names:
+            window = self.ingest.windows.get(prompt)
+            if window is None or prompt not in self.ingest.policies:
+                continue
             window.expire(now)
             figures = window.figures()
             waiting_traces, waiting_ratings = window.buffer_sizes()

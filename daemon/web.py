@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import faust
@@ -12,7 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from daemon.ops.page import OPS_PATHS, OpsPage
 
 
-def register_views(app: faust.App, ready: Callable[[], bool], status: Callable[[], dict[str, Any]]) -> None:
+def register_views(
+    app: faust.App, ready: Callable[[], bool], status: Callable[[Mapping[str, str]], dict[str, Any]]
+) -> None:
     """Liveness is the process answering; readiness is "assigned, recovered and rebuilt"."""
 
     @app.page("/healthz")
@@ -30,7 +32,7 @@ def register_views(app: faust.App, ready: Callable[[], bool], status: Callable[[
 
     @app.page("/status")
     async def status_view(web: Any, request: Any) -> Any:
-        return web.json(status())
+        return web.json(status(request.query))
 
 
 def register_ops_page(app: faust.App, page: OpsPage) -> None:

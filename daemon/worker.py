@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from daemon import heap
@@ -47,7 +48,8 @@ class Daemon:
             settings,
             policies,
             role,
-            windows=(lambda: ingest.status()["prompts"]) if ingest is not None else None,
+            windows=(lambda names: ingest.status(names)["prompts"]) if ingest is not None else None,
+            window_names=ingest.prompt_names if ingest is not None else None,
             jobs=self.runner.status if self.runner is not None else None,
             policy_status=lambda: self.policy_watch.status(),
         )
@@ -79,14 +81,34 @@ class Daemon:
     def ready(self) -> bool:
         return all(part.ready for part in (self.ingest, self.runner) if part is not None)
 
-    def status(self) -> dict[str, Any]:
-        body = self.ingest.status() if self.ingest is not None else {"prompts": {}}
+    def status(self, query: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """/status: one page of this worker's prompts (`prompt` exactly, or names containing `q`;
+        `offset`, `limit` up to 1,000, default 100) with `total` and `matched`, the jobs, the policy."""
+        query = query or {}
+        names = self.ingest.prompt_names() if self.ingest is not None else []
+        total = len(names)
+        if "prompt" in query:
+            names = [n for n in names if n == query["prompt"]]
+        needle = query.get("q", "").lower()
+        names = [n for n in names if needle in n.lower()]
+        offset, limit = _bounded(query, "offset", 0, 10**9), _bounded(query, "limit", 100, 1000) or 100
+        page = names[offset : offset + limit]
+        body = self.ingest.status(page) if self.ingest is not None else {"prompts": {}}
+        body.update(total=total, matched=len(names), offset=offset)
         body["ready"] = self.ready()
         body["jobs"] = self.runner.status() if self.runner is not None else {}
         body["policy"] = self.policy_watch.status()
         if self.runner is not None:
             body["optimizer"] = {"assigned": self.runner.assignment()}
         return body
+
+
+def _bounded(query: Mapping[str, str], name: str, default: int, high: int) -> int:
+    """An int query parameter clamped to [0, high] (a malformed one counts as its default)."""
+    try:
+        return max(0, min(high, int(query.get(name, default))))
+    except ValueError:
+        return default
 
 
 def run(settings: Settings, policies: PolicyFile, role: WorkerRole = "all") -> None:

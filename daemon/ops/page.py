@@ -90,14 +90,16 @@ class OpsPage:
         settings: Settings,
         policies: PolicyFile,
         role: str,
-        windows: Callable[[], dict[str, Any]] | None,
+        windows: Callable[[list[str]], dict[str, Any]] | None,
         jobs: Callable[[], dict[str, Any]] | None,
         policy_status: Callable[[], dict[str, Any]] | None = None,
+        window_names: Callable[[], list[str]] | None = None,
     ) -> None:
         self.role = role
         self.policy_status = policy_status
         self.policies = PolicyBook(policies)
-        self.windows = windows
+        self.windows = windows  # the ingest role's status of the prompts named (None: not this role)
+        self.window_names = window_names  # the prompts with a window here
         self.jobs = jobs
         self.token = settings.admin_token
         self.history = OpsHistory()
@@ -128,7 +130,7 @@ class OpsPage:
         if path in _STATIC and method == "GET":
             return Reply(200, self._static[path], _STATIC[path][1], dict(_PAGE_HEADERS))
         routes: dict[tuple[str, str], Callable[[], Any]] = {
-            ("GET", "/ui/api/state"): lambda: self.state(),
+            ("GET", "/ui/api/state"): lambda: self.state(query),
             ("GET", "/ui/api/decisions"): lambda: self.decisions(query),
             ("GET", "/ui/api/versions"): lambda: self.versions(query),
             ("GET", "/ui/api/diff"): lambda: self.diff(query),
@@ -145,18 +147,57 @@ class OpsPage:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def state(self) -> Reply:
+    def state(self, query: Mapping[str, str] | None = None) -> Reply:
+        """The page's state: one page of prompts (`offset`, `limit`), filtered by a name
+        substring (`q`) and a `state` (PROMPT_STATES); `total` and `matched` count them all."""
+        query = query or {}
+        wanted_state = query.get("state", "")
+        if wanted_state and wanted_state not in PROMPT_STATES:
+            raise BadRequest(f"state: one of {', '.join(PROMPT_STATES)}, not {wanted_state!r}")
+        needle = query.get("q", "").lower()
+        offset = _int(query, "offset", 0, 0, 10**9)
+        limit = _int(query, "limit", DEFAULT_PROMPTS_PAGE, 1, MAX_PROMPTS_PAGE)
         self.live.wanted()
-        windows = self.windows() if self.windows is not None else {}
         jobs = self.jobs() if self.jobs is not None else {}
         local_by_prompt = {job.get("prompt"): dict(job, request_id=rid) for rid, job in jobs.items()}
-        prompts = []
-        for name in dict.fromkeys([*self.policies, *windows]):  # listed, and matched ones seen here
-            policy = self.policies.get(name)
-            if policy is None:
-                continue
+        here = self.window_names() if self.window_names is not None else []
+        names = [
+            name
+            for name in sorted(dict.fromkeys([*self.policies, *here]))  # listed, and matched ones seen here
+            if name in self.policies
+        ]
+        total = len(names)
+        names = [name for name in names if needle in name.lower()]
+        if wanted_state:  # every candidate's entry is needed to filter by state
+            prompts = [e for e in self._entries(names, local_by_prompt) if wanted_state in prompt_states(e)]
+            matched, prompts = len(prompts), prompts[offset : offset + limit]
+        else:
+            matched, prompts = len(names), self._entries(names[offset : offset + limit], local_by_prompt)
+        return _json(
+            {
+                "generated_at": time.time(),
+                "role": self.role,
+                "windows_here": self.windows is not None,
+                "jobs_here": self.jobs is not None,
+                "history_caught_up": self.bus.caught_up,
+                "actions": self._actions_state(),
+                "prompts": prompts,
+                "total": total,
+                "matched": matched,
+                "offset": offset,
+                "policy": self.policy_status() if self.policy_status is not None else None,
+                "dead_letters": self.history.dead_letters(),
+            }
+        )
+
+    def _entries(self, names: list[str], local_by_prompt: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
+        """The page entries of `names`: live versions, window, job, last decision."""
+        windows = self.windows(names) if self.windows is not None else {}
+        entries = []
+        for name in names:
+            policy = self.policies[name]
             self.live.track(name)
-            names = self.live.names.get(name, [name])
+            registry_names = self.live.names.get(name, [name])
             local = local_by_prompt.get(name)  # a job running here wins over a later skip of the same prompt
             request = (
                 self.history.request(name, local["request_id"])
@@ -169,35 +210,23 @@ class OpsPage:
                     **(job or {"request_id": local["request_id"], "prompt": name, "status": "started"}),
                     "live": local,
                 }
-            decisions = [d for d in (self.history.last_decision(n) for n in names) if d is not None]
+            decisions = [d for d in (self.history.last_decision(n) for n in registry_names) if d is not None]
             window = windows.get(name)
-            prompts.append(
+            entries.append(
                 {
                     "name": name,
                     "backend": policy.backend,
                     "mode": policy.promotion.mode,
-                    "live": [asdict(self.live.entries[n]) for n in names if n in self.live.entries],
+                    "live": [asdict(self.live.entries[n]) for n in registry_names if n in self.live.entries],
                     "window": window,
                     "rollout": window.get("rollout") if window is not None else None,
                     "rollout_policy": _rollout_policy(policy.promotion.rollout),
                     "job": job,
                     "last_decision": asdict(max(decisions, key=lambda d: d.time)) if decisions else None,
-                    "decisions_total": sum(self.history.decisions(n, limit=0)[1] for n in names),
+                    "decisions_total": sum(self.history.decisions(n, limit=0)[1] for n in registry_names),
                 }
             )
-        return _json(
-            {
-                "generated_at": time.time(),
-                "role": self.role,
-                "windows_here": self.windows is not None,
-                "jobs_here": self.jobs is not None,
-                "history_caught_up": self.bus.caught_up,
-                "actions": self._actions_state(),
-                "prompts": prompts,
-                "policy": self.policy_status() if self.policy_status is not None else None,
-                "dead_letters": self.history.dead_letters(),
-            }
-        )
+        return entries
 
     def decisions(self, query: Mapping[str, str]) -> Reply:
         prompt = self._policy_prompt(query)
@@ -348,6 +377,29 @@ class OpsPage:
         if not any(name in names for names in self.live.names.values()):
             raise BadRequest(f"name: {name!r} is not a prompt this daemon manages")
         return name
+
+
+PROMPT_STATES = ("running", "awaiting_approval", "guarded", "canary", "failing")
+DEFAULT_PROMPTS_PAGE = 100
+MAX_PROMPTS_PAGE = 500
+
+
+def prompt_states(entry: dict[str, Any]) -> set[str]:
+    """The filterable states of one prompt's page entry: a job running, a version awaiting
+    approval, a live guard watching, a canary running, the last job failed."""
+    job, window, rollout = entry.get("job") or {}, entry.get("window") or {}, entry.get("rollout") or {}
+    states = set()
+    if job.get("status") in ("requested", "started", "retrying"):
+        states.add("running")
+    if job.get("status") == "failed":
+        states.add("failing")
+    if any(live.get("awaiting") for live in entry.get("live") or []):
+        states.add("awaiting_approval")
+    if (window.get("guard") or {}).get("state") == "watching":
+        states.add("guarded")
+    if rollout.get("state") == "canary":
+        states.add("canary")
+    return states
 
 
 class BadRequest(GepaStreamError, ValueError):

@@ -6,7 +6,8 @@ const params = new URLSearchParams(location.search);
 const REFRESH_MS = Math.max(250, Number(params.get("refresh")) || 2000);
 const PAGE = 50;
 const ui = { state: null, selected: decodeURIComponent((location.hash.match(/prompt=([^&]+)/) || [])[1] || ""),
-  decisionsShown: PAGE, decisionsTotal: -1, diff: { name: null, a: null, b: null, versions: null, key: null } };
+  decisionsShown: PAGE, decisionsTotal: -1, diff: { name: null, a: null, b: null, versions: null, key: null },
+  prompts: { q: "", state: "", offset: 0, limit: 100 } };
 
 // -- helpers -------------------------------------------------------------------------------
 function el(tag, attrs, ...children) {
@@ -129,12 +130,33 @@ function renderPrompts() {
   body.replaceChildren(...rows);
 }
 
+// the prompts' page: a search, a state filter and a pager over `matched` of `total`
+function renderPager() {
+  const s = ui.state, p = ui.prompts, shown = s.prompts.length;
+  document.getElementById("prompts-range").textContent = shown
+    ? `${s.offset + 1}–${s.offset + shown} of ${s.matched}` + (s.matched !== s.total ? ` (${s.total} in all)` : "")
+    : `none of ${s.total}`;
+  document.getElementById("prompts-prev").disabled = p.offset === 0;
+  document.getElementById("prompts-next").disabled = s.offset + shown >= s.matched;
+}
+
+function refilter(change) {
+  Object.assign(ui.prompts, change);
+  clearTimeout(ui.refilterTimer);
+  ui.refilterTimer = setTimeout(async () => { ui.state = await getJSON(`/ui/api/state?${new URLSearchParams(ui.prompts)}`); render(); }, 150);
+}
+
+document.getElementById("prompt-search").addEventListener("input", (e) => refilter({ q: e.target.value, offset: 0 }));
+document.getElementById("prompt-state").addEventListener("change", (e) => refilter({ state: e.target.value, offset: 0 }));
+document.getElementById("prompts-prev").addEventListener("click", () => refilter({ offset: Math.max(0, ui.prompts.offset - ui.prompts.limit) }));
+document.getElementById("prompts-next").addEventListener("click", () => refilter({ offset: ui.prompts.offset + ui.prompts.limit }));
+
 function renderMeta() {
   const s = ui.state;
   const refused = document.getElementById("policy-error");
   refused.hidden = !(s.policy && s.policy.error);
   refused.textContent = refused.hidden ? "" : `policy file refused ${ago(s.policy.error_at)}, the previous one stays in effect: ${s.policy.error}`;
-  document.getElementById("meta").textContent = `role ${s.role} · ${s.prompts.length} prompt${s.prompts.length === 1 ? "" : "s"} · ` + (s.history_caught_up ? "history loaded" : "loading history…") + ` · updated ${new Date(s.generated_at * 1000).toLocaleTimeString()}`;
+  document.getElementById("meta").textContent = `role ${s.role} · ${s.total} prompt${s.total === 1 ? "" : "s"} · ` + (s.history_caught_up ? "history loaded" : "loading history…") + ` · updated ${new Date(s.generated_at * 1000).toLocaleTimeString()}`;
 }
 
 function renderDeadLetters() {
@@ -357,12 +379,13 @@ async function act(prompt, action, version, label) {
 // -- the loop ------------------------------------------------------------------------------
 function render() {
   if (!ui.state) return;
-  renderMeta(); renderAuth(); renderPrompts(); renderDetail(); renderDeadLetters();
+  renderMeta(); renderAuth(); renderPrompts(); renderPager(); renderDetail(); renderDeadLetters();
 }
 
 async function poll() {
   try {
-    ui.state = await getJSON("/ui/api/state");
+    const query = new URLSearchParams({ q: ui.prompts.q, state: ui.prompts.state, offset: ui.prompts.offset, limit: ui.prompts.limit });
+    ui.state = await getJSON(`/ui/api/state?${query}`);
     render();
   } catch (error) {
     document.getElementById("meta").textContent = "the daemon did not answer: " + error.message;

@@ -191,7 +191,14 @@ ROLLOUT_POLICIES = PolicyFile.model_validate(
 def test_the_state_carries_the_ingest_roles_rollout_and_the_rollout_policy() -> None:
     rollout = {"state": "canary", "stage": 0, "stages": [0.1, 0.5], "traffic_share": 0.1, "canary_version": 2}
     windows = {"router": {"n_examples": 3, "rollout": rollout}}
-    page = OpsPage(Settings(), ROLLOUT_POLICIES, "all", windows=lambda: windows, jobs=None)
+    page = OpsPage(
+        Settings(),
+        ROLLOUT_POLICIES,
+        "all",
+        windows=lambda names: windows,
+        jobs=None,
+        window_names=lambda: sorted(windows),
+    )
     [prompt] = json.loads(asyncio.run(page.handle("GET", "/ui/api/state", {}, {}, b"", "x")).body)["prompts"]
     assert prompt["rollout"] == rollout
     assert prompt["rollout_policy"] == {
@@ -235,3 +242,39 @@ def test_the_registrys_canary_is_read_with_its_share() -> None:
     assert canary_of(Version("router", 2, "t", {})) == (None, None)  # no share: serves no traffic
     assert canary_of(Version("router", 2, "t", {TRAFFIC_SHARE_TAG: "lots"})) == (None, None)
     assert canary_of(None) == (None, None)
+
+
+def test_the_state_pages_and_filters_a_thousand_prompts_by_name_and_state() -> None:
+    policies = PolicyFile.model_validate(
+        {"patterns": [{"match": "tenant_*"}], "prompts": [{"name": "listed"}]}
+    )
+    windows = {f"tenant_{i:04d}": {"n_examples": i} for i in range(1000)}
+    windows["tenant_0007"]["rollout"] = {"state": "canary"}
+    asked: list[list[str]] = []
+
+    def status_of(names: list[str]) -> dict[str, Any]:
+        asked.append(names)
+        return {name: windows[name] for name in names if name in windows}
+
+    page = OpsPage(
+        Settings(), policies, "ingest", windows=status_of, jobs=None, window_names=lambda: sorted(windows)
+    )
+
+    def state(**query: str) -> dict[str, Any]:
+        reply = asyncio.run(page.handle("GET", "/ui/api/state", query, {}, b"", "x"))
+        assert reply.status == 200, reply.body
+        return json.loads(reply.body)
+
+    first = state()
+    assert (first["total"], first["matched"], len(first["prompts"])) == (1001, 1001, 100)
+    assert first["prompts"][0]["name"] == "listed" and len(asked[-1]) == 100  # only the page's windows
+    later = state(offset="990", limit="20")
+    assert [p["name"] for p in later["prompts"]] == [f"tenant_{i:04d}" for i in range(989, 1000)]
+    found = state(q="TENANT_012")
+    assert found["matched"] == 10 and {p["name"] for p in found["prompts"]} == {
+        f"tenant_{i:04d}" for i in range(120, 130)
+    }
+    canary = state(state="canary")
+    assert [p["name"] for p in canary["prompts"]] == ["tenant_0007"] and canary["matched"] == 1
+    bad = asyncio.run(page.handle("GET", "/ui/api/state", {"state": "asleep"}, {}, b"", "x"))
+    assert bad.status == 400 and b"running" in bad.body
