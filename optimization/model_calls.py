@@ -294,6 +294,17 @@ def call_cost(
     return float(prompt_cost) + float(completion_cost)
 
 
+def template_tokens(text: str) -> int:
+    """Length of `text` in tokens: OpenAI's `cl100k_base` BPE, the encoding litellm bundles (its
+    `default_encoding` points tiktoken at the BPE file shipped inside litellm, so nothing is
+    downloaded). One tokenizer for every model: the figure measures a template's growth and is
+    compared against `promotion.max_template_tokens`, not billed (bills use the provider's
+    `usage`); other tokenizers differ by some 10-20 %. Special-token text counts as plain text."""
+    from litellm.litellm_core_utils.default_encoding import encoding
+
+    return len(encoding.encode(text, disallowed_special=()))
+
+
 class ModelCalls:
     """The governor of a run's model calls: policy, deadline (monotonic seconds), usage ledger,
     the run's judge model (litellm form: MLflow's judge requests carry only the bare name), and
