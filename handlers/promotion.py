@@ -25,7 +25,14 @@ from typing import Any, Literal
 
 from optimization.comparison import Comparison, compare_paired
 from schemas.config import PromotionPolicy
-from schemas.events import CommandData, PromotionData, PromotionDecision, PromotionEvent, SegmentScore
+from schemas.events import (
+    CommandData,
+    PromotionData,
+    PromotionDecision,
+    PromotionEvent,
+    SegmentScore,
+    VersionCost,
+)
 
 WATCHERS = ("guard", "rollout")
 """`requested_by` of the commands the daemon's own live watches send: their verdicts block the
@@ -76,10 +83,13 @@ def gate(
     policy: PromotionPolicy,
     seed: int = 0,
     segments: Sequence[str | None] | None = None,
+    baseline_cost: VersionCost | None = None,
+    candidate_cost: VersionCost | None = None,
 ) -> Comparison:
     """The paired comparison's promoted / rejected / inconclusive with the statistics behind it
     (deterministic per seed); with the policy's `segments` and a label per example, no segment
-    may be worse beyond doubt."""
+    may be worse beyond doubt; with both versions' costs, the candidate stays within the policy's
+    `max_template_tokens` and `max_cost_increase`."""
     rule = policy.segments
     by_segment: dict[str, Any] = (
         {}
@@ -97,6 +107,10 @@ def gate(
         confidence=policy.confidence,
         min_eval_examples=policy.min_eval_examples,
         seed=seed,
+        baseline_cost=baseline_cost,
+        candidate_cost=candidate_cost,
+        max_template_tokens=policy.max_template_tokens,
+        max_cost_increase=policy.max_cost_increase,
         **by_segment,
     )
 
@@ -243,6 +257,8 @@ def promotion_event(
     request_id: str | None = None,
     traffic_share: float | None = None,
     segments: list[SegmentScore] | None = None,
+    baseline_cost: VersionCost | None = None,
+    candidate_cost: VersionCost | None = None,
 ) -> PromotionEvent:
     """The `gepa.promotion.v1` event of one decision on `prompt` (a fresh id unless `event_id`:
     every decision the daemon announces has a deterministic one, see `schemas/event_ids.py`)."""
@@ -261,6 +277,8 @@ def promotion_event(
             request_id=request_id,
             traffic_share=traffic_share,
             segments=segments or [],
+            baseline_cost=baseline_cost,
+            candidate_cost=candidate_cost,
             reason=reason,
         ),
         id=event_id,
