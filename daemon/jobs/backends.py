@@ -86,7 +86,7 @@ def within_template_limit(
     chosen = max(within, key=lambda i: (candidates[i].val_score, -i))
     top = max(c.val_score for c in candidates)
     return names(candidates[chosen].texts), (
-        f"candidate {chosen} of GEPA's {len(candidates)} (validation score {candidates[chosen].val_score:.3f}, "
+        f"chose candidate {chosen} of GEPA's {len(candidates)} (validation score {candidates[chosen].val_score:.3f}, "
         f"{sizes[chosen]} tokens): the best within max_template_tokens {max_template_tokens}; GEPA's best "
         f"(validation score {top:.3f}) has {best_tokens} tokens"
     )

@@ -389,7 +389,7 @@ def _gate_and_promote(
                 segments=segment_scores(comparison),
                 baseline_cost=comparison.baseline_cost,
                 candidate_cost=comparison.candidate_cost,
-                reason=f"{outcome.reason}; chosen: {choice}" if choice else outcome.reason,
+                reason=f"{outcome.reason}; {choice}" if choice else outcome.reason,
             )
         )
     write_model(run_dir / SIDE_EFFECTS_FILE, SideEffects(registered=registered, decisions=decisions))

@@ -5,6 +5,8 @@ candidate within `max_template_tokens`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dspy
 import pytest
 
@@ -123,7 +125,9 @@ def test_the_best_candidate_within_the_limit_is_chosen() -> None:
     templates, why = within_template_limit(candidates[4].texts, candidates, 200)
     assert templates == candidates[2].texts  # 0.8 twice: the earlier
     assert why is not None
-    assert why.startswith("candidate 2 of GEPA's 5 (validation score 0.800, 150 tokens): the best within")
+    assert why.startswith(
+        "chose candidate 2 of GEPA's 5 (validation score 0.800, 150 tokens): the best within"
+    )
     assert why.endswith("GEPA's best (validation score 0.900) has 300 tokens")
 
 
@@ -146,3 +150,33 @@ def test_candidates_are_renamed_as_the_backend_names_its_templates() -> None:
         lambda texts: {f"prog_{k}": v for k, v in texts.items()},
     )
     assert templates == {"prog_p": candidates[1].texts["p"]}
+
+
+def test_dspy_gepas_candidate_list_is_read_for_the_choice(tmp_path: Path) -> None:
+    """dspy.GEPA's `detailed_results` holds every candidate with its validation aggregate, keyed
+    like the optimized program's instructions: the DSPy backend chooses from it the same way."""
+    from examples.router_program import make_program
+    from optimization import RunLimits, run_dspy_gepa
+    from optimization.offline.datasets import support_tickets
+
+    examples = [
+        dspy.Example(
+            ticket=r["inputs"]["ticket"], category=r["expectations"]["expected_response"]
+        ).with_inputs("ticket")
+        for r in support_tickets(40)
+    ]
+    with dspy.context(lm=make_lm("offline/support-router")):
+        result = run_dspy_gepa(
+            make_program(),
+            examples[:20],
+            examples[20:],
+            reflection_model="offline/reflector?notes=60",
+            limits=RunLimits(max_metric_calls=150, run_dir=str(tmp_path / "gepa")),
+        )
+    sizes = [longest_template(c.texts) for c in result.candidates]
+    assert len(sizes) >= 3 and sizes == sorted(sizes)  # every reflection adds rules and notes
+    assert longest_template(result.instructions) == sizes[-1]
+    limit = (sizes[1] + sizes[-1]) // 2
+    templates, why = within_template_limit(result.instructions, result.candidates, limit)
+    assert longest_template(templates) <= limit < sizes[-1]
+    assert why is not None and f"the best within max_template_tokens {limit}" in why
