@@ -41,7 +41,7 @@ from pydantic import BaseModel
 
 from daemon.jobs import prompt_versions
 from daemon.jobs.attempts import ATTEMPTS_FILE, Ledger
-from daemon.jobs.backends import Backend, Optimized, backend_for
+from daemon.jobs.backends import Backend, Optimized, backend_for, longest_template
 from daemon.jobs.outage import MLFLOW, ClientRetryWatch, mlflow_outage
 from daemon.jobs.run_lock import held_by_job_process
 from daemon.jobs.spec import (
@@ -300,7 +300,17 @@ def _evaluate(
             candidate_cost=candidate_cost,
         )
 
-    return checkpoint(run_dir / SCORES_FILE, HeldOut, score)
+    held = checkpoint(run_dir / SCORES_FILE, HeldOut, score)
+    if held.candidate_cost is None:  # a checkpoint older than the measurement: the lengths at least
+        held = held.model_copy(
+            update={
+                "baseline_cost": VersionCost(
+                    template_tokens=longest_template({n: v.template for n, v in baseline.items()})
+                ),
+                "candidate_cost": VersionCost(template_tokens=longest_template(candidate.templates)),
+            }
+        )
+    return held
 
 
 def _register(

@@ -180,3 +180,23 @@ def test_dspy_gepas_candidate_list_is_read_for_the_choice(tmp_path: Path) -> Non
     templates, why = within_template_limit(result.instructions, result.candidates, limit)
     assert longest_template(templates) <= limit < sizes[-1]
     assert why is not None and f"the best within max_template_tokens {limit}" in why
+
+
+def test_a_held_out_checkpoint_older_than_the_measurement_still_gets_the_template_lengths(
+    tmp_path: Path,
+) -> None:
+    """A job resumed on a `scores.json` written before costs were measured: the scores stay frozen,
+    the templates' lengths are filled in (the per-call figures stay unknown), so the template limit
+    still holds."""
+    from daemon.jobs.execute import SCORES_FILE, CandidateCheckpoint, HeldOut, ProgressFile, _evaluate
+    from daemon.jobs.prompt_versions import Version
+    from daemon.jobs.spec import write_model
+
+    write_model(tmp_path / SCORES_FILE, HeldOut(baseline=[0.0, 1.0], candidate=[1.0, 1.0]))
+    baseline = {"p": Version("p", 1, "short {{x}}", {})}
+    candidate = CandidateCheckpoint(templates={"p": " ".join(["word"] * 50) + " {{x}}"}, metric_calls=3)
+    held = _evaluate(tmp_path, None, [], baseline, candidate, ProgressFile(tmp_path, "p", 1))  # type: ignore[arg-type]
+    assert held.candidate == [1.0, 1.0]
+    assert held.baseline_cost == VersionCost(template_tokens=template_tokens("short {{x}}"))
+    assert held.candidate_cost is not None and held.candidate_cost.template_tokens > 50
+    assert held.candidate_cost.tokens_per_call is None
