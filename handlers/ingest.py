@@ -217,6 +217,14 @@ class Ingest:
         if data.decision in ("promoted", "rolled_back") and data.candidate_score is not None:
             state.baseline_score = data.candidate_score
             step.trigger_state = state
+        if data.candidate_cost is not None:  # a job's gate measured both versions
+            state.last_gate = {
+                "decision": data.decision,
+                "to_version": data.to_version,
+                "baseline": data.baseline_cost.model_dump() if data.baseline_cost is not None else None,
+                "candidate": data.candidate_cost.model_dump(),
+            }
+            step.trigger_state = state
         changes = self.watches.on_promotion(
             prompt, event, self.policy(prompt).promotion, self.window(prompt), state, now
         )

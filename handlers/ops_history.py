@@ -45,6 +45,10 @@ class DecisionRecord:
     request_id: str | None
     traffic_share: float | None = None  # a rollout's decision: the canary's share (aborted: the one it left)
     segments: tuple[dict[str, Any], ...] = ()  # the gate's per-segment results (`promotion.segments`)
+    baseline_cost: dict[str, Any] | None = (
+        None  # template tokens, tokens and USD per call (the gate's limits)
+    )
+    candidate_cost: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, event: PromotionEvent) -> DecisionRecord:
@@ -66,6 +70,8 @@ class DecisionRecord:
             request_id=d.request_id,
             traffic_share=d.traffic_share,
             segments=tuple(s.model_dump() for s in d.segments),
+            baseline_cost=d.baseline_cost.model_dump() if d.baseline_cost is not None else None,
+            candidate_cost=d.candidate_cost.model_dump() if d.candidate_cost is not None else None,
         )
 
 

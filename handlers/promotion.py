@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from schemas.config import PromotionPolicy
-from schemas.events import CommandData, PromotionData, PromotionDecision, PromotionEvent, SegmentScore
+from schemas.events import (
+    CommandData,
+    PromotionData,
+    PromotionDecision,
+    PromotionEvent,
+    SegmentScore,
+    VersionCost,
+)
 
 if TYPE_CHECKING:  # at run time `gate` imports it: scipy.stats is ~64 MB, and an ingest worker never gates
     from optimization.comparison import Comparison
@@ -78,10 +85,13 @@ def gate(
     policy: PromotionPolicy,
     seed: int = 0,
     segments: Sequence[str | None] | None = None,
+    baseline_cost: VersionCost | None = None,
+    candidate_cost: VersionCost | None = None,
 ) -> Comparison:
     """The paired comparison's promoted / rejected / inconclusive with the statistics behind it
     (deterministic per seed); with the policy's `segments` and a label per example, no segment
-    may be worse beyond doubt."""
+    may be worse beyond doubt; with both versions' costs, the candidate stays within the policy's
+    `max_template_tokens` and `max_cost_increase`."""
     from optimization.comparison import compare_paired
 
     rule = policy.segments
@@ -101,6 +111,10 @@ def gate(
         confidence=policy.confidence,
         min_eval_examples=policy.min_eval_examples,
         seed=seed,
+        baseline_cost=baseline_cost,
+        candidate_cost=candidate_cost,
+        max_template_tokens=policy.max_template_tokens,
+        max_cost_increase=policy.max_cost_increase,
         **by_segment,
     )
 
@@ -247,6 +261,8 @@ def promotion_event(
     request_id: str | None = None,
     traffic_share: float | None = None,
     segments: list[SegmentScore] | None = None,
+    baseline_cost: VersionCost | None = None,
+    candidate_cost: VersionCost | None = None,
 ) -> PromotionEvent:
     """The `gepa.promotion.v1` event of one decision on `prompt` (a fresh id unless `event_id`:
     every decision the daemon announces has a deterministic one, see `schemas/event_ids.py`)."""
@@ -265,6 +281,8 @@ def promotion_event(
             request_id=request_id,
             traffic_share=traffic_share,
             segments=segments or [],
+            baseline_cost=baseline_cost,
+            candidate_cost=candidate_cost,
             reason=reason,
         ),
         id=event_id,

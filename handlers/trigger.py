@@ -7,7 +7,7 @@ whether to fire, and which rule fired with the numbers it compared.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -28,6 +28,8 @@ class TriggerState:
     last_status: str | None = None
     watermark: float | None = None
     baseline_score: float | None = None
+    last_gate: dict[str, Any] | None = None
+    """The last job decision's cost figures: decision, to_version, baseline / candidate `VersionCost`."""
 
     def encode(self) -> bytes:
         return stored_json(asdict(self))

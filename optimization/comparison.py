@@ -15,6 +15,13 @@ Bonferroni, so Holm would only name more segments, never change a decision; Bonf
 each named segment's reported bound consistent with the decision. Why t rather than the
 bootstrap: segments are small (10+ examples) and their corrected quantiles extreme (0.25 % for
 20 segments at 95 %), where bootstrap percentiles are unstable.
+
+With limits (each version's `VersionCost`: template tokens, tokens and USD per call), a passing
+candidate is also `rejected` when its template is longer than `max_template_tokens` or its cost
+per call exceeds the baseline's by more than `max_cost_increase` (relative): USD per call when
+both are known and the baseline's is > 0, else tokens per call (offline or unpriced models). The
+reason names each limit and its figures; a candidate rejected or inconclusive anyway gets them
+appended. Like segments, limits only ever turn a promotion into a rejection.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 from scipy import stats
 
 from optimization.results import relative_improvement
+from schemas.events import VersionCost
 
 Verdict = Literal["promoted", "rejected", "inconclusive"]
 N_RESAMPLES = 2000
@@ -60,6 +68,58 @@ class Comparison:
     confidence: float
     reason: str
     segments: tuple[SegmentResult, ...] = ()
+    baseline_cost: VersionCost | None = None
+    candidate_cost: VersionCost | None = None
+
+
+def cost_per_call(baseline: VersionCost, candidate: VersionCost) -> tuple[float, float, str] | None:
+    """(baseline, candidate, unit) of the cost per call the `max_cost_increase` limit compares: USD
+    when both versions' are known and the baseline's is > 0, else tokens; None when neither
+    was measured."""
+    b_usd, c_usd = baseline.cost_per_call_usd, candidate.cost_per_call_usd
+    if (
+        b_usd is not None
+        and c_usd is not None
+        and b_usd > 0
+        and not (baseline.cost_unknown or candidate.cost_unknown)
+    ):
+        return b_usd, c_usd, "USD"
+    b_tokens, c_tokens = baseline.tokens_per_call, candidate.tokens_per_call
+    if b_tokens is not None and c_tokens is not None and b_tokens > 0:
+        return b_tokens, c_tokens, "tokens"
+    return None
+
+
+def limit_breaches(
+    baseline: VersionCost | None,
+    candidate: VersionCost | None,
+    *,
+    max_template_tokens: int | None = None,
+    max_cost_increase: float | None = None,
+) -> list[str]:
+    """Each limit the candidate is beyond, with its figures (empty: within every limit, or not measured)."""
+    if candidate is None:
+        return []
+    breaches = []
+    if max_template_tokens is not None and candidate.template_tokens > max_template_tokens:
+        was = f" (baseline {baseline.template_tokens})" if baseline is not None else ""
+        breaches.append(
+            f"template {candidate.template_tokens} tokens > max_template_tokens {max_template_tokens}{was}"
+        )
+    measured = cost_per_call(baseline, candidate) if baseline is not None else None
+    if max_cost_increase is not None and measured is not None:
+        before, after, unit = measured
+        increase = after / before - 1.0
+        if increase > max_cost_increase:
+            figures = (
+                f"USD per call {before:.6g} -> {after:.6g}"
+                if unit == "USD"
+                else f"tokens per call {before:.1f} -> {after:.1f}, no price known"
+            )
+            breaches.append(
+                f"cost per call {increase:+.1%} > max_cost_increase {max_cost_increase:+.1%} ({figures})"
+            )
+    return breaches
 
 
 def segment_harm(
@@ -129,9 +189,14 @@ def compare_paired(
     segments: Sequence[str | None] | None = None,
     segment_min_examples: int = 10,
     max_segments: int = 20,
+    baseline_cost: VersionCost | None = None,
+    candidate_cost: VersionCost | None = None,
+    max_template_tokens: int | None = None,
+    max_cost_increase: float | None = None,
 ) -> Comparison:
     """Compare per-example scores of the same examples (paired by position); with `segments`
-    (one label or None per example), no segment may be worse beyond doubt."""
+    (one label or None per example), no segment may be worse beyond doubt; with the versions'
+    costs, the candidate must stay within `max_template_tokens` and `max_cost_increase`."""
     if len(baseline) != len(candidate):
         raise ValueError(
             f"paired scores differ in length: {len(baseline)} baseline vs {len(candidate)} candidate"
@@ -179,6 +244,29 @@ def compare_paired(
                 for r in harmed
             )
             reason = f"better on average but worse beyond doubt on segment(s) {named}; {summary}"
+    breaches = limit_breaches(
+        baseline_cost,
+        candidate_cost,
+        max_template_tokens=max_template_tokens,
+        max_cost_increase=max_cost_increase,
+    )
+    if breaches and verdict == "promoted":
+        verdict = "rejected"
+        reason = f"better beyond doubt but beyond the limit(s): {'; '.join(breaches)}; {summary}"
+    elif breaches:
+        reason = f"{reason}; also beyond the limit(s): {'; '.join(breaches)}"
     return Comparison(
-        verdict, n, base_mean, cand_mean, mean_diff, improvement, low, high, confidence, reason, by_segment
+        verdict,
+        n,
+        base_mean,
+        cand_mean,
+        mean_diff,
+        improvement,
+        low,
+        high,
+        confidence,
+        reason,
+        by_segment,
+        baseline_cost,
+        candidate_cost,
     )

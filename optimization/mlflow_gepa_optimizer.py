@@ -75,7 +75,7 @@ def offline_proposer(spec: ModelSpec) -> Proposer:
         if spec.latency_ms:
             time.sleep(spec.latency_ms / 1000)
         return {
-            name: reflect(spec.model, candidate[name], reflective_dataset.get(name, []))
+            name: reflect(spec.model, candidate[name], reflective_dataset.get(name, []), spec.notes)
             for name in components
         }
 

@@ -294,6 +294,17 @@ def call_cost(
     return float(prompt_cost) + float(completion_cost)
 
 
+def template_tokens(text: str) -> int:
+    """Length of `text` in tokens: OpenAI's `cl100k_base` BPE, the encoding litellm bundles (its
+    `default_encoding` points tiktoken at the BPE file shipped inside litellm, so nothing is
+    downloaded). One tokenizer for every model: the figure measures a template's growth and is
+    compared against `promotion.max_template_tokens`, not billed (bills use the provider's
+    `usage`); other tokenizers differ by some 10-20 %. Special-token text counts as plain text."""
+    from litellm.litellm_core_utils.default_encoding import encoding
+
+    return len(encoding.encode(text, disallowed_special=()))
+
+
 class ModelCalls:
     """The governor of a run's model calls: policy, deadline (monotonic seconds), usage ledger,
     the run's judge model (litellm form: MLflow's judge requests carry only the bare name), and
@@ -371,6 +382,8 @@ class ModelCalls:
         prompt_tokens, completion_tokens = token_counts(response)
         cost = call_cost(prompt_tokens, completion_tokens, model, self.policy.prices)
         self.ledger.record(role, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost=cost)
+        if role == "task":
+            _meter(prompt_tokens, completion_tokens, cost)
         return response
 
     def _wait(self, fault: FailedAttempt, attempt_number: int) -> float:
@@ -496,6 +509,51 @@ def _install_judge_requests() -> None:
         return governor.complete(send, "judge", governor.judge_model or str(payload.get("model")), {})
 
     gateway_adapter.send_chat_request = send_chat_request
+
+
+_METERS: list[UsageTally] = []
+
+
+@contextmanager
+def metered_task_calls() -> Iterator[UsageTally]:
+    """The task model's calls made anywhere in the process while active, tallied apart from the run's
+    ledger: the held-out evaluation of one version measures its tokens and USD per call this way.
+    Real calls count the provider's `usage`; offline models (which never reach litellm and are
+    not in the ledger) count `template_tokens` of their prompt and answer (`meter_offline_call`)."""
+    tally = UsageTally()
+    with _STATE_LOCK:
+        _METERS.append(tally)
+    try:
+        yield tally
+    finally:
+        with _STATE_LOCK:
+            _METERS.remove(tally)
+
+
+def _meter(prompt_tokens: int, completion_tokens: int, cost: float | None) -> None:
+    with _STATE_LOCK:
+        for tally in _METERS:
+            tally.calls += 1
+            tally.prompt_tokens += prompt_tokens
+            tally.completion_tokens += completion_tokens
+            tally.cost_usd += cost or 0.0
+            tally.cost_unknown = tally.cost_unknown or cost is None
+
+
+def meter_offline_call(model: str, prompt: str, answer: str) -> None:
+    """An offline task model's call, for an active meter only (no-op otherwise): tokens counted with
+    `template_tokens`, USD from the run's `prices` for `model` (`offline/<name>`), else unknown."""
+    if not _METERS:
+        return
+    prompt_tokens, completion_tokens = template_tokens(prompt), template_tokens(answer)
+    governor = current()
+    price = (governor.policy.prices if governor is not None else {}).get(model)
+    cost = (
+        None
+        if price is None
+        else (prompt_tokens * price.input + completion_tokens * price.output) / 1_000_000
+    )
+    _meter(prompt_tokens, completion_tokens, cost)
 
 
 @contextmanager

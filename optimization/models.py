@@ -3,7 +3,8 @@
 Accepted: litellm strings (`openai/gpt-4.1-mini`), MLflow URIs
 (`openai:/gpt-4.1-mini`), the guide's bare Databricks endpoint names
 (`databricks-claude-sonnet-4`), and the built-in demo/test models
-`offline/<name>[?latency_ms=N]`.
+`offline/<name>[?latency_ms=N]` (and `offline/reflector?notes=N`: a verbose reflector whose
+every new rule comes with an N-word note, so its prompts grow).
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ from urllib.parse import parse_qs
 
 import dspy
 
-from optimization.model_calls import ROLE_KEY, ModelRole, install
+from optimization.model_calls import ROLE_KEY, ModelRole, install, meter_offline_call
 from optimization.offline import OFFLINE_MODELS, OfflineEngine, respond_to_prompt
+from optimization.offline.engine import REFLECTOR
 
 _PROVIDER_RE = re.compile(r"^(?P<provider>[A-Za-z0-9_.-]+)(?::/|/)(?P<model>\S+)$")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A parsed model string: `provider`/`model`, plus the simulated latency of offline models."""
+    """A parsed model string: `provider`/`model`, plus the simulated latency of offline models and
+    the words of the offline reflector's note after each rule (`notes`)."""
 
     provider: str
     model: str
     latency_ms: float = 0.0
+    notes: int = 0
 
     @property
     def is_offline(self) -> bool:
@@ -69,16 +73,23 @@ def parse_model(model: str, argument: str = "model") -> ModelSpec:
     if name not in OFFLINE_MODELS:
         raise ValueError(f"{argument}: unknown offline model {model!r} (known: {', '.join(OFFLINE_MODELS)})")
     options = parse_qs(query, strict_parsing=False) if query else {}
-    unknown = set(options) - {"latency_ms"}
+    unknown = set(options) - {"latency_ms", "notes"}
     if unknown:
-        raise ValueError(f"{argument}: unknown option(s) {sorted(unknown)} in {model!r} (known: latency_ms)")
+        raise ValueError(
+            f"{argument}: unknown option(s) {sorted(unknown)} in {model!r} (known: latency_ms, notes)"
+        )
     try:
         latency = float(options.get("latency_ms", ["0"])[0])
     except ValueError:
         raise ValueError(f"{argument}: latency_ms must be a number in {model!r}") from None
     if latency < 0:
         raise ValueError(f"{argument}: latency_ms must be >= 0 in {model!r}")
-    return ModelSpec("offline", name, latency)
+    notes = options.get("notes", ["0"])[0]
+    if not notes.isdigit():
+        raise ValueError(f"{argument}: notes must be a whole number of words >= 0 in {model!r}")
+    if int(notes) and name != REFLECTOR:
+        raise ValueError(f"{argument}: notes is an option of offline/{REFLECTOR} only ({model!r})")
+    return ModelSpec("offline", name, latency, int(notes))
 
 
 def make_lm(
@@ -97,7 +108,7 @@ def make_lm(
         options["metadata"] = {**dict(lm_kwargs.get("metadata") or {}), ROLE_KEY: role}  # type: ignore[call-overload]
         return dspy.LM(spec.litellm, **options)
     delay = spec.latency_ms if latency_ms is None else latency_ms
-    return dspy.LM(spec.litellm, engine=OfflineEngine(spec.model, delay), cache=False)
+    return dspy.LM(spec.litellm, engine=OfflineEngine(spec.model, delay, spec.notes), cache=False)
 
 
 def complete_text(model: str | ModelSpec, prompt: str, latency_ms: float | None = None) -> str:
@@ -107,7 +118,9 @@ def complete_text(model: str | ModelSpec, prompt: str, latency_ms: float | None 
         delay = spec.latency_ms if latency_ms is None else latency_ms
         if delay:
             time.sleep(delay / 1000)
-        return respond_to_prompt(spec.model, prompt)
+        answer = respond_to_prompt(spec.model, prompt)
+        meter_offline_call(spec.litellm, prompt, answer)
+        return answer
     import litellm
 
     install()

@@ -14,6 +14,7 @@ from optimization.results import HeldOutScores
 from optimization.score_tag import TAG_FINAL_SCORE as TAG_FINAL_SCORE  # re-exported (read without MLflow)
 from optimization.score_tag import final_score_of as final_score_of
 from optimization.scorers import score_value
+from schemas.events import VersionCost
 
 
 def score_tags(optimizer: str, scores: HeldOutScores, source: str) -> dict[str, str]:
@@ -27,6 +28,23 @@ def score_tags(optimizer: str, scores: HeldOutScores, source: str) -> dict[str, 
         "improvement": f"{scores.improvement * 100:.1f}%",
         "source": source,
     }
+
+
+def cost_tags(baseline: VersionCost | None, candidate: VersionCost | None) -> dict[str, str]:
+    """Template tokens and the task model's tokens / USD per call of both versions, as registry
+    tags (`gepa_stream.template_tokens`, `gepa_stream.baseline_template_tokens`, ...); a figure
+    not measured has no tag."""
+    tags = {}
+    for prefix, cost in (("", candidate), ("baseline_", baseline)):
+        if cost is None:
+            continue
+        tags[f"gepa_stream.{prefix}template_tokens"] = str(cost.template_tokens)
+        if cost.tokens_per_call is not None:
+            tags[f"gepa_stream.{prefix}tokens_per_call"] = f"{cost.tokens_per_call:.1f}"
+        if cost.cost_per_call_usd is not None:
+            tags[f"gepa_stream.{prefix}cost_per_call_usd"] = repr(cost.cost_per_call_usd)
+            tags[f"gepa_stream.{prefix}cost_unknown"] = str(cost.cost_unknown).lower()
+    return tags
 
 
 def tag_prompt_version(

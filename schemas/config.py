@@ -199,6 +199,15 @@ class PromotionPolicy(_Policy):
     guard: GuardPolicy = GuardPolicy()
     rollout: RolloutPolicy = RolloutPolicy()
     segments: SegmentPolicy | None = None
+    max_template_tokens: PositiveInt | None = Field(
+        default=None,
+        description="a candidate whose template is longer (in tokens) is not chosen nor promoted",
+    )
+    max_cost_increase: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="relative increase of the cost per call over the baseline's (0.5 = +50 %) beyond which "
+        "a candidate is rejected: USD per call when the baseline's is known and > 0, else tokens per call",
+    )
 
 
 class OtelPolicy(_Policy):

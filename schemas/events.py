@@ -298,6 +298,18 @@ class SegmentScore(_Data):
     harmed: bool
 
 
+class VersionCost(_Data):
+    """What one version costs on the held-out examples (`promotion.max_template_tokens`,
+    `promotion.max_cost_increase`): its template's length in tokens (the longest, for a program
+    of several) and the task model's mean tokens (prompt + completion) and USD per call."""
+
+    template_tokens: NonNegativeInt
+    calls: NonNegativeInt = Field(default=0, description="the task model's calls measured")
+    tokens_per_call: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    cost_per_call_usd: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    cost_unknown: bool = Field(default=False, description="some call's model has no price (counted as 0 USD)")
+
+
 class PromotionData(_Data):
     prompt: PromptName
     decision: PromotionDecision
@@ -313,6 +325,8 @@ class PromotionData(_Data):
     request_id: Identifier | None = None
     traffic_share: UnitFloat | None = None
     segments: list[SegmentScore] = Field(default_factory=list)
+    baseline_cost: VersionCost | None = None
+    candidate_cost: VersionCost | None = None
     reason: str
 
 

@@ -80,6 +80,8 @@ class Announcer:
                     request_id=data.request_id,
                     traffic_share=decision.traffic_share,
                     segments=decision.segments,
+                    baseline_cost=decision.baseline_cost,
+                    candidate_cost=decision.candidate_cost,
                 ),
                 program=data.prompt,
             )

@@ -3,11 +3,17 @@ and dspy.GEPA over a user's DSPy program (one prompt per predictor).
 
 A backend (1) resolves the production baseline, (2) optimizes on train/val records,
 (3) scores any set of templates per held-out example; it never registers or promotes.
+
+With `promotion.max_template_tokens`, the candidate a backend returns is the best one within the
+limit from GEPA's whole candidate list (both backends: MLflow's GEPA state, dspy.GEPA's
+`detailed_results`), by GEPA's validation aggregate; if none is within, GEPA's best (the gate
+then rejects it).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,7 +40,8 @@ from optimization import (
 )
 from optimization.import_ref import load_ref
 from optimization.metrics import adapt_metric, create_mlflow_based_metric, exact_match_metric
-from optimization.model_calls import governed
+from optimization.model_calls import governed, template_tokens
+from optimization.results import Candidate
 from schemas.config import PromptPolicy
 from schemas.events import StopReason
 
@@ -47,6 +54,43 @@ class Optimized:
     templates: Templates
     metric_calls: int
     stopped_by: StopReason | None = None
+    choice: str | None = None  # why these templates and not GEPA's best (the template limit)
+
+
+def longest_template(templates: Templates) -> int:
+    """The length in tokens of a version's longest template (the one `max_template_tokens` limits)."""
+    return max((template_tokens(text) for text in templates.values()), default=0)
+
+
+def within_template_limit(
+    best: Templates,
+    candidates: list[Candidate],
+    max_template_tokens: int | None,
+    names: Callable[[dict[str, str]], Templates] = dict,
+) -> tuple[Templates, str | None]:
+    """GEPA's `best` templates if within `max_template_tokens` (or no limit); else the best-scoring
+    candidate GEPA proposed within it (GEPA's validation aggregate; the earliest on a tie; not the
+    seed, `candidates[0]`, which is the baseline itself), its components named as the backend
+    names templates by `names`; else `best`, for the gate to reject. With the reason of the choice."""
+    if max_template_tokens is None or not candidates:
+        return best, None
+    best_tokens = longest_template(best)
+    if best_tokens <= max_template_tokens:
+        return best, None
+    sizes = [longest_template(c.texts) for c in candidates]
+    within = [i for i, size in enumerate(sizes) if i > 0 and size <= max_template_tokens]
+    if not within:
+        return best, (
+            f"none of the {len(candidates) - 1} candidates GEPA proposed is within max_template_tokens "
+            f"{max_template_tokens} (GEPA's best has {best_tokens} tokens): GEPA's best is kept"
+        )
+    chosen = max(within, key=lambda i: (candidates[i].val_score, -i))
+    top = max(c.val_score for c in candidates)
+    return names(candidates[chosen].texts), (
+        f"chose candidate {chosen} of GEPA's {len(candidates)} (validation score {candidates[chosen].val_score:.3f}, "
+        f"{sizes[chosen]} tokens): the best within max_template_tokens {max_template_tokens}; GEPA's best "
+        f"(validation score {top:.3f}) has {best_tokens} tokens"
+    )
 
 
 class Backend(Protocol):
@@ -110,7 +154,13 @@ class MlflowBackend(_Scoring):
         scratch = Path(limits.run_dir).parent / SCRATCH_DB
         with prompt_versions.scratch_registry(scratch, self._baseline):
             outcome = self._run_gepa(plan, limits)
-        return Optimized(dict(outcome.templates), outcome.metric_calls, _stop_reason(outcome.stopped_by))
+        best = dict(outcome.templates)
+        templates, choice = within_template_limit(
+            best,
+            [c for c in outcome.candidates if set(c.texts) == set(best)],
+            self.policy.promotion.max_template_tokens,
+        )
+        return Optimized(templates, outcome.metric_calls, _stop_reason(outcome.stopped_by), choice)
 
     def _run_gepa(self, plan: JobPlan, limits: RunLimits) -> Any:
         return run_mlflow_gepa(
@@ -206,8 +256,14 @@ class DspyBackend(_Scoring):
                 reflection_model=self.policy.reflection_model,
                 limits=limits,
             )
-        templates = {predictor_prompt(self.policy.name, n): text for n, text in result.instructions.items()}
-        return Optimized(templates, result.metric_calls, _stop_reason(result.stopped_by))
+
+        def names(instructions: dict[str, str]) -> Templates:
+            return {predictor_prompt(self.policy.name, n): text for n, text in instructions.items()}
+
+        templates, choice = within_template_limit(
+            names(result.instructions), result.candidates, self.policy.promotion.max_template_tokens, names
+        )
+        return Optimized(templates, result.metric_calls, _stop_reason(result.stopped_by), choice)
 
     def evaluate(self, records: list[dict[str, Any]], templates: Templates) -> list[float]:
         program = self.program(templates)

@@ -41,7 +41,7 @@ from pydantic import BaseModel
 
 from daemon.jobs import prompt_versions
 from daemon.jobs.attempts import ATTEMPTS_FILE, Ledger
-from daemon.jobs.backends import Backend, Optimized, backend_for
+from daemon.jobs.backends import Backend, Optimized, backend_for, longest_template
 from daemon.jobs.outage import MLFLOW, ClientRetryWatch, mlflow_outage
 from daemon.jobs.run_lock import held_by_job_process
 from daemon.jobs.spec import (
@@ -63,14 +63,15 @@ from daemon.jobs.spec import (
     read_model,
     write_model,
 )
-from daemon.jobs.usage import call_policy, job_model_calls, log_usage_to_run, model_usage
+from daemon.jobs.usage import call_policy, job_model_calls, log_usage_to_run, model_usage, version_cost
 from handlers.jobs import JobPlan, NotEnoughData, plan_job
 from handlers.promotion import gate, judge_candidate, segment_scores
 from optimization import OptimizationFailed, RunLimits
 from optimization.comparison import Comparison
-from optimization.registry import score_tags
+from optimization.model_calls import metered_task_calls
+from optimization.registry import cost_tags, score_tags
 from optimization.results import HeldOutScores, mean
-from schemas.events import Example, StopReason
+from schemas.events import Example, StopReason, VersionCost
 
 Baseline = dict[str, prompt_versions.Version]
 PLAN_FILE = "plan.json"
@@ -86,11 +87,14 @@ class CandidateCheckpoint(BaseModel):
     templates: dict[str, str]
     metric_calls: int
     stopped_by: StopReason | None = None
+    choice: str | None = None  # why not GEPA's best: the best candidate within max_template_tokens
 
 
 class HeldOut(BaseModel):
     baseline: list[float]
     candidate: list[float]
+    baseline_cost: VersionCost | None = None  # None in a checkpoint older than the measurement
+    candidate_cost: VersionCost | None = None
 
 
 class ProgressFile:
@@ -180,7 +184,9 @@ def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile, attempt: i
         candidate = _optimize(run_dir, spec, backend, plan, progress)
         scores = _evaluate(run_dir, backend, plan.heldout, baseline, candidate, progress)
         registered = _register(run_dir, spec, backend, plan, baseline, candidate, scores, progress)
-        decisions = _gate_and_promote(run_dir, spec, registered, scores, plan.segments, progress)
+        decisions = _gate_and_promote(
+            run_dir, spec, registered, scores, plan.segments, progress, candidate.choice
+        )
     except DECIDED as exc:
         return _attempt_failed(run_dir, exc, spec, attempt)
     except Exception as exc:  # an unexpected failure still ends the job with its cause
@@ -197,6 +203,9 @@ def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile, attempt: i
         registered=registered,
         decisions=decisions,
         stopped_by=candidate.stopped_by,
+        baseline_cost=scores.baseline_cost,
+        candidate_cost=scores.candidate_cost,
+        candidate_choice=candidate.choice,
     )
 
 
@@ -260,6 +269,7 @@ def _optimize(
             templates=optimized.templates,
             metric_calls=optimized.metric_calls,
             stopped_by=optimized.stopped_by,
+            choice=optimized.choice,
         )
 
     return checkpoint(run_dir / CANDIDATE_FILE, CandidateCheckpoint, gepa)
@@ -273,14 +283,34 @@ def _evaluate(
     candidate: CandidateCheckpoint,
     progress: ProgressFile,
 ) -> HeldOut:
+    def measured(templates: dict[str, str]) -> tuple[list[float], VersionCost]:
+        """Per-example scores, and the version's template tokens and task-model cost per call."""
+        with metered_task_calls() as task_calls:
+            scores = backend.evaluate(heldout, templates)
+        return scores, version_cost(templates, task_calls)
+
     def score() -> HeldOut:
         progress.stage("evaluate", f"baseline and candidate on {len(heldout)} held-out examples")
+        baseline_scores, baseline_cost = measured({name: v.template for name, v in baseline.items()})
+        candidate_scores, candidate_cost = measured(candidate.templates)
         return HeldOut(
-            baseline=backend.evaluate(heldout, {name: v.template for name, v in baseline.items()}),
-            candidate=backend.evaluate(heldout, candidate.templates),
+            baseline=baseline_scores,
+            candidate=candidate_scores,
+            baseline_cost=baseline_cost,
+            candidate_cost=candidate_cost,
         )
 
-    return checkpoint(run_dir / SCORES_FILE, HeldOut, score)
+    held = checkpoint(run_dir / SCORES_FILE, HeldOut, score)
+    if held.candidate_cost is None:  # a checkpoint older than the measurement: the lengths at least
+        held = held.model_copy(
+            update={
+                "baseline_cost": VersionCost(
+                    template_tokens=longest_template({n: v.template for n, v in baseline.items()})
+                ),
+                "candidate_cost": VersionCost(template_tokens=longest_template(candidate.templates)),
+            }
+        )
+    return held
 
 
 def _register(
@@ -300,6 +330,7 @@ def _register(
         "gepa_stream.n_val": str(len(plan.heldout)),
         "gepa_stream.window_size": str(spec.window_size),
         "gepa_stream.trigger": spec.trigger.rule if spec.trigger else "unknown",
+        **cost_tags(scores.baseline_cost, scores.candidate_cost),
     }
     progress.stage("register")
     registered = []
@@ -327,11 +358,12 @@ def _gate_and_promote(
     scores: HeldOut,
     segments: list[str | None] | None,
     progress: ProgressFile,
+    choice: str | None = None,
 ) -> list[Decision]:
     """1. the paired gate (frozen on first computation); 2. per version, the promotion rules
     (handlers/promotion.py) on the registry as it is; 3. their registry change (moving
     `production`, starting a canary, or marking the version awaiting approval). Each change is
-    idempotent on a resume."""
+    idempotent on a resume. A candidate chosen under the template limit says so in its reason."""
     policy = spec.policy
     progress.stage("gate")
     comparison = checkpoint(
@@ -343,6 +375,8 @@ def _gate_and_promote(
             policy.promotion,
             seed=_seed(spec.request_id),
             segments=segments,
+            baseline_cost=scores.baseline_cost,
+            candidate_cost=scores.candidate_cost,
         ),
     )
     decisions = []
@@ -363,7 +397,9 @@ def _gate_and_promote(
                 ci_high=comparison.ci_high,
                 traffic_share=outcome.traffic_share,
                 segments=segment_scores(comparison),
-                reason=outcome.reason,
+                baseline_cost=comparison.baseline_cost,
+                candidate_cost=comparison.candidate_cost,
+                reason=f"{outcome.reason}; {choice}" if choice else outcome.reason,
             )
         )
     write_model(run_dir / SIDE_EFFECTS_FILE, SideEffects(registered=registered, decisions=decisions))

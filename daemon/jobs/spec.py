@@ -12,7 +12,14 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field, TypeAdapter
 
 from schemas.config import PromptPolicy
-from schemas.events import ModelUsage, PromotionDecision, SegmentScore, StopReason, TriggerInfo
+from schemas.events import (
+    ModelUsage,
+    PromotionDecision,
+    SegmentScore,
+    StopReason,
+    TriggerInfo,
+    VersionCost,
+)
 
 JOB_FILE = "job.json"
 EXAMPLES_FILE = "examples.json"
@@ -56,6 +63,8 @@ class Decision(BaseModel):
     ci_high: float
     traffic_share: float | None = None  # a canary's share of traffic (canary_started)
     segments: list[SegmentScore] = Field(default_factory=list)  # the gate's per-segment comparison
+    baseline_cost: VersionCost | None = None  # template tokens and cost per call (the gate's limits)
+    candidate_cost: VersionCost | None = None
     reason: str
 
 
@@ -75,6 +84,14 @@ class JobResult(BaseModel):
     )
     usage: ModelUsage | None = None
     stopped_by: StopReason | None = None
+    baseline_cost: VersionCost | None = Field(
+        default=None,
+        description="the baseline's template tokens and task-model tokens / USD per call, held out",
+    )
+    candidate_cost: VersionCost | None = None
+    candidate_choice: str | None = Field(
+        default=None, description="how the candidate was chosen among GEPA's (the template limit)"
+    )
     resumable: bool = Field(
         default=False,
         description="an unexpected failure of an attempt that resumed a killed one (the runner retries it)",

@@ -15,11 +15,19 @@ from mlflow import MlflowClient
 
 from daemon.jobs.prompt_versions import TAG_REQUEST
 from daemon.jobs.spec import JobResult, JobSpec, read_model, write_model
-from optimization.model_calls import CallPolicy, ModelCalls, Price, UsageLedger, UsageTally, governed
+from optimization.model_calls import (
+    CallPolicy,
+    ModelCalls,
+    Price,
+    UsageLedger,
+    UsageTally,
+    governed,
+    template_tokens,
+)
 from optimization.models import parse_model
 from optimization.run_control import STOP_GRACE_S
 from schemas.config import PromptPolicy
-from schemas.events import ModelUsage, RoleUsage
+from schemas.events import ModelUsage, RoleUsage, VersionCost
 
 log = logging.getLogger("gepa_stream.jobs")
 USAGE_FILE = "usage.json"
@@ -55,6 +63,20 @@ def job_model_calls(spec: JobSpec, run_dir: Path) -> Iterator[ModelCalls]:
             yield calls
         finally:
             write_model(run_dir / USAGE_FILE, model_usage(calls.ledger.snapshot()))
+
+
+def version_cost(templates: dict[str, str], task_calls: UsageTally) -> VersionCost:
+    """A version's cost figures: its longest template in tokens, and the mean tokens (prompt +
+    completion) and USD of the task model's calls measured while it was evaluated (None without
+    calls)."""
+    calls = task_calls.calls
+    return VersionCost(
+        template_tokens=max((template_tokens(t) for t in templates.values()), default=0),
+        calls=calls,
+        tokens_per_call=(task_calls.prompt_tokens + task_calls.completion_tokens) / calls if calls else None,
+        cost_per_call_usd=task_calls.cost_usd / calls if calls else None,
+        cost_unknown=task_calls.cost_unknown,
+    )
 
 
 def model_usage(roles: dict[str, UsageTally]) -> ModelUsage:

@@ -16,6 +16,7 @@ from typing import Any
 
 from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_events
 
+from optimization.model_calls import meter_offline_call
 from optimization.offline.judge import judge_prompt
 from optimization.offline.reflector import parse_gepa_reflection_prompt, propose_instruction
 from optimization.offline.rules import strip_rules
@@ -33,13 +34,14 @@ the current instruction as it is: a null optimizer for tests), the judge (select
 scorers of `optimization.scorers`), and `failing` (always errors)."""
 
 
-def reflect(name: str, current_instruction: str, examples: list[dict[str, Any]]) -> str:
-    """The new instruction an offline reflection model proposes."""
+def reflect(name: str, current_instruction: str, examples: list[dict[str, Any]], notes: int = 0) -> str:
+    """The new instruction an offline reflection model proposes (`notes`: words of the note after
+    each new rule, see `propose_instruction`)."""
     if name == FAILING:
         raise OfflineModelError("offline/failing: simulated provider outage")
     if name == UNCHANGED:
         return current_instruction
-    return propose_instruction(current_instruction, examples)
+    return propose_instruction(current_instruction, examples, notes)
 
 
 _FIELD_RE = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\[\[ ## \w+ ## \]\]|\Z)", re.DOTALL)
@@ -76,12 +78,12 @@ def respond_to_prompt(name: str, prompt: str) -> str:
 
 
 def respond_to_fields(
-    name: str, instructions: str, inputs: dict[str, str], outputs: list[str]
+    name: str, instructions: str, inputs: dict[str, str], outputs: list[str], notes: int = 0
 ) -> dict[str, str]:
     """Answer of offline model `name` to a DSPy signature call: one value per output field."""
     if name in REFLECTORS:
         examples = _parse_examples(inputs.get("examples_with_feedback", "[]"))
-        instruction = reflect(name, inputs.get("current_instruction", "").strip(), examples)
+        instruction = reflect(name, inputs.get("current_instruction", "").strip(), examples, notes)
         return {field: instruction for field in outputs}
     if name not in SKILLS:
         raise ValueError(f"offline/{name} is not a task model (task models: {', '.join(SKILLS)})")
@@ -92,7 +94,7 @@ def respond_to_fields(
     }
 
 
-def chat_answer(name: str, system: str, user: str, conversation: str, json_mode: bool) -> str:
+def chat_answer(name: str, system: str, user: str, conversation: str, json_mode: bool, notes: int = 0) -> str:
     """The text offline model `name` answers to a chat request (the engine's and the fake provider's
     shared behaviour): an MLflow judge verdict, a GEPA reflection in ``` blocks, a DSPy adapter
     answer (chat fields, or JSON in JSON mode), or a plain-prompt answer."""
@@ -104,12 +106,12 @@ def chat_answer(name: str, system: str, user: str, conversation: str, json_mode:
     if output_fields is None:
         gepa_prompt = parse_gepa_reflection_prompt(user) if name in REFLECTORS else None
         if gepa_prompt is not None:
-            return f"```\n{reflect(name, *gepa_prompt)}\n```"
+            return f"```\n{reflect(name, *gepa_prompt, notes)}\n```"
         return respond_to_prompt(name, conversation)
     names = re.findall(r"\d+\. `(\w+)`", output_fields.group(1))
     objective = _OBJECTIVE_RE.search(system)
     fields = {key: value.split("\n\nRespond with")[0].strip() for key, value in _FIELD_RE.findall(user)}
-    values = respond_to_fields(name, objective.group(1) if objective else "", fields, names)
+    values = respond_to_fields(name, objective.group(1) if objective else "", fields, names, notes)
     return _render(values, as_json=json_mode or "JSON" in system)
 
 
@@ -128,13 +130,14 @@ def _parse_examples(text: str) -> list[dict[str, Any]]:
 class OfflineEngine:
     """dspy engine (`dspy.LM(..., engine=OfflineEngine(name))`) for `offline/<name>`; demo/test only."""
 
-    def __init__(self, name: str, latency_ms: float = 0.0) -> None:
+    def __init__(self, name: str, latency_ms: float = 0.0, notes: int = 0) -> None:
         if name not in OFFLINE_MODELS:
             raise ValueError(
                 f"model: unknown offline model 'offline/{name}' (known: {', '.join(OFFLINE_MODELS)})"
             )
         self.name = name
         self.latency_ms = latency_ms
+        self.notes = notes
 
     def complete(self, request: Request) -> Response:
         """Answer one request, after the simulated latency."""
@@ -143,7 +146,9 @@ class OfflineEngine:
         user = next((_text_of(m.text) for m in reversed(request.messages) if m.role == "user"), "")
         conversation = "\n".join(_text_of(m.text) for m in request.messages)
         json_mode = request.config.response_format is not None
-        text = chat_answer(self.name, _text_of(request.system), user, conversation, json_mode)
+        text = chat_answer(self.name, _text_of(request.system), user, conversation, json_mode, self.notes)
+        if self.name in SKILLS:  # a task model's call (reflector and judge calls are not metered)
+            meter_offline_call(f"offline/{self.name}", f"{_text_of(request.system)}\n{conversation}", text)
         return Response(
             id=None,
             model=f"offline/{self.name}",
@@ -161,12 +166,12 @@ class OfflineEngine:
 
     def dump_state(self) -> dict[str, Any]:
         """State for saving a program that uses this engine."""
-        return {"name": self.name, "latency_ms": self.latency_ms}
+        return {"name": self.name, "latency_ms": self.latency_ms, "notes": self.notes}
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> OfflineEngine:
         """Rebuild an engine saved with `dump_state`."""
-        return cls(state["name"], state.get("latency_ms", 0.0))
+        return cls(state["name"], state.get("latency_ms", 0.0), state.get("notes", 0))
 
 
 def _render(values: dict[str, str], as_json: bool) -> str:

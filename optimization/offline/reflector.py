@@ -16,6 +16,17 @@ from optimization.offline.skills import SKILLS
 
 MAX_NEW_RULES = 3
 """Rules added per reflection, like a model that fixes a few things at a time."""
+NOTE_WORDS = (
+    "remember that every customer deserves a careful and complete reading of their message before any "
+    "decision is made about where it should go next and who should answer it"
+).split()
+"""The words a verbose reflector's notes cycle through (they mention no category's signal word)."""
+
+
+def note(words: int) -> str:
+    """A `Note:` line of `words` words: what a verbose reflection model writes after each rule (the
+    offline task models ignore it; it only makes the template longer)."""
+    return "Note: " + " ".join(NOTE_WORDS[i % len(NOTE_WORDS)] for i in range(words)) + "."
 
 
 def _leaves(value: Any) -> list[str]:
@@ -51,9 +62,12 @@ def _is_perfect(example: Mapping[str, Any]) -> bool:
     return isinstance(score, int | float) and score >= 1.0
 
 
-def propose_instruction(current_instruction: str, examples: Sequence[Mapping[str, Any]]) -> str:
+def propose_instruction(
+    current_instruction: str, examples: Sequence[Mapping[str, Any]], notes: int = 0
+) -> str:
     """The current instruction plus the rules that fix the failing examples (at most MAX_NEW_RULES),
-    placed before the first template placeholder line so the input stays last."""
+    placed before the first template placeholder line so the input stays last; with `notes`, each
+    new rule is followed by a `Note:` line of that many words (a verbose model's prompt growth)."""
     known = current_instruction.lower()
     new_rules: list[str] = []
     for example in examples:
@@ -68,7 +82,10 @@ def propose_instruction(current_instruction: str, examples: Sequence[Mapping[str
         return current_instruction
     lines = current_instruction.rstrip().splitlines()
     at = next((i for i, line in enumerate(lines) if "{{" in line), len(lines))  # keep template inputs last
-    return "\n".join([*lines[:at], *new_rules[:MAX_NEW_RULES], *lines[at:]])
+    added = [
+        line for rule in new_rules[:MAX_NEW_RULES] for line in ([rule, note(notes)] if notes else [rule])
+    ]
+    return "\n".join([*lines[:at], *added, *lines[at:]])
 
 
 _GEPA_PROMPT_RE = re.compile(

@@ -199,7 +199,7 @@ async function loadDecisions(name) {
       el("td", { class: "small" }, when(d.time)), el("td", {}, pill(d.decision), d.prompt !== name ? el("div", { class: "small" }, d.prompt) : null),
       el("td", {}, versions(d)), el("td", {}, `${score(d.baseline_score)} → ${score(d.candidate_score)}`), el("td", {}, pct(d.improvement)),
       el("td", { "data-testid": "interval" }, d.ci_low !== null ? `[${signed(d.ci_low)}, ${signed(d.ci_high)}]` : "—"), el("td", {}, d.n_eval ?? "—"),
-      el("td", { class: "small" }, d.reason, segmentsLine(d)))));
+      el("td", { class: "small" }, d.reason, segmentsLine(d), costLine(d)))));
     const more = document.getElementById("more-decisions");
     more.hidden = data.total <= data.decisions.length;
     more.textContent = `show older decisions (${data.decisions.length} of ${data.total})`;
@@ -212,6 +212,17 @@ function segmentsLine(d) {
   const ordered = [...d.segments].sort((a, b) => (b.harmed - a.harmed) || (b.n - a.n));
   return el("div", { "data-testid": "segments" }, "segments: ", ...ordered.map((s, i) => el("span", { class: s.harmed ? "error" : "" },
     `${i ? " · " : ""}${s.segment} ${score(s.baseline_score)} → ${score(s.candidate_score)} (n=${s.n}, bound ${signed(s.upper)})${s.harmed ? " harmed" : ""}`)));
+}
+
+// the gate's limits under a decision: both versions' template tokens and cost per call
+function costLine(d) {
+  const b = d.baseline_cost, c = d.candidate_cost;
+  if (!c) return null;
+  const figure = (v, f) => (v && v[f] !== null && v[f] !== undefined ? v[f] : null);
+  const tokens = (v) => (figure(v, "tokens_per_call") === null ? "—" : figure(v, "tokens_per_call").toFixed(1));
+  const usd = (v) => (figure(v, "cost_per_call_usd") === null ? "—" : `$${figure(v, "cost_per_call_usd").toPrecision(3)}${v.cost_unknown ? "?" : ""}`);
+  return el("div", { "data-testid": "cost" },
+    `template ${b ? b.template_tokens : "—"} → ${c.template_tokens} tokens · per call ${tokens(b)} → ${tokens(c)} tokens, ${usd(b)} → ${usd(c)}`);
 }
 
 async function loadVersions(p) {

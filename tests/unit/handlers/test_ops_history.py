@@ -159,3 +159,31 @@ def test_a_gate_decision_keeps_its_segments() -> None:
     history.add(PromotionEvent.build(data, id="g1"))
     [record], _ = history.decisions("p")
     assert record.segments == (harmed.model_dump(),)
+
+
+def test_a_gate_decision_keeps_both_versions_costs() -> None:
+    from schemas.events import VersionCost
+
+    history = OpsHistory()
+    baseline = VersionCost(
+        template_tokens=42, calls=25, tokens_per_call=51.3, cost_per_call_usd=0.0, cost_unknown=True
+    )
+    candidate = VersionCost(
+        template_tokens=336, calls=25, tokens_per_call=345.3, cost_per_call_usd=0.0, cost_unknown=True
+    )
+    data = PromotionData(
+        prompt="p",
+        decision="promoted",
+        from_version=1,
+        to_version=2,
+        baseline_cost=baseline,
+        candidate_cost=candidate,
+        reason="r",
+    )
+    history.add(PromotionEvent.build(data, id="c1"))
+    history.add(_decision(5))  # a decision without costs
+    records, _ = history.decisions("p")
+    by_id = {r.id: r for r in records}
+    assert by_id["c1"].baseline_cost == baseline.model_dump()
+    assert by_id["c1"].candidate_cost == candidate.model_dump()
+    assert by_id["id-p-5"].candidate_cost is None

@@ -166,3 +166,33 @@ def test_outlook_says_what_fires_next() -> None:
     assert [r.rule for r in later.rules] == ["min_new_examples", "score_drop", "max_interval"]
     assert [round(r.fraction, 2) for r in later.rules] == [0.4, 0.5, 0.5]
     assert later.rules[1].text == "rolling 0.76; fires below 0.72"
+
+
+def test_a_job_decision_with_costs_is_remembered_for_status() -> None:
+    from schemas.events import VersionCost
+
+    ingest = Ingest(policies(), "test")
+    baseline = VersionCost(template_tokens=42, calls=17, tokens_per_call=51.2)
+    candidate = VersionCost(template_tokens=434, calls=17, tokens_per_call=443.2)
+    plain = PromotionEvent.build(PromotionData(prompt="p", decision="rejected", to_version=2, reason="r"))
+    assert ingest.handle(plain, NOW).trigger_state is None and ingest.trigger_state("p").last_gate is None
+    event = PromotionEvent.build(
+        PromotionData(
+            prompt="p",
+            decision="rejected",
+            from_version=1,
+            to_version=2,
+            baseline_cost=baseline,
+            candidate_cost=candidate,
+            reason="beyond the limit(s)",
+        )
+    )
+    step = ingest.handle(event, NOW)
+    assert step.trigger_state is not None
+    assert step.trigger_state.last_gate == {
+        "decision": "rejected",
+        "to_version": 2,
+        "baseline": baseline.model_dump(),
+        "candidate": candidate.model_dump(),
+    }
+    assert TriggerState.decode(step.trigger_state.encode()) == step.trigger_state
