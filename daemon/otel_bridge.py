@@ -17,6 +17,7 @@ import json
 import logging
 import zlib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +31,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from daemon import prometheus_metrics
 from daemon.settings import Settings
-from handlers.otel_mapping import OtelOptions, SpanCounts, payload_events
+from handlers.otel_mapping import Mapped, OtelOptions, SpanCounts, payload_records
 from handlers.otlp import BadPayload, Encoding
 from handlers.trace_mapping import listed
-from schemas.events import CloudEvent, RatingEvent, TraceEvent
+from schemas.events import RatingEvent, TraceEvent
 
 log = logging.getLogger("gepa_stream.otel_bridge")
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -43,6 +44,11 @@ _CONTENT_TYPES: dict[str, Encoding] = {
 }
 _RESPONSE_TYPES = {"otlp_proto": "application/x-protobuf", "otlp_json": "application/json"}
 _GROUP_SUFFIX = "-otel-bridge"
+_BATCH_BYTES = 512 * 1024
+"""Record batches of up to 512 KiB, as the daemon's own producer (aiokafka's default, 16 KiB, is
+30-odd trace events): the producer keeps one request in flight per broker, so a fetch's events
+cost one round trip per batch. A batch takes any first record, so an event of `max_event_bytes`
+still goes out alone."""
 _NOT_REJECTED = {"not_llm", "no_prompt", "unmanaged_prompt"}
 """Spans that are simply not ours (filtered like a Collector's filter processor), not rejected."""
 
@@ -113,30 +119,16 @@ class OtelBridge:
         self.counts.add(counts)
         record_metrics(counts, source)
 
-    async def publish(self, events: list[CloudEvent[Any]]) -> None:
-        """Produce every event keyed by prompt (partitioned as every Kafka client's default does:
-        murmur2 of the key), in record batches per partition, and wait until the broker has
-        acknowledged all of them (one future per record batch, not one `send` per event)."""
-        producer = self._producer
-        assert producer is not None
-        open_batches: dict[tuple[str, int], Any] = {}
-        acks = []
-        for event in events:
-            topic = self._topics[event.type]
-            partitions = self._partitions.get(topic) or await self._partitions_of(topic)
-            partition = DefaultPartitioner()(event.key, partitions, partitions)
-            builder = open_batches.get((topic, partition))
-            value = event.to_json()
-            if builder is None or builder.append(key=event.key, value=value, timestamp=None) is None:
-                if builder is not None:
-                    acks.append(await producer.send_batch(builder, topic, partition=partition))
-                builder = open_batches[(topic, partition)] = producer.create_batch()
-                builder.append(
-                    key=event.key, value=value, timestamp=None
-                )  # a new batch takes any first record
-        for (topic, partition), builder in open_batches.items():
-            acks.append(await producer.send_batch(builder, topic, partition=partition))
-        await asyncio.gather(*acks)
+    async def publish(self, records: list[Mapped]) -> None:
+        """Produce every event keyed by prompt and wait until the broker has acknowledged all of
+        them (see `_Outbox`)."""
+        outbox = self._outbox()
+        await outbox.add(records)
+        await outbox.flush()
+
+    def _outbox(self) -> _Outbox:
+        assert self._producer is not None
+        return _Outbox(self._producer, self._topics, self._partitions, self._partitions_of)
 
     async def _partitions_of(self, topic: str) -> list[int]:
         assert self._producer is not None
@@ -145,7 +137,9 @@ class OtelBridge:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set: the consumer loop (if a topic is given) and the HTTP receiver (if a port is)."""
-        self._producer = AIOKafkaProducer(acks="all", linger_ms=5, **self._client_options())
+        self._producer = AIOKafkaProducer(
+            acks="all", linger_ms=5, max_batch_size=_BATCH_BYTES, **self._client_options()
+        )
         await self._producer.start()
         runner = None
         try:
@@ -186,10 +180,18 @@ class OtelBridge:
         self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
     ) -> None:
         """The fetch's events produced and acknowledged, then each partition's offset committed past it:
-        a crash before the commit replays the fetch, which maps to the same event ids."""
-        payloads = [record.value or b"" for records in fetched.values() for record in records]
-        events, counts = payload_events(payloads, self.bridge.encoding, self.options)
-        await self.publish(events)
+        a crash before the commit replays the fetch, which maps to the same event ids. Payload by
+        payload, the events go into the outbox, which sends each record batch as it fills, and the
+        loop is let run (the producer's sender writes the batch, the consumer's fetcher fetches ahead)
+        while the next payload is mapped."""
+        counts = SpanCounts()
+        outbox = self._outbox()
+        for records in fetched.values():
+            for record in records:
+                events, _ = payload_records([record.value or b""], self.bridge.encoding, self.options, counts)
+                await outbox.add(events)
+                await asyncio.sleep(0)
+        await outbox.flush()
         try:
             await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
         except (CommitFailedError, IllegalStateError) as error:  # the group moved a partition meanwhile
@@ -251,7 +253,7 @@ class OtelBridge:
         counts = SpanCounts()
         try:
             body = await self._body(request)
-            events, counts = payload_events([body], encoding, self.options)
+            events, counts = payload_records([body], encoding, self.options)
             if counts.bad_payloads:
                 return _status(
                     400, f"undecodable OTLP {encoding}: {next(iter(counts.bad_payloads))}", encoding
@@ -276,6 +278,61 @@ class OtelBridge:
             response.partial_success.rejected_spans = rejected.total()
             response.partial_success.error_message = f"unmapped LLM spans: {listed(rejected)}"
         return _message(200, response, encoding)
+
+
+class _Outbox:
+    """Record batches per (topic, partition), filled in the events' order; a batch goes out as soon
+    as it is full, `flush` sends the rest and waits until the broker has acknowledged every one.
+    Partitioned as every Kafka client's default is (murmur2 of the key, the prompt: one
+    computation per key, not per event); the producer keeps one batch per partition in flight, so
+    a partition's events stay in order."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topics: dict[str, str],
+        known: dict[str, list[int]],
+        partitions_of: Callable[[str], Awaitable[list[int]]],
+    ) -> None:
+        self._producer = producer
+        self._topics = topics
+        self._known = known
+        self._partitions_of = partitions_of
+        self._open: dict[tuple[str, int], Any] = {}
+        self._partition: dict[tuple[str, bytes], int] = {}
+        self._acks: list[Any] = []
+
+    async def _partition_for(self, topic: str, key: bytes | None) -> int:
+        partitions = self._known.get(topic) or await self._partitions_of(topic)
+        if key is None:  # random, as the default partitioner does
+            return int(DefaultPartitioner()(key, partitions, partitions))
+        partition = self._partition[(topic, key)] = DefaultPartitioner()(key, partitions, partitions)
+        return int(partition)
+
+    async def add(self, records: list[Mapped]) -> None:
+        """Append each event to its partition's batch, sending the batch when it is full."""
+        producer = self._producer
+        for event, value in records:
+            topic = self._topics[event.type]
+            key = event.key
+            partition = self._partition.get((topic, key)) if key is not None else None
+            if partition is None:
+                partition = await self._partition_for(topic, key)
+            builder = self._open.get((topic, partition))
+            if builder is None or builder.append(key=key, value=value, timestamp=None) is None:
+                if builder is not None:
+                    self._acks.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = self._open[(topic, partition)] = producer.create_batch()
+                builder.append(key=key, value=value, timestamp=None)  # a new batch takes any first record
+
+    async def flush(self) -> None:
+        """Send the batches still open and wait for every acknowledgement (one future per batch)."""
+        for (topic, partition), builder in self._open.items():
+            builder.close()  # complete: sent without lingering (`linger_ms` waits for more records)
+            self._acks.append(await self._producer.send_batch(builder, topic, partition=partition))
+        self._open.clear()
+        acks, self._acks = self._acks, []
+        await asyncio.gather(*acks)
 
 
 def _message(status: int, message: Any, encoding: Encoding) -> web.Response:

@@ -13,12 +13,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import orjson
 
 from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, count_spans, read_spans
-from handlers.trace_mapping import Unmappable, build_event, event_data, listed, parse_prompt_ref, rating_of
+from handlers.trace_mapping import (
+    Unmappable,
+    build_event_json,
+    event_data,
+    listed,
+    rating_of,
+    split_prompt_ref,
+)
 from schemas import event_ids
 from schemas.config import PolicyBook, PolicyFile
 from schemas.events import CloudEvent, RatingData, RatingEvent, TraceData, TraceEvent
@@ -46,6 +54,8 @@ _MLFLOW_LLM_TYPES = {"LLM", "CHAT_MODEL", '"LLM"', '"CHAT_MODEL"'}  # MLflow JSO
 def lookup(attributes: Mapping[str, Any], path: str) -> Any:
     """An attribute's value; `key#field` reads `field` of an attribute holding a JSON object
     (OpenInference's `metadata`, MLflow's JSON-encoded values). None when absent."""
+    if "#" not in path:
+        return attributes.get(path)
     key, _, sub = path.partition("#")
     value = attributes.get(key)
     if not sub or value is None:
@@ -232,6 +242,19 @@ class OtelOptions:
     attributes: dict[str, PromptAttributes] = field(default_factory=dict)
     max_event_bytes: int = 512 * 1024
 
+    @cached_property
+    def _prompt_paths(self) -> dict[str, tuple[str, ...]]:
+        return {}
+
+    def prompt_paths(self, preset: Preset) -> tuple[str, ...]:
+        """Where a span of `preset` may name its prompt, in order: the prompts' own attributes,
+        then the preset's (computed once per preset)."""
+        paths = self._prompt_paths.get(preset.name)
+        if paths is None:
+            own = tuple(a.prompt for a in self.attributes.values() if a.prompt)
+            paths = self._prompt_paths[preset.name] = tuple(dict.fromkeys(own + preset.prompt))
+        return paths
+
     @classmethod
     def from_policy(
         cls,
@@ -261,6 +284,8 @@ class OtelOptions:
 def _prompt_names(value: Any) -> list[tuple[str, int | None]]:
     """(name, version) named by an attribute value: `name`, `name/3`, `prompts:/name/3`, or MLflow's
     linked-prompts list `[{"name", "version"}]` (JSON text or parsed)."""
+    if value is None:
+        return []
     for _ in range(2):  # MLflow's export writes the list as JSON text inside a JSON string
         if isinstance(value, str) and value.lstrip().startswith(("[", '"')):
             try:
@@ -275,19 +300,17 @@ def _prompt_names(value: Any) -> list[tuple[str, int | None]]:
         ]
     if isinstance(value, str) and value.strip():
         try:
-            ref = parse_prompt_ref(value)
+            return [split_prompt_ref(value)]
         except Unmappable:
             return []
-        return [(ref.name, ref.version)]
     return []
 
 
 def _prompt(span: Span, preset: Preset, options: OtelOptions) -> tuple[str, int | None]:
     """The managed prompt a span names, and the version its name carries: a prompt with its own
     `prompt_attribute` is named only there, any other by the preset's attributes."""
-    paths = tuple(a.prompt for a in options.attributes.values() if a.prompt) + preset.prompt
     named = False
-    for path in dict.fromkeys(paths):
+    for path in options.prompt_paths(preset):
         for name, version in _prompt_names(lookup(span.attributes, path)):
             named = True
             own = options.attributes.get(name, NO_OWN_ATTRIBUTES).prompt
@@ -364,14 +387,18 @@ class SpanCounts:
         return "; ".join(parts)
 
 
-def _rating(event: SpanEvent, span: Span, prompt: str, options: OtelOptions) -> CloudEvent[Any]:
+Mapped = tuple[CloudEvent[Any], bytes]
+"""An event and its JSON, serialized once (the size check's bytes are the ones produced)."""
+
+
+def _rating(event: SpanEvent, span: Span, prompt: str, options: OtelOptions) -> Mapped:
     """A GenAI `gen_ai.evaluation.result` span event -> `gepa.rating.v1` (score value, else label)."""
     attributes = event.attributes
     value = attributes.get("gen_ai.evaluation.score.value")
     rating, scale = rating_of(value if value is not None else attributes.get("gen_ai.evaluation.score.label"))
     name = attributes.get("gen_ai.evaluation.name")
     explanation = attributes.get("gen_ai.evaluation.explanation")
-    return build_event(
+    return build_event_json(
         RatingEvent,
         event_ids.otel_evaluation(span.trace_id, span.span_id, str(name or ""), event.time_ns),
         event_data(
@@ -392,6 +419,11 @@ def _rating(event: SpanEvent, span: Span, prompt: str, options: OtelOptions) -> 
 def span_events(span: Span, options: OtelOptions, counts: SpanCounts) -> list[CloudEvent[Any]]:
     """The events one span yields: its `gepa.trace.v1` and one `gepa.rating.v1` per evaluation
     event on it; a span that cannot be mapped yields none and is counted by reason."""
+    return [event for event, _ in span_records(span, options, counts)]
+
+
+def span_records(span: Span, options: OtelOptions, counts: SpanCounts) -> list[Mapped]:
+    """`span_events`, each with its JSON."""
     preset = PRESETS.get(options.convention) if options.convention != "auto" else detect(span)
     try:
         if preset is None or not preset.is_llm(span):
@@ -404,7 +436,7 @@ def span_events(span: Span, options: OtelOptions, counts: SpanCounts) -> list[Cl
         model = _first(span.attributes, preset.model)
         if isinstance(model, str) and model.startswith('"'):  # MLflow JSON-encodes its values
             model = _json_output(model)
-        trace = build_event(
+        trace = build_event_json(
             TraceEvent,
             event_ids.otel_span(span.trace_id, span.span_id),
             event_data(
@@ -427,16 +459,17 @@ def span_events(span: Span, options: OtelOptions, counts: SpanCounts) -> list[Cl
         counts.unmapped[str(reason)] += 1
         return []
     counts.mapped += 1
-    events = [trace]
+    records = [trace]
     for event in span.events:
         if event.name != EVALUATION_EVENT:
             continue
         try:
-            events.append(_rating(event, span, prompt, options))
+            records.append(_rating(event, span, prompt, options))
         except Unmappable as reason:
             counts.feedback_unmapped[str(reason)] += 1
-    counts.published.update(e.type for e in events)
-    return events
+    for published, _ in records:
+        counts.published[published.type] += 1
+    return records
 
 
 def payload_events(
@@ -445,8 +478,16 @@ def payload_events(
     """Every event the payloads' spans yield, and the counts: an undecodable payload is one bad
     payload; spans that cannot be LLM spans (no LLM marker in their protobuf payload, or in their
     instrumentation scope) are counted `not_llm` without being read."""
-    counts = SpanCounts()
-    events: list[CloudEvent[Any]] = []
+    records, counts = payload_records(payloads, encoding, options)
+    return [event for event, _ in records], counts
+
+
+def payload_records(
+    payloads: list[bytes], encoding: Encoding, options: OtelOptions, counts: SpanCounts | None = None
+) -> tuple[list[Mapped], SpanCounts]:
+    """`payload_events`, each with its JSON (counted into `counts` if given)."""
+    counts = SpanCounts() if counts is None else counts
+    records: list[Mapped] = []
     for payload in payloads:
         try:
             if encoding == "otlp_proto" and not any(marker in payload for marker in LLM_MARKERS):
@@ -459,5 +500,5 @@ def payload_events(
         if skipped:
             counts.unmapped["not_llm"] += skipped
         for span in spans:
-            events += span_events(span, options, counts)
-    return events, counts
+            records += span_records(span, options, counts)
+    return records, counts

@@ -107,12 +107,17 @@ def finished(record: TraceRecord, now_ms: int) -> bool:
 
 def parse_prompt_ref(text: str) -> PromptRef:
     """`name`, `name/3`, `name@alias`, `prompts:/name/3` -> PromptRef (an alias leaves the version open)."""
+    return PromptRef(*split_prompt_ref(text))
+
+
+def split_prompt_ref(text: str) -> tuple[str, int | None]:
+    """`parse_prompt_ref` as a (name, version) pair (raises Unmappable("no_prompt") likewise)."""
     body = text.strip().removeprefix("prompts:/")
     name, _, version = body.partition("/")
     name = name.split("@")[0]
     if not name:
         raise Unmappable("no_prompt")
-    return PromptRef(name, int(version) if version.isdigit() and int(version) > 0 else None)
+    return name, int(version) if version.isdigit() and int(version) > 0 else None
 
 
 def prompt_refs(record: TraceRecord, options: MappingOptions) -> list[PromptRef]:
@@ -220,6 +225,14 @@ def build_event(
 ) -> CloudEvent[Any]:
     """A mapped event at time `ms` (epoch ms), or Unmappable: `bad_time` outside the contract's
     bounds, `oversize` over `max_event_bytes`."""
+    return build_event_json(cls, id, data, ms, source, max_event_bytes)[0]
+
+
+def build_event_json(
+    cls: type[CloudEvent[Any]], id: str, data: Any, ms: int, source: str, max_event_bytes: int
+) -> tuple[CloudEvent[Any], bytes]:
+    """`build_event` and the event's JSON, serialized once: the bytes the size check measured
+    are the ones to produce."""
     try:
         event = cls(
             specversion="1.0",
@@ -232,9 +245,10 @@ def build_event(
         )
     except (ValidationError, OverflowError, OSError, ValueError):
         raise Unmappable("bad_time") from None
-    if len(event.to_json()) > max_event_bytes:
+    value = event.to_json()
+    if len(value) > max_event_bytes:
         raise Unmappable("oversize")
-    return event
+    return event, value
 
 
 def _event(

@@ -18,6 +18,7 @@ from handlers.otel_mapping import (
     PromptAttributes,
     SpanCounts,
     payload_events,
+    payload_records,
     span_events,
 )
 from handlers.otlp import BadPayload, Span, SpanEvent, decode_spans
@@ -304,3 +305,33 @@ def test_a_typo_in_a_prompts_otel_settings_is_a_config_error_naming_it(tmp_path:
         ConfigError, match=r"prompts\[0\] \(support_router\)\.otel\.prompt_atribute: is not a known setting"
     ):
         load_policy_file(path)
+
+
+@pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
+def test_payload_records_carry_each_events_own_json(recorded: dict[str, OtelApp], encoding: str) -> None:
+    """The bridge produces the bytes the size check measured: each event's JSON, serialized once."""
+    payload = traces_data(recorded["openinference"].spans(), encoding)
+    records, counts = payload_records([payload], encoding, OPTIONS)  # type: ignore[arg-type]
+    events, _ = payload_events([payload], encoding, OPTIONS)  # type: ignore[arg-type]
+    assert counts.mapped == len(records) == 4
+    assert (
+        [value for _, value in records] == [e.to_json() for e, _ in records] == [e.to_json() for e in events]
+    )
+
+
+def test_a_marker_outside_the_only_scope_changes_no_count() -> None:
+    """One scope of spans and a marker elsewhere in the payload (a resource attribute): its spans
+    are read rather than skipped, and still count `not_llm` (no preset takes a span without one)."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+    message = TracesData()
+    resource_spans = message.resource_spans.add()
+    marker = resource_spans.resource.attributes.add()
+    marker.key, marker.value.string_value = "openinference.span.kind", "LLM"
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = "app.http"
+    for i in range(3):
+        added = scope_spans.spans.add()
+        added.trace_id, added.span_id, added.name = bytes(16), bytes([i + 1]) * 8, "GET /"
+    events, counts = payload_events([message.SerializeToString()], "otlp_proto", OPTIONS)
+    assert (events, dict(counts.unmapped)) == ([], {"not_llm": 3})
