@@ -2,7 +2,7 @@
 
     python bench/ingest.py [--events 100000] [--restart-facts 100000,1000000]
                            [--rss-events 1000000] [--latency-prompts 100] [--latency-load 4000]
-                           [--sections abcdefghi] [--repeat 2]
+                           [--sections abcdefghij] [--repeat 2]
 
 Throughput: the events are produced once, then each mode consumes all of them in its own
 subprocess (its own consumer group); events/s from its first to its last processed event or
@@ -31,9 +31,16 @@ Scale, each on its own topics:
      the optimizations topic, p50 / p99 over many prompts; on an idle worker, then beside a
      steady load of other prompts' traces
   i) two ingest workers in one consumer group vs one (4 partitions, 12 prompts)
+  j) ratings on a prompt under a staged rollout vs on an unwatched one: one stream of `--events`
+     traces and ratings (every trace of `ROLLOUT_PROMPT` rated a few traces later, its
+     `prompt_version` alternating between the canary and production: the rule's busiest look
+     schedule) produced on two topic sets; the worker of the first handles a `canary_started`
+     promotion event before its first batch, so it watches the canary; on the other the prompt
+     is unwatched. Same policy (rollout enabled), same worker, the best of `--repeat` rounds
+     each; the watched worker's /status must show the rollout running with a vote per rating
 
 Acceptance (printed at the end, for the sections run): c >= 1.5 x b (goal 2.3), d >= 0.9 x c,
-RSS(1M) < 1.1 x RSS(100k), f(100k facts) < 15 s, h p99 < 1 s.
+RSS(1M) < 1.1 x RSS(100k), f(100k facts) < 15 s, h p99 < 1 s, j watched >= 0.8 x unwatched.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent  # noqa: E402
+from schemas.events import CloudEvent, PromotionEvent  # noqa: E402
 from schemas.third_parties import quiet_third_parties  # noqa: E402
 
 PROMPTS = ("bench_a", "bench_b", "bench_c")
@@ -237,17 +245,43 @@ def run_ingest(args: argparse.Namespace, state: Path) -> None:
     assert isinstance(ingest, IngestAgent)
     process = ingest.process_batch
     done = 0
+    first = [promotion_record(args.first_event, settings)] if args.first_event else []
 
     async def counted(records: Sequence[Record]) -> None:
         nonlocal done
+        if first:  # before the first consumed batch, not counted
+            await process([first.pop()])
         started = time.time()
         await process(records)
         done += len(records)
-        progress = {"n": done, "t0": started, "t1": time.time(), "rss_kb": rss_kb()}
+        progress = {
+            "n": done,
+            "t0": started,
+            "t1": time.time(),
+            "rss_kb": rss_kb(),
+            "cpu": time.process_time(),
+        }
         print(json.dumps(progress), flush=True)
 
     ingest.process_batch = counted  # type: ignore[method-assign]
     daemon.serve(bench_loglevel(), settings.shutdown_timeout_s, redirect_stdouts=False)
+
+
+def promotion_record(path: Path, settings: Any) -> Any:
+    """j: a promotion event (a JSON file) as the agent's record of the promotions topic, on its
+    prompt's partition (kafka-python's partitioner, as the producers use), to hand to
+    `process_batch` before any consumed record. Faust does not order records across topics: a
+    `canary_started` produced before the stream was once handled after most of it."""
+    from kafka.partitioner.default import murmur2
+
+    from daemon.ingest_agent import Record
+    from schemas.parse import parse_event
+
+    raw = path.read_bytes()
+    key = parse_event(raw).key
+    assert key is not None
+    partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+    return Record(settings.topics.promotions, partition, 0, key, raw)
 
 
 def bench_loglevel() -> str:
@@ -360,10 +394,12 @@ class WorkerProcess:
         app_id: str | None = None,
         web_port: int = 0,
         partitions: int = PARTITIONS,
+        first_event: Path | None = None,
     ) -> None:
         command = [sys.executable, __file__, "--worker", mode, "--bootstrap", bootstrap, "--prefix", prefix]
         command += ["--events", str(events), "--web-port", str(web_port), "--partitions", str(partitions)]
         command += ["--policy", str(policy)] if policy else []
+        command += ["--first-event", str(first_event)] if first_event else []
         command += ["--app-id", app_id] if app_id else []
         self.mode = mode
         self.stderr = tempfile.NamedTemporaryFile(prefix=f"bench-{mode}-", suffix=".log", delete=False)
@@ -423,6 +459,13 @@ def ingest_rate(lines: list[dict[str, Any]]) -> float:
     if len(lines) == 1:
         return float(last["n"]) / (last["t1"] - last["t0"])
     return float(last["n"] - first["n"]) / (last["t1"] - first["t1"])
+
+
+def cpu_rate(lines: list[dict[str, Any]]) -> float:
+    """Records per CPU second of the worker process over the same span as `ingest_rate`: what a
+    busy machine's scheduling does not change (the broker's CPU is not in it)."""
+    first, last = lines[0], lines[-1]
+    return float(last["n"] - first["n"]) / max(last["cpu"] - first["cpu"], 1e-9)
 
 
 def write_policy(directory: Path, name: str, text: str) -> Path:
@@ -677,6 +720,121 @@ def workers_rate(bootstrap: str, prefix: str, n: int, policy: Path, k: int) -> t
             worker.__exit__()
 
 
+# -- j) ratings on a prompt under a staged rollout ------------------------------------------------
+
+ROLLOUT_PROMPT = "bench_rollout"
+ROLLOUT_CANARY, ROLLOUT_PRODUCTION = 2, 1
+ROLLOUT_RATING_LAG = 3  # trace k is rated right after trace k + 3
+ROLLOUT_TARGET = 0.8
+
+
+def rollout_policy_yaml() -> str:
+    """One prompt, a staged rollout enabled with the policy's defaults (stages 5/25/50 %, 50 new
+    votes per arm per stage); the trigger fires once, at 50 examples, as in c."""
+    return (
+        f"prompts:\n  - name: {ROLLOUT_PROMPT}\n    window: {{max_examples: 50, join_ttl: 1h}}\n"
+        "    triggers: {min_examples: 50, min_new_examples: 1000000, cooldown: 1h}\n"
+        "    promotion: {rollout: {enabled: true}}\n"
+    )
+
+
+def canary_started() -> PromotionEvent:
+    """The optimizer role's announcement that starts the rollout (built before the stream: the
+    rollout counts traces from its time on)."""
+    from handlers.promotion import promotion_event
+
+    return promotion_event(
+        ROLLOUT_PROMPT,
+        "canary_started",
+        "bench: canary at 5% of traffic",
+        source="bench/ingest",
+        from_version=ROLLOUT_PRODUCTION,
+        to_version=ROLLOUT_CANARY,
+        traffic_share=0.05,
+    )
+
+
+def rated_stream(n: int) -> list[tuple[str, CloudEvent]]:
+    """n events of ROLLOUT_PROMPT as (topic suffix, event): traces without expectations (they
+    wait for their rating), trace k rated (five-point, the same sequence on both arms) right
+    after trace k + ROLLOUT_RATING_LAG; versions alternate canary / production trace by trace."""
+    events: list[tuple[str, CloudEvent]] = []
+    k = 0
+    while len(events) < n:
+        trace = TraceData(
+            prompt=ROLLOUT_PROMPT,
+            prompt_version=ROLLOUT_CANARY if k % 2 else ROLLOUT_PRODUCTION,
+            trace_id=f"rt-{k}",
+            inputs={"ticket": f"I was charged twice for order {k}, please refund"},
+            outputs="billing",
+        )
+        events.append(("traces", TraceEvent.build(trace)))
+        rated = k - ROLLOUT_RATING_LAG
+        if rated >= 0:
+            rating = RatingData(
+                prompt=ROLLOUT_PROMPT, trace_id=f"rt-{rated}", rating=1 + (rated // 2) % 5, rater="sme"
+            )
+            events.append(("ratings", RatingEvent.build(rating)))
+        k += 1
+    return events[:n]
+
+
+def produce_events(bootstrap: str, prefix: str, events: Sequence[tuple[str, CloudEvent]]) -> None:
+    """`events` ((topic suffix, event) pairs) on the topics of `prefix`, in order."""
+    from kafka import KafkaProducer
+
+    topics = Topics(prefix)
+    create_topics(bootstrap, topics.all(), PARTITIONS)
+    names = {"traces": topics.traces, "ratings": topics.ratings, "promotions": topics.promotions}
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
+    for topic, event in events:
+        producer.send(names[topic], key=event.key, value=event.to_json())
+    producer.flush()
+    producer.close()
+
+
+def rollout_rates(
+    bootstrap: str, n: int, repeat: int, directory: Path
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, Any], int]:
+    """j: (events/s, events per worker CPU second) of the same rated stream with its canary
+    watched and unwatched (each mode's runs), the watched worker's last rollout status, and the
+    stream's rating count."""
+    from daemon.broker import free_port
+
+    watched, unwatched = fresh_prefix("jw"), fresh_prefix("ju")
+    started = directory / "canary_started.json"
+    started.write_bytes(canary_started().to_json())  # before the stream: its traces are compared
+    stream = rated_stream(n)
+    produce_events(bootstrap, watched, stream)
+    produce_events(bootstrap, unwatched, stream)
+    n_ratings = sum(topic == "ratings" for topic, _ in stream)
+    policy = write_policy(directory, "rollout", rollout_policy_yaml())
+    runs: dict[str, list[tuple[float, float]]] = {"unwatched": [], "watched": []}
+    status: dict[str, Any] = {}
+    for _ in range(repeat):
+        for mode, prefix, first in (("unwatched", unwatched, None), ("watched", watched, started)):
+            port = free_port()
+            with WorkerProcess(
+                "ingest", bootstrap, prefix, policy=policy, web_port=port, first_event=first
+            ) as worker:
+                lines = worker.progress_until(n)
+                runs[mode].append((ingest_rate(lines), cpu_rate(lines)))
+                prompt = ((get_json(port, "/status") or {}).get("prompts") or {}).get(ROLLOUT_PROMPT) or {}
+            rollout = prompt.get("rollout")
+            if mode == "unwatched" and rollout is not None:
+                raise RuntimeError(f"the unwatched prompt has a rollout: {rollout}")
+            if mode == "watched":
+                votes = (rollout or {}).get("canary", {}).get("n", 0) + (rollout or {}).get(
+                    "production", {}
+                ).get("n", 0)
+                if rollout is None or rollout["state"] != "canary" or votes < 0.95 * n_ratings:
+                    raise RuntimeError(
+                        f"the watched run did not watch the stream ({n_ratings} ratings): {rollout}"
+                    )
+                status = rollout
+    return runs, status, n_ratings
+
+
 # -- the run --------------------------------------------------------------------------------------
 
 
@@ -684,7 +842,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=100_000, help="events of a-e and i")
+    parser.add_argument("--events", type=int, default=100_000, help="events of a-e, i and j")
     parser.add_argument(
         "--restart-facts", default="100000,1000000", help="f: facts in the table, comma-separated"
     )
@@ -696,15 +854,16 @@ def main() -> None:
         "--latency-load", type=int, default=4000, help="h: other events/s in the second latency run"
     )
     parser.add_argument(
-        "--sections", default="abcdefghi", help="which of a-i to run (default all), e.g. --sections bcd"
+        "--sections", default="abcdefghij", help="which of a-j to run (default all), e.g. --sections bcd"
     )
     parser.add_argument(
-        "--repeat", type=int, default=2, help="a-e: rounds over the modes; each mode's best round counts"
+        "--repeat", type=int, default=2, help="a-e, j: rounds over the modes; each mode's best round counts"
     )
     parser.add_argument("--bootstrap", default=os.environ.get("GEPA_STREAM_BENCH_BOOTSTRAP"))
     parser.add_argument("--worker", choices=["raw", "faust", "ingest"], help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default=fresh_prefix("c"), help=argparse.SUPPRESS)
     parser.add_argument("--policy", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--first-event", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--app-id", help=argparse.SUPPRESS)
     parser.add_argument("--web-port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--partitions", type=int, default=PARTITIONS, help=argparse.SUPPRESS)
@@ -821,6 +980,38 @@ def run_sections(args: argparse.Namespace, directory: Path) -> list[str]:
             f"i) one ingest worker {one:,.0f} events/s; two {two:,.0f} events/s (records per worker: {shares})"
         )
         acceptance.append(f"two workers / one = {two / one:.2f}")
+
+    if "j" in sections:
+        runs_j, rollout, n_ratings = rollout_rates(bootstrap, n, args.repeat, directory)
+        best = {mode: max(rate for rate, _ in rates) for mode, rates in runs_j.items()}
+        cpu = {mode: max(per_cpu for _, per_cpu in rates) for mode, rates in runs_j.items()}
+        for mode, label in (
+            ("unwatched", "ratings on an unwatched prompt"),
+            ("watched", "ratings on a prompt whose canary is watched"),
+        ):
+            each = ", ".join(f"{rate:,.0f}" for rate, _ in runs_j[mode])
+            print(
+                f"j) {label:<55} {best[mode]:>10,.0f} events/s   (best of {each}); "
+                f"{cpu[mode]:,.0f} per worker CPU s",
+                flush=True,
+            )
+        print(
+            f"j) the watched rollout at the end: {rollout['state']}, canary v{rollout['canary']['version']} "
+            f"{rollout['canary']['n']:,} votes, production v{rollout['production']['version']} "
+            f"{rollout['production']['n']:,} votes, of {n_ratings:,} ratings; "
+            f"bounds [{rollout['lower']:+.3f}, {rollout['upper']:+.3f}]",
+            flush=True,
+        )
+        ratio = best["watched"] / best["unwatched"]
+        verdict = "PASS" if ratio >= ROLLOUT_TARGET else "FAIL"
+        acceptance.append(
+            f"rollout watched / unwatched = {ratio:.2f}   (target >= {ROLLOUT_TARGET}: {verdict}; "
+            "rated events/s of a prompt under a staged rollout vs unwatched)"
+        )
+        acceptance.append(
+            f"rollout watched / unwatched per worker CPU second = {cpu['watched'] / cpu['unwatched']:.2f}"
+            "   (the same, unmoved by other load on the machine)"
+        )
     return acceptance
 
 

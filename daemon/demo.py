@@ -5,7 +5,11 @@ Embedded broker, sqlite MLflow under `./.gepa-stream/`, the offline demo/test mo
 2. run the daemon (`gepa-stream run`) as a subprocess;
 3. stream production traces answered by that prompt, and an SME's ratings of them;
 4. watch the window fill, the trigger fire, GEPA run, the candidate register and the gate
-   decide; 5. print a summary and exit 0 (1 if the loop did not complete).
+   decide: a passing candidate becomes the `canary` of a staged rollout (`ROLLOUT_STAGES`);
+5. while the rollout runs, play the deployer: route each new ticket with `PromptRouter`, answer
+   it with the version served, send the trace (its `prompt_version`) and the SME's rating, until
+   the daemon promotes the canary or aborts it;
+6. print a summary and exit 0 (1 if the loop did not complete).
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer, TopicPartition
 from rich.console import Console, Group
@@ -34,12 +39,22 @@ from rich.table import Table
 from daemon.broker import EmbeddedBroker, die_with_parent, free_port
 from daemon.kafka_client import send_events
 from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent
-from schemas.events import PRODUCTION_ALIAS, CloudEvent
+from schemas.events import CANARY_ALIAS, PRODUCTION_ALIAS, CloudEvent
 from schemas.parse import InvalidEvent, parse_event
+
+if TYPE_CHECKING:
+    from optimization.routing import PromptRouter
 
 PROMPT = "support_router"
 N_TICKETS = 80
 TIMEOUT_S = 600
+# the staged rollout: small enough to run in seconds (each arm needs ROLLOUT_MIN_VOTES ratings of
+# the stage per stage: ~50 tickets at 20 %, ~20 at 50 %); an undecided stage aborts after 2 min
+ROLLOUT_STAGES = (0.2, 0.5)
+ROLLOUT_MIN_VOTES = 10
+ROLLOUT_MARGIN = 0.05
+TICKETS_PER_TICK = 4  # tickets the deployer serves between two looks at the daemon
+ROLLOUT_DECISIONS = ("canary_started", "canary_advanced", "promoted", "canary_aborted")
 POLICY = f"""# written by `gepa-stream demo` (offline demo/test models; no provider needed)
 prompts:
   - name: {PROMPT}
@@ -51,7 +66,13 @@ prompts:
     window: {{max_examples: 500, max_age: 7d}}
     triggers: {{min_examples: 60, min_new_examples: 40, cooldown: 10m}}
     budget: {{max_metric_calls: 80, max_wall_time: 5m, num_threads: 4}}
-    promotion: {{mode: auto, min_improvement: 0.05, confidence: 0.95, min_eval_examples: 10, holdout_fraction: 0.35}}
+    promotion:
+      mode: auto
+      min_improvement: 0.05
+      confidence: 0.95
+      min_eval_examples: 10
+      holdout_fraction: 0.35
+      rollout: {{enabled: true, stages: [{", ".join(map(str, ROLLOUT_STAGES))}], min_live_examples: {ROLLOUT_MIN_VOTES}, margin: {ROLLOUT_MARGIN}, max_stage_duration: 2m}}
 """
 
 
@@ -69,11 +90,46 @@ class Watch:
         return next((e for e in self.of("gepa.optimization.v1") if e.data.status == status), None)
 
     @property
+    def gate(self) -> CloudEvent | None:
+        """The gate's decision on the job's candidate (the job's promotion event)."""
+        return next((e for e in self.of("gepa.promotion.v1") if e.data.request_id is not None), None)
+
+    @property
+    def canary(self) -> int | None:
+        """The canary's version once the gate started a staged rollout."""
+        gate = self.gate
+        return gate.data.to_version if gate is not None and gate.data.decision == "canary_started" else None
+
+    def rollout_steps(self) -> list[CloudEvent]:
+        """The rollout's promotion events after `canary_started` (advanced, then promoted or aborted)."""
+        canary = self.canary
+        return [
+            e
+            for e in self.of("gepa.promotion.v1")
+            if canary is not None
+            and e.data.request_id is None
+            and e.data.decision in ROLLOUT_DECISIONS[1:]
+            and canary in (e.data.from_version, e.data.to_version)
+        ]
+
+    @property
+    def rollout_end(self) -> CloudEvent | None:
+        """The rollout's last decision: `promoted` or `canary_aborted`."""
+        return next((e for e in self.rollout_steps() if e.data.decision != "canary_advanced"), None)
+
+    @property
+    def rolling_out(self) -> bool:
+        """A canary serves traffic: the deployer has tickets to route."""
+        return self.canary is not None and self.rollout_end is None
+
+    @property
     def done(self) -> bool:
         """The job failed, or it completed and its decision is in (the runner emits the
-        promotion before `completed`: stopping at the promotion raced the summary)."""
+        promotion before `completed`: stopping at the promotion raced the summary), and a
+        rollout the decision started has ended."""
         failed = self.optimization("failed") is not None
-        return failed or (self.optimization("completed") is not None and bool(self.of("gepa.promotion.v1")))
+        decided = self.optimization("completed") is not None and self.gate is not None
+        return failed or (decided and not self.rolling_out)
 
 
 def register_sample_prompt(tracking_uri: str, prompt: str = PROMPT) -> int:
@@ -90,6 +146,13 @@ def register_sample_prompt(tracking_uri: str, prompt: str = PROMPT) -> int:
         commit_message="gepa-stream demo: weak seed (offline demo model)",
     )
     mlflow.genai.set_prompt_alias(prompt, PRODUCTION_ALIAS, version.version)
+    client = mlflow.MlflowClient()
+    try:  # a canary left by an interrupted run would be routed to: none at the start
+        client.get_prompt_version_by_alias(prompt, CANARY_ALIAS)
+    except mlflow.exceptions.MlflowException:
+        pass
+    else:
+        client.delete_prompt_alias(prompt, CANARY_ALIAS)
     return int(version.version)
 
 
@@ -105,41 +168,76 @@ def sample_feed(
     feed: list[tuple[str, CloudEvent]] = []
     for i, ticket in enumerate(support_tickets(N_TICKETS)):
         text = ticket["inputs"]["ticket"]
-        expected = ticket["expectations"]["expected_response"]
         answer = complete_text("offline/support-router", SEED_ROUTER_PROMPT.replace("{{ticket}}", text))
-        trace_id = f"demo-{time.time_ns()}-{i}"
-        feed.append(
-            (
-                topics.traces,
-                TraceEvent.build(
-                    TraceData(
-                        prompt=prompt,
-                        prompt_version=version,
-                        trace_id=trace_id,
-                        inputs={"ticket": text},
-                        outputs=answer,
-                        model="offline/support-router",
-                    )
-                ),
-            )
-        )
-        right = answer == expected
-        feed.append(
-            (
-                topics.ratings,
-                RatingEvent.build(
-                    RatingData(
-                        prompt=prompt,
-                        trace_id=trace_id,
-                        rating="excellent" if right else "poor",
-                        correction=None if right else expected,
-                        comment=None if right else f"wrong team: this is a {expected} ticket",
-                        rater="sme-demo",
-                    )
-                ),
-            )
-        )
+        feed += rated_trace(prompt, version, f"demo-{time.time_ns()}-{i}", ticket, answer, topics)
     return feed
+
+
+def rated_trace(
+    prompt: str, version: int, trace_id: str, ticket: dict[str, Any], answer: str, topics: Topics
+) -> list[tuple[str, CloudEvent]]:
+    """The trace of one ticket answered by `version` of `prompt`, and the SME's rating of it."""
+    text = ticket["inputs"]["ticket"]
+    expected = ticket["expectations"]["expected_response"]
+    trace = TraceData(
+        prompt=prompt,
+        prompt_version=version,
+        trace_id=trace_id,
+        inputs={"ticket": text},
+        outputs=answer,
+        model="offline/support-router",
+    )
+    right = answer == expected
+    rating = RatingData(
+        prompt=prompt,
+        trace_id=trace_id,
+        rating="excellent" if right else "poor",
+        correction=None if right else expected,
+        comment=None if right else f"wrong team: this is a {expected} ticket",
+        rater="sme-demo",
+    )
+    return [(topics.traces, TraceEvent.build(trace)), (topics.ratings, RatingEvent.build(rating))]
+
+
+@dataclass
+class Deployer:
+    """The demo's app while a canary runs (docs/deployers.md): each new ticket comes from a new
+    customer, `router` picks the version by the customer's key, the offline task model answers
+    with that version's template, and the trace names the version that served it. The SME rates
+    every answer as in `sample_feed`, so the better template genuinely rates better."""
+
+    router: PromptRouter
+    prompt: str = PROMPT
+    topics: Topics = field(default_factory=Topics)
+    served: Counter[str] = field(default_factory=Counter)  # "canary v2" -> tickets
+    right: Counter[str] = field(default_factory=Counter)  # "canary v2" -> tickets answered right
+    decisions_seen: int = 0
+
+    def serve(self, n: int, decisions: int) -> list[tuple[str, CloudEvent]]:
+        """`n` tickets routed, answered, traced and rated; `decisions` (promotion events seen so
+        far) re-reads the routing table when a new one came in, as docs/deployers.md suggests."""
+        from optimization.models import complete_text
+        from optimization.offline.datasets import support_tickets
+
+        if decisions != self.decisions_seen:
+            self.decisions_seen = decisions
+            self.router.refresh()
+        tickets = support_tickets(140)  # every distinct demo ticket; the feed used the first N_TICKETS
+        events: list[tuple[str, CloudEvent]] = []
+        for _ in range(n):
+            i = sum(self.served.values())
+            ticket = tickets[(N_TICKETS + i) % len(tickets)]
+            route = self.router.choose(f"customer-{i}")
+            answer = complete_text("offline/support-router", route.format(ticket=ticket["inputs"]["ticket"]))
+            arm = f"{route.alias} v{route.version}"
+            self.served[arm] += 1
+            self.right[arm] += answer == ticket["expectations"]["expected_response"]
+            trace_id = f"demo-{time.time_ns()}-served-{i}"
+            events += rated_trace(self.prompt, route.version, trace_id, ticket, answer, self.topics)
+        return events
+
+    def describe(self) -> str:
+        return ", ".join(f"{arm} {self.served[arm]} ({self.right[arm]} right)" for arm in sorted(self.served))
 
 
 def _get(port: int, path: str) -> Any:
@@ -150,7 +248,7 @@ def _get(port: int, path: str) -> Any:
         return None
 
 
-def _render(watch: Watch, filling: Progress, started: float) -> Group:
+def _render(watch: Watch, filling: Progress, started: float, deployer: Deployer | None = None) -> Group:
     lines = Table.grid(padding=(0, 2))
     lines.add_column(style="bold")
     lines.add_column()
@@ -179,8 +277,15 @@ def _render(watch: Watch, filling: Progress, started: float) -> Group:
         )
     for event in watch.of("gepa.promotion.v1"):
         d = event.data
-        colour = "green" if d.decision == "promoted" else "yellow"
-        lines.add_row("gate", f"[{colour}]{d.decision}[/]: {d.reason}")
+        colour = "green" if d.decision in ("promoted", "canary_started", "canary_advanced") else "yellow"
+        label = "gate" if d.request_id is not None else "rollout"
+        lines.add_row(label, f"[{colour}]{d.decision}[/]: {d.reason}")
+    rollout = (watch.status.get("prompts", {}).get(PROMPT) or {}).get("rollout")
+    if watch.canary is not None and rollout and rollout.get("canary_version") == watch.canary:
+        for label, text in _rollout_rows(rollout):
+            lines.add_row(label, text)
+    if deployer is not None:
+        lines.add_row("deployer", f"tickets served: {deployer.describe()}")
     failed = watch.optimization("failed")
     if failed is not None:
         lines.add_row("job", f"[red]failed[/]: {failed.data.error}")
@@ -188,13 +293,54 @@ def _render(watch: Watch, filling: Progress, started: float) -> Group:
     return Group(Panel(Group(filling, lines), title=title))
 
 
+def _arm(figures: dict[str, Any], needed: int | None = None) -> str:
+    mean = "-" if figures["mean"] is None else f"{figures['mean']:.2f}"
+    text = f"v{figures['version']}: {figures['n']} ratings, mean {mean}"
+    if needed is not None:
+        text += f"; {figures['n_stage']} this stage" + (f", {needed} more needed" if needed else "")
+    return text
+
+
+def _rollout_rows(rollout: dict[str, Any]) -> list[tuple[str, str]]:
+    """The rollout's state from the daemon's /status: stage and share, each arm, the bounds."""
+    stages = rollout["stages"]
+    if rollout["state"] == "canary":
+        where = f"[yellow]canary[/] at {rollout['traffic_share']:.0%} of traffic, stage {rollout['stage'] + 1}/{len(stages)}"
+        where += f" ({', '.join(f'{s:.0%}' for s in stages)})"
+    else:
+        where = f"[green]{rollout['state']}[/] after stage {rollout['stage'] + 1}/{len(stages)}"
+    live = rollout["state"] == "canary"
+    if rollout["difference"] is None:
+        bounds = "waiting for a rating of each arm"
+    else:
+        bounds = (
+            f"{rollout['difference']:+.2f}, anytime {rollout['confidence']:.0%} bounds "
+            f"[{rollout['lower']:+.2f}, {rollout['upper']:+.2f}]"
+        )
+        if live:
+            bounds += (
+                f" (advances once lower > -{ROLLOUT_MARGIN} and each arm has {ROLLOUT_MIN_VOTES} new ratings)"
+            )
+    return [
+        ("rollout", where),
+        ("  canary", _arm(rollout["canary"], rollout["needed_canary"] if live else None)),
+        ("  production", _arm(rollout["production"], rollout["needed_production"] if live else None)),
+        ("  canary - prod.", bounds),
+    ]
+
+
 def _poll(consumer: KafkaConsumer, watch: Watch) -> None:
+    """New events into `watch`, each once (a record delivered twice is deduped on its id)."""
+    seen = {e.id for e in watch.events}
     for records in consumer.poll(timeout_ms=200).values():
         for record in records:
             try:
-                watch.events.append(parse_event(record.value))
+                event = parse_event(record.value)
             except InvalidEvent:
                 continue
+            if event.id not in seen:
+                seen.add(event.id)
+                watch.events.append(event)
 
 
 def run_demo(state_dir: Path = Path(".gepa-stream"), keep_open: bool = False) -> int:
@@ -235,7 +381,9 @@ def run_demo(state_dir: Path = Path(".gepa-stream"), keep_open: bool = False) ->
                 preexec_fn=die_with_parent,  # noqa: PLW1509 (a SIGKILLed demo leaves no daemon)
             )
         try:
-            code = _watch_loop(console, broker.bootstrap_servers, port, daemon, version, started, state_dir)
+            code = _watch_loop(
+                console, broker.bootstrap_servers, port, daemon, version, started, state_dir, tracking_uri
+            )
             if keep_open:
                 _hold(console, port, daemon)
             return code
@@ -285,6 +433,7 @@ def _watch_loop(
     version: int,
     started: float,
     state_dir: Path,
+    tracking_uri: str,
 ) -> int:
     from daemon.settings import Settings
 
@@ -312,6 +461,7 @@ def _watch_loop(
     sent_task = filling.add_task("events sent", total=len(feed))
     window_task = filling.add_task(f"window '{PROMPT}' (trigger at 60)", total=N_TICKETS)
     watch = Watch()
+    deployer: Deployer | None = None
     with Live(_render(watch, filling, started), console=console, refresh_per_second=8) as live:
         for i in range(0, len(feed), 10):
             send_events(feed[i : i + 10], settings)
@@ -323,39 +473,83 @@ def _watch_loop(
             live.update(_render(watch, filling, started))
             time.sleep(0.15)
         while not watch.done and time.monotonic() - started < TIMEOUT_S and daemon.poll() is None:
+            if watch.rolling_out:  # play the deployer: serve new tickets with the routed versions
+                if deployer is None:
+                    from optimization.routing import PromptRouter
+
+                    deployer = Deployer(PromptRouter(PROMPT, ttl_s=0.5, tracking_uri=tracking_uri))
+                decisions = len(watch.of("gepa.promotion.v1"))
+                send_events(deployer.serve(TICKETS_PER_TICK, decisions), settings)
             watch.status = _get(port, "/status") or watch.status
             filling.update(
                 window_task, completed=watch.status.get("prompts", {}).get(PROMPT, {}).get("n_examples", 0)
             )
             _poll(consumer, watch)
-            live.update(_render(watch, filling, started))
+            live.update(_render(watch, filling, started, deployer))
+        # the rollout's final figures, once the ingest role has followed its last decision
+        deadline = time.monotonic() + 10
+        while True:
+            watch.status = _get(port, "/status") or watch.status
+            rollout = (watch.status.get("prompts", {}).get(PROMPT) or {}).get("rollout") or {}
+            if watch.rollout_end is None or rollout.get("state") != "canary" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        live.update(_render(watch, filling, started, deployer))
     consumer.close()
-    return _summary(console, watch, started, state_dir)
+    (state_dir / "promotions.jsonl").write_text(
+        "".join(f"{e.to_json().decode()}\n" for e in watch.of("gepa.promotion.v1"))
+    )
+    return _summary(console, watch, started, state_dir, deployer)
 
 
-def _summary(console: Console, watch: Watch, started: float, state_dir: Path) -> int:
-    completed = watch.optimization("completed")
-    promotions = watch.of("gepa.promotion.v1")
-    if completed is None or not promotions:
+def _summary(
+    console: Console, watch: Watch, started: float, state_dir: Path, deployer: Deployer | None = None
+) -> int:
+    completed, gate = watch.optimization("completed"), watch.gate
+    if completed is None or gate is None or watch.rolling_out:
         failed = watch.optimization("failed")
-        console.print(
-            f"[red]the loop did not complete[/]: {failed.data.error if failed else 'timed out'}; see {state_dir / 'daemon.log'}"
-        )
+        why = failed.data.error if failed else "timed out"
+        if completed is not None and gate is not None:
+            why = f"the rollout of canary v{watch.canary} did not end ({why})"
+        console.print(f"[red]the loop did not complete[/]: {why}; see {state_dir / 'daemon.log'}")
         return 1
-    promotion = promotions[-1].data
+    decision = gate.data
     table = Table(title="gepa-stream demo summary", show_header=False)
     table.add_row("prompt", PROMPT)
     table.add_row(
         "held-out score",
-        f"{completed.data.baseline_score:.2f} (production v{promotion.from_version}) -> {completed.data.candidate_score:.2f} (candidate v{promotion.to_version})",
+        f"{completed.data.baseline_score:.2f} (production v{decision.from_version}) -> {completed.data.candidate_score:.2f} (candidate v{decision.to_version})",
     )
-    table.add_row(
-        "gate",
-        f"{promotion.decision}: improvement {promotion.improvement:+.0%}, CI [{promotion.ci_low:+.2f}, {promotion.ci_high:+.2f}], n={promotion.n_eval}",
+    figures = (
+        ""
+        if decision.improvement is None or decision.ci_low is None or decision.ci_high is None
+        else f": improvement {decision.improvement:+.0%}, CI [{decision.ci_low:+.2f}, {decision.ci_high:+.2f}], n={decision.n_eval}"
     )
+    table.add_row("gate", f"{decision.decision}{figures}")
     table.add_row("metric calls", str(completed.data.metric_calls))
+    live = decision.to_version if decision.decision == "promoted" else decision.from_version
+    end = watch.rollout_end
+    if end is not None:
+        steps = [f"canary_started at {decision.traffic_share:.0%}"] + [
+            f"{e.data.decision} at {e.data.traffic_share:.0%}"
+            if e.data.decision == "canary_advanced"
+            else e.data.decision
+            for e in watch.rollout_steps()
+        ]
+        table.add_row("rollout", " -> ".join(steps))
+        rollout = (watch.status.get("prompts", {}).get(PROMPT) or {}).get("rollout") or {}
+        if rollout.get("canary_version") == watch.canary and rollout.get("difference") is not None:
+            table.add_row(
+                "live ratings",
+                f"canary {_arm(rollout['canary'])}; production {_arm(rollout['production'])}; "
+                f"difference {rollout['difference']:+.2f}, anytime {rollout['confidence']:.0%} bounds "
+                f"[{rollout['lower']:+.2f}, {rollout['upper']:+.2f}]",
+            )
+        if deployer is not None:
+            table.add_row("tickets served", deployer.describe())
+        if end.data.decision == "promoted":
+            live = watch.canary
     table.add_row("elapsed", f"{time.monotonic() - started:.0f}s")
-    live = promotion.to_version if promotion.decision == "promoted" else promotion.from_version
     table.add_row("live prompt", f"prompts:/{PROMPT}@{PRODUCTION_ALIAS} -> v{live}")
     console.print(table)
     import mlflow

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_ingest_bench_runs_every_section_at_toy_sizes() -> None:
-    command = [sys.executable, "bench/ingest.py", "--sections", "abcdfghi", "--repeat", "1"]
+    command = [sys.executable, "bench/ingest.py", "--sections", "abcdfghij", "--repeat", "1"]
     command += ["--events", "3000", "--restart-facts", "2000", "--rss-events", "4000"]
     command += ["--latency-prompts", "4", "--latency-load", "200"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -31,6 +31,7 @@ def test_the_ingest_bench_runs_every_section_at_toy_sizes() -> None:
         "trigger latency p99, idle = ",
         "trigger latency p99, beside ",
         "two workers / one = ",
+        "rollout watched / unwatched = ",
     ):
         assert line in acceptance, result.stdout
     assert "(2,000 recovered)" in result.stdout  # f) read back every fact it wrote

@@ -1,8 +1,19 @@
 """`gepa-stream demo` (behind `make demo`) runs the whole loop and exits 0 — twice in a row; the
-second run with `--keep-open` serves the ops page after its summary until Ctrl-C."""
+second run with `--keep-open` serves the ops page after its summary until Ctrl-C.
+
+Each run's candidate goes through the demo's staged rollout to `production`. This cannot flake
+on timing: the offline models are deterministic, so the gate's candidate (every run so far
+held-out ~0.05 -> 1.00) answers every ticket right while the seed in production answers only
+its "crash" tickets (~7 %); every canary rating is 1 and production's mean is ~0.05, so the
+rule's lower bound clears -margin as soon as each arm has the stage's 10 new ratings and its
+upper bound never falls below 0. How many tickets a stage takes, and when, varies from run to
+run; the sequence of decisions does not (an advance per stage, then `promoted`). A candidate
+the gate did not pass would fail the existing `promoted` assertion just as before.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -20,10 +31,33 @@ pytestmark = pytest.mark.e2e
 DEMO = [sys.executable, "-m", "daemon", "demo"]
 
 
-def _assert_a_promoting_run(run: int, code: int | None, stdout: str, stderr: str) -> None:
+def _assert_a_promoting_run(run: int, code: int | None, stdout: str, stderr: str, workdir: Path) -> None:
+    """Exit 0; run `run` registered the seed as version 2 run - 1 and its candidate as 2 run, which
+    the staged rollout (stages 20 %, 50 %) took to `production`: the demo's promotion events are
+    canary_started -> canary_advanced -> promoted, and the registry agrees."""
     assert code == 0, f"run {run}:\n{stdout[-3000:]}\n{stderr[-3000:]}"
     assert "promoted" in stdout
-    assert f"candidate v{2 * run}" in stdout
+    seed, candidate = 2 * run - 1, 2 * run
+    assert f"candidate v{candidate}" in stdout
+    state = workdir / ".gepa-stream"
+    events = [json.loads(line)["data"] for line in (state / "promotions.jsonl").read_text().splitlines()]
+    assert [e["decision"] for e in events] == ["canary_started", "canary_advanced", "promoted"], events
+    started, advanced, promoted = events
+    assert (started["from_version"], started["to_version"], started["traffic_share"]) == (
+        seed,
+        candidate,
+        0.2,
+    )
+    assert (advanced["to_version"], advanced["traffic_share"]) == (candidate, 0.5)
+    assert (promoted["to_version"], promoted["traffic_share"]) == (candidate, 1.0)
+    assert "staged rollout: canary version" in promoted["reason"]  # the rule's verdict, on live ratings
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
+    assert int(client.get_prompt_version_by_alias("support_router", "production").version) == candidate
+    with pytest.raises(MlflowException):  # the rollout is over: no canary left to route to
+        client.get_prompt_version_by_alias("support_router", "canary")
 
 
 def _kept_open(workdir: Path, stderr: int) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
@@ -44,7 +78,7 @@ def _kept_open(workdir: Path, stderr: int) -> tuple[subprocess.Popen[str], list[
 
 def test_demo_runs_twice_and_keeps_its_ops_page_open_on_request(tmp_path: Path) -> None:
     first = subprocess.run(DEMO, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    _assert_a_promoting_run(1, first.returncode, first.stdout, first.stderr)
+    _assert_a_promoting_run(1, first.returncode, first.stdout, first.stderr, tmp_path)
 
     demo, lines, reader = _kept_open(tmp_path, subprocess.PIPE)
     try:
@@ -64,7 +98,7 @@ def test_demo_runs_twice_and_keeps_its_ops_page_open_on_request(tmp_path: Path) 
         if demo.poll() is None:
             demo.kill()
     reader.join(10)
-    _assert_a_promoting_run(2, code, "".join(lines), demo.stderr.read())  # type: ignore[union-attr]
+    _assert_a_promoting_run(2, code, "".join(lines), demo.stderr.read(), tmp_path)  # type: ignore[union-attr]
     assert (tmp_path / ".gepa-stream" / "mlflow.db").is_file()
 
 
