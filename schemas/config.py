@@ -208,6 +208,10 @@ class PromotionPolicy(_Policy):
         description="relative increase of the cost per call over the baseline's (0.5 = +50 %) beyond which "
         "a candidate is rejected: USD per call when the baseline's is known and > 0, else tokens per call",
     )
+    remove_repeated_rules: bool = Field(
+        default=True,
+        description="drop the instruction lines a candidate repeats (optimization/rule_dedup.py) before it is evaluated",
+    )
 
 
 class OtelPolicy(_Policy):

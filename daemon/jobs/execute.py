@@ -68,9 +68,10 @@ from handlers.jobs import JobPlan, NotEnoughData, plan_job
 from handlers.promotion import gate, judge_candidate, segment_scores
 from optimization import OptimizationFailed, RunLimits
 from optimization.comparison import Comparison
-from optimization.model_calls import metered_task_calls
+from optimization.model_calls import metered_task_calls, template_tokens
 from optimization.registry import cost_tags, score_tags
 from optimization.results import HeldOutScores, mean
+from optimization.rule_dedup import remove_repeated_rules
 from schemas.events import Example, StopReason, VersionCost
 
 Baseline = dict[str, prompt_versions.Version]
@@ -265,14 +266,29 @@ def _optimize(
             calls=call_policy(spec.policy),
         )
         optimized = backend.optimize(plan, limits)
+        templates, cleaned = optimized.templates, None
+        if spec.policy.promotion.remove_repeated_rules:
+            templates, cleaned = _without_repeats(optimized.templates)
         return CandidateCheckpoint(
-            templates=optimized.templates,
+            templates=templates,
             metric_calls=optimized.metric_calls,
             stopped_by=optimized.stopped_by,
-            choice=optimized.choice,
+            choice="; ".join(part for part in (optimized.choice, cleaned) if part) or None,
         )
 
     return checkpoint(run_dir / CANDIDATE_FILE, CandidateCheckpoint, gepa)
+
+
+def _without_repeats(templates: dict[str, str]) -> tuple[dict[str, str], str | None]:
+    """The candidate's templates without the instruction lines they repeat, and what that removed
+    (None when nothing was repeated)."""
+    done = {name: remove_repeated_rules(text) for name, text in templates.items()}
+    removed = sum(len(d.removed) for d in done.values())
+    if not removed:
+        return templates, None
+    cleaned = {name: d.template for name, d in done.items()}
+    saved = sum(template_tokens(templates[n]) - template_tokens(cleaned[n]) for n in templates)
+    return cleaned, f"removed {removed} repeated instruction line(s) before evaluation ({saved} tokens)"
 
 
 def _evaluate(
