@@ -418,16 +418,16 @@ def test_ops_page_shows_a_staged_rollout_and_aborts_the_canary_by_its_button(
             live_feed(daemon.topics, CANARY, 2, ["excellent"] * 13, 3)
             + live_feed(daemon.topics, CANARY, 1, ["excellent", "good"] * 9, 6),
         )
-        _wait(
-            "ready to advance",
-            lambda: "ready to advance" in _text(page, "#rollout [data-testid=rollout-ready]"),
+        _wait(  # every rating counted (ready to advance comes with the minimum, before the last ones)
+            "16 and 24 ratings",
+            lambda: (
+                (_text(page, arm.format("canary", "n")), _text(page, arm.format("production", "n")))
+                == ("16", "24")
+            ),
             60,
             daemon,
         )
-        assert (_text(page, arm.format("canary", "n")), _text(page, arm.format("production", "n"))) == (
-            "16",
-            "24",
-        )
+        assert "ready to advance" in _text(page, "#rollout [data-testid=rollout-ready]")
         assert "enough votes" in _text(page, "#rollout [data-testid=rollout-needed]")
         assert _text(page, "#rollout [data-testid=rollout-stage]") == "1/3"  # manual: nothing moved by itself
 
