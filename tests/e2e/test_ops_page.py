@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from daemon.demo import register_sample_prompt, sample_feed
 from daemon.jobs import prompt_versions
 from handlers.promotion import Outcome, promotion_event
-from schemas import Topics
+from schemas import Topics, TraceData, TraceEvent
 from schemas.events import TRAFFIC_SHARE_TAG, PromotionData, PromotionEvent
 from tests.daemon_harness import Daemon, metric_value, produce, read_topic
 from tests.e2e.loop_helpers import live_feed, register_seed, write_policies
@@ -494,3 +494,53 @@ def test_ops_page_shows_a_staged_rollout_and_aborts_the_canary_by_its_button(
     finally:
         daemon.stop()
     assert "canary_abort router_canary v2 requested by bob (ops page)" in daemon.log.read_text()
+
+
+def test_ops_page_finds_a_prompt_among_a_thousand_by_search_and_opens_its_decisions(
+    browser: Any, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """1,000 prompts matched by a pattern, one trace each: the page shows the first 100 and the
+    count, the search narrows it to one, and a click opens that prompt's decisions."""
+    config = tmp_path / "policy.yaml"
+    config.write_text("defaults: {input_keys: [q]}\npatterns:\n  - {match: 'tenant_*'}\n")
+    daemon = Daemon(kafka_bootstrap, config, tmp_path)
+    names = [f"tenant_{i:04d}" for i in range(1000)]
+    daemon.start("ingest")
+    try:
+        traces = [
+            TraceEvent.build(
+                TraceData(
+                    prompt=n,
+                    trace_id=f"{n}-1",
+                    inputs={"q": n},
+                    outputs="a",
+                    expectations={"expected_response": "a"},
+                )
+            )
+            for n in names
+        ]
+        found = promotion_event(
+            "tenant_0777", "promoted", "the one we look for", source="test", from_version=1, to_version=2
+        )
+        produce(
+            kafka_bootstrap,
+            [(daemon.topics.traces, t.key, t.to_json()) for t in traces]
+            + [(daemon.topics.promotions, found.key, found.to_json())],
+        )
+        daemon.wait_until(
+            lambda: (daemon.get("/status?limit=1") or {}).get("total") == 1000, 120, "1,000 windows"
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"http://127.0.0.1:{daemon.port}/ui")
+        _wait("the first page", lambda: page.locator("#prompts tbody tr").count() == 100, 30, daemon)
+        assert _text(page, "[data-testid=prompts-range]") == "1–100 of 1000"
+        page.fill("[data-testid=prompt-search]", "tenant_0777")
+        _wait("the search", lambda: page.locator("#prompts tbody tr").count() == 1, 15, daemon)
+        assert _text(page, "[data-testid=prompts-range]") == "1–1 of 1 (1000 in all)"
+        page.click('tr[data-prompt="tenant_0777"]')
+        _wait("its decisions", lambda: "the one we look for" in _text(page, "#decisions tbody"), 15, daemon)
+        assert errors == []
+    finally:
+        daemon.stop()

@@ -14,7 +14,7 @@ from tests.daemon_harness import Daemon, metric_value, produce, read_topic
 LISTED = "prompts:\n  - {name: listed_a, input_keys: [q], window: {max_examples: 10}, triggers: {min_examples: 9}}\n"
 RELOADED = (
     "prompts:\n  - {name: listed_a, input_keys: [q], window: {max_examples: 4}, triggers: {min_examples: 3}}\n"
-    "patterns:\n  - {match: 'tenant_*', input_keys: [q], triggers: {min_examples: 50}}\n"
+    "patterns:\n  - {match: 'tenant_*', input_keys: [q], triggers: {min_examples: 3, min_new_examples: 1, cooldown: 0s}}\n"
 )
 
 
@@ -51,6 +51,7 @@ def test_a_new_file_takes_effect_without_a_restart_and_a_bad_one_is_refused(
         letters = read_topic(kafka_bootstrap, daemon.topics.dlq)
         assert {e.data.reason for e in letters} == {"unknown_prompt"} and len(letters) == 2
         pid = daemon.process.pid  # type: ignore[union-attr]
+        rebuilds = daemon.status()["recovered"]["rebuilds"]
 
         # 1. a valid new file: the window trims at once, the pattern manages new names
         config.write_text(RELOADED)
@@ -59,7 +60,14 @@ def test_a_new_file_takes_effect_without_a_restart_and_a_bad_one_is_refused(
         assert examples(daemon, "listed_a") == 4
         produce(kafka_bootstrap, rated(daemon, "tenant_y", range(3)))
         daemon.wait_until(lambda: examples(daemon, "tenant_y") == 3, 60, "tenant_y's window")
+        requested = [
+            e.data.prompt
+            for e in read_topic(kafka_bootstrap, daemon.topics.optimizations)
+            if e.data.status == "requested"
+        ]
+        assert "tenant_y" in requested  # a newly matched prompt triggers like a listed one
         assert len(read_topic(kafka_bootstrap, daemon.topics.dlq)) == 2  # no new dead letter
+        assert daemon.status()["recovered"]["rebuilds"] == rebuilds  # no rebalance
 
         # 2. an invalid file: refused, shown and counted; the previous one stays in effect
         config.write_text(RELOADED.replace("max_examples: 4", "max_examples: lots"))
@@ -72,7 +80,15 @@ def test_a_new_file_takes_effect_without_a_restart_and_a_bad_one_is_refused(
         assert metric_value(metrics, "gepa_stream_policy_error") == 1
         produce(kafka_bootstrap, rated(daemon, "tenant_z", range(2)))
         daemon.wait_until(lambda: examples(daemon, "tenant_z") == 2, 60, "tenant_z under the previous file")
+        assert "policy file refused, the previous one stays in effect" in daemon.log.read_text()
+
+        # 3. the file fixed: applied, the error cleared
+        config.write_text(RELOADED.replace("tenant_*", "tenant_?"))
+        daemon.wait_until(lambda: daemon.status()["policy"]["reloads"] == 2, 30, "the fixed file")
+        assert daemon.status()["policy"]["error"] is None
+        assert metric_value(daemon.get("/metrics"), "gepa_stream_policy_error") == 0
         assert daemon.process is not None and daemon.process.pid == pid  # never restarted
+        assert daemon.status()["recovered"]["rebuilds"] == rebuilds
     finally:
         daemon.stop()
 
