@@ -13,6 +13,13 @@ latency and ops page, printed in one run.
    name search (target < 200 ms).
 
     python bench/many_prompts.py [--prompts 1000] [--ratings 100000] [--timed 200] [--bootstrap host:port]
+
+Measured (one run, 2 cores, embedded broker):
+
+    one ingest worker, 1,000 prompts by 3 patterns, windows of 100: 99,000 labeled traces + 100,000 ratings handled in 31 s
+      RSS at ready 85.2 MB; loaded 371.0 MB: 292.6 KB a prompt at 99 examples
+      trigger latency over 200 prompts: p50 0.162 s, p99 0.279 s, max 0.284 s  (target p99 < 1 s: PASS)
+      /ui/api/state, first page of 100 of 1,000: median 14 ms, max 79 ms  (target < 200 ms: PASS); search q=support_09: 33 matched in 11 ms
 """
 
 from __future__ import annotations
