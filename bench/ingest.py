@@ -565,9 +565,24 @@ def restart_to_ready(bootstrap: str, n_facts: int, directory: Path) -> tuple[flo
 LATENCY_MIN_EXAMPLES = 5
 
 
-async def _latencies(bootstrap: str, topics: Topics, prompts: list[str]) -> list[float]:
-    """Per prompt: 4 self-labeled traces, then the threshold trace (timed), then the next prompt
-    50-150 ms later; each latency ends when that prompt's `requested` event is fetched."""
+def self_labeled(prompt: str, i: int) -> TraceEvent:
+    """Trace `i` of a prompt, carrying its expected answer (an example without a rating)."""
+    return TraceEvent.build(
+        TraceData(
+            prompt=prompt,
+            trace_id=f"{prompt}-{i}",
+            inputs={"ticket": f"ticket {i}"},
+            outputs="billing",
+            expectations={"expected_response": "billing"},
+        )
+    )
+
+
+async def timed_triggers(
+    bootstrap: str, topics: Topics, prompts: list[str], traces_of: Callable[[str], list[TraceEvent]]
+) -> list[float]:
+    """Per prompt: its traces (`traces_of`), the last one timed, then the next prompt 50-150 ms
+    later; each latency ends when that prompt's `requested` event is fetched."""
     import random
 
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -597,16 +612,9 @@ async def _latencies(bootstrap: str, topics: Topics, prompts: list[str]) -> list
         collecting = asyncio.create_task(collect())
         rng = random.Random(5)
         for prompt in prompts:
-            for i in range(LATENCY_MIN_EXAMPLES):
-                data = TraceData(
-                    prompt=prompt,
-                    trace_id=f"{prompt}-{i}",
-                    inputs={"ticket": f"ticket {i}"},
-                    outputs="billing",
-                    expectations={"expected_response": "billing"},
-                )
-                event: TraceEvent = TraceEvent.build(data)
-                if i == LATENCY_MIN_EXAMPLES - 1:
+            events = traces_of(prompt)
+            for i, event in enumerate(events):
+                if i == len(events) - 1:
                     sent[prompt] = time.perf_counter()
                 await producer.send_and_wait(topics.traces, key=event.key, value=event.to_json())
             await asyncio.sleep(rng.uniform(0.05, 0.15))
@@ -635,7 +643,13 @@ def trigger_latency(
     with WorkerProcess("ingest", bootstrap, prefix, policy=policy, web_port=port) as worker:
         wait_ready(worker, port)
         with BackgroundTraces(bootstrap, topics.traces, load_per_s) as load:
-            return asyncio.run(_latencies(bootstrap, topics, prompts)), load.rate()
+            latencies = timed_triggers(
+                bootstrap,
+                topics,
+                prompts,
+                lambda prompt: [self_labeled(prompt, i) for i in range(LATENCY_MIN_EXAMPLES)],
+            )
+            return asyncio.run(latencies), load.rate()
 
 
 class BackgroundTraces:

@@ -14,12 +14,12 @@ latency and ops page, printed in one run.
 
     python bench/many_prompts.py [--prompts 1000] [--ratings 100000] [--timed 200] [--bootstrap host:port]
 
-Measured (one run, 2 cores, embedded broker):
+Measured (one run, 2 cores, embedded broker, beside another test run):
 
-    one ingest worker, 1,000 prompts by 3 patterns, windows of 100: 99,000 labeled traces + 100,000 ratings handled in 31 s
-      RSS at ready 85.2 MB; loaded 371.0 MB: 292.6 KB a prompt at 99 examples
-      trigger latency over 200 prompts: p50 0.162 s, p99 0.279 s, max 0.284 s  (target p99 < 1 s: PASS)
-      /ui/api/state, first page of 100 of 1,000: median 14 ms, max 79 ms  (target < 200 ms: PASS); search q=support_09: 33 matched in 11 ms
+    one ingest worker, 1,000 prompts by 3 patterns, windows of 100: 99,000 labeled traces + 100,000 ratings handled in 35 s
+      RSS at ready 85.2 MB; loaded 356.0 MB: 277.3 KB a prompt at 99 examples
+      trigger latency over 200 prompts: p50 0.164 s, p99 0.289 s, max 0.291 s  (target p99 < 1 s: PASS)
+      /ui/api/state, first page of 100 of 1,000: median 18 ms, max 223 ms  (target < 200 ms: PASS); search q=support_09: 33 matched in 5 ms
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import create_topics  # noqa: E402
+from bench.ingest import create_topics, self_labeled, timed_triggers  # noqa: E402
 from bench.ingest_footprint import rss_mb  # noqa: E402
-from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent  # noqa: E402
+from schemas import RatingData, RatingEvent, Topics  # noqa: E402
 from tests.daemon_harness import Daemon  # noqa: E402
 
 PATTERNS = ("tenant_", "support_", "agent_")
@@ -62,18 +62,6 @@ def prompt_names(n: int) -> list[str]:
     return [f"{PATTERNS[i % 3]}{i:04d}" for i in range(n)]
 
 
-def labeled(prompt: str, i: int) -> TraceEvent:
-    return TraceEvent.build(
-        TraceData(
-            prompt=prompt,
-            trace_id=f"{prompt}-{i}",
-            inputs={"ticket": f"I was charged twice for order {i}, please refund"},
-            outputs="billing",
-            expectations={"expected_response": "billing"},
-        )
-    )
-
-
 def load(bootstrap: str, topics: Topics, prompts: list[str], ratings: int) -> None:
     """99 labeled traces per prompt, then `ratings` ratings spread over them (step 2)."""
     from kafka import KafkaProducer
@@ -81,7 +69,7 @@ def load(bootstrap: str, topics: Topics, prompts: list[str], ratings: int) -> No
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
     for i in range(THRESHOLD - 1):
         for prompt in prompts:
-            event = labeled(prompt, i)
+            event = self_labeled(prompt, i)
             producer.send(topics.traces, key=event.key, value=event.to_json())
     rng = random.Random(3)
     for n in range(ratings):
@@ -97,45 +85,6 @@ def load(bootstrap: str, topics: Topics, prompts: list[str], ratings: int) -> No
         producer.send(topics.ratings, key=rating.key, value=rating.to_json())
     producer.flush()
     producer.close()
-
-
-async def latencies(bootstrap: str, topics: Topics, prompts: list[str]) -> list[float]:
-    """Step 3: the 100th labeled trace of each prompt, timed to its `requested` event."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
-    await producer.start()
-    await consumer.start()
-    sent: dict[str, float] = {}
-    arrived: dict[str, float] = {}
-
-    async def collect() -> None:
-        while len(arrived) < len(prompts):
-            batches = await consumer.getmany(timeout_ms=100)
-            now = time.perf_counter()
-            for records in batches.values():
-                for record in records:
-                    data = json.loads(record.value)["data"]
-                    if data["status"] == "requested" and data["prompt"] in sent:
-                        arrived.setdefault(data["prompt"], now)
-
-    try:
-        partitions = [TopicPartition(topics.optimizations, p) for p in range(3)]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        collecting = asyncio.create_task(collect())
-        rng = random.Random(5)
-        for prompt in prompts:
-            event = labeled(prompt, THRESHOLD - 1)
-            sent[prompt] = time.perf_counter()
-            await producer.send_and_wait(topics.traces, key=event.key, value=event.to_json())
-            await asyncio.sleep(rng.uniform(0.05, 0.15))
-        await asyncio.wait_for(collecting, timeout=120)
-    finally:
-        await consumer.stop()
-        await producer.stop()
-    return [arrived[p] - sent[p] for p in prompts]
 
 
 def handled(daemon: Daemon) -> float:
@@ -186,7 +135,14 @@ def main() -> None:
                 loaded_s = time.perf_counter() - started
                 time.sleep(3)
                 loaded = rss_mb(daemon.process.pid)
-                lat = asyncio.run(latencies(bootstrap, daemon.topics, prompts[: args.timed]))
+                lat = asyncio.run(
+                    timed_triggers(
+                        bootstrap,
+                        daemon.topics,
+                        prompts[: args.timed],
+                        lambda p: [self_labeled(p, THRESHOLD - 1)],
+                    )
+                )
                 cuts = statistics.quantiles(lat, n=100)
                 pages = [timed_get(daemon.port, "/ui/api/state")[0] for _ in range(20)]
                 _, first = timed_get(daemon.port, "/ui/api/state")
