@@ -129,11 +129,10 @@ def test_mlflow_path_through_litellm_finishes_in_20_fresh_processes(fake_provide
         text=True,
         timeout=900,
     )
-    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("run "))
-    finished = [
-        line for line in lines if re.fullmatch(r"run \d+: finished [\d.]+ -> [\d.]+ in [\d.]+s", line)
-    ]
-    assert len(finished) == runs, "\n".join(lines) + done.stderr[-3000:]
+    # forked runs share one pipe: a line can arrive glued to the next, so runs are found anywhere
+    finished = set(re.findall(r"run (\d+): finished [\d.]+ -> [\d.]+ in [\d.]+s", done.stdout))
+    failed = re.findall(r"run \d+: (?:error|hung)[^\n]*", done.stdout)
+    assert finished == {str(i) for i in range(runs)} and not failed, done.stdout + done.stderr[-3000:]
     assert (
         fake_provider.stats()["by_model"]["reflector"]["requests"] >= runs
     )  # reflection went through litellm
