@@ -132,8 +132,11 @@ def test_a_candidate_that_breaks_a_segment_is_rejected_only_with_the_segment_rul
             UNSEGMENTED: {**common, "predict_fn": "tests.e2e.segment_world:predict_no_segments"},
         },
     )
-    daemon = Daemon(
-        kafka_bootstrap, policy, tmp_path, env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    daemon = Daemon(  # the two prompts' jobs side by side: the suite's time
+        kafka_bootstrap,
+        policy,
+        tmp_path,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "GEPA_STREAM_MAX_CONCURRENT_JOBS": "2"},
     )
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     for name in (SEGMENTED, UNSEGMENTED):

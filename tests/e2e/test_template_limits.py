@@ -52,7 +52,9 @@ def test_the_longest_candidate_is_not_chosen_and_one_beyond_the_limits_is_reject
         + _policy(CHOOSE, "max_template_tokens: 385")
         + _policy(REJECT, "max_template_tokens: 100, max_cost_increase: 0.5")
     )
-    daemon = Daemon(kafka_bootstrap, policy, tmp_path)
+    daemon = Daemon(  # the two prompts' jobs side by side: the suite's time
+        kafka_bootstrap, policy, tmp_path, env={"GEPA_STREAM_MAX_CONCURRENT_JOBS": "2"}
+    )
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     for name in (CHOOSE, REJECT):
         register_seed(tracking, name)
