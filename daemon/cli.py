@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-from schemas.config import ConfigError
+from schemas.config import ConfigError, leaves
 from schemas.errors import GepaStreamError
 from schemas.third_parties import quiet_third_parties
 
@@ -259,20 +259,10 @@ def explain(
         )
     policy, sources = found
     table = Table("setting", "value", "from", title=f"{name}: the effective policy")
-    flat = _flatten(policy.model_dump(mode="json"))
+    flat = leaves(policy.model_dump(mode="json"))
     for path, source in sources.items():
         table.add_row(path, str(flat[path]), source)
     Console().print(table)
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 bridge_app = typer.Typer(

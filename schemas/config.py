@@ -406,7 +406,7 @@ class PolicyFile(_Policy):
             ("defaults", self.defaults),
         ]
         sources = {"name": layers[0][0] if pattern is None else layers[1][0]}
-        for path in _leaf_paths(policy.model_dump(mode="json"))[1:]:
+        for path in list(leaves(policy.model_dump(mode="json")))[1:]:
             sources[path] = next(
                 (label for label, layer in layers if label and _has_path(layer, path)), "built-in"
             )
@@ -443,12 +443,15 @@ class PolicyBook(Mapping[str, PromptPolicy]):
         return len(self._known)
 
 
-def _leaf_paths(tree: dict[str, Any], prefix: str = "") -> list[str]:
-    paths = []
+def leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The leaves of a nested mapping by dotted path (`triggers.cooldown`), in order."""
+    flat: dict[str, Any] = {}
     for key, value in tree.items():
-        path = f"{prefix}{key}"
-        paths += _leaf_paths(value, f"{path}.") if isinstance(value, dict) and value else [path]
-    return paths
+        if isinstance(value, dict) and value:
+            flat.update(leaves(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _has_path(tree: dict[str, Any], path: str) -> bool:
