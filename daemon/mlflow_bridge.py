@@ -42,7 +42,7 @@ from handlers.trace_mapping import (
     prompt_refs,
     trace_events,
 )
-from optimization.registry import parsed_json
+from optimization.production_traces import parsed_json
 from schemas.durations import parse_duration
 from schemas.errors import GepaStreamError
 from schemas.events import CloudEvent, RatingEvent, TraceEvent

@@ -26,13 +26,9 @@ if TYPE_CHECKING:  # the names for type checkers; at run time __getattr__ import
     from optimization.metrics import adapt_metric, create_dspy_metric, create_mlflow_based_metric
     from optimization.mlflow_gepa_optimizer import GepaOptimizer, run_mlflow_gepa
     from optimization.models import ModelSpec, complete_text, make_lm, parse_model
+    from optimization.production_traces import load_production_data_from_mlflow, load_production_records
     from optimization.records import RatedExample
-    from optimization.registry import (
-        load_production_data_from_mlflow,
-        load_production_records,
-        register_optimized_prompts,
-        tag_prompt_version,
-    )
+    from optimization.registry import register_optimized_prompts, tag_prompt_version
     from optimization.results import (
         Candidate,
         DSPyOptimizationResult,
@@ -56,13 +52,9 @@ _MODULES = {
     "optimization.metrics": ("adapt_metric", "create_dspy_metric", "create_mlflow_based_metric"),
     "optimization.mlflow_gepa_optimizer": ("GepaOptimizer", "run_mlflow_gepa"),
     "optimization.models": ("ModelSpec", "complete_text", "make_lm", "parse_model"),
+    "optimization.production_traces": ("load_production_data_from_mlflow", "load_production_records"),
     "optimization.records": ("RatedExample",),
-    "optimization.registry": (
-        "load_production_data_from_mlflow",
-        "load_production_records",
-        "register_optimized_prompts",
-        "tag_prompt_version",
-    ),
+    "optimization.registry": ("register_optimized_prompts", "tag_prompt_version"),
     "optimization.results": (
         "Candidate",
         "DSPyOptimizationResult",
