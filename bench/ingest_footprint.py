@@ -95,15 +95,18 @@ def register_prompts(tracking_uri: str) -> None:
     """Each policy prompt: v1, v2 (tagged with a held-out score), `production` on v2."""
     import mlflow
 
+    from optimization.score_tag import TAG_FINAL_SCORE
+    from schemas.events import PRODUCTION_ALIAS
+
     mlflow.set_tracking_uri(tracking_uri)
     for name in PROMPTS:
         mlflow.genai.register_prompt(name=name, template="Route this ticket: {{ticket}}")
         mlflow.genai.register_prompt(
             name=name,
             template="Route this support ticket to a team: {{ticket}}",
-            tags={"final_score": "0.75"},
+            tags={TAG_FINAL_SCORE: "0.75"},
         )
-        mlflow.genai.set_prompt_alias(name, "production", 2)
+        mlflow.genai.set_prompt_alias(name, PRODUCTION_ALIAS, 2)
 
 
 @dataclass

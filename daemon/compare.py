@@ -12,15 +12,15 @@ from typing import Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from daemon import prompt_versions
 from daemon.admin import KafkaUnavailable
-from daemon.jobs import prompt_versions
-from daemon.jobs.mlflow_errors import not_found
 from daemon.kafka_client import send_events
 from daemon.mlflow_bridge import experiment_examples
 from daemon.settings import Settings
 from handlers.promotion import promotion_event
 from optimization.ab_testing import ABTestResult, ab_test, load_examples
 from optimization.import_ref import load_ref
+from optimization.mlflow_errors import not_found
 from optimization.template_agent import PredictFn
 from schemas.config import ConfigError, PromptPolicy
 from schemas.errors import GepaStreamError

@@ -11,7 +11,7 @@ version's `mlflow.prompt.text` tag):
 - `GET /api/2.0/mlflow/model-versions/search?filter=&max_results=&order_by=&page_token=`,
 - `GET /api/2.0/mlflow/registered-models/alias?name=&alias=`.
 
-`RestRegistry` answers exactly what `daemon.jobs.prompt_versions` answers for the same store
+`RestRegistry` answers exactly what `daemon.prompt_versions` answers for the same store
 (`tests/integration/test_registry_rest.py` keeps it true): the same `Version`s, [] for an unknown
 prompt, None for a missing alias. `registry_reader()` picks it for an http(s) tracking URI and
 an adapter over `prompt_versions` (MLflow's own stores) for any other.
@@ -199,17 +199,17 @@ class RestRegistry:
 
 
 class MlflowRegistry:
-    """The same reads through the MLflow client (`daemon.jobs.prompt_versions`), for tracking URIs
+    """The same reads through the MLflow client (`daemon.prompt_versions`), for tracking URIs
     only MLflow's store code reads (sqlite:///, a file store, databricks, an auth plugin). It
     imports MLflow at its first read, and reads the URI MLflow is set to (`MLFLOW_TRACKING_URI`)."""
 
     def versions(self, name: str) -> list[Version]:
-        from daemon.jobs import prompt_versions
+        from daemon import prompt_versions
 
         return prompt_versions.versions(name)
 
     def alias(self, name: str, alias: str) -> Version | None:
-        from daemon.jobs import prompt_versions
+        from daemon import prompt_versions
 
         return prompt_versions.alias(name, alias)
 

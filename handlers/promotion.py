@@ -1,7 +1,7 @@
 """Every promotion rule and every promotion event, in one room (docs/architecture.md, step 9).
 
 The rules are pure: they read what the daemon read of the registry (`Registry`) and say what
-to decide and which registry change it needs (`Outcome`); `daemon/jobs/prompt_versions.apply`
+to decide and which registry change it needs (`Outcome`); `daemon.prompt_versions.apply`
 makes the change, then the daemon announces `promotion_event(...)` (register before promote,
 change the registry before announcing). The rules:
 

@@ -27,13 +27,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from optimization.errors import RoutingUnavailable
+from optimization.mlflow_errors import no_alias
 from schemas.events import CANARY_ALIAS, PRODUCTION_ALIAS, TRAFFIC_SHARE_TAG
 
 log = logging.getLogger(__name__)
 
-_NO_ALIAS_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-"""MLflow's error codes for an alias lookup that found nothing (no such prompt, no such alias), the
-same on a sqlite store and through a tracking server (see `tests/integration/test_mlflow_errors.py`)."""
 _HASH_SPACE = float(1 << 64)
 
 
@@ -206,7 +204,7 @@ class PromptRouter:
         try:
             return self._client.get_prompt_version_by_alias(self.name, alias)
         except MlflowException as exc:
-            if exc.error_code in _NO_ALIAS_CODES:
+            if no_alias(exc):  # no such prompt, or no such alias
                 return None
             raise RoutingUnavailable(
                 f"cannot read prompt {self.name!r} from {self.tracking_uri}: {exc}"

@@ -22,7 +22,7 @@ import dspy
 import mlflow
 from pydantic import TypeAdapter
 
-from daemon.jobs import prompt_versions
+from daemon import prompt_versions
 from daemon.jobs.spec import SCRATCH_DB, OptimizerName
 from daemon.prompt_names import predictor_prompt as predictor_prompt  # re-exported
 from daemon.prompt_names import prompt_names as prompt_names

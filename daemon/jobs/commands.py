@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
-from daemon.jobs import prompt_versions
+from daemon import prompt_versions
 from daemon.jobs.backends import prompt_names
 from daemon.jobs.outage import MLFLOW, answers_again, mlflow_outage
 from handlers.promotion import Outcome, judge_command, promotion_event

@@ -39,7 +39,7 @@ from typing import Any
 import mlflow
 from pydantic import BaseModel
 
-from daemon.jobs import prompt_versions
+from daemon import prompt_versions
 from daemon.jobs.attempts import ATTEMPTS_FILE, Ledger
 from daemon.jobs.backends import Backend, Optimized, backend_for, longest_template
 from daemon.jobs.outage import MLFLOW, ClientRetryWatch, mlflow_outage

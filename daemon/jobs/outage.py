@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import requests
 import tenacity
 
-from daemon.jobs.mlflow_errors import unanswered_request
+from optimization.mlflow_errors import unanswered_request
 
 MLFLOW = "MLflow"
 PROBE_TIMEOUT_S = 5.0

@@ -13,8 +13,8 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from daemon.jobs.prompt_versions import TAG_REQUEST
 from daemon.jobs.spec import JobResult, JobSpec, read_model, write_model
+from daemon.prompt_version import TAG_REQUEST
 from optimization.model_calls import (
     CallPolicy,
     ModelCalls,

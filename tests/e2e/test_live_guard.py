@@ -13,7 +13,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from daemon.jobs import prompt_versions
+from daemon import prompt_versions
 from schemas import (
     CommandData,
     CommandEvent,

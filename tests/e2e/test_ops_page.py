@@ -20,8 +20,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from daemon import prompt_versions
 from daemon.demo import register_sample_prompt, sample_feed
-from daemon.jobs import prompt_versions
 from handlers.promotion import Outcome, promotion_event
 from schemas import Topics, TraceData, TraceEvent
 from schemas.events import TRAFFIC_SHARE_TAG, PromotionData, PromotionEvent

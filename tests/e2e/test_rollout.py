@@ -23,7 +23,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from daemon.jobs import prompt_versions
+from daemon import prompt_versions
 from handlers.promotion import Outcome, promotion_event
 from schemas.events import CANARY_ALIAS
 from tests.daemon_harness import Daemon, metric_value, produce, read_topic

@@ -12,9 +12,9 @@ import mlflow
 import pytest
 from typer.testing import CliRunner
 
+from daemon import prompt_versions
 from daemon.admin import ensure_topics
 from daemon.cli import app as cli
-from daemon.jobs import prompt_versions
 from daemon.settings import load_settings
 from optimization import ab_test
 from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets

@@ -1,5 +1,5 @@
 """MLflow's errors as the real stores raise them: a sqlite store and the REST client against a real
-tracking server give the same error codes, which `daemon.jobs.mlflow_errors` recognises (never the
+tracking server give the same error codes, which `optimization.mlflow_errors` recognises (never the
 message text), so a missing prompt or alias reads as "none" and an unreachable server as an outage."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from daemon import prompt_versions
 from daemon.broker import free_port
-from daemon.jobs import prompt_versions
-from daemon.jobs.mlflow_errors import (
+from optimization.mlflow_errors import (
     INTERNAL,
     INVALID_PARAMETER,
     NOT_FOUND,
@@ -22,6 +22,7 @@ from daemon.jobs.mlflow_errors import (
     not_found,
     unanswered_request,
 )
+from schemas.events import PRODUCTION_ALIAS
 from tests.mlflow_server import MlflowServer
 
 
@@ -60,7 +61,7 @@ def _raised(call) -> MlflowException:  # type: ignore[no-untyped-def]
 def test_a_missing_prompt_is_resource_does_not_exist_and_reads_as_none() -> None:
     for call in (
         lambda: MlflowClient().search_prompt_versions("missing"),
-        lambda: MlflowClient().get_prompt_version_by_alias("missing", "production"),
+        lambda: MlflowClient().get_prompt_version_by_alias("missing", PRODUCTION_ALIAS),
         lambda: MlflowClient().get_prompt_version("known", "9"),
     ):
         exc = _raised(call)
@@ -70,7 +71,7 @@ def test_a_missing_prompt_is_resource_does_not_exist_and_reads_as_none() -> None
 
 
 def test_a_missing_alias_is_invalid_parameter_value_and_reads_as_no_production() -> None:
-    exc = _raised(lambda: MlflowClient().get_prompt_version_by_alias("known", "production"))
+    exc = _raised(lambda: MlflowClient().get_prompt_version_by_alias("known", PRODUCTION_ALIAS))
     assert error_code(exc) == INVALID_PARAMETER and no_alias(exc) and not not_found(exc)
     assert prompt_versions.production("known") is None
     assert [v.version for v in prompt_versions.versions("known")] == [1]
@@ -82,7 +83,7 @@ def test_an_unreachable_server_is_internal_error_from_its_request_and_is_never_r
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     down = f"http://127.0.0.1:{free_port()}"
     mlflow.set_tracking_uri(down)
-    exc = _raised(lambda: MlflowClient().get_prompt_version_by_alias("known", "production"))
+    exc = _raised(lambda: MlflowClient().get_prompt_version_by_alias("known", PRODUCTION_ALIAS))
     assert error_code(exc) == INTERNAL and unanswered_request(exc, down)
     assert not no_alias(exc) and not not_found(exc)
     with pytest.raises(MlflowException):

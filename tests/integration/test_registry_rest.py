@@ -1,5 +1,5 @@
 """`daemon.registry_rest.RestRegistry` against a real `mlflow server`: for the same store it reads
-exactly what `daemon.jobs.prompt_versions` (the MLflow client) reads — every version with its
+exactly what `daemon.prompt_versions` (the MLflow client) reads — every version with its
 template and tags, oldest first, across pages; `production` / `canary` or None; [] for an unknown
 prompt — and it never imports MLflow."""
 
@@ -18,8 +18,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from daemon import prompt_versions
 from daemon.broker import free_port
-from daemon.jobs import prompt_versions
 from daemon.registry_rest import (
     INVALID_PARAMETER,
     MlflowRegistry,
@@ -27,6 +27,7 @@ from daemon.registry_rest import (
     RestRegistry,
     registry_reader,
 )
+from schemas.events import CANARY_ALIAS, PRODUCTION_ALIAS
 from tests.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.integration
@@ -53,16 +54,16 @@ def server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         genai, client = mlflow.genai, MlflowClient(server.uri)
         for n in range(1, MANY + 1):
             genai.register_prompt(name="many", template=f"Answer {{{{q}}}} ({n})", commit_message=f"v{n}")
-        genai.set_prompt_alias("many", "production", 5)
+        genai.set_prompt_alias("many", PRODUCTION_ALIAS, 5)
         genai.set_prompt_version_tag("many", MANY, "gepa_stream.traffic_share", "0.25")
-        genai.set_prompt_alias("many", "canary", MANY)
+        genai.set_prompt_alias("many", CANARY_ALIAS, MANY)
         genai.register_prompt(name="chatty", template="Plain {{q}}")
         genai.register_prompt(
             name="chatty",
             template=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "{{q}}"}],
             model_config={"temperature": 0.1},
         )
-        genai.set_prompt_alias("chatty", "production", 2)
+        genai.set_prompt_alias("chatty", PRODUCTION_ALIAS, 2)
         genai.register_prompt(name="single", template="Only {{q}}")
         genai.register_prompt(name="tagged", template="Seed {{q}}")
         genai.register_prompt(
@@ -78,10 +79,10 @@ def server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         genai.set_prompt_version_tag("tagged", 2, "gepa_stream.awaiting_approval", "true")
         genai.set_prompt_version_tag("tagged", 3, "gepa_stream.awaiting_approval", "true")
         client.delete_prompt_version_tag("tagged", "3", "gepa_stream.awaiting_approval")
-        genai.set_prompt_alias("tagged", "production", 1)
+        genai.set_prompt_alias("tagged", PRODUCTION_ALIAS, 1)
         client.create_registered_model("a_model")
         client.create_model_version("a_model", source="s3://bucket/a_model")
-        client.set_registered_model_alias("a_model", "production", 1)
+        client.set_registered_model_alias("a_model", PRODUCTION_ALIAS, 1)
         yield server.uri
     finally:
         mlflow.set_tracking_uri(previous)
@@ -109,7 +110,7 @@ def test_aliases_are_exactly_what_the_mlflow_client_reads(server_uri: str) -> No
     rest = RestRegistry(server_uri)
     for name in PROMPTS:
         assert rest.production(name) == prompt_versions.production(name), name
-        assert rest.canary(name) == prompt_versions.alias(name, "canary"), name
+        assert rest.canary(name) == prompt_versions.alias(name, CANARY_ALIAS), name
     assert rest.production("many") is not None and rest.production("many").version == 5  # type: ignore[union-attr]
     canary = rest.canary("many")
     assert (
@@ -145,7 +146,7 @@ def test_an_unknown_prompt_has_no_versions_and_no_aliases(server_uri: str) -> No
 def test_a_missing_alias_is_none(server_uri: str) -> None:
     rest = RestRegistry(server_uri)
     assert rest.production("single") is None is prompt_versions.production("single")
-    assert rest.canary("chatty") is None is prompt_versions.alias("chatty", "canary")
+    assert rest.canary("chatty") is None is prompt_versions.alias("chatty", CANARY_ALIAS)
     assert rest.alias("many", "no-such-alias") is None
 
 

@@ -21,7 +21,7 @@ OPEN_SCRATCH = """
 import json, sys
 from pathlib import Path
 import mlflow
-from daemon.jobs import prompt_versions
+from daemon import prompt_versions
 baseline = prompt_versions.Version("router", 3, "Route {{ticket}}", {})
 with prompt_versions.scratch_registry(Path(sys.argv[1]), baseline):
     production = prompt_versions.production("router")

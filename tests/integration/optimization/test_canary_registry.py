@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from daemon.jobs import prompt_versions
+from daemon import prompt_versions
 from daemon.jobs.commands import apply_command
 from handlers.promotion import blocked_twin, judge_candidate
 from optimization.comparison import Comparison

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mlflow
 
-from daemon.jobs import prompt_versions
+from daemon import prompt_versions
 from daemon.jobs.commands import apply_command
 from daemon.jobs.execute import HeldOut, ProgressFile, _gate_and_promote
 from daemon.jobs.spec import JobSpec, RegisteredVersion

@@ -16,11 +16,11 @@ from daemon.broker import free_port
 from daemon.jobs.attempts import DAEMON_DIED, Attempts, describe_exit
 from daemon.jobs.driver import JobState
 from daemon.jobs.execute import _attempt_failed
-from daemon.jobs.mlflow_errors import unanswered_request
 from daemon.jobs.outage import ClientRetryWatch, mlflow_outage, tracking_answers
 from daemon.jobs.spec import GEPA_DIR, SCRATCH_DB, JobSpec
 from handlers.jobs import NotEnoughData
 from optimization import OptimizationFailed
+from optimization.mlflow_errors import unanswered_request
 from optimization.model_calls import ModelCallFailed
 from schemas.config import PromptPolicy
 

@@ -189,8 +189,8 @@ def test_a_held_out_checkpoint_older_than_the_measurement_still_gets_the_templat
     the templates' lengths are filled in (the per-call figures stay unknown), so the template limit
     still holds."""
     from daemon.jobs.execute import SCORES_FILE, CandidateCheckpoint, HeldOut, ProgressFile, _evaluate
-    from daemon.jobs.prompt_versions import Version
     from daemon.jobs.spec import write_model
+    from daemon.prompt_version import Version
 
     write_model(tmp_path / SCORES_FILE, HeldOut(baseline=[0.0, 1.0], candidate=[1.0, 1.0]))
     baseline = {"p": Version("p", 1, "short {{x}}", {})}

@@ -1,6 +1,6 @@
-"""The MLflow Prompt Registry side of promotion: the production baseline, idempotent
-registration of candidates (keyed by `request_id`), the state the promotion rules read
-(`registry`) and the changes they decide (`apply`: the `production` and `canary` aliases)."""
+"""The daemon's reads and writes of the MLflow Prompt Registry, through MLflow's client: versions, the
+`production` / `canary` aliases, what the promotion rules read and change (`registry`, `apply`),
+idempotent registration, a job's scratch store. Jobs, `compare` and the ops page share it."""
 
 from __future__ import annotations
 
@@ -14,15 +14,13 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from daemon.jobs.mlflow_errors import no_alias, not_found
-from daemon.prompt_version import BLOCKING_TAGS as BLOCKING_TAGS  # re-exported, as the next ones:
-from daemon.prompt_version import TAG_AWAITING as TAG_AWAITING
-from daemon.prompt_version import TAG_CANARY_ABORTED as TAG_CANARY_ABORTED
+from daemon.prompt_version import BLOCKING_TAGS, TAG_AWAITING, TAG_PREVIOUS
+from daemon.prompt_version import TAG_CANARY_ABORTED as TAG_CANARY_ABORTED  # re-exported, as the next ones:
 from daemon.prompt_version import TAG_GUARD_ROLLBACK as TAG_GUARD_ROLLBACK
-from daemon.prompt_version import TAG_PREVIOUS as TAG_PREVIOUS
 from daemon.prompt_version import TAG_REQUEST as TAG_REQUEST
 from daemon.prompt_version import Version as Version
 from handlers.promotion import Outcome, Registry
+from optimization.mlflow_errors import no_alias, not_found
 from schemas.events import CANARY_ALIAS, PRODUCTION_ALIAS, TRAFFIC_SHARE_TAG
 
 _EXPERIMENT_VARS = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
