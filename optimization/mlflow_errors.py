@@ -1,5 +1,5 @@
-"""MLflow's errors recognised by their error code (and, for an unreachable server, the `requests`
-error the client raised it from), never by their message text.
+"""MLflow's errors recognised by their error code, never by their message text: for the daemon's
+registry reads and `PromptRouter`, and for `daemon/jobs/outage.py` (`INTERNAL` and the request's URL).
 
 Measured on MLflow 3.17, the same for a sqlite store and for the REST client against a tracking
 server (`tests/integration/test_mlflow_errors.py` keeps it true):
@@ -12,7 +12,6 @@ server (`tests/integration/test_mlflow_errors.py` keeps it true):
 
 from __future__ import annotations
 
-import requests
 from mlflow.exceptions import MlflowException
 
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
@@ -33,20 +32,3 @@ def not_found(exc: BaseException) -> bool:
 def no_alias(exc: BaseException) -> bool:
     """An alias lookup found nothing: the prompt does not exist, or it has no such alias."""
     return error_code(exc) in (NOT_FOUND, INVALID_PARAMETER)
-
-
-def unanswered_request(exc: BaseException, tracking_uri: str) -> bool:
-    """True if `exc` or an exception it chains is the MLflow client giving up on a request to
-    `tracking_uri` (connection refused, timeouts, or 5xx answers after its retries)."""
-    prefix = tracking_uri.rstrip("/") + "/"
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        underlying = current.__cause__ or current.__context__
-        if error_code(current) == INTERNAL and isinstance(underlying, requests.RequestException):
-            url = getattr(underlying.request, "url", None) or ""
-            if url.startswith(prefix):
-                return True
-        current = underlying
-    return False

@@ -1,6 +1,6 @@
-"""MLflow outages as a job sees them: does the tracking server answer, did a failure come from
-it not answering (`mlflow_errors.unanswered_request`), and a watch that reports the MLflow client's own retries while they last
-(so `/status` and the log say why a job stands still)."""
+"""MLflow outages as a job sees them, defined here only: does the tracking server answer, did a
+failure come from a call of its API going unanswered, and a watch that reports the MLflow client's
+own retries of such calls while they last (so `/status` and the log say why a job stands still)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import requests
 import tenacity
 
-from optimization.mlflow_errors import unanswered_request
+from optimization.mlflow_errors import INTERNAL, error_code
 
 MLFLOW = "MLflow"
+URLLIB3_RETRY = "__urllib3-retry-warning"
+"""The attribute urllib3 puts on its log record of each retry of a broken connection (`{"host": the
+pool's host}`; kept for pip, urllib3 issue 2580); the record's args are (retries, error, url)."""
 PROBE_TIMEOUT_S = 5.0
 PROBE_FIRST_S = 1.0
 PROBE_MAX_S = 10.0
@@ -26,6 +30,37 @@ PROBE_MAX_S = 10.0
 def is_remote(tracking_uri: str) -> bool:
     """Only a tracking server can be down; a local (sqlite, file) store cannot have an outage."""
     return tracking_uri.startswith(("http://", "https://"))
+
+
+def calls_mlflow(tracking_uri: str, url: str, host: str | None = None) -> bool:
+    """Is `url` a call of MLflow's REST API on the tracking server (under `<tracking URI>/api/`)? A
+    URL that is only a path (as urllib3 logs it) is on `host`, the port unknown."""
+    server, request = urlsplit(tracking_uri), urlsplit(url)
+    if request.netloc:
+        on_server = (request.scheme, request.hostname, request.port) == (
+            server.scheme,
+            server.hostname,
+            server.port,
+        )
+    else:
+        on_server = host == server.hostname
+    return on_server and request.path.startswith(server.path.rstrip("/") + "/api/")
+
+
+def unanswered_request(exc: BaseException, tracking_uri: str) -> bool:
+    """True if `exc` or an exception it chains is the MLflow client giving up on a call to
+    `tracking_uri` (connection refused, timeouts, or 5xx answers after its retries): an
+    `INTERNAL_ERROR` raised while handling the `requests` error of that call."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        underlying = current.__cause__ or current.__context__
+        if error_code(current) == INTERNAL and isinstance(underlying, requests.RequestException):
+            if calls_mlflow(tracking_uri, getattr(underlying.request, "url", None) or ""):
+                return True
+        current = underlying
+    return False
 
 
 def tracking_answers(tracking_uri: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
@@ -71,8 +106,9 @@ async def answers_again(tracking_uri: str, deadline: datetime) -> bool:
 
 
 class ClientRetryWatch(logging.Handler):
-    """urllib3 logs each retry of a broken connection; from the first retry of an MLflow request
-    until `/health` answers again, `report(line)` holds a line saying so (then `report("")`)."""
+    """urllib3 logs each retry of a broken connection; from the first retry of a call of MLflow's
+    API until `/health` answers again, `report(line)` holds a line saying so (then `report("")`).
+    The record is read by its structured parts (`URLLIB3_RETRY`, its url argument), never its text."""
 
     def __init__(self, tracking_uri: str, report: Callable[[str], None], interval_s: float = 2.0) -> None:
         super().__init__(logging.WARNING)
@@ -93,8 +129,10 @@ class ClientRetryWatch(logging.Handler):
         return watch
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if not message.startswith("Retrying") or "mlflow" not in message:
+        retry = getattr(record, URLLIB3_RETRY, None)
+        if not isinstance(retry, dict) or not isinstance(record.args, tuple) or len(record.args) != 3:
+            return
+        if not calls_mlflow(self.tracking_uri, str(record.args[2]), retry.get("host")):
             return
         with self._lock:
             first = self.since is None

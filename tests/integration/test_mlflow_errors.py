@@ -1,6 +1,7 @@
 """MLflow's errors as the real stores raise them: a sqlite store and the REST client against a real
-tracking server give the same error codes, which `optimization.mlflow_errors` recognises (never the
-message text), so a missing prompt or alias reads as "none" and an unreachable server as an outage."""
+tracking server give the same error codes, which `optimization.mlflow_errors` and the outage test
+`daemon.jobs.outage.unanswered_request` recognise (never the message text), so a missing prompt or
+alias reads as "none" and an unreachable server as an outage."""
 
 from __future__ import annotations
 
@@ -13,15 +14,8 @@ from mlflow.exceptions import MlflowException
 
 from daemon import prompt_versions
 from daemon.broker import free_port
-from optimization.mlflow_errors import (
-    INTERNAL,
-    INVALID_PARAMETER,
-    NOT_FOUND,
-    error_code,
-    no_alias,
-    not_found,
-    unanswered_request,
-)
+from daemon.jobs.outage import unanswered_request
+from optimization.mlflow_errors import INTERNAL, INVALID_PARAMETER, NOT_FOUND, error_code, no_alias, not_found
 from schemas.events import PRODUCTION_ALIAS
 from tests.mlflow_server import MlflowServer
 

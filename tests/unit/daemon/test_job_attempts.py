@@ -10,17 +10,23 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import urllib3
 from mlflow.exceptions import MlflowException
 
 from daemon.broker import free_port
 from daemon.jobs.attempts import DAEMON_DIED, Attempts, describe_exit
 from daemon.jobs.driver import JobState
 from daemon.jobs.execute import _attempt_failed
-from daemon.jobs.outage import ClientRetryWatch, mlflow_outage, tracking_answers
+from daemon.jobs.outage import (
+    ClientRetryWatch,
+    calls_mlflow,
+    mlflow_outage,
+    tracking_answers,
+    unanswered_request,
+)
 from daemon.jobs.spec import GEPA_DIR, SCRATCH_DB, JobSpec
 from handlers.jobs import NotEnoughData
 from optimization import OptimizationFailed
-from optimization.mlflow_errors import unanswered_request
 from optimization.model_calls import ModelCallFailed
 from schemas.config import PromptPolicy
 
@@ -129,33 +135,35 @@ def test_a_failed_mlflow_request_is_an_outage_only_for_its_tracking_server(
     assert tracking_answers("sqlite:///local.db") and not tracking_answers(down, timeout=1.0)
 
 
+def test_a_call_of_mlflow_is_one_of_its_api_on_its_server() -> None:
+    uri = "http://mlflow.internal:5000/prefix"
+    assert calls_mlflow(uri, "http://mlflow.internal:5000/prefix/api/2.0/mlflow/runs/get?run_id=1")
+    assert not calls_mlflow(uri, "http://mlflow.internal:5001/prefix/api/2.0/mlflow/runs/get"), "another port"
+    assert not calls_mlflow(uri, "http://mlflow.internal:5000/prefix/health"), "not its API"
+    assert calls_mlflow(uri, "/prefix/api/2.0/mlflow/runs/get", host="mlflow.internal"), "a path on its host"
+    assert not calls_mlflow(uri, "/prefix/api/2.0/mlflow/runs/get", host="judge.internal")
+
+
 def test_the_client_retry_watch_reports_mlflow_retries_only() -> None:
+    """Real urllib3 retries (connection refused): the watch reads urllib3's record, not its text."""
+    port = free_port()
     lines: list[str] = []
-    watch = ClientRetryWatch(f"http://127.0.0.1:{free_port()}", lines.append, interval_s=60)
+    watch = ClientRetryWatch(f"http://127.0.0.1:{port}", lines.append, interval_s=60)
     logger = logging.getLogger("urllib3.connectionpool")
     logger.addHandler(watch)
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", port, retries=urllib3.Retry(1, backoff_factor=0))
     try:
-        logger.warning(
-            "Retrying (%r) after connection broken by '%r': %s",
-            "Retry(total=6)",
-            "NewConnectionError()",
-            "/api/2.0/mlflow/runs/get",
-        )
-        logger.warning(
-            "Retrying (%r) after connection broken by '%r': %s",
-            "Retry(total=2)",
-            "NewConnectionError()",
-            "/v1/chat/completions",
-        )
-        logger.warning(
-            "Retrying (%r) after connection broken by '%r': %s",
-            "Retry(total=5)",
-            "NewConnectionError()",
-            "/api/2.0/mlflow/runs/get",
-        )
+        for path in ("/api/2.0/mlflow/runs/get", "/v1/chat/completions", "/api/2.0/mlflow/runs/get"):
+            with pytest.raises(urllib3.exceptions.MaxRetryError):
+                pool.urlopen("GET", path)
+        # urllib3's text without urllib3's record attribute: not a retry the watch counts
+        logger.warning("Retrying (%r) after connection broken by '%r': %s", "r", "e", "/api/2.0/mlflow/x")
     finally:
         logger.removeHandler(watch)
-    assert len(lines) == 2 and "has not answered since" in lines[-1] and lines[-1].endswith("(retry 2)")
+        pool.close()
+    assert len(lines) == 2 and "has not answered since" in lines[-1] and lines[-1].endswith("(retry 2)"), (
+        lines
+    )
 
 
 @pytest.mark.parametrize(
