@@ -24,8 +24,6 @@ from pydantic import TypeAdapter
 
 from daemon.jobs import prompt_versions
 from daemon.jobs.spec import SCRATCH_DB, OptimizerName
-from daemon.prompt_names import predictor_prompt as predictor_prompt  # re-exported
-from daemon.prompt_names import prompt_names as prompt_names
 from handlers.jobs import JobPlan
 from optimization import (
     RunLimits,
@@ -41,6 +39,7 @@ from optimization import (
 from optimization.import_ref import load_ref
 from optimization.metrics import adapt_metric, create_mlflow_based_metric, exact_match_metric
 from optimization.model_calls import governed, template_tokens
+from optimization.prompt_names import predictor_prompt
 from optimization.results import Candidate
 from schemas.config import PromptPolicy
 from schemas.events import StopReason

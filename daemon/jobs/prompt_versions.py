@@ -21,8 +21,8 @@ from daemon.prompt_version import TAG_CANARY_ABORTED as TAG_CANARY_ABORTED
 from daemon.prompt_version import TAG_GUARD_ROLLBACK as TAG_GUARD_ROLLBACK
 from daemon.prompt_version import TAG_PREVIOUS as TAG_PREVIOUS
 from daemon.prompt_version import TAG_REQUEST as TAG_REQUEST
-from daemon.prompt_version import Version as Version
 from handlers.promotion import Outcome, Registry
+from optimization.prompt_version import Version as Version
 from schemas.events import CANARY_ALIAS, PRODUCTION_ALIAS, TRAFFIC_SHARE_TAG
 
 _EXPERIMENT_VARS = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
