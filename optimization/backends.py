@@ -14,6 +14,7 @@ then rejects it).
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import mlflow
 from pydantic import TypeAdapter
 
 from optimization.dspy_gepa_optimizer import extract_prompts, run_dspy_gepa
+from optimization.errors import OptimizationFailed
 from optimization.evaluation import evaluate_per_example
 from optimization.import_ref import load_ref
 from optimization.metrics import adapt_metric, create_mlflow_based_metric, exact_match_metric
@@ -255,18 +257,36 @@ class DspyBackend(_Scoring):
         return Optimized(templates, result.metric_calls, _stop_reason(result.stopped_by), choice)
 
     def evaluate(self, records: Records, templates: Templates) -> list[float]:
+        """Per-example scores by `dspy.Evaluate` on the job's threads. A failed prediction scores 0,
+        as in the MLflow backend; a model call that failed for good is raised as the cause, and if
+        every prediction failed, OptimizationFailed (an outage must not look like a bad prompt)."""
         program = self.program(templates)
-        scores = []
+        examples = self.examples(records)
+        errors: list[Exception] = []
+        answered = threading.Event()
+
+        def predict(**inputs: Any) -> dspy.Prediction:
+            try:
+                prediction = program(**inputs)
+            except Exception as error:  # scored 0 by dspy.Evaluate; counted for the rule below
+                errors.append(error)
+                raise
+            answered.set()
+            return prediction
+
+        evaluate = dspy.Evaluate(
+            devset=examples,
+            metric=self.metric,
+            num_threads=self.num_threads,
+            max_errors=len(examples) + 1,  # every example is scored: failures never stop the run
+            failure_score=0.0,
+        )
         with governed() as calls, dspy.context(lm=self.lm):
-            for example in self.examples(records):
-                try:
-                    prediction = program(**example.inputs())
-                except Exception:  # a failed call scores 0, as in the MLflow backend
-                    scores.append(0.0)
-                    continue
-                scores.append(float(self.metric(example, prediction).score))
-        calls.raise_if_failed()  # a model call that failed for good is the cause, not a score of 0
-        return scores
+            result = evaluate(predict)
+        calls.raise_if_failed()
+        if errors and not answered.is_set():
+            raise OptimizationFailed("every prediction failed during evaluation", errors[0])
+        return [float(score) for _, _, score in result.results]
 
     def log(self, optimized: Optimized, run_name: str, tags: dict[str, str]) -> None:
         """Log the optimized program's state to an MLflow run tagged like the prompt versions
