@@ -1,11 +1,9 @@
-"""A prompt version as the daemon reads it from the MLflow Prompt Registry, and the daemon's tags on
-versions — importable without MLflow (the ops page of an ingest-only worker reads these)."""
+"""The daemon's tags on prompt versions, and what they say of a version — importable without MLflow
+(the ops page of an ingest-only worker reads these)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from optimization.score_tag import final_score_of
+from optimization.prompt_version import Version
 
 TAG_REQUEST = "gepa_stream.request_id"
 TAG_PREVIOUS = "gepa_stream.previous_production"
@@ -16,22 +14,6 @@ BLOCKING_TAGS = {TAG_GUARD_ROLLBACK: "guard", TAG_CANARY_ABORTED: "rollout"}
 """Tags of a version a live watch took out of traffic (-> the watcher): its template is not promoted again."""
 
 
-@dataclass(frozen=True, slots=True)
-class Version:
-    name: str
-    version: int
-    template: str
-    tags: dict[str, str]
-
-    @property
-    def uri(self) -> str:
-        return f"prompts:/{self.name}/{self.version}"
-
-    @property
-    def final_score(self) -> float | None:
-        """The tagged mean held-out score (`final_score`), None for a seed or a foreign non-number."""
-        return final_score_of(self.tags)
-
-    @property
-    def awaiting_approval(self) -> bool:
-        return self.tags.get(TAG_AWAITING) == "true"
+def awaiting_approval(version: Version) -> bool:
+    """Whether the version waits for an operator's approval (manual promotion mode)."""
+    return version.tags.get(TAG_AWAITING) == "true"

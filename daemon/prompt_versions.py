@@ -18,9 +18,9 @@ from daemon.prompt_version import BLOCKING_TAGS, TAG_AWAITING, TAG_PREVIOUS
 from daemon.prompt_version import TAG_CANARY_ABORTED as TAG_CANARY_ABORTED  # re-exported, as the next ones:
 from daemon.prompt_version import TAG_GUARD_ROLLBACK as TAG_GUARD_ROLLBACK
 from daemon.prompt_version import TAG_REQUEST as TAG_REQUEST
-from daemon.prompt_version import Version as Version
 from handlers.promotion import Outcome, Registry
 from optimization.mlflow_errors import no_alias, not_found
+from optimization.prompt_version import Version as Version
 from schemas.events import CANARY_ALIAS, PRODUCTION_ALIAS, TRAFFIC_SHARE_TAG
 
 _EXPERIMENT_VARS = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")

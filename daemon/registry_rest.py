@@ -38,7 +38,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
-from daemon.prompt_version import Version
+from optimization.prompt_version import Version
 from schemas.events import CANARY_ALIAS, PRODUCTION_ALIAS
 
 API = "/api/2.0/mlflow"

@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from daemon import prompt_versions
-from daemon.jobs.backends import prompt_names
 from daemon.jobs.outage import MLFLOW, answers_again, mlflow_outage
 from handlers.promotion import Outcome, judge_command, promotion_event
+from optimization.prompt_names import prompt_names
 from schemas import event_ids
 from schemas.config import PromotionPolicy, PromptPolicy
 from schemas.events import CommandData, CommandEvent

@@ -41,7 +41,7 @@ from pydantic import BaseModel
 
 from daemon import prompt_versions
 from daemon.jobs.attempts import ATTEMPTS_FILE, Ledger
-from daemon.jobs.backends import Backend, Optimized, backend_for, longest_template
+from daemon.jobs.backends import backend_for
 from daemon.jobs.outage import MLFLOW, ClientRetryWatch, mlflow_outage
 from daemon.jobs.run_lock import held_by_job_process
 from daemon.jobs.spec import (
@@ -67,6 +67,7 @@ from daemon.jobs.usage import call_policy, job_model_calls, log_usage_to_run, mo
 from handlers.jobs import JobPlan, NotEnoughData, plan_job
 from handlers.promotion import gate, judge_candidate, segment_scores
 from optimization import OptimizationFailed, RunLimits
+from optimization.backends import Backend, Optimized, longest_template
 from optimization.comparison import Comparison
 from optimization.model_calls import metered_task_calls, template_tokens
 from optimization.registry import cost_tags, score_tags
@@ -179,7 +180,7 @@ def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile, attempt: i
         plan = checkpoint(run_dir / PLAN_FILE, JobPlan, lambda: plan_job(examples, spec.policy))
         progress.stage("baseline")
         backend = backend_for(
-            spec.policy, plan, spec.num_threads, baseline=frozen(run_dir / BASELINE_FILE, Baseline)
+            spec.policy, plan, spec.num_threads, run_dir, baseline=frozen(run_dir / BASELINE_FILE, Baseline)
         )
         baseline = checkpoint(run_dir / BASELINE_FILE, Baseline, backend.baseline)
         candidate = _optimize(run_dir, spec, backend, plan, progress)
@@ -265,7 +266,7 @@ def _optimize(
             max_cost_usd=budget.max_cost_usd,
             calls=call_policy(spec.policy),
         )
-        optimized = backend.optimize(plan, limits)
+        optimized = backend.optimize(plan.train, plan.val, limits)
         templates, cleaned = optimized.templates, None
         if spec.policy.promotion.remove_repeated_rules:
             templates, cleaned = _without_repeats(optimized.templates)

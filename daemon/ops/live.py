@@ -19,14 +19,15 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from daemon.prompt_names import prompt_names
+from daemon.prompt_version import awaiting_approval
 from daemon.registry_rest import registry_reader
 from handlers.ops_history import OpsHistory
+from optimization.prompt_names import prompt_names
 from schemas.config import PolicyBook, PolicyFile
 from schemas.events import TRAFFIC_SHARE_TAG
 
 if TYPE_CHECKING:
-    from daemon.prompt_version import Version
+    from optimization.prompt_version import Version
 
 log = logging.getLogger("gepa_stream.ops")
 
@@ -127,7 +128,7 @@ class LiveVersions:
         if current is not None:
             tagged = current.final_score
             entry.score = tagged if tagged is not None else self.history.score_of(name, current.version)
-        entry.awaiting = [v.version for v in versions if v.awaiting_approval]
+        entry.awaiting = [v.version for v in versions if awaiting_approval(v)]
         entry.canary, entry.canary_share = canary_of(canary)
         entry.checked_at = time.time()
         entry.error = None

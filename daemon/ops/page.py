@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.ops.bus import OpsBus
 from daemon.ops.live import LiveVersions, canary_of
-from daemon.prompt_version import TAG_REQUEST
+from daemon.prompt_version import TAG_REQUEST, awaiting_approval
 from daemon.registry_rest import registry_reader
 from daemon.settings import Settings
 from handlers.ops_history import OpsHistory
@@ -266,7 +266,7 @@ class OpsPage:
                 "versions": [
                     {
                         "version": v.version,
-                        "awaiting_approval": v.awaiting_approval,
+                        "awaiting_approval": awaiting_approval(v),
                         "score": v.final_score,
                         "parent_version": _int_or_none(v.tags.get("gepa_stream.parent_version")),
                         "request_id": v.tags.get(TAG_REQUEST),

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from daemon import prompt_versions
 from daemon.broker import free_port
+from daemon.prompt_version import awaiting_approval
 from daemon.registry_rest import (
     INVALID_PARAMETER,
     MlflowRegistry,
@@ -128,7 +129,7 @@ def test_a_chat_template_and_the_daemons_tags_read_the_same(server_uri: str) -> 
     assert chat.tags == {}  # MLflow's own tags (text, type, model config) are not the version's
     seed, better, foreign = rest.versions("tagged")
     assert (seed.final_score, better.final_score, foreign.final_score) == (None, 0.8125, None)
-    assert (seed.awaiting_approval, better.awaiting_approval, foreign.awaiting_approval) == (
+    assert tuple(map(awaiting_approval, (seed, better, foreign))) == (
         False,
         True,
         False,
@@ -190,7 +191,7 @@ def test_reading_through_rest_never_imports_mlflow(server_uri: str) -> None:
         f"""
         import sys
         from daemon.registry_rest import registry_reader
-        from daemon.prompt_names import prompt_names
+        from optimization.prompt_names import prompt_names
         from schemas.config import PromptPolicy
         reader = registry_reader({server_uri!r})
         read = [reader.versions(n) for n in {PROMPTS!r}] + [reader.production("many"), reader.canary("many")]

@@ -10,8 +10,8 @@ from pathlib import Path
 import dspy
 import pytest
 
-from daemon.jobs.backends import longest_template, within_template_limit
 from daemon.jobs.usage import version_cost
+from optimization.backends import longest_template, within_template_limit
 from optimization.model_calls import (
     CallPolicy,
     Price,
