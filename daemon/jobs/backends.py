@@ -23,7 +23,8 @@ import mlflow
 from pydantic import TypeAdapter
 
 from daemon.jobs import prompt_versions
-from daemon.jobs.spec import SCRATCH_DB, OptimizerName
+from daemon.jobs.run_dir import RunDir
+from daemon.jobs.spec import OptimizerName
 from daemon.prompt_names import predictor_prompt as predictor_prompt  # re-exported
 from daemon.prompt_names import prompt_names as prompt_names
 from handlers.jobs import JobPlan
@@ -151,7 +152,7 @@ class MlflowBackend(_Scoring):
 
     def optimize(self, plan: JobPlan, limits: RunLimits) -> Optimized:
         assert limits.run_dir is not None  # jobs always have a run directory
-        scratch = Path(limits.run_dir).parent / SCRATCH_DB
+        scratch = RunDir.holding(Path(limits.run_dir)).scratch_db
         with prompt_versions.scratch_registry(scratch, self._baseline):
             outcome = self._run_gepa(plan, limits)
         best = dict(outcome.templates)
