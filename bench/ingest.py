@@ -300,7 +300,8 @@ class GepaJobInFlight:
     def __enter__(self) -> GepaJobInFlight:
         import mlflow
 
-        from daemon.jobs.spec import EXAMPLES_FILE, JOB_FILE, JobSpec, write_model
+        from daemon.jobs.run_dir import RunDir
+        from daemon.jobs.spec import JobSpec
         from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets
         from schemas import Example
         from schemas.config import PromptPolicy
@@ -317,16 +318,13 @@ class GepaJobInFlight:
                 "budget": {"max_metric_calls": 100000, "max_wall_time": "30m", "num_threads": 8},
             }
         )
-        write_model(
-            self.run_dir / JOB_FILE,
-            JobSpec(
-                request_id="bench-request",
-                prompt="bench_router",
-                policy=policy,
-                tracking_uri=self.tracking_uri,
-                window_size=120,
-                num_threads=8,
-            ),
+        spec = JobSpec(
+            request_id="bench-request",
+            prompt="bench_router",
+            policy=policy,
+            tracking_uri=self.tracking_uri,
+            window_size=120,
+            num_threads=8,
         )
         now = time.time()
         from datetime import UTC, datetime
@@ -340,10 +338,10 @@ class GepaJobInFlight:
                 if i % 3 == 0
                 else cast(dict[str, Any], r["expectations"]),
                 time=datetime.fromtimestamp(now, tz=UTC),
-            ).model_dump(mode="json")
+            )
             for i, r in enumerate(support_tickets(120))
         ]
-        (self.run_dir / EXAMPLES_FILE).write_text(json.dumps(examples))
+        RunDir(self.run_dir).freeze_inputs(spec, examples)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daemon.jobs.execute", str(self.run_dir)],
             cwd=ROOT,

@@ -6,39 +6,19 @@ from __future__ import annotations
 
 import signal
 from datetime import UTC, datetime
-from pathlib import Path
 
-from pydantic import BaseModel, Field
+from daemon.jobs.run_dir import RunDir
+from daemon.jobs.spec import Attempt, Ledger
 
-from daemon.jobs.spec import read_model, write_model
-
-ATTEMPTS_FILE = "attempts.json"
 DAEMON_DIED = "the daemon stopped while the job process ran (it died with the daemon)"
-
-
-class Attempt(BaseModel):
-    number: int
-    started: datetime
-    pid: int | None = None
-    ended: datetime | None = None
-    cause: str | None = Field(default=None, description="why it ended without a result (None: it has one)")
-    outage: str | None = Field(default=None, description="the dependency whose outage ended it")
-    counted: bool = Field(default=True, description="False when the daemon stopped it on a clean shutdown")
-    announced: bool = Field(default=False, description="its `retrying` event was sent")
-
-
-class Ledger(BaseModel):
-    attempts: list[Attempt] = Field(default_factory=list)
-    started_announced: bool = Field(default=False, description="the job's `started` event was sent")
 
 
 class Attempts:
     """The ledger of one run directory; every change is written through (atomically)."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ATTEMPTS_FILE
-        found = read_model(self.path, Ledger)
-        self.ledger = found or Ledger()
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.ledger = run.ledger() or Ledger()
         stale = [a for a in self.ledger.attempts if a.ended is None]
         for attempt in stale:  # we hold the run dir's lock: an open attempt died with its daemon
             attempt.ended, attempt.cause = datetime.now(UTC), DAEMON_DIED
@@ -73,7 +53,7 @@ class Attempts:
         self.update(attempt, ended=datetime.now(UTC), cause=cause, outage=outage, counted=counted)
 
     def _save(self) -> None:
-        write_model(self.path, self.ledger)
+        self.run.write_ledger(self.ledger)
 
 
 def describe_exit(code: int) -> str:

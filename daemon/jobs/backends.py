@@ -4,10 +4,8 @@ store, where MLflow GEPA registers its trial versions."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from daemon import prompt_versions
-from daemon.jobs.spec import SCRATCH_DB
+from daemon.jobs.run_dir import RunDir
 from handlers.jobs import JobPlan
 from optimization.backends import Backend, DspyBackend, MlflowBackend
 from optimization.prompt_version import Version
@@ -18,7 +16,7 @@ def backend_for(
     policy: PromptPolicy,
     plan: JobPlan,
     num_threads: int,
-    run_dir: Path,
+    run: RunDir,
     baseline: dict[str, Version] | None = None,
 ) -> Backend:
     """The policy's backend; `plan` supplies the rated outputs of the SME-rating scorer; `baseline`
@@ -34,7 +32,7 @@ def backend_for(
     return MlflowBackend(
         policy,
         baseline_of,
-        lambda version: prompt_versions.scratch_registry(run_dir / SCRATCH_DB, version),
+        lambda version: prompt_versions.scratch_registry(run.scratch_db, version),
         plan.rated,
         num_threads,
     )

@@ -5,33 +5,21 @@ waits for MLflow after an outage. A killed or interrupted job resumes from the d
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from daemon import prometheus_metrics
 from daemon.jobs.announcer import Announcer
-from daemon.jobs.attempts import Attempt, Attempts, describe_exit
-from daemon.jobs.launcher import JOB_LOG, run_job_process
+from daemon.jobs.attempts import Attempts, describe_exit
+from daemon.jobs.launcher import run_job_process
 from daemon.jobs.outage import MLFLOW, answers_again
+from daemon.jobs.run_dir import RunDir
 from daemon.jobs.snapshot_reader import SnapshotError, read_snapshot
-from daemon.jobs.spec import (
-    EXAMPLES_FILE,
-    JOB_FILE,
-    RESULT_FILE,
-    SIDE_EFFECTS_FILE,
-    JobResult,
-    JobSpec,
-    SideEffects,
-    read_model,
-    write_atomically,
-    write_model,
-)
+from daemon.jobs.spec import Attempt, JobResult, JobSpec
 from daemon.settings import Settings
 from schemas import event_ids
 from schemas.config import PromptPolicy
@@ -84,7 +72,7 @@ class JobDriver:
         self._slots = asyncio.Semaphore(settings.max_concurrent_jobs)
 
     async def drive(
-        self, run_dir: Path, request: OptimizationEvent, state: JobState, lock_fd: int
+        self, run: RunDir, request: OptimizationEvent, state: JobState, lock_fd: int
     ) -> JobResult:
         """The job's final result; the caller holds the run directory's lock (`lock_fd`).
 
@@ -97,18 +85,18 @@ class JobDriver:
            announced as `retrying`, once, and tried again; any other result is final.
         """
         data = request.data
-        result = read_model(run_dir / RESULT_FILE, JobResult)
+        result = run.result()
         if result is not None and result.final:
             return result
-        attempts = Attempts(run_dir)  # an attempt cut short by the daemon's death ends here
+        attempts = Attempts(run)  # an attempt cut short by the daemon's death ends here
         if not attempts.ledger.started_announced:
             await self.announcer.status(data.prompt, data.request_id, "started", budget=data.budget)
             attempts.update(attempts.ledger, started_announced=True)
-        spec = await self._freeze(run_dir, request)
+        spec = await self._freeze(run, request)
         if isinstance(spec, JobResult):
             return spec
         if result is not None:  # a retryable result the daemon died before handling
-            _set_aside(run_dir, attempts, result)
+            _set_aside(run, attempts, result)
         limit = spec.policy.budget.max_attempts
         state.attempt, state.max_attempts = attempts.used, limit
         await self._announce_retrying(data, attempts, limit)
@@ -117,13 +105,13 @@ class JobDriver:
             if last is not None and last.outage is not None and attempts.used < limit:
                 if not await self._wait_for_mlflow(spec, last, state):
                     error = f"{MLFLOW} at {spec.tracking_uri} did not answer within max_outage_wait after attempt {attempts.used} of {limit}: {last.cause}"
-                    return _final(run_dir, JobResult(status="failed", error=error))
+                    return _final(run, JobResult(status="failed", error=error))
             if attempts.used >= limit:
                 causes = "; ".join(
                     f"attempt {a.number}: {a.cause}" for a in attempts.ledger.attempts if a.counted
                 )
                 error = f"no result after {limit} attempt{'s' if limit > 1 else ''} (budget.max_attempts): {causes}"
-                return _final(run_dir, JobResult(status="failed", error=error))
+                return _final(run, JobResult(status="failed", error=error))
             attempt = attempts.begin()
             state.attempt = attempts.used
             async with self._slots:
@@ -131,14 +119,14 @@ class JobDriver:
                 state.running = True
                 state.started_at = state.started_at or time.time()
                 try:
-                    result = await self._attempt(run_dir, spec, attempts, attempt, state, lock_fd)
+                    result = await self._attempt(run, spec, attempts, attempt, state, lock_fd)
                 finally:
                     state.running = False
                     prometheus_metrics.JOBS_IN_FLIGHT.dec()
             if result is not None and result.final:
                 return result
             if result is not None:
-                _set_aside(run_dir, attempts, result)
+                _set_aside(run, attempts, result)
             await self._announce_retrying(data, attempts, limit)
 
     async def _announce_retrying(self, data: OptimizationData, attempts: Attempts, limit: int) -> None:
@@ -165,10 +153,10 @@ class JobDriver:
         )
         attempts.update(last, announced=True)
 
-    async def _freeze(self, run_dir: Path, request: OptimizationEvent) -> JobSpec | JobResult:
+    async def _freeze(self, run: RunDir, request: OptimizationEvent) -> JobSpec | JobResult:
         """The job's spec, and its window frozen in the run dir on first start (a failed result if unreadable)."""
         data = request.data
-        if not (run_dir / EXAMPLES_FILE).exists():
+        if not run.inputs_frozen():
             try:
                 examples = await read_snapshot(request, self.client_options)
             except SnapshotError as exc:
@@ -184,15 +172,12 @@ class JobDriver:
                 window_size=len(examples),
                 num_threads=policy.budget.num_threads,
             )
-            write_model(run_dir / JOB_FILE, spec)
-            write_atomically(
-                run_dir / EXAMPLES_FILE, json.dumps([e.model_dump(mode="json") for e in examples]).encode()
-            )
-        return JobSpec.model_validate_json((run_dir / JOB_FILE).read_bytes())
+            run.freeze_inputs(spec, examples)
+        return run.spec()
 
     async def _attempt(
         self,
-        run_dir: Path,
+        run: RunDir,
         spec: JobSpec,
         attempts: Attempts,
         attempt: Attempt,
@@ -208,7 +193,7 @@ class JobDriver:
             state.pid = pid
 
         try:
-            code = await run_job_process(run_dir, attempt.number, lock_fd, wall, started)
+            code = await run_job_process(run, attempt.number, lock_fd, wall, started)
         except asyncio.CancelledError:
             attempts.end(attempt, state.stop_cause, counted=False)
             raise
@@ -216,13 +201,11 @@ class JobDriver:
             error = f"the job exceeded its wall time ({wall:.0f}s) and was killed"
             attempts.end(attempt, error)
             return JobResult(status="failed", error=error)
-        result = read_model(run_dir / RESULT_FILE, JobResult)
+        result = run.result()
         if result is not None:
             attempts.end(attempt, None if result.final else result.error, outage=result.outage)
             return result
-        attempts.end(
-            attempt, f"the job process {describe_exit(code)} without a result (see {run_dir / JOB_LOG})"
-        )
+        attempts.end(attempt, f"the job process {describe_exit(code)} without a result (see {run.job_log})")
         return None
 
     async def _wait_for_mlflow(self, spec: JobSpec, failed: Attempt, state: JobState) -> bool:
@@ -254,20 +237,20 @@ class JobDriver:
         return True
 
 
-def _final(run_dir: Path, result: JobResult) -> JobResult:
+def _final(run: RunDir, result: JobResult) -> JobResult:
     """A failure the runner decided: it carries the side effects the job process did (so they
     are announced) and is written as the job's result (a redelivery re-announces it)."""
-    done = read_model(run_dir / SIDE_EFFECTS_FILE, SideEffects)
+    done = run.side_effects()
     if done is not None:
         result = result.model_copy(update={"registered": done.registered, "decisions": done.decisions})
-    write_model(run_dir / RESULT_FILE, result)
+    run.write_result(result)
     return result
 
 
-def _set_aside(run_dir: Path, attempts: Attempts, result: JobResult) -> None:
+def _set_aside(run: RunDir, attempts: Attempts, result: JobResult) -> None:
     """Keep a retryable result (an outage, a resumable failure) as its attempt's record, out of
     the way of the next attempt."""
     last = attempts.last
     if last is not None:
         attempts.update(last, ended=last.ended or datetime.now(UTC), cause=result.error, outage=result.outage)
-    (run_dir / RESULT_FILE).replace(run_dir / f"result.attempt-{last.number if last else 0}.json")
+    run.set_result_aside(last.number if last else 0)

@@ -27,7 +27,6 @@ attempts remain.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import threading
@@ -37,74 +36,44 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from pydantic import BaseModel
 
 from daemon import prompt_versions
-from daemon.jobs.attempts import ATTEMPTS_FILE, Ledger
 from daemon.jobs.backends import backend_for
 from daemon.jobs.outage import MLFLOW, ClientRetryWatch, mlflow_outage
+from daemon.jobs.run_dir import RunDir
 from daemon.jobs.run_lock import held_by_job_process
 from daemon.jobs.spec import (
-    EXAMPLES_FILE,
-    GEPA_DIR,
-    JOB_FILE,
-    PROGRESS_FILE,
-    RESULT_FILE,
-    SCRATCH_DB,
-    SIDE_EFFECTS_FILE,
+    Baseline,
+    CandidateCheckpoint,
     Decision,
+    HeldOut,
     JobResult,
     JobSpec,
     Progress,
     RegisteredVersion,
     SideEffects,
-    checkpoint,
-    frozen,
-    read_model,
-    write_model,
 )
 from daemon.jobs.usage import call_policy, job_model_calls, log_usage_to_run, model_usage, version_cost
 from handlers.jobs import JobPlan, NotEnoughData, plan_job
 from handlers.promotion import gate, judge_candidate, segment_scores
 from optimization import OptimizationFailed, RunLimits
 from optimization.backends import Backend, Optimized, longest_template
-from optimization.comparison import Comparison
 from optimization.model_calls import metered_task_calls, template_tokens
 from optimization.registry import cost_tags, score_tags
 from optimization.results import HeldOutScores, mean
 from optimization.rule_dedup import remove_repeated_rules
-from schemas.events import Example, StopReason, VersionCost
+from schemas.events import VersionCost
 
-Baseline = dict[str, prompt_versions.Version]
-PLAN_FILE = "plan.json"
-BASELINE_FILE = "baseline.json"
-CANDIDATE_FILE = "candidate.json"
-SCORES_FILE = "scores.json"
-GATE_FILE = "gate.json"
 HOLD_AT_VAR = "GEPA_STREAM_JOB_HOLD_AT"
 DECIDED = (OptimizationFailed, NotEnoughData, LookupError, ValueError)  # failures that end a job
-
-
-class CandidateCheckpoint(BaseModel):
-    templates: dict[str, str]
-    metric_calls: int
-    stopped_by: StopReason | None = None
-    choice: str | None = None  # why not GEPA's best: the best candidate within max_template_tokens
-
-
-class HeldOut(BaseModel):
-    baseline: list[float]
-    candidate: list[float]
-    baseline_cost: VersionCost | None = None  # None in a checkpoint older than the measurement
-    candidate_cost: VersionCost | None = None
 
 
 class ProgressFile:
     """`progress.json`: the stage, and what the process waits for; written by the job's thread
     and by the MLflow retry watch (hence the lock)."""
 
-    def __init__(self, run_dir: Path, prompt: str, attempt: int) -> None:
-        self.path = run_dir / PROGRESS_FILE
+    def __init__(self, run: RunDir, prompt: str, attempt: int) -> None:
+        self.run = run
         self.prompt = prompt
         self.attempt = attempt
         self._progress = Progress(stage="start", pid=os.getpid())
@@ -132,7 +101,7 @@ class ProgressFile:
     def _write(self, **fields: Any) -> None:
         with self._lock:
             self._progress = self._progress.model_copy(update=fields)
-            write_model(self.path, self._progress)
+            self.run.write_progress(self._progress)
 
     def _hold_for_drill(self, stage: str) -> None:
         """Crash drills: `GEPA_STREAM_JOB_HOLD_AT=<stage>` (or `<prompt>=<stage>,...`) holds a job's
@@ -140,7 +109,7 @@ class ProgressFile:
         OOM killer would there) — only until one attempt has ended counted (killed): an attempt
         the runner stopped (shutdown, a revoked partition) is held again. The run directory
         then shows how it resumes."""
-        ledger = read_model(self.path.parent / ATTEMPTS_FILE, Ledger)
+        ledger = self.run.ledger()
         earlier = ledger.attempts if ledger is not None else []
         if any(a.counted for a in earlier if a.number < self.attempt):
             return
@@ -156,44 +125,42 @@ def _seed(request_id: str) -> int:
     return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "big")
 
 
-def run_job(run_dir: Path, attempt: int = 1) -> JobResult:
-    """Run (or resume) the job in `run_dir` and write its `result.json`; never raises."""
-    spec = JobSpec.model_validate_json((run_dir / JOB_FILE).read_bytes())
-    progress = ProgressFile(run_dir, spec.prompt, attempt)
+def run_job(run: RunDir, attempt: int = 1) -> JobResult:
+    """Run (or resume) the job in `run` and write its `result.json`; never raises."""
+    spec = run.spec()
+    progress = ProgressFile(run, spec.prompt, attempt)
     ClientRetryWatch.install(spec.tracking_uri, progress.waiting)
-    with job_model_calls(spec, run_dir) as calls:
-        result = _run_stages(run_dir, spec, progress, attempt)
+    with job_model_calls(spec, run) as calls:
+        result = _run_stages(run, spec, progress, attempt)
     result.usage = model_usage(calls.ledger.snapshot())
     if result.outage is None:  # with MLflow down, its run cannot take the record
         log_usage_to_run(spec, result)
-    write_model(run_dir / RESULT_FILE, result)
+    run.write_result(result)
     progress.stage("done", result.status)
     return result
 
 
-def _run_stages(run_dir: Path, spec: JobSpec, progress: ProgressFile, attempt: int) -> JobResult:
-    examples = [Example.model_validate(e) for e in json.loads((run_dir / EXAMPLES_FILE).read_bytes())]
+def _run_stages(run: RunDir, spec: JobSpec, progress: ProgressFile, attempt: int) -> JobResult:
+    examples = run.examples()
     try:
         mlflow.set_tracking_uri(spec.tracking_uri)
         mlflow.set_experiment(spec.experiment)  # explicit, whatever MLFLOW_EXPERIMENT_* the daemon inherited
         progress.stage("plan")
-        plan = checkpoint(run_dir / PLAN_FILE, JobPlan, lambda: plan_job(examples, spec.policy))
+        plan = run.checkpoint_plan(lambda: plan_job(examples, spec.policy))
         progress.stage("baseline")
-        backend = backend_for(
-            spec.policy, plan, spec.num_threads, run_dir, baseline=frozen(run_dir / BASELINE_FILE, Baseline)
-        )
-        baseline = checkpoint(run_dir / BASELINE_FILE, Baseline, backend.baseline)
-        candidate = _optimize(run_dir, spec, backend, plan, progress)
-        scores = _evaluate(run_dir, backend, plan.heldout, baseline, candidate, progress)
-        registered = _register(run_dir, spec, backend, plan, baseline, candidate, scores, progress)
+        backend = backend_for(spec.policy, plan, spec.num_threads, run, baseline=run.frozen_baseline())
+        baseline = run.checkpoint_baseline(backend.baseline)
+        candidate = _optimize(run, spec, backend, plan, progress)
+        scores = _evaluate(run, backend, plan.heldout, baseline, candidate, progress)
+        registered = _register(run, spec, backend, plan, baseline, candidate, scores, progress)
         decisions = _gate_and_promote(
-            run_dir, spec, registered, scores, plan.segments, progress, candidate.choice
+            run, spec, registered, scores, plan.segments, progress, candidate.choice
         )
     except DECIDED as exc:
-        return _attempt_failed(run_dir, exc, spec, attempt)
+        return _attempt_failed(run, exc, spec, attempt)
     except Exception as exc:  # an unexpected failure still ends the job with its cause
         traceback.print_exc()
-        return _attempt_failed(run_dir, exc, spec, attempt)
+        return _attempt_failed(run, exc, spec, attempt)
     return JobResult(
         status="completed",
         optimizer=backend.optimizer,
@@ -221,16 +188,14 @@ def _failed(exc: BaseException, spec: JobSpec) -> JobResult:
     )
 
 
-def _attempt_failed(run_dir: Path, exc: BaseException, spec: JobSpec, attempt: int) -> JobResult:
+def _attempt_failed(run: RunDir, exc: BaseException, spec: JobSpec, attempt: int) -> JobResult:
     """The attempt's failed result. An undecided failure after a killed attempt may be something
     the kill left half-done, so the optimize stage's working state is set aside (as
     `<name>.attempt-N`) and the result is resumable: the next attempt rebuilds it. The
     checkpoints are atomic and stay."""
     result = _failed(exc, spec)
-    if result.outage is None and _undecided(exc) and _follows_a_kill(run_dir, attempt):
-        for name in (GEPA_DIR, SCRATCH_DB):
-            if (run_dir / name).exists():
-                (run_dir / name).replace(run_dir / f"{name}.attempt-{attempt}")
+    if result.outage is None and _undecided(exc) and _follows_a_kill(run, attempt):
+        run.set_working_state_aside(attempt)
         result.resumable = True
     return result
 
@@ -243,15 +208,15 @@ def _undecided(exc: BaseException) -> bool:
     return not isinstance(exc, DECIDED)
 
 
-def _follows_a_kill(run_dir: Path, attempt: int) -> bool:
+def _follows_a_kill(run: RunDir, attempt: int) -> bool:
     """Whether an earlier attempt of the job ended without a result (killed, or with its daemon)."""
-    ledger = read_model(run_dir / ATTEMPTS_FILE, Ledger)
+    ledger = run.ledger()
     earlier = ledger.attempts if ledger is not None else []
     return any(a.number < attempt and a.cause is not None and a.outage is None for a in earlier)
 
 
 def _optimize(
-    run_dir: Path, spec: JobSpec, backend: Backend, plan: JobPlan, progress: ProgressFile
+    run: RunDir, spec: JobSpec, backend: Backend, plan: JobPlan, progress: ProgressFile
 ) -> CandidateCheckpoint:
     def gepa() -> CandidateCheckpoint:
         progress.stage("optimize", f"GEPA on {len(plan.train)} train / {len(plan.val)} val examples")
@@ -261,7 +226,7 @@ def _optimize(
             max_metric_calls=budget.max_metric_calls,
             max_wall_time=budget.max_wall_time.total_seconds(),
             num_threads=spec.num_threads,
-            run_dir=str(run_dir / GEPA_DIR),
+            run_dir=str(run.gepa_dir),
             progress=progress.gepa,
             max_cost_usd=budget.max_cost_usd,
             calls=call_policy(spec.policy),
@@ -277,7 +242,7 @@ def _optimize(
             choice="; ".join(part for part in (optimized.choice, cleaned) if part) or None,
         )
 
-    return checkpoint(run_dir / CANDIDATE_FILE, CandidateCheckpoint, gepa)
+    return run.checkpoint_candidate(gepa)
 
 
 def _without_repeats(templates: dict[str, str]) -> tuple[dict[str, str], str | None]:
@@ -293,7 +258,7 @@ def _without_repeats(templates: dict[str, str]) -> tuple[dict[str, str], str | N
 
 
 def _evaluate(
-    run_dir: Path,
+    run: RunDir,
     backend: Backend,
     heldout: list[dict[str, Any]],
     baseline: Baseline,
@@ -317,7 +282,7 @@ def _evaluate(
             candidate_cost=candidate_cost,
         )
 
-    held = checkpoint(run_dir / SCORES_FILE, HeldOut, score)
+    held = run.checkpoint_scores(score)
     if held.candidate_cost is None:  # a checkpoint older than the measurement: the lengths at least
         held = held.model_copy(
             update={
@@ -331,7 +296,7 @@ def _evaluate(
 
 
 def _register(
-    run_dir: Path,
+    run: RunDir,
     spec: JobSpec,
     backend: Backend,
     plan: JobPlan,
@@ -359,7 +324,7 @@ def _register(
         registered.append(
             RegisteredVersion(name=name, version=version.version, uri=version.uri, parent_version=parent)
         )
-    write_model(run_dir / SIDE_EFFECTS_FILE, SideEffects(registered=registered))
+    run.write_side_effects(SideEffects(registered=registered))
     backend.log(
         Optimized(candidate.templates, candidate.metric_calls),
         f"gepa-stream {spec.request_id}",
@@ -369,7 +334,7 @@ def _register(
 
 
 def _gate_and_promote(
-    run_dir: Path,
+    run: RunDir,
     spec: JobSpec,
     registered: list[RegisteredVersion],
     scores: HeldOut,
@@ -383,9 +348,7 @@ def _gate_and_promote(
     idempotent on a resume. A candidate chosen under the template limit says so in its reason."""
     policy = spec.policy
     progress.stage("gate")
-    comparison = checkpoint(
-        run_dir / GATE_FILE,
-        Comparison,
+    comparison = run.checkpoint_gate(
         lambda: gate(
             scores.baseline,
             scores.candidate,
@@ -419,7 +382,7 @@ def _gate_and_promote(
                 reason=f"{outcome.reason}; {choice}" if choice else outcome.reason,
             )
         )
-    write_model(run_dir / SIDE_EFFECTS_FILE, SideEffects(registered=registered, decisions=decisions))
+    run.write_side_effects(SideEffects(registered=registered, decisions=decisions))
     progress.stage("promote", "; ".join(f"{d.name} v{d.to_version}: {d.decision}" for d in decisions))
     return decisions
 
@@ -428,9 +391,9 @@ def main() -> None:
     """Entry point of the job process; exit code 0 once `result.json` is written. It inherits the
     daemon's environment, quieted by the CLI before MLflow and litellm were first imported, and
     drives the run directory only while it holds the directory's lock (`daemon/jobs/run_lock.py`)."""
-    run_dir = Path(sys.argv[1])
-    with held_by_job_process(run_dir):
-        run_job(run_dir, int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+    run = RunDir(Path(sys.argv[1]))
+    with held_by_job_process(run):
+        run_job(run, int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 
 
 if __name__ == "__main__":

@@ -13,30 +13,28 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from daemon.broker import die_with_parent
 from daemon.jobs.outage import MLFLOW
+from daemon.jobs.run_dir import RunDir
 from daemon.jobs.run_lock import LOCK_FD_VAR
-from daemon.jobs.spec import PROGRESS_FILE, Progress, read_model
 
 log = logging.getLogger("gepa_stream.jobs")
 WATCH_S = 1.0
 TERM_GRACE_S = 2.0
-JOB_LOG = "job.log"
 
 
 async def run_job_process(
-    run_dir: Path, attempt: int, lock_fd: int, wall_s: float, on_start: Callable[[int], None]
+    run: RunDir, attempt: int, lock_fd: int, wall_s: float, on_start: Callable[[int], None]
 ) -> int | None:
     """The job process's exit code, or None if it reached `wall_s` and was killed. It inherits
     the run directory's locked descriptor `lock_fd`; `on_start(pid)` runs once it exists."""
-    with (run_dir / JOB_LOG).open("ab") as job_log:
+    with run.job_log.open("ab") as job_log:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "daemon.jobs.execute",
-            str(run_dir),
+            str(run.path),
             str(attempt),
             stdout=job_log,
             stderr=job_log,
@@ -46,13 +44,13 @@ async def run_job_process(
         )
     on_start(process.pid)
     try:
-        return await _watch(process, run_dir, wall_s)
+        return await _watch(process, run, wall_s)
     except asyncio.CancelledError:
         await _stop(process)
         raise
 
 
-async def _watch(process: asyncio.subprocess.Process, run_dir: Path, wall_s: float) -> int | None:
+async def _watch(process: asyncio.subprocess.Process, run: RunDir, wall_s: float) -> int | None:
     """Wait for the job process (None if it hit `wall_s` and was killed), logging when it
     starts and stops waiting on MLflow's client retries."""
     loop = asyncio.get_running_loop()
@@ -68,12 +66,12 @@ async def _watch(process: asyncio.subprocess.Process, run_dir: Path, wall_s: flo
                 process.kill()
                 await exited
                 return None
-            progress = read_model(run_dir / PROGRESS_FILE, Progress)
+            progress = run.progress()
             waiting = progress.waiting if progress is not None and progress.pid == process.pid else ""
             if waiting and not noted:
-                log.warning("job %s waits: %s", run_dir.name, waiting)
+                log.warning("job %s waits: %s", run.path.name, waiting)
             elif noted and not waiting:
-                log.warning("job %s: %s answers again", run_dir.name, MLFLOW)
+                log.warning("job %s: %s answers again", run.path.name, MLFLOW)
             noted = waiting
         return exited.result()
     finally:

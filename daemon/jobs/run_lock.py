@@ -16,13 +16,11 @@ import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
 
-LOCK_FILE = "run.lock"
-HOLDERS_FILE = "holders.log"
+from daemon.jobs.run_dir import RunDir
+
 LOCK_FD_VAR = "GEPA_STREAM_RUN_LOCK_FD"
 POLL_S = 0.2
 log = logging.getLogger("gepa_stream.jobs")
@@ -37,14 +35,14 @@ def _try_lock(fd: int) -> bool:
 
 
 @asynccontextmanager
-async def driving(run_dir: Path) -> AsyncIterator[int]:
+async def driving(run: RunDir) -> AsyncIterator[int]:
     """Hold the run directory's lock (waiting, cancellably, while another process holds it);
     yields the locked descriptor for the job process to inherit."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    run.path.mkdir(parents=True, exist_ok=True)
+    fd = run.open_lock()
     try:
         if not _try_lock(fd):
-            log.warning("%s is driven by another process; waiting for it to end", run_dir)
+            log.warning("%s is driven by another process; waiting for it to end", run.path)
             while not _try_lock(fd):
                 await asyncio.sleep(POLL_S)
         yield fd
@@ -53,7 +51,7 @@ async def driving(run_dir: Path) -> AsyncIterator[int]:
 
 
 @contextmanager
-def held_by_job_process(run_dir: Path) -> Iterator[None]:
+def held_by_job_process(run: RunDir) -> Iterator[None]:
     """In the job process: hold the lock (the runner's inherited descriptor, or our own, waiting
     for it) and record this holder's start and end in `holders.log`. SIGTERM (the runner
     stopping it, or PR_SET_PDEATHSIG when its daemon dies) ends the process, recording the end
@@ -68,24 +66,19 @@ def held_by_job_process(run_dir: Path) -> Iterator[None]:
         signal.sigwait({signal.SIGTERM})
         with guard:
             if holding:
-                _record(run_dir, "end")
+                run.record_holder("end")
             os._exit(128 + signal.SIGTERM)
 
     threading.Thread(target=watch, name="sigterm-watch", daemon=True).start()
     inherited = os.environ.get(LOCK_FD_VAR)
-    fd = int(inherited) if inherited else os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = int(inherited) if inherited else run.open_lock()
     fcntl.flock(fd, fcntl.LOCK_EX)  # on the inherited (locked) description: at once
     with guard:
-        _record(run_dir, "start")
+        run.record_holder("start")
         holding = True
     try:
         yield
     finally:
         with guard:
-            _record(run_dir, "end")
+            run.record_holder("end")
             holding = False
-
-
-def _record(run_dir: Path, what: str) -> None:
-    with (run_dir / HOLDERS_FILE).open("a") as holders:
-        holders.write(f"{what} {os.getpid()} {time.time_ns()}\n")

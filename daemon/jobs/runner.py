@@ -23,8 +23,8 @@ from daemon.jobs.announcer import Announcer
 from daemon.jobs.commands import Commands
 from daemon.jobs.driver import SHUTDOWN, JobDriver, JobState
 from daemon.jobs.offsets import Hold, OffsetTracker
+from daemon.jobs.run_dir import RunDir
 from daemon.jobs.run_lock import driving
-from daemon.jobs.spec import JOB_FILE, PROGRESS_FILE, JobSpec, Progress, read_model
 from daemon.settings import Settings
 from schemas.config import PolicyBook, PolicyFile
 from schemas.events import CommandEvent, OptimizationEvent
@@ -161,11 +161,11 @@ class JobRunner:
         3. announce it: registered -> promotion -> completed | failed, each acknowledged;
         4. release the offset's hold; the loop's next commit covers it.
         A failure to announce (broker down) leaves the hold: the request is redelivered."""
-        run_dir = self.jobs_dir / request.data.request_id
+        run = RunDir(self.jobs_dir / request.data.request_id)
         try:
-            async with driving(run_dir) as lock_fd:  # 1
+            async with driving(run) as lock_fd:  # 1
                 state.holding_run_dir = True
-                result = await driver.drive(run_dir, request, state, lock_fd)  # 2
+                result = await driver.drive(run, request, state, lock_fd)  # 2
                 await driver.announcer.result(request, result)  # 3
         except asyncio.CancelledError:
             raise
@@ -216,8 +216,8 @@ class JobRunner:
         retries), and GEPA's metric calls of the budget, best score so far and start time."""
         jobs = {}
         for request_id, work in self._jobs.items():
-            progress = read_model(self.jobs_dir / request_id / PROGRESS_FILE, Progress)
-            spec = read_model(self.jobs_dir / request_id / JOB_FILE, JobSpec)
+            run = RunDir(self.jobs_dir / request_id)
+            progress, spec = run.progress(), run.spec_if_frozen()
             state = work.state
             budget = spec.policy.budget if spec is not None else None
             jobs[request_id] = {

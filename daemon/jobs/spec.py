@@ -1,16 +1,17 @@
-"""The files a job's run directory holds: what to run (`job.json`), what its process is doing
-(`progress.json`), the side effects it has done in MLflow (`side_effects.json`) and how it
-ended (`result.json`). The runner writes the first, the job process the others; a restart
-reads them to resume or to re-announce without re-running."""
+"""The formats of the files a job's run directory holds (`daemon/jobs/run_dir.py` names, reads
+and writes them): what to run (`job.json`), its attempts, what its process is doing
+(`progress.json`), the stages' checkpoints, the side effects it has done in MLflow
+(`side_effects.json`) and how it ended (`result.json`). A restart reads them to resume or to
+re-announce without re-running, so a field is only ever added, with a default."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field
 
+from daemon.prompt_version import Version
 from schemas.config import PromptPolicy
 from schemas.events import (
     ModelUsage,
@@ -21,16 +22,8 @@ from schemas.events import (
     VersionCost,
 )
 
-JOB_FILE = "job.json"
-EXAMPLES_FILE = "examples.json"
-RESULT_FILE = "result.json"
-PROGRESS_FILE = "progress.json"
-SIDE_EFFECTS_FILE = "side_effects.json"
-GEPA_DIR = "gepa"  # GEPA's own state (`gepa_state.bin`): a resumed optimize stage goes on from it
-SCRATCH_DB = "scratch-mlflow.db"  # the MLflow store `optimize_prompts` registers its trial versions in
-T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
+Baseline = dict[str, Version]  # per prompt name, the production version a job started from
 
 
 class JobSpec(BaseModel):
@@ -125,40 +118,33 @@ class Progress(BaseModel):
     )
 
 
-def read_model(path: Path, model: type[M]) -> M | None:
-    """The model in `path`, or None if the file is missing or half-written."""
-    try:
-        return model.model_validate_json(path.read_bytes())
-    except (OSError, ValueError):
-        return None
+class Attempt(BaseModel):
+    number: int
+    started: datetime
+    pid: int | None = None
+    ended: datetime | None = None
+    cause: str | None = Field(default=None, description="why it ended without a result (None: it has one)")
+    outage: str | None = Field(default=None, description="the dependency whose outage ended it")
+    counted: bool = Field(default=True, description="False when the daemon stopped it on a clean shutdown")
+    announced: bool = Field(default=False, description="its `retrying` event was sent")
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write then rename, so a crash never leaves half a file behind."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+class Ledger(BaseModel):
+    """Every start of a job's process and how it ended (`daemon/jobs/attempts.py` keeps it)."""
+
+    attempts: list[Attempt] = Field(default_factory=list)
+    started_announced: bool = Field(default=False, description="the job's `started` event was sent")
 
 
-def write_model(path: Path, value: BaseModel) -> None:
-    """`value` as JSON in `path`, atomically."""
-    write_atomically(path, value.model_dump_json(indent=2).encode())
+class CandidateCheckpoint(BaseModel):
+    templates: dict[str, str]
+    metric_calls: int
+    stopped_by: StopReason | None = None
+    choice: str | None = None  # why not GEPA's best: the best candidate within max_template_tokens
 
 
-def frozen(path: Path, kind: Any) -> Any:
-    """The value a checkpoint froze in `path`, or None if there is none (yet)."""
-    try:
-        return TypeAdapter(kind).validate_json(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-
-
-def checkpoint(path: Path, kind: Any, compute: Callable[[], T]) -> T:
-    """The value frozen in `path`; else `compute()`, frozen there first (atomically), so a
-    resumed job takes every decision input from its first computation."""
-    found = frozen(path, kind)
-    if found is not None:
-        return found
-    value = compute()
-    write_atomically(path, TypeAdapter(kind).dump_json(value, indent=2))
-    return value
+class HeldOut(BaseModel):
+    baseline: list[float]
+    candidate: list[float]
+    baseline_cost: VersionCost | None = None  # None in a checkpoint older than the measurement
+    candidate_cost: VersionCost | None = None

@@ -8,12 +8,12 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
 
-from daemon.jobs.spec import JobResult, JobSpec, read_model, write_model
+from daemon.jobs.run_dir import RunDir
+from daemon.jobs.spec import JobResult, JobSpec
 from daemon.prompt_version import TAG_REQUEST
 from optimization.model_calls import (
     CallPolicy,
@@ -30,7 +30,6 @@ from schemas.config import PromptPolicy
 from schemas.events import ModelUsage, RoleUsage, VersionCost
 
 log = logging.getLogger("gepa_stream.jobs")
-USAGE_FILE = "usage.json"
 
 
 def call_policy(policy: PromptPolicy) -> CallPolicy:
@@ -45,14 +44,14 @@ def call_policy(policy: PromptPolicy) -> CallPolicy:
 
 
 @contextmanager
-def job_model_calls(spec: JobSpec, run_dir: Path) -> Iterator[ModelCalls]:
+def job_model_calls(spec: JobSpec, run: RunDir) -> Iterator[ModelCalls]:
     """Every model call of the job process, governed by the prompt's policy until the job's hard
     deadline (`max_wall_time` plus the grace GEPA gets to stop; the runner kills later still).
     The ledger starts from what earlier attempts of the job recorded in `usage.json` and is
     written back there at the end, so a resumed job reports (and budgets) its whole spend."""
     deadline = time.monotonic() + spec.policy.budget.max_wall_time.total_seconds() + STOP_GRACE_S
     judge = parse_model(spec.policy.judge_model or spec.policy.reflection_model, "judge_model").litellm
-    earlier = read_model(run_dir / USAGE_FILE, ModelUsage)
+    earlier = run.usage()
     initial: dict[str, UsageTally] | None = (
         {role: UsageTally(**figures.model_dump()) for role, figures in earlier.roles.items()}
         if earlier is not None
@@ -62,7 +61,7 @@ def job_model_calls(spec: JobSpec, run_dir: Path) -> Iterator[ModelCalls]:
         try:
             yield calls
         finally:
-            write_model(run_dir / USAGE_FILE, model_usage(calls.ledger.snapshot()))
+            run.write_usage(model_usage(calls.ledger.snapshot()))
 
 
 def version_cost(templates: dict[str, str], task_calls: UsageTally) -> VersionCost:

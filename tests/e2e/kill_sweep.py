@@ -30,7 +30,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
-from daemon.jobs.spec import SCRATCH_DB
+from daemon.jobs.run_dir import RunDir
 from tests.daemon_harness import Daemon, job_processes, produce, read_topic
 from tests.e2e.loop_helpers import register_seed, sme_feed, wait_for_events, write_policies
 
@@ -218,9 +218,10 @@ def _stage(run_dir: Path) -> str:
 
 
 def _scratch(run_dir: Path) -> str:
-    if (run_dir / f"{SCRATCH_DB}.partial").exists():
+    db = RunDir(run_dir).scratch_db
+    if db.with_name(f"{db.name}.partial").exists():
         return "partial"
-    return "complete" if (run_dir / SCRATCH_DB).exists() else "absent"
+    return "complete" if db.exists() else "absent"
 
 
 def problems(sweep: Sweep) -> list[str]:

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from daemon.jobs.attempts import DAEMON_DIED
 from daemon.jobs.execute import HOLD_AT_VAR
-from daemon.jobs.run_lock import HOLDERS_FILE
+from daemon.jobs.run_dir import RunDir
 from daemon.jobs.runner import REVOKED
 from tests.daemon_harness import Daemon, read_topic
 from tests.e2e.loop_helpers import (
@@ -55,7 +55,7 @@ def _held(run_dir: Path) -> int | None:
 def _holders(run_dir: Path) -> list[tuple[int, int, int | None]]:
     """(pid, start ns, end ns or None) of every job process that drove the run directory."""
     intervals: dict[int, list[Any]] = {}
-    for line in (run_dir / HOLDERS_FILE).read_text().splitlines():
+    for line in RunDir(run_dir).holders_log.read_text().splitlines():
         what, pid, ns = line.split()
         if what == "start":
             intervals[int(pid)] = [int(pid), int(ns), None]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.jobs.spec import SCRATCH_DB
+from daemon.jobs.run_dir import RunDir
 
 pytestmark = pytest.mark.integration
 
@@ -61,10 +61,10 @@ def test_a_kill_anywhere_in_the_scratch_store_build_leaves_a_store_the_next_atte
 ) -> None:
     """A reference build measures the build (~2 s here: MLflow's migration, then the seeded
     baseline); `KILLS` kills spread evenly over it, each followed by a clean opening."""
-    build_s = _into_build(tmp_path / "reference" / SCRATCH_DB, None)
+    build_s = _into_build(RunDir(tmp_path / "reference").scratch_db, None)
     for i in range(1, KILLS + 1):
         at = build_s * i / (KILLS + 1)
-        db = tmp_path / f"kill-{i}" / SCRATCH_DB
+        db = RunDir(tmp_path / f"kill-{i}").scratch_db
         _into_build(db, at)
         reopened = _open_scratch(db)
         out, err = reopened.communicate(timeout=120)

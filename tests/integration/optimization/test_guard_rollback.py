@@ -10,8 +10,9 @@ import mlflow
 
 from daemon import prompt_versions
 from daemon.jobs.commands import apply_command
-from daemon.jobs.execute import HeldOut, ProgressFile, _gate_and_promote
-from daemon.jobs.spec import JobSpec, RegisteredVersion
+from daemon.jobs.execute import ProgressFile, _gate_and_promote
+from daemon.jobs.run_dir import RunDir
+from daemon.jobs.spec import HeldOut, JobSpec, RegisteredVersion
 from handlers.promotion import Outcome, blocked_twin
 from schemas import CommandData
 from schemas.config import PromotionPolicy, PromptPolicy
@@ -69,7 +70,7 @@ def test_guard_rollbacks_are_conditional_and_the_gate_never_brings_the_template_
     better = HeldOut(baseline=[0.0] * 20, candidate=[1.0] * 20)
     registered = [RegisteredVersion(name="router", version=twin.version, uri=twin.uri, parent_version=1)]
     [decision] = _gate_and_promote(
-        tmp_path, spec, registered, better, None, ProgressFile(tmp_path, "router", 1)
+        RunDir(tmp_path), spec, registered, better, None, ProgressFile(RunDir(tmp_path), "router", 1)
     )
     assert decision.decision == "rejected"
     assert "version 2, which the live guard rolled back" in decision.reason
@@ -78,7 +79,7 @@ def test_guard_rollbacks_are_conditional_and_the_gate_never_brings_the_template_
     registered = [RegisteredVersion(name="router", version=other.version, uri=other.uri, parent_version=1)]
     (tmp_path / "4").mkdir()
     [decision] = _gate_and_promote(
-        tmp_path / "4", spec, registered, better, None, ProgressFile(tmp_path, "router", 1)
+        RunDir(tmp_path / "4"), spec, registered, better, None, ProgressFile(RunDir(tmp_path), "router", 1)
     )
     assert decision.decision == "promoted"
     assert prompt_versions.production("router").version == other.version

@@ -24,7 +24,8 @@ from daemon.jobs.outage import (
     tracking_answers,
     unanswered_request,
 )
-from daemon.jobs.spec import GEPA_DIR, SCRATCH_DB, JobSpec
+from daemon.jobs.run_dir import RunDir
+from daemon.jobs.spec import JobSpec
 from handlers.jobs import NotEnoughData
 from optimization import OptimizationFailed
 from optimization.model_calls import ModelCallFailed
@@ -32,7 +33,7 @@ from schemas.config import PromptPolicy
 
 
 def test_the_ledger_counts_attempts_across_restarts(tmp_path: Path) -> None:
-    attempts = Attempts(tmp_path)
+    attempts = Attempts(RunDir(tmp_path))
     first = attempts.begin()
     attempts.update(first, pid=123)
     attempts.end(first, "the job process killed by SIGKILL without a result")
@@ -40,7 +41,7 @@ def test_the_ledger_counts_attempts_across_restarts(tmp_path: Path) -> None:
     attempts.end(stopped, "the daemon stopped it on shutdown", counted=False)
     attempts.begin()  # the daemon dies while this one runs
 
-    reopened = Attempts(tmp_path)
+    reopened = Attempts(RunDir(tmp_path))
     assert [a.number for a in reopened.ledger.attempts] == [1, 2, 3]
     assert reopened.used == 2, "a clean shutdown does not use an attempt; a daemon crash does"
     assert reopened.ledger.attempts[0].pid == 123
@@ -49,15 +50,16 @@ def test_the_ledger_counts_attempts_across_restarts(tmp_path: Path) -> None:
     )
 
 
-def _run_dir_after(tmp_path: Path, first_cause: str | None) -> Path:
+def _run_dir_after(tmp_path: Path, first_cause: str | None) -> RunDir:
     """A run directory whose attempt 1 ended with `first_cause`, holding GEPA's state and the scratch store."""
-    attempts = Attempts(tmp_path)
+    run = RunDir(tmp_path)
+    attempts = Attempts(run)
     attempts.end(attempts.begin(), first_cause)
     attempts.begin()
-    (tmp_path / GEPA_DIR).mkdir()
-    (tmp_path / GEPA_DIR / "gepa_state.bin").write_bytes(b"half")
-    (tmp_path / SCRATCH_DB).write_bytes(b"half")
-    return tmp_path
+    run.gepa_dir.mkdir()
+    (run.gepa_dir / "gepa_state.bin").write_bytes(b"half")
+    run.scratch_db.write_bytes(b"half")
+    return run
 
 
 SPEC = JobSpec(
@@ -81,9 +83,10 @@ KILLED = "the job process killed by SIGKILL without a result"
 def test_an_undecided_failure_after_a_kill_is_resumable_with_its_working_state_set_aside(
     tmp_path: Path, error: Exception
 ) -> None:
-    result = _attempt_failed(_run_dir_after(tmp_path, KILLED), error, SPEC, 2)
+    run = _run_dir_after(tmp_path, KILLED)
+    result = _attempt_failed(run, error, SPEC, 2)
     assert result.resumable and not result.final and result.status == "failed"
-    assert not (tmp_path / GEPA_DIR).exists() and not (tmp_path / SCRATCH_DB).exists()
+    assert not run.gepa_dir.exists() and not run.scratch_db.exists()
     assert (tmp_path / "gepa.attempt-2" / "gepa_state.bin").read_bytes() == b"half"
     assert (tmp_path / "scratch-mlflow.db.attempt-2").read_bytes() == b"half"
 
@@ -101,9 +104,10 @@ def test_an_undecided_failure_after_a_kill_is_resumable_with_its_working_state_s
 def test_a_decided_failure_or_one_without_a_kill_before_is_final(
     tmp_path: Path, first_cause: str | None, error: Exception
 ) -> None:
-    result = _attempt_failed(_run_dir_after(tmp_path, first_cause), error, SPEC, 2)
+    run = _run_dir_after(tmp_path, first_cause)
+    result = _attempt_failed(run, error, SPEC, 2)
     assert result.final and not result.resumable
-    assert (tmp_path / GEPA_DIR).exists() and (tmp_path / SCRATCH_DB).exists()
+    assert run.gepa_dir.exists() and run.scratch_db.exists()
 
 
 def test_exit_codes_are_described() -> None:

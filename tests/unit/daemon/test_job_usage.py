@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from daemon.jobs.run_dir import RunDir
 from daemon.jobs.spec import JobSpec
-from daemon.jobs.usage import USAGE_FILE, call_policy, job_model_calls
+from daemon.jobs.usage import call_policy, job_model_calls
 from schemas.config import PromptPolicy
-from schemas.events import ModelUsage
 
 
 def _spec(**policy: object) -> JobSpec:
@@ -36,13 +36,15 @@ def test_the_policy_of_a_prompts_model_calls() -> None:
 
 def test_a_resumed_job_adds_to_the_usage_its_earlier_attempts_recorded(tmp_path: Path) -> None:
     spec = _spec(reflection_model="openai/r")
-    with job_model_calls(spec, tmp_path) as calls:
+    run = RunDir(tmp_path)
+    with job_model_calls(spec, run) as calls:
         calls.ledger.record("task", prompt_tokens=10, completion_tokens=2, cost=0.5)
         assert calls.judge_model == "openai/r"  # the judge defaults to the reflection model
-    with job_model_calls(spec, tmp_path) as calls:
+    with job_model_calls(spec, run) as calls:
         calls.ledger.record("task", prompt_tokens=5, completion_tokens=1, cost=None)
         assert calls.ledger.cost_usd == 0.5
-    usage = ModelUsage.model_validate_json((tmp_path / USAGE_FILE).read_bytes())
+    usage = run.usage()
+    assert usage is not None
     task = usage.roles["task"]
     assert (task.calls, task.prompt_tokens, task.completion_tokens, task.cost_usd, task.cost_unknown) == (
         2,

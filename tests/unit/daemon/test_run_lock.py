@@ -13,14 +13,16 @@ import time
 from pathlib import Path
 
 from daemon.jobs.launcher import _job_process_setup
-from daemon.jobs.run_lock import HOLDERS_FILE, LOCK_FD_VAR, driving
+from daemon.jobs.run_dir import RunDir
+from daemon.jobs.run_lock import LOCK_FD_VAR, driving
 
 HOLDER = """
 import sys, threading, time
 from pathlib import Path
+from daemon.jobs.run_dir import RunDir
 from daemon.jobs.run_lock import held_by_job_process
 threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()  # as imports start threads
-with held_by_job_process(Path(sys.argv[1])):
+with held_by_job_process(RunDir(Path(sys.argv[1]))):
     (Path(sys.argv[1]) / f"in-{sys.argv[2]}").touch()
     time.sleep(float(sys.argv[3]))
 """
@@ -34,7 +36,7 @@ def _intervals(run_dir: Path) -> list[tuple[int, int, int]]:
     """(pid, start ns, end ns) of every holder in `holders.log`, in start order."""
     starts: dict[int, int] = {}
     intervals = []
-    for line in (run_dir / HOLDERS_FILE).read_text().splitlines():
+    for line in RunDir(run_dir).holders_log.read_text().splitlines():
         what, pid, ns = line.split()
         if what == "start":
             starts[int(pid)] = int(ns)
@@ -84,6 +86,6 @@ def test_the_runner_waits_for_a_holder_and_its_job_process_inherits_the_lock(tmp
 
 
 async def _drive_then_run_child(run_dir: Path) -> int:
-    async with driving(run_dir) as fd:
+    async with driving(RunDir(run_dir)) as fd:
         child = _holder(run_dir, "child", 0.0, pass_fds=(fd,), env={**os.environ, LOCK_FD_VAR: str(fd)})
         return await asyncio.to_thread(child.wait, 30)

@@ -188,14 +188,16 @@ def test_a_held_out_checkpoint_older_than_the_measurement_still_gets_the_templat
     """A job resumed on a `scores.json` written before costs were measured: the scores stay frozen,
     the templates' lengths are filled in (the per-call figures stay unknown), so the template limit
     still holds."""
-    from daemon.jobs.execute import SCORES_FILE, CandidateCheckpoint, HeldOut, ProgressFile, _evaluate
-    from daemon.jobs.spec import write_model
-    from daemon.prompt_version import Version
+    from daemon.jobs.execute import ProgressFile, _evaluate
+    from daemon.jobs.run_dir import RunDir
+    from daemon.jobs.spec import CandidateCheckpoint, HeldOut
+    from optimization.prompt_version import Version
 
-    write_model(tmp_path / SCORES_FILE, HeldOut(baseline=[0.0, 1.0], candidate=[1.0, 1.0]))
+    run = RunDir(tmp_path)
+    run.checkpoint_scores(lambda: HeldOut(baseline=[0.0, 1.0], candidate=[1.0, 1.0]))
     baseline = {"p": Version("p", 1, "short {{x}}", {})}
     candidate = CandidateCheckpoint(templates={"p": " ".join(["word"] * 50) + " {{x}}"}, metric_calls=3)
-    held = _evaluate(tmp_path, None, [], baseline, candidate, ProgressFile(tmp_path, "p", 1))  # type: ignore[arg-type]
+    held = _evaluate(run, None, [], baseline, candidate, ProgressFile(run, "p", 1))  # type: ignore[arg-type]
     assert held.candidate == [1.0, 1.0]
     assert held.baseline_cost == VersionCost(template_tokens=template_tokens("short {{x}}"))
     assert held.candidate_cost is not None and held.candidate_cost.template_tokens > 50
