@@ -21,8 +21,12 @@ from tests.e2e.loop_helpers import (
 pytestmark = pytest.mark.e2e
 
 
-def _run_loop(kafka_bootstrap: str, tmp_path: Path, name: str, **policy) -> tuple[Daemon, list, list, list]:
-    daemon = Daemon(kafka_bootstrap, write_policy(tmp_path / "policy.yaml", name, **policy), tmp_path)
+def _run_loop(
+    kafka_bootstrap: str, tmp_path: Path, name: str, env: dict[str, str] | None = None, **policy
+) -> tuple[Daemon, list, list, list]:
+    daemon = Daemon(
+        kafka_bootstrap, write_policy(tmp_path / "policy.yaml", name, **policy), tmp_path, env=env
+    )
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     register_seed(tracking, name)
     daemon.start()
@@ -38,7 +42,11 @@ def _run_loop(kafka_bootstrap: str, tmp_path: Path, name: str, **policy) -> tupl
 
 
 def test_mlflow_backend_optimizes_registers_and_promotes(kafka_bootstrap: str, tmp_path: Path) -> None:
-    daemon, optimizations, registered, promotions = _run_loop(kafka_bootstrap, tmp_path, "router_e2e")
+    """The whole loop on the MLflow backend, under an inherited MLFLOW_EXPERIMENT_ID (users often
+    export one; the daemon's jobs log to their own experiment)."""
+    daemon, optimizations, registered, promotions = _run_loop(
+        kafka_bootstrap, tmp_path, "router_e2e", env={"MLFLOW_EXPERIMENT_ID": "424242"}
+    )
     try:
         statuses = [e.data.status for e in optimizations]
         assert statuses == ["requested", "started", "completed"], [e.data for e in optimizations]
@@ -129,23 +137,3 @@ def test_a_candidate_that_does_not_improve_leaves_the_alias_where_it_was(
     assert promotion.data.decision in ("rejected", "inconclusive"), promotion.data.reason
     mlflow.set_tracking_uri(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"])
     assert mlflow.genai.load_prompt("prompts:/router_null@production", cache_ttl_seconds=0).version == 1
-
-
-def test_an_inherited_mlflow_experiment_does_not_break_jobs(
-    kafka_bootstrap: str, tmp_path: Path, monkeypatch
-) -> None:
-    """Users often export MLFLOW_EXPERIMENT_ID; the daemon's jobs log to their own experiment."""
-    daemon = Daemon(
-        kafka_bootstrap,
-        write_policy(tmp_path / "policy.yaml", "router_env"),
-        tmp_path,
-        env={"MLFLOW_EXPERIMENT_ID": "424242"},
-    )
-    register_seed(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"], "router_env")
-    daemon.start()
-    try:
-        produce(kafka_bootstrap, sme_feed(daemon.topics, "router_env"))
-        [promotion] = wait_for_events(daemon, daemon.topics.promotions, lambda evs: len(evs) >= 1)
-        assert promotion.data.decision == "promoted", promotion.data.reason
-    finally:
-        daemon.stop()
