@@ -1,4 +1,5 @@
-"""The ingest agent: topics, tables, the batched agent over the input topics, and /status.
+"""The ingest agent: topics, tables, the batched agent over the input topics, and /status (each
+prompt's entry read by `handlers.ingest_status`; its gauges set by `daemon.ingest_gauges`).
 
 Wiring only: every decision is made in `handlers/`; this module moves bytes between Kafka and
 `handlers.ingest.Ingest`, a batch of records at a time, and applies the returned `Step`s.
@@ -10,22 +11,23 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import faust
 from faust.types import EventT, StreamT, TableT, TopicT
 
-from daemon import prometheus_metrics
+from daemon import ingest_gauges, prometheus_metrics
 from daemon.faust_ext.table_batch import TableBatch
 from daemon.settings import Settings
 from handlers.deadletter import dead_letter
 from handlers.guard import GuardSpec
 from handlers.ingest import Ingest, Request, Step, UnknownPrompt
+from handlers.ingest_status import prompt_status
 from handlers.job_status import status_event
 from handlers.rollout import RolloutSpec
 from handlers.snapshot import snapshot_chunks
-from handlers.trigger import TriggerState, outlook
+from handlers.trigger import TriggerState
 from handlers.watches import WatchKind, WatchStep
 from schemas import event_ids
 from schemas.config import PolicyFile
@@ -147,7 +149,7 @@ class IngestAgent:
         if not self.recovered["rebuilds"]:
             self.recovered.update(facts=len(self.facts), triggers=len(self.triggers))
         self.recovered["rebuilds"] += 1
-        self._refresh_gauges()
+        ingest_gauges.refresh_all(self.ingest)
         log.info("recovered %d trace records for %d prompts", len(self.facts), len(self.ingest.windows))
 
     # -- the agent -----------------------------------------------------------------------
@@ -188,10 +190,10 @@ class IngestAgent:
             await self.writes.flush()
         await self.writes.flush()
         for prompt in {p for p in self.ingest.windows if p in self._touched}:
-            self._refresh_gauge(prompt)
+            ingest_gauges.refresh_window(self.ingest, prompt)
         self._touched.clear()
         for prompt in self._watched:  # once a batch: the rollout's status is a full look (~0.5 ms)
-            self._refresh_watch_gauges(prompt)
+            ingest_gauges.refresh_watches(self.ingest, prompt)
         self._watched.clear()
         per_record = (time.perf_counter() - started) / max(len(records), 1)
         for topic, n in Counter(record.topic for record in records).items():
@@ -338,87 +340,17 @@ class IngestAgent:
 
     # -- status ----------------------------------------------------------------------------
 
-    def _refresh_gauge(self, prompt: str) -> None:
-        figures = self.ingest.figures(prompt)
-        prometheus_metrics.WINDOW_EXAMPLES.labels(prompt).set(figures.n_examples)
-        prometheus_metrics.WINDOW_NEW_EXAMPLES.labels(prompt).set(figures.n_new)
-        if figures.rolling_score is not None:
-            prometheus_metrics.ROLLING_SCORE.labels(prompt).set(figures.rolling_score)
-
-    def _refresh_watch_gauges(self, prompt: str) -> None:
-        """The guard's and the rollout's gauges of one prompt: its old series removed first."""
-        m = prometheus_metrics
-        for gauge in (*m.GUARD_GAUGES, *m.ROLLOUT_GAUGES):
-            for labels in [
-                s.labels for f in gauge.collect() for s in f.samples if s.labels.get("prompt") == prompt
-            ]:
-                gauge.remove(*labels.values())
-        guard = self.ingest.guard_status(prompt)
-        if guard is not None:
-            m.GUARD_RATINGS.labels(prompt, "new").set(guard["n_new"])
-            m.GUARD_RATINGS.labels(prompt, "old").set(guard["n_old"])
-            if guard["difference"] is not None:
-                m.GUARD_DIFFERENCE.labels(prompt).set(guard["difference"])
-            m.GUARD_BOUND.labels(prompt, "lower").set(guard["lower"])
-            m.GUARD_BOUND.labels(prompt, "upper").set(guard["upper"])
-            m.GUARD_STATE.labels(prompt, guard["state"]).set(1)
-        rollout = self.ingest.rollout_status(prompt, time.time())
-        if rollout is not None:
-            m.ROLLOUT_SHARE.labels(prompt).set(rollout["traffic_share"])
-            m.ROLLOUT_STAGE.labels(prompt).set(rollout["stage"])
-            for arm in ("canary", "production"):
-                m.ROLLOUT_RATINGS.labels(prompt, arm).set(rollout[arm]["n"])
-                if rollout[arm]["mean"] is not None:
-                    m.ROLLOUT_MEAN.labels(prompt, arm).set(rollout[arm]["mean"])
-                m.ROLLOUT_NEEDED.labels(prompt, arm).set(rollout[f"needed_{arm}"])
-            m.ROLLOUT_BOUND.labels(prompt, "lower").set(rollout["lower"])
-            m.ROLLOUT_BOUND.labels(prompt, "upper").set(rollout["upper"])
-            m.ROLLOUT_STATE.labels(prompt, rollout["state"]).set(1)
-
-    def _refresh_gauges(self) -> None:
-        """After (re)assignment: the gauges of this worker's prompts only; a prompt whose partition
-        moved to another worker must not keep reporting its last figures from here."""
-        for gauge in (
-            prometheus_metrics.WINDOW_EXAMPLES,
-            prometheus_metrics.WINDOW_NEW_EXAMPLES,
-            prometheus_metrics.ROLLING_SCORE,
-            *prometheus_metrics.GUARD_GAUGES,
-            *prometheus_metrics.ROLLOUT_GAUGES,
-        ):
-            gauge.clear()
-        for prompt in self.ingest.windows:
-            self._refresh_gauge(prompt)
-        for prompt in {*self.ingest.watches.guards, *self.ingest.watches.rollouts}:
-            self._refresh_watch_gauges(prompt)
-
     def prompt_names(self) -> list[str]:
         """The managed prompts with a window on this worker's partitions, sorted."""
         return sorted(p for p in self.ingest.windows if p in self.ingest.policies)
 
     def status(self, names: Iterable[str] | None = None) -> dict[str, Any]:
-        """Per prompt (`names`, else all of `prompt_names`): window figures and age, join buffers,
-        trigger state and what fires next, the live guard and the rollout (this worker's partitions)."""
-        prompts = {}
+        """`/status` of this worker's partitions: an entry per prompt (`names`, else all of
+        `prompt_names`; `handlers.ingest_status`), readiness and what recovery restored."""
         now = time.time()
+        prompts = {}
         for prompt in self.prompt_names() if names is None else names:
-            window = self.ingest.windows.get(prompt)
-            if window is None or prompt not in self.ingest.policies:
-                continue
-            window.expire(now)
-            figures = window.figures()
-            waiting_traces, waiting_ratings = window.buffer_sizes()
-            oldest, newest = window.oldest_labeled_at(), window.newest_labeled_at()
-            state = self.ingest.trigger_state(prompt)
-            prompts[prompt] = {
-                **asdict(figures),
-                "max_examples": window.policy.max_examples,
-                "oldest_example_age_s": None if oldest is None else now - oldest,
-                "newest_example_age_s": None if newest is None else now - newest,
-                "waiting_traces": waiting_traces,
-                "waiting_ratings": waiting_ratings,
-                "trigger": asdict(state),
-                "next_trigger": asdict(outlook(self.ingest.policy(prompt).triggers, state, figures, now)),
-                "guard": self.ingest.guard_status(prompt),
-                "rollout": self.ingest.rollout_status(prompt, now),
-            }
+            entry = prompt_status(self.ingest, prompt, now)
+            if entry is not None:
+                prompts[prompt] = entry
         return {"ready": self.ready, "prompts": prompts, "recovered": self.recovered}
