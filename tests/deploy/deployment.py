@@ -31,15 +31,40 @@ def services() -> dict[str, dict[str, Any]]:
     return compose()["services"]
 
 
+def image_services() -> dict[str, dict[str, Any]]:
+    """The services that run the repo's image with its entrypoint (`gepa-stream ...`)."""
+    return {name: s for name, s in services().items() if "build" in s and "entrypoint" not in s}
+
+
 def daemon_services() -> dict[str, dict[str, Any]]:
-    """The services that run `gepa-stream run` (the image's entrypoint with a `run` command)."""
-    return {name: s for name, s in services().items() if "entrypoint" not in s and command(s)[:1] == ["run"]}
+    """The services that run `gepa-stream run` (a daemon role)."""
+    return {name: s for name, s in image_services().items() if command(s)[:1] == ["run"]}
+
+
+def bridge_services() -> dict[str, dict[str, Any]]:
+    """The services that run `gepa-stream bridge otel` (the OpenTelemetry bridge)."""
+    return {name: s for name, s in image_services().items() if command(s)[:2] == ["bridge", "otel"]}
 
 
 def command(service: dict[str, Any]) -> list[str]:
     """A service's `command` as a list (compose allows a string or a list)."""
     value = service.get("command") or []
     return shlex.split(value) if isinstance(value, str) else [str(word) for word in value]
+
+
+def option(service: str, flag: str) -> str:
+    """The value of `--flag=value` or `--flag value` in a service's command."""
+    words = command(services()[service])
+    values = [w.split("=", 1)[1] for w in words if w.startswith(f"{flag}=")]
+    values += [value for word, value in zip(words, words[1:]) if word == flag]
+    assert len(values) == 1, f"{service}: expected one {flag}"
+    return values[0]
+
+
+def healthcheck_urls(service: dict[str, Any]) -> list[str]:
+    """The http:// URLs a service's healthcheck command requests."""
+    test = (service.get("healthcheck") or {}).get("test") or []
+    return re.findall(r"http://[^'\"\s]+", test if isinstance(test, str) else " ".join(test))
 
 
 def interpolated(value: object) -> str:
@@ -52,6 +77,11 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
     env = service.get("environment") or {}
     pairs = env.items() if isinstance(env, dict) else (item.split("=", 1) for item in env)
     return {key: interpolated(value) for key, value in pairs}
+
+
+def container_env(service: dict[str, Any]) -> dict[str, str]:
+    """What a container of the repo's image sees: the image's ENV overlaid by the service's environment."""
+    return {**image_env(), **environment(service)}
 
 
 def depends_on(service: dict[str, Any]) -> dict[str, dict[str, Any]]:

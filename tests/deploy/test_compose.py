@@ -1,6 +1,6 @@
 """docker-compose.yml without a Docker engine: the Compose Specification schema, the service
-graph (dependencies, healthchecks), daemon settings, ports, the Prometheus target, Grafana
-provisioning, and every file the services mount."""
+graph (dependencies, healthchecks), the settings of the daemon roles and the OTel bridge, ports,
+the Prometheus targets, Grafana provisioning, and every file the services mount."""
 
 from __future__ import annotations
 
@@ -21,13 +21,17 @@ from daemon.settings import Settings
 from schemas.config import load_policy_file
 from tests.deploy.deployment import (
     ROOT,
+    bridge_services,
     compose,
+    container_env,
     daemon_services,
     depends_on,
     environment,
-    image_env,
+    healthcheck_urls,
+    image_services,
     mounted_from,
     mounts,
+    option,
     services,
 )
 from tests.deploy.metric_names import dashboard_metric_names, exported_metric_names, load_dashboard
@@ -41,19 +45,20 @@ def compose_spec() -> dict[str, Any]:
     return json.loads(vendor.joinpath("compose-spec.json").read_text())
 
 
-def daemon_env(service: dict[str, Any]) -> dict[str, str]:
-    """What a daemon container sees: the image's ENV overlaid by the service's environment."""
-    return {**image_env(), **environment(service)}
-
-
 def setting_name(variable: str) -> str:
     return variable.removeprefix("GEPA_STREAM_").lower()
 
 
 def web_port() -> int:
-    ports = {int(daemon_env(s)["GEPA_STREAM_WEB_PORT"]) for s in daemon_services().values()}
+    ports = {int(container_env(s)["GEPA_STREAM_WEB_PORT"]) for s in daemon_services().values()}
     assert len(ports) == 1, f"daemon services disagree on the web port: {ports}"
     return ports.pop()
+
+
+def served_port(name: str) -> int:
+    """Where a service of the image serves /healthz and /metrics: the bridge on its --http-port,
+    a daemon role on the web port."""
+    return int(option(name, "--http-port")) if name in bridge_services() else web_port()
 
 
 def mounted_file(service: str, container_path: str) -> Path:
@@ -61,13 +66,6 @@ def mounted_file(service: str, container_path: str) -> Path:
     assert path is not None, f"{service}: nothing from the repo is mounted at {container_path}"
     assert path.exists(), f"{service}: {path.relative_to(ROOT)} (mounted at {container_path}) is missing"
     return path
-
-
-def option(service: str, flag: str) -> str:
-    """The value of `--flag=value` in a service's command."""
-    values = [word.split("=", 1)[1] for word in services()[service]["command"] if word.startswith(f"{flag}=")]
-    assert len(values) == 1, f"{service}: expected one {flag}=..."
-    return values[0]
 
 
 def test_compose_file_is_valid_against_the_compose_specification() -> None:
@@ -102,27 +100,39 @@ def test_daemon_roles_run_against_healthy_kafka_and_mlflow() -> None:
     )
 
 
-def test_daemon_env_vars_are_real_settings_with_valid_values() -> None:
+def test_the_otel_bridge_reads_the_collector_topic_and_waits_for_kafka_only() -> None:
+    """Every service of the image is a daemon role or the bridge, so none escapes the checks here;
+    the bridge reads the topic and encoding of the README's Collector example."""
+    assert set(image_services()) == set(daemon_services()) | set(bridge_services()), sorted(image_services())
+    assert bridge_services(), "the deployment runs no OTel bridge"
+    for name, service in bridge_services().items():
+        assert set(depends_on(service)) == {"kafka"}, f"{name} needs Kafka only"
+        assert (option(name, "--topic"), option(name, "--encoding")) == ("otlp_spans", "otlp_proto"), name
+    for name, service in image_services().items():
+        assert service["restart"] == "unless-stopped", name
+
+
+def test_env_vars_of_the_image_services_are_real_settings_with_valid_values() -> None:
     documented = re.findall(r"^#?\s*(GEPA_STREAM_\w+)=", SECRETS_EXAMPLE.read_text(), re.MULTILINE)
     assert documented
     for variable in documented:
         assert setting_name(variable) in Settings.model_fields, (
             f"{SECRETS_EXAMPLE.name}: {variable} is no setting"
         )
-    for name, service in daemon_services().items():
-        env = {k: v for k, v in daemon_env(service).items() if k.startswith("GEPA_STREAM_")}
+    for name, service in image_services().items():
+        env = {k: v for k, v in container_env(service).items() if k.startswith("GEPA_STREAM_")}
         unknown = sorted(k for k in env if setting_name(k) not in Settings.model_fields)
         assert not unknown, f"{name} sets variables that are no setting: {unknown}"
         settings = Settings(**{setting_name(k): v for k, v in env.items()})
-        assert settings.web_host == "0.0.0.0", f"{name}: the web port must be reachable from other containers"
+        assert settings.web_host == "0.0.0.0", f"{name}: its port must be reachable from other containers"
 
 
-def test_daemon_addresses_point_at_the_kafka_and_mlflow_services() -> None:
+def test_addresses_of_the_image_services_point_at_the_kafka_and_mlflow_services() -> None:
     kafka = environment(services()["kafka"])
     advertised = {listener.split("://", 1)[1] for listener in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")}
     mlflow_port = option("mlflow", "--port")
-    for name, service in daemon_services().items():
-        env = daemon_env(service)
+    for name, service in image_services().items():
+        env = container_env(service)
         assert set(env["GEPA_STREAM_BOOTSTRAP_SERVERS"].split(",")) <= advertised, name
         uri = urlsplit(env["GEPA_STREAM_MLFLOW_TRACKING_URI"])
         assert (uri.hostname, str(uri.port)) == ("mlflow", mlflow_port), name
@@ -131,16 +141,26 @@ def test_daemon_addresses_point_at_the_kafka_and_mlflow_services() -> None:
         )
 
 
-def test_ports_and_the_prometheus_target_match_the_daemon_web_port() -> None:
-    port = web_port()
-    for name, service in daemon_services().items():
-        assert [int(p) for p in service.get("expose", [])] == [port], name
+def test_ports_healthchecks_and_prometheus_targets_match_the_port_each_service_serves() -> None:
+    """Exposed, published on the host's loopback, probed and scraped where the service listens."""
     config = yaml.safe_load(mounted_file("prometheus", option("prometheus", "--config.file")).read_text())
-    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "gepa-stream"]
-    assert job["metrics_path"] == "/metrics"
-    (discovery,) = job["dns_sd_configs"]
-    assert discovery["port"] == port
-    assert sorted(discovery["names"]) == sorted(daemon_services())
+    targets = [
+        (name, job["metrics_path"], discovery["port"])
+        for job in config["scrape_configs"]
+        for discovery in job["dns_sd_configs"]
+        for name in discovery["names"]
+    ]
+    assert {name for name, _, _ in targets} == set(image_services())
+    for name, service in image_services().items():
+        port = served_port(name)
+        assert [int(p) for p in service.get("expose", [])] == [port], name
+        for published in service.get("ports", []):
+            host_ip, _, container_port = str(published).split(":")
+            assert (host_ip, int(container_port)) == ("127.0.0.1", port), f"{name}: {published}"
+        assert [(path, p) for n, path, p in targets if n == name] == [("/metrics", port)], name
+        if name in daemon_services() and "healthcheck" not in service:
+            continue  # the image's HEALTHCHECK probes the web port (tests/deploy/test_dockerfile.py)
+        assert healthcheck_urls(service) == [f"http://127.0.0.1:{port}/healthz"], name
 
 
 def test_every_mounted_file_exists() -> None:
@@ -158,8 +178,8 @@ def test_every_mounted_file_exists() -> None:
 
 
 def test_the_mounted_policy_file_loads() -> None:
-    for name, service in daemon_services().items():
-        policies = load_policy_file(mounted_file(name, daemon_env(service)["GEPA_STREAM_CONFIG"]))
+    for name, service in image_services().items():
+        policies = load_policy_file(mounted_file(name, container_env(service)["GEPA_STREAM_CONFIG"]))
         assert policies.prompts, name
 
 
@@ -173,7 +193,7 @@ def test_the_mounted_policy_file_loads() -> None:
 )
 def test_state_lives_on_named_volumes(service: str, path: str) -> None:
     """Job run dirs and the MLflow store survive container re-creation."""
-    location = daemon_env(services()[service])[path] if path.startswith("GEPA") else option(service, path)
+    location = container_env(services()[service])[path] if path.startswith("GEPA") else option(service, path)
     location = location.removeprefix("sqlite:///")
     assert any(
         not m.bind and (location == m.target or location.startswith(m.target.rstrip("/") + "/"))
