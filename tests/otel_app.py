@@ -192,21 +192,28 @@ def deep_span_payload(depth: int) -> bytes:
 
 
 class BridgeProcess:
-    """`python -m daemon bridge otel ...` as its own process, with the daemon's env (broker, topic
+    """`python -m daemon bridge otel ...` (or `entrypoint bridge otel ...`, e.g. the image's
+    `gepa-stream`) as its own process on a free HTTP port, with the daemon's env (broker, topic
     prefix, app id) plus `env`; its stderr (the summary line) goes to `log`."""
 
-    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        *args: str,
+        entrypoint: Sequence[str] = (sys.executable, "-m", "daemon"),
+    ) -> None:
         self.port = free_port()
         self.log = log
         self.env = {**os.environ, **env}
-        self.args = [*args, "--http-port", str(self.port)]
+        self.argv = [*entrypoint, "bridge", "otel", *args, "--http-port", str(self.port)]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BridgeProcess:
         """Start and wait for its HTTP port (the consumer group joins in the background)."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "bridge", "otel", *self.args],
+                self.argv,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
