@@ -312,9 +312,8 @@ class _Outbox:
     async def add(self, records: list[Mapped]) -> None:
         """Append each event to its partition's batch, sending the batch when it is full."""
         producer = self._producer
-        for event, value in records:
-            topic = self._topics[event.type]
-            key = event.key
+        for event_type, key, value in records:
+            topic = self._topics[event_type]
             partition = self._partition.get((topic, key)) if key is not None else None
             if partition is None:
                 partition = await self._partition_for(topic, key)

@@ -14,12 +14,13 @@ import pytest
 
 from handlers.otel_mapping import (
     EVALUATION_EVENT,
+    Mapped,
     OtelOptions,
     PromptAttributes,
     SpanCounts,
     payload_events,
     payload_records,
-    span_events,
+    span_records,
 )
 from handlers.otlp import BadPayload, Span, SpanEvent, decode_spans
 from schemas.config import ConfigError, PolicyFile, load_policy_file
@@ -37,10 +38,17 @@ def recorded() -> dict[str, OtelApp]:
     return record_calls(4, version=3)
 
 
+def validated(records: list[Mapped]) -> list[Any]:
+    """The events of `records`, each checked to be the validated pydantic event's exact JSON."""
+    events = [parse_event(record.value) for record in records]
+    assert [(r.type, r.key, r.value) for r in records] == [(e.type, e.key, e.to_json()) for e in events]
+    return events
+
+
 def mapped(payload: bytes, encoding: str, options: OtelOptions = OPTIONS) -> tuple[list[Any], SpanCounts]:
     counts = SpanCounts()
-    events = [e for s in decode_spans(payload, encoding) for e in span_events(s, options, counts)]  # type: ignore[arg-type]
-    return events, counts
+    spans = decode_spans(payload, encoding)  # type: ignore[arg-type]
+    return validated([r for s in spans for r in span_records(s, options, counts)]), counts
 
 
 @pytest.mark.parametrize("library", ["openinference", "openllmetry"])
@@ -97,7 +105,7 @@ def one(
     attributes: dict[str, Any], options: OtelOptions = OPTIONS, **kw: Any
 ) -> tuple[list[Any], SpanCounts]:
     counts = SpanCounts()
-    return span_events(span(attributes, **kw), options, counts), counts
+    return validated(span_records(span(attributes, **kw), options, counts)), counts
 
 
 def test_genai_conventions_preset() -> None:
@@ -188,7 +196,7 @@ def test_a_name_that_is_no_prompt_name_is_invalid_data_when_every_prompt_is_publ
 def test_a_span_outside_the_contracts_time_bounds_is_counted() -> None:
     counts = SpanCounts()
     ancient = Span("ab" * 16, "cd" * 8, "llm", "", 5, 10, dict(GENAI))
-    assert span_events(ancient, OPTIONS, counts) == []
+    assert span_records(ancient, OPTIONS, counts) == []
     assert counts.unmapped == {"bad_time": 1}
 
 
@@ -314,9 +322,7 @@ def test_payload_records_carry_each_events_own_json(recorded: dict[str, OtelApp]
     records, counts = payload_records([payload], encoding, OPTIONS)  # type: ignore[arg-type]
     events, _ = payload_events([payload], encoding, OPTIONS)  # type: ignore[arg-type]
     assert counts.mapped == len(records) == 4
-    assert (
-        [value for _, value in records] == [e.to_json() for e, _ in records] == [e.to_json() for e in events]
-    )
+    assert [(r.type, r.key, r.value) for r in records] == [(e.type, e.key, e.to_json()) for e in events]
 
 
 def test_a_marker_outside_the_only_scope_changes_no_count() -> None:
