@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, count_spans, read_spans
+from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, read_spans
 from handlers.trace_json import trace_event_json
 from handlers.trace_mapping import (
     Unmappable,
@@ -40,15 +40,13 @@ GEPA_VERSION = "gepa.prompt.version"
 GEPA_VARIABLES = "gepa.prompt.variables"
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 LLM_MARKERS = (
-    b"openinference.span.kind",
-    b"gen_ai.operation.name",
-    b"llm.request.type",
-    b"mlflow.spanType",
-    b"mlflow.linkedPrompts",
+    "openinference.span.kind",
+    "gen_ai.operation.name",
+    "llm.request.type",
+    "mlflow.spanType",
+    "mlflow.linkedPrompts",
 )
-"""Every preset's LLM test reads one of these attributes: protobuf bytes without any of them hold no
-LLM span (protobuf writes attribute keys verbatim; OTLP JSON may escape them, so a JSON payload is
-parsed first and its scopes checked re-encoded)."""
+"""Every preset's LLM test reads one of these attributes: a span with none of them is no LLM span."""
 _GENAI_LLM_OPERATIONS = {"chat", "text_completion", "generate_content"}
 _MLFLOW_LLM_TYPES = {"LLM", "CHAT_MODEL", '"LLM"', '"CHAT_MODEL"'}  # MLflow JSON-encodes its values
 
@@ -473,8 +471,8 @@ def payload_events(
     payloads: list[bytes], encoding: Encoding, options: OtelOptions
 ) -> tuple[list[CloudEvent[Any]], SpanCounts]:
     """Every event the payloads' spans yield, and the counts: an undecodable payload is one bad
-    payload; spans that cannot be LLM spans (no LLM marker in their protobuf payload, or in their
-    instrumentation scope) are counted `not_llm` without being read."""
+    payload; spans that cannot be LLM spans (no LLM marker among their attributes) are counted
+    `not_llm` without being read."""
     records, counts = payload_records(payloads, encoding, options)
     return [parse_event(record.value) for record in records], counts
 
@@ -487,9 +485,6 @@ def payload_records(
     records: list[Mapped] = []
     for payload in payloads:
         try:
-            if encoding == "otlp_proto" and not any(marker in payload for marker in LLM_MARKERS):
-                counts.unmapped["not_llm"] += count_spans(payload, encoding)
-                continue
             spans, skipped = read_spans(payload, encoding, LLM_MARKERS)
         except BadPayload as reason:
             counts.bad_payloads[str(reason)] += 1

@@ -282,11 +282,9 @@ def test_deeply_nested_attributes_decode_or_are_refused() -> None:
 
 
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
-def test_spans_of_scopes_without_llm_attributes_are_counted_unread(
-    recorded: dict[str, OtelApp], encoding: str
-) -> None:
+def test_spans_without_llm_attributes_are_counted_unread(recorded: dict[str, OtelApp], encoding: str) -> None:
     """A batch holding the app's HTTP spans (their own scope) beside the LLM spans: the LLM spans map,
-    the others count `not_llm`; a batch of HTTP spans alone is counted without being decoded span by span."""
+    the others count `not_llm`, as do those of a batch of HTTP spans alone."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -325,9 +323,9 @@ def test_payload_records_carry_each_events_own_json(recorded: dict[str, OtelApp]
     assert [(r.type, r.key, r.value) for r in records] == [(e.type, e.key, e.to_json()) for e in events]
 
 
-def test_a_marker_outside_the_only_scope_changes_no_count() -> None:
-    """One scope of spans and a marker elsewhere in the payload (a resource attribute): its spans
-    are read rather than skipped, and still count `not_llm` (no preset takes a span without one)."""
+def test_a_marker_outside_the_spans_attribute_keys_changes_no_count() -> None:
+    """A marker elsewhere in the payload (a resource attribute, an attribute's value) leaves spans
+    without one among their attribute keys `not_llm`, as no preset takes them."""
     from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
     message = TracesData()
@@ -339,5 +337,7 @@ def test_a_marker_outside_the_only_scope_changes_no_count() -> None:
     for i in range(3):
         added = scope_spans.spans.add()
         added.trace_id, added.span_id, added.name = bytes(16), bytes([i + 1]) * 8, "GET /"
+        value = added.attributes.add()
+        value.key, value.value.string_value = "http.route", "openinference.span.kind"
     events, counts = payload_events([message.SerializeToString()], "otlp_proto", OPTIONS)
     assert (events, dict(counts.unmapped)) == ([], {"not_llm": 3})
