@@ -13,7 +13,7 @@ Then, per stream, best of `--repeat` rounds:
   raw   an aiokafka consumer fetches every record and decodes it (`TracesData.FromString`)
   bridge the bridge's consumer loop (`daemon/otel_bridge.py`): fetch, decode, map, produce the
         trace events to `gepa.traces`, wait for the acks, commit (its own consumer group; the
-        group join is excluded: spans/s from the first batch handled to the last)
+        group join is excluded: spans/s from the first batch handled to the last one's commit)
 
 and without Kafka: decoding the bytes, decoding them into Python values (protobuf's own
 `json_format.MessageToDict`, for scale), and the bridge's decoding and mapping (payload by payload,
@@ -193,6 +193,8 @@ async def bridge(settings: Settings, topic: str, n_records: int) -> tuple[float,
         handled["cpu_first"] = handled["cpu_first"] or time.process_time()
         await handle(consumer, fetched)
         handled["records"] += sum(len(records) for records in fetched.values())
+        if handled["records"] >= n_records:
+            await the_bridge.settled()  # the last fetch's acks and commit
         handled["last"] = time.perf_counter()
         handled["cpu_last"] = time.process_time()
         if handled["records"] >= n_records:

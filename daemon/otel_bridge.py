@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from google.protobuf import json_format
@@ -107,6 +113,7 @@ class OtelBridge:
         self._topics = {TraceEvent.TYPE: settings.topics.traces, RatingEvent.TYPE: settings.topics.ratings}
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
+        self._settling: asyncio.Future[None] | None = None
         self.http_port: int | None = None
 
     def _client_options(self) -> dict[str, Any]:
@@ -156,9 +163,9 @@ class OtelBridge:
     # -- Kafka ---------------------------------------------------------------------------------
 
     async def _consume(self, topic: str, stop: asyncio.Event) -> None:
-        """Per fetch (every partition it returned): map, publish, await the acks, then commit."""
+        """Per fetch (every partition it returned): map, publish, await the acks, then commit; a
+        fetch is settled (acks, commit) while the next one is mapped, and before partitions move."""
         consumer = AIOKafkaConsumer(
-            topic,
             group_id=f"{self.settings.app_id}{_GROUP_SUFFIX}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -167,23 +174,26 @@ class OtelBridge:
             rebalance_timeout_ms=int(self.settings.rebalance_timeout_s * 1000),
             **self._client_options(),
         )
+        consumer.subscribe([topic], listener=_SettleBeforeRevoke(self.settled))
         await consumer.start()
         try:
             while not stop.is_set():
                 fetched = await consumer.getmany(timeout_ms=500, max_records=1000)
                 if fetched:
                     await self._handle_fetch(consumer, fetched)
+            await self.settled()
         finally:
             await consumer.stop()
 
     async def _handle_fetch(
         self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
     ) -> None:
-        """The fetch's events produced and acknowledged, then each partition's offset committed past it:
-        a crash before the commit replays the fetch, which maps to the same event ids. Payload by
-        payload, the events go into the outbox, which sends each record batch as it fills, and the
-        loop is let run (the producer's sender writes the batch, the consumer's fetcher fetches ahead)
-        while the next payload is mapped."""
+        """The fetch's events sent, then settled in the background once the previous fetch is: its
+        acks awaited, then each partition's offset committed past it (a crash before the commit
+        replays the fetch, which maps to the same event ids). Payload by payload, the events go into
+        the outbox, which sends each record batch as it fills, and the loop is let run (the
+        producer's sender writes the batch, the consumer's fetcher fetches ahead) while the next
+        payload is mapped."""
         counts = SpanCounts()
         outbox = self._outbox()
         for records in fetched.values():
@@ -191,9 +201,27 @@ class OtelBridge:
                 events, _ = payload_records([record.value or b""], self.bridge.encoding, self.options, counts)
                 await outbox.add(events)
                 await asyncio.sleep(0)
-        await outbox.flush()
+        acks = await outbox.send()
+        offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items()}
+        await self.settled()
+        self._settling = asyncio.ensure_future(self._settle(consumer, acks, offsets, counts))
+
+    async def settled(self) -> None:
+        """Wait until the fetch in flight is settled (acks, commit); raises what its produce raised."""
+        settling, self._settling = self._settling, None
+        if settling is not None:
+            await settling
+
+    async def _settle(
+        self,
+        consumer: AIOKafkaConsumer,
+        acks: list[Any],
+        offsets: dict[TopicPartition, int],
+        counts: SpanCounts,
+    ) -> None:
+        await asyncio.gather(*acks)
         try:
-            await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+            await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as error:  # the group moved a partition meanwhile
             log.warning(
                 "commit refused after a rebalance (%s): the new owner re-reads, to the same ids", error
@@ -312,9 +340,8 @@ class _Outbox:
     async def add(self, records: list[Mapped]) -> None:
         """Append each event to its partition's batch, sending the batch when it is full."""
         producer = self._producer
-        for event, value in records:
-            topic = self._topics[event.type]
-            key = event.key
+        for event_type, key, value in records:
+            topic = self._topics[event_type]
             partition = self._partition.get((topic, key)) if key is not None else None
             if partition is None:
                 partition = await self._partition_for(topic, key)
@@ -325,14 +352,32 @@ class _Outbox:
                 builder = self._open[(topic, partition)] = producer.create_batch()
                 builder.append(key=key, value=value, timestamp=None)  # a new batch takes any first record
 
-    async def flush(self) -> None:
-        """Send the batches still open and wait for every acknowledgement (one future per batch)."""
+    async def send(self) -> list[Any]:
+        """Send the batches still open; the acknowledgements of every batch sent (one future each)."""
         for (topic, partition), builder in self._open.items():
             builder.close()  # complete: sent without lingering (`linger_ms` waits for more records)
             self._acks.append(await self._producer.send_batch(builder, topic, partition=partition))
         self._open.clear()
         acks, self._acks = self._acks, []
-        await asyncio.gather(*acks)
+        return acks
+
+    async def flush(self) -> None:
+        """Send the batches still open and wait for every acknowledgement."""
+        await asyncio.gather(*await self.send())
+
+
+class _SettleBeforeRevoke(ConsumerRebalanceListener):
+    """Before the group takes partitions away, the fetch in flight is settled (its offsets
+    committed by their owner)."""
+
+    def __init__(self, settled: Callable[[], Awaitable[None]]) -> None:
+        self._settled = settled
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._settled()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass
 
 
 def _message(status: int, message: Any, encoding: Encoding) -> web.Response:

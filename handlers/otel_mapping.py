@@ -14,11 +14,12 @@ from collections import Counter
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, count_spans, read_spans
+from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, read_spans
+from handlers.trace_json import trace_event_json
 from handlers.trace_mapping import (
     Unmappable,
     build_event_json,
@@ -29,7 +30,8 @@ from handlers.trace_mapping import (
 )
 from schemas import event_ids
 from schemas.config import PolicyBook, PolicyFile
-from schemas.events import CloudEvent, RatingData, RatingEvent, TraceData, TraceEvent
+from schemas.events import CloudEvent, RatingData, RatingEvent, TraceEvent
+from schemas.parse import parse_event
 
 Convention = Literal["auto", "openinference", "openllmetry", "genai", "mlflow"]
 CONVENTIONS: tuple[Convention, ...] = ("auto", "openinference", "openllmetry", "genai", "mlflow")
@@ -38,15 +40,13 @@ GEPA_VERSION = "gepa.prompt.version"
 GEPA_VARIABLES = "gepa.prompt.variables"
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 LLM_MARKERS = (
-    b"openinference.span.kind",
-    b"gen_ai.operation.name",
-    b"llm.request.type",
-    b"mlflow.spanType",
-    b"mlflow.linkedPrompts",
+    "openinference.span.kind",
+    "gen_ai.operation.name",
+    "llm.request.type",
+    "mlflow.spanType",
+    "mlflow.linkedPrompts",
 )
-"""Every preset's LLM test reads one of these attributes: protobuf bytes without any of them hold no
-LLM span (protobuf writes attribute keys verbatim; OTLP JSON may escape them, so a JSON payload is
-parsed first and its scopes checked re-encoded)."""
+"""Every preset's LLM test reads one of these attributes: a span with none of them is no LLM span."""
 _GENAI_LLM_OPERATIONS = {"chat", "text_completion", "generate_content"}
 _MLFLOW_LLM_TYPES = {"LLM", "CHAT_MODEL", '"LLM"', '"CHAT_MODEL"'}  # MLflow JSON-encodes its values
 
@@ -387,8 +387,13 @@ class SpanCounts:
         return "; ".join(parts)
 
 
-Mapped = tuple[CloudEvent[Any], bytes]
-"""An event and its JSON, serialized once (the size check's bytes are the ones produced)."""
+class Mapped(NamedTuple):
+    """An event to produce: its type, Kafka key (the prompt) and JSON, serialized once (the size
+    check's bytes are the ones produced)."""
+
+    type: str
+    key: bytes
+    value: bytes
 
 
 def _rating(event: SpanEvent, span: Span, prompt: str, options: OtelOptions) -> Mapped:
@@ -398,7 +403,7 @@ def _rating(event: SpanEvent, span: Span, prompt: str, options: OtelOptions) -> 
     rating, scale = rating_of(value if value is not None else attributes.get("gen_ai.evaluation.score.label"))
     name = attributes.get("gen_ai.evaluation.name")
     explanation = attributes.get("gen_ai.evaluation.explanation")
-    return build_event_json(
+    _, value = build_event_json(
         RatingEvent,
         event_ids.otel_evaluation(span.trace_id, span.span_id, str(name or ""), event.time_ns),
         event_data(
@@ -414,16 +419,12 @@ def _rating(event: SpanEvent, span: Span, prompt: str, options: OtelOptions) -> 
         options.source,
         options.max_event_bytes,
     )
-
-
-def span_events(span: Span, options: OtelOptions, counts: SpanCounts) -> list[CloudEvent[Any]]:
-    """The events one span yields: its `gepa.trace.v1` and one `gepa.rating.v1` per evaluation
-    event on it; a span that cannot be mapped yields none and is counted by reason."""
-    return [event for event, _ in span_records(span, options, counts)]
+    return Mapped(RatingEvent.TYPE, prompt.encode(), value)
 
 
 def span_records(span: Span, options: OtelOptions, counts: SpanCounts) -> list[Mapped]:
-    """`span_events`, each with its JSON."""
+    """The events one span yields: its `gepa.trace.v1` and one `gepa.rating.v1` per evaluation
+    event on it; a span that cannot be mapped yields none and is counted by reason."""
     preset = PRESETS.get(options.convention) if options.convention != "auto" else detect(span)
     try:
         if preset is None or not preset.is_llm(span):
@@ -436,30 +437,24 @@ def span_records(span: Span, options: OtelOptions, counts: SpanCounts) -> list[M
         model = _first(span.attributes, preset.model)
         if isinstance(model, str) and model.startswith('"'):  # MLflow JSON-encodes its values
             model = _json_output(model)
-        trace = build_event_json(
-            TraceEvent,
+        trace = trace_event_json(
             event_ids.otel_span(span.trace_id, span.span_id),
-            event_data(
-                TraceData,
-                prompt=prompt,
-                prompt_version=_version(
-                    span, (own.version,) if own.version else preset.version, named_version
-                ),
-                trace_id=span_trace_id(span),
-                inputs=_variables(span, (own.variables,) if own.variables else preset.variables),
-                outputs=outputs,
-                model=model if isinstance(model, str) else None,
-                latency_ms=max(0, span.end_ns - span.start_ns) / 1e6,
-            ),
             span.end_ns // 1_000_000,
             options.source,
             options.max_event_bytes,
+            prompt=prompt,
+            prompt_version=_version(span, (own.version,) if own.version else preset.version, named_version),
+            trace_id=span_trace_id(span),
+            inputs=_variables(span, (own.variables,) if own.variables else preset.variables),
+            outputs=outputs,
+            model=model if isinstance(model, str) else None,
+            latency_ms=max(0, span.end_ns - span.start_ns) / 1e6,
         )
     except Unmappable as reason:
         counts.unmapped[str(reason)] += 1
         return []
     counts.mapped += 1
-    records = [trace]
+    records = [Mapped(TraceEvent.TYPE, prompt.encode(), trace)]
     for event in span.events:
         if event.name != EVALUATION_EVENT:
             continue
@@ -467,8 +462,8 @@ def span_records(span: Span, options: OtelOptions, counts: SpanCounts) -> list[M
             records.append(_rating(event, span, prompt, options))
         except Unmappable as reason:
             counts.feedback_unmapped[str(reason)] += 1
-    for published, _ in records:
-        counts.published[published.type] += 1
+    for record in records:
+        counts.published[record.type] += 1
     return records
 
 
@@ -476,10 +471,10 @@ def payload_events(
     payloads: list[bytes], encoding: Encoding, options: OtelOptions
 ) -> tuple[list[CloudEvent[Any]], SpanCounts]:
     """Every event the payloads' spans yield, and the counts: an undecodable payload is one bad
-    payload; spans that cannot be LLM spans (no LLM marker in their protobuf payload, or in their
-    instrumentation scope) are counted `not_llm` without being read."""
+    payload; spans that cannot be LLM spans (no LLM marker among their attributes) are counted
+    `not_llm` without being read."""
     records, counts = payload_records(payloads, encoding, options)
-    return [event for event, _ in records], counts
+    return [parse_event(record.value) for record in records], counts
 
 
 def payload_records(
@@ -490,9 +485,6 @@ def payload_records(
     records: list[Mapped] = []
     for payload in payloads:
         try:
-            if encoding == "otlp_proto" and not any(marker in payload for marker in LLM_MARKERS):
-                counts.unmapped["not_llm"] += count_spans(payload, encoding)
-                continue
             spans, skipped = read_spans(payload, encoding, LLM_MARKERS)
         except BadPayload as reason:
             counts.bad_payloads[str(reason)] += 1

@@ -5,13 +5,13 @@ they do not linger), and returns once every batch is acknowledged."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from daemon.otel_bridge import _Outbox
+from handlers.otel_mapping import Mapped
 from handlers.trace_mapping import build_event_json, event_data
 from schemas.events import TraceData, TraceEvent
 
@@ -33,9 +33,9 @@ class FakeProducer:
         return future
 
 
-def records(n: int) -> list[Any]:
+def records(n: int) -> list[Mapped]:
     prompts = ["support_router", "refunds", "triage"]
-    return [
+    events = [
         build_event_json(
             TraceEvent,
             f"otel:{i:032x}:{i:016x}",
@@ -52,6 +52,7 @@ def records(n: int) -> list[Any]:
         )
         for i in range(n)
     ]
+    return [Mapped(event.type, event.key or b"", value) for event, value in events]
 
 
 def test_events_go_to_their_prompts_partition_in_order_and_flush_waits_for_every_ack() -> None:
@@ -79,8 +80,8 @@ def test_events_go_to_their_prompts_partition_in_order_and_flush_waits_for_every
         batch = DefaultRecordBatch(builder._build())
         by_partition.setdefault(partition, []).extend(record.value for record in batch)
     expected: dict[int, list[bytes]] = {}
-    for event, value in mapped:
-        expected.setdefault(DefaultPartitioner()(event.key, PARTITIONS, PARTITIONS), []).append(value)
+    for _, key, value in mapped:
+        expected.setdefault(DefaultPartitioner()(key, PARTITIONS, PARTITIONS), []).append(value)
     assert by_partition == expected
     assert len(producer.sent) > len(expected)  # several batches per partition: split as they filled
 

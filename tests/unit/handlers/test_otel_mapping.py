@@ -14,12 +14,13 @@ import pytest
 
 from handlers.otel_mapping import (
     EVALUATION_EVENT,
+    Mapped,
     OtelOptions,
     PromptAttributes,
     SpanCounts,
     payload_events,
     payload_records,
-    span_events,
+    span_records,
 )
 from handlers.otlp import BadPayload, Span, SpanEvent, decode_spans
 from schemas.config import ConfigError, PolicyFile, load_policy_file
@@ -37,10 +38,17 @@ def recorded() -> dict[str, OtelApp]:
     return record_calls(4, version=3)
 
 
+def validated(records: list[Mapped]) -> list[Any]:
+    """The events of `records`, each checked to be the validated pydantic event's exact JSON."""
+    events = [parse_event(record.value) for record in records]
+    assert [(r.type, r.key, r.value) for r in records] == [(e.type, e.key, e.to_json()) for e in events]
+    return events
+
+
 def mapped(payload: bytes, encoding: str, options: OtelOptions = OPTIONS) -> tuple[list[Any], SpanCounts]:
     counts = SpanCounts()
-    events = [e for s in decode_spans(payload, encoding) for e in span_events(s, options, counts)]  # type: ignore[arg-type]
-    return events, counts
+    spans = decode_spans(payload, encoding)  # type: ignore[arg-type]
+    return validated([r for s in spans for r in span_records(s, options, counts)]), counts
 
 
 @pytest.mark.parametrize("library", ["openinference", "openllmetry"])
@@ -97,7 +105,7 @@ def one(
     attributes: dict[str, Any], options: OtelOptions = OPTIONS, **kw: Any
 ) -> tuple[list[Any], SpanCounts]:
     counts = SpanCounts()
-    return span_events(span(attributes, **kw), options, counts), counts
+    return validated(span_records(span(attributes, **kw), options, counts)), counts
 
 
 def test_genai_conventions_preset() -> None:
@@ -188,7 +196,7 @@ def test_a_name_that_is_no_prompt_name_is_invalid_data_when_every_prompt_is_publ
 def test_a_span_outside_the_contracts_time_bounds_is_counted() -> None:
     counts = SpanCounts()
     ancient = Span("ab" * 16, "cd" * 8, "llm", "", 5, 10, dict(GENAI))
-    assert span_events(ancient, OPTIONS, counts) == []
+    assert span_records(ancient, OPTIONS, counts) == []
     assert counts.unmapped == {"bad_time": 1}
 
 
@@ -274,11 +282,9 @@ def test_deeply_nested_attributes_decode_or_are_refused() -> None:
 
 
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
-def test_spans_of_scopes_without_llm_attributes_are_counted_unread(
-    recorded: dict[str, OtelApp], encoding: str
-) -> None:
+def test_spans_without_llm_attributes_are_counted_unread(recorded: dict[str, OtelApp], encoding: str) -> None:
     """A batch holding the app's HTTP spans (their own scope) beside the LLM spans: the LLM spans map,
-    the others count `not_llm`; a batch of HTTP spans alone is counted without being decoded span by span."""
+    the others count `not_llm`, as do those of a batch of HTTP spans alone."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -314,14 +320,12 @@ def test_payload_records_carry_each_events_own_json(recorded: dict[str, OtelApp]
     records, counts = payload_records([payload], encoding, OPTIONS)  # type: ignore[arg-type]
     events, _ = payload_events([payload], encoding, OPTIONS)  # type: ignore[arg-type]
     assert counts.mapped == len(records) == 4
-    assert (
-        [value for _, value in records] == [e.to_json() for e, _ in records] == [e.to_json() for e in events]
-    )
+    assert [(r.type, r.key, r.value) for r in records] == [(e.type, e.key, e.to_json()) for e in events]
 
 
-def test_a_marker_outside_the_only_scope_changes_no_count() -> None:
-    """One scope of spans and a marker elsewhere in the payload (a resource attribute): its spans
-    are read rather than skipped, and still count `not_llm` (no preset takes a span without one)."""
+def test_a_marker_outside_the_spans_attribute_keys_changes_no_count() -> None:
+    """A marker elsewhere in the payload (a resource attribute, an attribute's value) leaves spans
+    without one among their attribute keys `not_llm`, as no preset takes them."""
     from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
     message = TracesData()
@@ -333,5 +337,7 @@ def test_a_marker_outside_the_only_scope_changes_no_count() -> None:
     for i in range(3):
         added = scope_spans.spans.add()
         added.trace_id, added.span_id, added.name = bytes(16), bytes([i + 1]) * 8, "GET /"
+        value = added.attributes.add()
+        value.key, value.value.string_value = "http.route", "openinference.span.kind"
     events, counts = payload_events([message.SerializeToString()], "otlp_proto", OPTIONS)
     assert (events, dict(counts.unmapped)) == ([], {"not_llm": 3})
