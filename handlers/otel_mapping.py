@@ -326,7 +326,7 @@ def _version(span: Span, paths: tuple[str, ...], named: int | None) -> int | Non
     if value is None:
         return named
     text = str(value).strip().lower().removeprefix("v")
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "²" is a digit int() refuses
         raise Unmappable("bad_version")
     return int(text)
 

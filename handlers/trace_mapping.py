@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from schemas import event_ids
 from schemas.errors import GepaStreamError
@@ -245,7 +246,10 @@ def build_event_json(
         )
     except (ValidationError, OverflowError, OSError, ValueError):
         raise Unmappable("bad_time") from None
-    value = event.to_json()
+    try:
+        value = event.to_json()
+    except PydanticSerializationError:  # a value JSON cannot hold (bytes in the inputs)
+        raise Unmappable("invalid_data") from None
     if len(value) > max_event_bytes:
         raise Unmappable("oversize")
     return event, value

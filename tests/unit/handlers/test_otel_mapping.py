@@ -176,6 +176,8 @@ def test_a_prompts_own_attributes_from_the_policy_file() -> None:
         ({"gen_ai.prompt.name": None}, "no_prompt"),
         ({"gen_ai.prompt.name": "someone_else"}, "unmanaged_prompt"),
         ({"gepa.prompt.version": "latest"}, "bad_version"),
+        ({"gepa.prompt.version": "\u00b2"}, "bad_version"),  # a digit to str.isdigit, not to int()
+        ({"gepa.prompt.variables": {"ticket": b"\xff\x00"}}, "invalid_data"),  # bytes: no JSON value
         ({"gepa.prompt.variables": None}, "no_inputs"),
         ({"gepa.prompt.variables": "{not json"}, "bad_inputs"),
         ({"gepa.prompt.variables": "[1, 2]"}, "bad_inputs"),
