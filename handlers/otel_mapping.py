@@ -30,8 +30,7 @@ from handlers.trace_mapping import (
 )
 from schemas import event_ids
 from schemas.config import PolicyBook, PolicyFile
-from schemas.events import CloudEvent, RatingData, RatingEvent, TraceEvent
-from schemas.parse import parse_event
+from schemas.events import RatingData, RatingEvent, TraceEvent
 
 Convention = Literal["auto", "openinference", "openllmetry", "genai", "mlflow"]
 CONVENTIONS: tuple[Convention, ...] = ("auto", "openinference", "openllmetry", "genai", "mlflow")
@@ -467,20 +466,12 @@ def span_records(span: Span, options: OtelOptions, counts: SpanCounts) -> list[M
     return records
 
 
-def payload_events(
-    payloads: list[bytes], encoding: Encoding, options: OtelOptions
-) -> tuple[list[CloudEvent[Any]], SpanCounts]:
-    """Every event the payloads' spans yield, and the counts: an undecodable payload is one bad
-    payload; spans that cannot be LLM spans (no LLM marker among their attributes) are counted
-    `not_llm` without being read."""
-    records, counts = payload_records(payloads, encoding, options)
-    return [parse_event(record.value) for record in records], counts
-
-
 def payload_records(
     payloads: list[bytes], encoding: Encoding, options: OtelOptions, counts: SpanCounts | None = None
 ) -> tuple[list[Mapped], SpanCounts]:
-    """`payload_events`, each with its JSON (counted into `counts` if given)."""
+    """Every event the payloads' spans yield, each with its JSON, and the counts (into `counts` if
+    given): an undecodable payload is one bad payload; spans that cannot be LLM spans (no LLM marker
+    among their attributes) are counted `not_llm` without being read."""
     counts = SpanCounts() if counts is None else counts
     records: list[Mapped] = []
     for payload in payloads:

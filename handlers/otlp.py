@@ -188,11 +188,6 @@ def parse_traces(payload: bytes, encoding: Encoding, reading: bool = False) -> A
     return _READ.FromString(message.SerializeToString()) if reading else message
 
 
-def decode_spans(payload: bytes, encoding: Encoding) -> list[Span]:
-    """Every span of an OTLP payload, flattened (raises BadPayload when the payload is unreadable)."""
-    return read_spans(payload, encoding, ())[0]
-
-
 def read_spans(payload: bytes, encoding: Encoding, markers: tuple[str, ...]) -> tuple[list[Span], int]:
     """The spans of an OTLP payload, flattened, and how many were skipped unread: with `markers`,
     a span with none of them among its attribute keys (an HTTP or database span, say) is only

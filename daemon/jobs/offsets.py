@@ -52,9 +52,6 @@ class OffsetTracker(Generic[P]):
         for partition in partitions:
             self._partitions.pop(partition, None)
 
-    def owns(self, partition: P) -> bool:
-        return partition in self._partitions
-
     def seen(self, partition: P, offset: int) -> bool:
         """A record was read (and is being handled now); False if the partition is not ours."""
         state = self._partitions.get(partition)

@@ -18,11 +18,10 @@ from handlers.otel_mapping import (
     OtelOptions,
     PromptAttributes,
     SpanCounts,
-    payload_events,
     payload_records,
     span_records,
 )
-from handlers.otlp import BadPayload, Span, SpanEvent, decode_spans
+from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, read_spans
 from schemas.config import ConfigError, PolicyFile, load_policy_file
 from schemas.parse import parse_event
 from tests.otel_app import OtelApp, deep_span_payload, record_calls, traces_data
@@ -36,6 +35,19 @@ T0 = 1_795_000_000_000_000_000  # ns
 def recorded() -> dict[str, OtelApp]:
     """Four calls through each instrumentation library, version 3 of the prompt."""
     return record_calls(4, version=3)
+
+
+def decode_spans(payload: bytes, encoding: Encoding) -> list[Span]:
+    """Every span of an OTLP payload, none skipped (raises BadPayload when unreadable)."""
+    return read_spans(payload, encoding, ())[0]
+
+
+def payload_events(
+    payloads: list[bytes], encoding: Encoding, options: OtelOptions
+) -> tuple[list[Any], SpanCounts]:
+    """The events `payload_records` yields, parsed, and its counts."""
+    records, counts = payload_records(payloads, encoding, options)
+    return [parse_event(record.value) for record in records], counts
 
 
 def validated(records: list[Mapped]) -> list[Any]:
