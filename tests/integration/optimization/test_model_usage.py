@@ -5,6 +5,7 @@ is named, not swallowed."""
 
 import time
 
+import dspy
 import pytest
 
 from optimization import (
@@ -15,7 +16,9 @@ from optimization import (
     make_template_agent,
     run_mlflow_gepa,
 )
-from optimization.model_calls import CallPolicy, ModelCallFailed, Price, governed
+from optimization.model_calls import CallPolicy, ModelCallFailed, Price, governed, metered_task_calls
+from optimization.models import make_lm
+from optimization.offline.datasets import SEED_ROUTER_PROMPT
 
 PRICES = {"openai/support-router": Price(1.0, 2.0), "openai/reflector": Price(3.0, 4.0)}
 
@@ -124,3 +127,23 @@ def test_a_provider_answering_200_with_malformed_json_is_named_so(fake_provider,
     assert "a 200 answer that is not valid JSON: Unterminated string" in reason and "500" not in reason, (
         reason
     )
+
+
+def test_the_held_out_meter_counts_real_task_calls_as_the_provider_served_them(fake_provider) -> None:
+    """`metered_task_calls` (behind `promotion.max_cost_increase`) through litellm: the calls, tokens
+    and dollars of one version's held-out answers, plain completions and a DSPy program alike."""
+    prompts = [SEED_ROUTER_PROMPT.replace("{{ticket}}", t) for t in ("refund me", "app crashes", "login")]
+    with governed(CallPolicy(prices=PRICES)), metered_task_calls() as tally:
+        for prompt in prompts:
+            complete_text("openai/support-router", prompt)
+        with dspy.context(lm=make_lm("openai/support-router")):
+            dspy.Predict("ticket -> category")(ticket="I was charged twice")
+    served = fake_provider.stats()["by_model"]["support-router"]
+    assert (tally.calls, tally.prompt_tokens, tally.completion_tokens) == (
+        served["requests"],
+        served["prompt_tokens"],
+        served["completion_tokens"],
+    ) and served["requests"] == 4
+    price = PRICES["openai/support-router"]
+    expected = (served["prompt_tokens"] * price.input + served["completion_tokens"] * price.output) / 1e6
+    assert tally.cost_usd == pytest.approx(expected) and not tally.cost_unknown
