@@ -14,11 +14,11 @@ import shlex
 import subprocess
 import sys
 import time
-from functools import partial
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
