@@ -151,7 +151,8 @@ def check_volumes_writable_by_the_image_user() -> None:
         probe = (
             DockerContainer("localhost/gepa-stream:latest")
             .with_kwargs(entrypoint=["sh", "-c"])
-            .with_command(f"id -u && touch {path}/.write-probe && rm {path}/.write-probe && echo writable")
+            # one argument for `sh -c` (a string command would be split into words)
+            .with_command([f"id -u && touch {path}/.write-probe && rm {path}/.write-probe && echo writable"])
             .with_volume_mapping(f"{PROJECT}_{volume}", path, "rw")
         )
         with probe:

@@ -73,12 +73,13 @@ fi
 step "project image from the real Dockerfile (layers cached between runs)"
 # pip reaches the index through a TLS-intercepting proxy that only the host's CA bundle trusts:
 # host network, the bundle at /host-certs and a pip.conf naming it, mounted for the build only.
-podman build --quiet --network host \
+# --format docker: in the default OCI format podman drops the HEALTHCHECK the daemon services rely on.
+podman build --quiet --format docker --network host \
   -v /etc/ssl/certs:/host-certs:ro -v "$ROOT/deploy/podman/pip.conf:/etc/pip.conf:ro" \
   --build-arg PYTHON_IMAGE="$BASE_IMAGE" -t localhost/gepa-stream:latest . >/dev/null
 
 step "Prometheus stand-in image (Debian's prometheus)"
-podman build --quiet --build-arg BASE_IMAGE="$BASE_IMAGE" -f deploy/podman/prometheus.Containerfile \
+podman build --quiet --format docker --build-arg BASE_IMAGE="$BASE_IMAGE" -f deploy/podman/prometheus.Containerfile \
   -t localhost/gepa-stream-prometheus:latest deploy/podman >/dev/null
 
 step "podman's Docker API for testcontainers"
