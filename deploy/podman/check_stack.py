@@ -231,7 +231,9 @@ def main() -> int:
 
         mlflow.genai.set_prompt_alias(PROMPT, "production", 1)
     with step("traces and SME ratings into the published Kafka port"):
-        produce(BOOTSTRAP, sme_feed(TOPICS, PROMPT, n=80))
+        # 140: every distinct sample ticket; exact_match uses the SME-corrected ones, and the gate
+        # wants 20 of them held out (min_eval_examples in deploy/gepa-stream.yaml)
+        produce(BOOTSTRAP, sme_feed(TOPICS, PROMPT, n=140))
     with step("ingest fires, optimizer in GEPA: stop its container mid-job, start it again"):
         run_dir = wait_until(run_dirs_in_gepa, 300, "the optimizer's job to checkpoint GEPA state")[0]
         print(f"    job in GEPA: {run_dir.name}; stopping {container('optimizer')}")
