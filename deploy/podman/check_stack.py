@@ -143,7 +143,7 @@ def versions() -> dict[str, Any]:
 
     mlflow.set_tracking_uri(MLFLOW)
     client = mlflow.MlflowClient()
-    latest = max(int(v.version) for v in client.search_prompt_versions(PROMPT).prompt_versions)
+    latest = max(int(v.version) for v in client.search_prompt_versions(PROMPT))
     production = int(client.get_prompt_version_by_alias(PROMPT, "production").version)
     return {"latest": latest, "production": production}
 
