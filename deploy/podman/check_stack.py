@@ -220,8 +220,8 @@ def check_prometheus() -> None:
 
 
 def window() -> Any:
-    """The ingest role's window of the prompt as /status shows it (None: no window)."""
-    return json.loads(http_get(f"{OPS_PAGES['ingest']}/status"))["prompts"].get(PROMPT, {}).get("window")
+    """The examples in the ingest role's window of the prompt, as /status shows it (None: no window)."""
+    return json.loads(http_get(f"{OPS_PAGES['ingest']}/status"))["prompts"].get(PROMPT, {}).get("n_examples")
 
 
 def main() -> int:
@@ -272,7 +272,9 @@ def main() -> int:
         assert versions() == {"latest": 2, "production": 2}, versions()
         window_after = window()
         # The stand-in broker is memory-only: the windows' changelog topics go with its container.
-        print(f"    the window before down: {window_before}\n    after up: {window_after}")
+        print(
+            f"    window examples before down: {window_before}; after up: {window_after} (memory-only broker)"
+        )
     return 0
 
 
