@@ -46,6 +46,6 @@ clean:
 	rm -rf $(VENV) .gepa-stream .pytest_cache
 
 # The Dockerfile and docker-compose.yml run for real in podman (root; installs what it needs from
-# Debian; about 10 minutes from nothing): see README "Running the stack with podman".
+# Debian; about 6 minutes from nothing): see README "Running the stack with podman (no Docker engine)".
 deploy-test: install
 	deploy/podman/test.sh
