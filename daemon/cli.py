@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -95,12 +96,26 @@ def schemas(
 
 @app.command()
 def broker(
-    port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 9092,
+    port: Annotated[int, typer.Option("--port", help="port to listen on")] = 9092,
+    listen: Annotated[
+        str,
+        typer.Option("--listen", help="address to listen on (0.0.0.0: every interface, e.g. in a container)"),
+    ] = "127.0.0.1",
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise",
+            help="HOST:PORT clients are told to connect to (default: the listen address and port)",
+        ),
+    ] = None,
 ) -> None:
     """Run the embedded Kafka-protocol broker (Tansu, memory-only) in the foreground."""
     from daemon.broker import EmbeddedBroker, broker_env_hint
 
-    embedded = EmbeddedBroker(port=port)
+    if advertise is not None and not re.fullmatch(r"[^\s:/]+:\d{1,5}", advertise):
+        print_error(f"--advertise must be HOST:PORT, got {advertise!r}")
+        raise typer.Exit(EXIT_CONFIG)
+    embedded = EmbeddedBroker(port=port, host=listen, advertise=advertise)
     try:
         embedded.start()
     except (OSError, TimeoutError) as exc:
