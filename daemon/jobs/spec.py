@@ -11,10 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from daemon.prompt_version import Version
+from optimization.prompt_version import Version
 from schemas.config import PromptPolicy
 from schemas.events import (
     ModelUsage,
+    OptimizerName,
     PromotionDecision,
     SegmentScore,
     StopReason,
@@ -22,7 +23,6 @@ from schemas.events import (
     VersionCost,
 )
 
-OptimizerName = Literal["dspy_gepa", "mlflow_gepa"]
 Baseline = dict[str, Version]  # per prompt name, the production version a job started from
 
 

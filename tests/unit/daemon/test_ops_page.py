@@ -235,7 +235,7 @@ def test_the_canary_buttons_send_a_persons_command_naming_the_canary(action: str
 
 def test_the_registrys_canary_is_read_with_its_share() -> None:
     from daemon.ops.live import canary_of
-    from daemon.prompt_version import Version
+    from optimization.prompt_version import Version
     from schemas.events import TRAFFIC_SHARE_TAG
 
     assert canary_of(Version("router", 2, "t", {TRAFFIC_SHARE_TAG: "0.25"})) == (2, 0.25)
