@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Literal, NamedTuple
 
 import orjson
@@ -56,7 +56,11 @@ def lookup(attributes: Mapping[str, Any], path: str) -> Any:
     if "#" not in path:
         return attributes.get(path)
     key, _, sub = path.partition("#")
-    value = attributes.get(key)
+    return _field(attributes.get(key), sub)
+
+
+def _field(value: Any, sub: str) -> Any:
+    """`sub` of a JSON object (or its text); the value itself for an empty `sub`."""
     if not sub or value is None:
         return value
     if isinstance(value, str):
@@ -69,7 +73,7 @@ def lookup(attributes: Mapping[str, Any], path: str) -> Any:
 
 def _first(attributes: Mapping[str, Any], paths: tuple[str, ...]) -> Any:
     for path in paths:
-        value = lookup(attributes, path)
+        value = lookup(attributes, path) if "#" in path else attributes.get(path)
         if value not in (None, ""):
             return value
     return None
@@ -219,6 +223,29 @@ def detect(span: Span) -> Preset | None:
     return None
 
 
+MEMO_ENTRIES = 4096
+"""Distinct attribute values remembered per memo: an app's spans repeat a handful (prompt names,
+versions); past the bound a memo starts over, so unique hostile values cost memory up to it only."""
+
+
+class _Memo(dict[Any, Any]):
+    """A dict that starts over once it holds `MEMO_ENTRIES` entries."""
+
+    def remember(self, key: Any, value: Any) -> Any:
+        """Store and return `value`."""
+        if len(self) >= MEMO_ENTRIES:
+            self.clear()
+        self[key] = value
+        return value
+
+
+class _PromptPaths(NamedTuple):
+    """Prompt paths as (path, JSON field or ""), and the attribute key each reads."""
+
+    paths: tuple[tuple[str, str], ...]
+    keys: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class PromptAttributes:
     """A prompt's own attribute names (policy file `otel:`); None keeps the preset's."""
@@ -242,16 +269,26 @@ class OtelOptions:
     max_event_bytes: int = 512 * 1024
 
     @cached_property
-    def _prompt_paths(self) -> dict[str, tuple[str, ...]]:
+    def _prompt_paths(self) -> dict[str, _PromptPaths]:
         return {}
 
-    def prompt_paths(self, preset: Preset) -> tuple[str, ...]:
+    @cached_property
+    def named_prompts(self) -> _Memo:
+        """(preset, the span's values at its prompt paths) -> (prompt, version) or the reason none is."""
+        return _Memo()
+
+    def prompt_paths(self, preset: Preset) -> _PromptPaths:
         """Where a span of `preset` may name its prompt, in order: the prompts' own attributes,
         then the preset's (computed once per preset)."""
         paths = self._prompt_paths.get(preset.name)
         if paths is None:
             own = tuple(a.prompt for a in self.attributes.values() if a.prompt)
-            paths = self._prompt_paths[preset.name] = tuple(dict.fromkeys(own + preset.prompt))
+            ordered = tuple(dict.fromkeys(own + preset.prompt))
+            split = tuple(path.partition("#") for path in ordered)
+            paths = self._prompt_paths[preset.name] = _PromptPaths(
+                tuple(zip(ordered, (sub for _, _, sub in split), strict=True)),
+                tuple(key for key, _, _ in split),
+            )
         return paths
 
     @classmethod
@@ -306,27 +343,57 @@ def _prompt_names(value: Any) -> list[tuple[str, int | None]]:
 
 
 def _prompt(span: Span, preset: Preset, options: OtelOptions) -> tuple[str, int | None]:
-    """The managed prompt a span names, and the version its name carries: a prompt with its own
-    `prompt_attribute` is named only there, any other by the preset's attributes."""
+    """The managed prompt a span names, and the version its name carries (see `_named_prompt`),
+    remembered per distinct value: an app's spans name a handful of prompts."""
+    paths = options.prompt_paths(preset)
+    get = span.attributes.get
+    values = (preset.name, *[get(key) for key in paths.keys])
+    try:
+        found = options.named_prompts.get(values)
+    except TypeError:  # a list or map value: read, not remembered
+        found = _named_prompt(values[1:], paths, preset, options)
+    else:
+        if found is None:
+            found = options.named_prompts.remember(values, _named_prompt(values[1:], paths, preset, options))
+    if isinstance(found, str):
+        raise Unmappable(found)
+    return found
+
+
+def _named_prompt(
+    values: tuple[Any, ...], paths: _PromptPaths, preset: Preset, options: OtelOptions
+) -> tuple[str, int | None] | str:
+    """The first managed prompt named at the prompt paths (`values`, one per path): a prompt with
+    its own `prompt_attribute` is named only there, any other by the preset's attributes; else
+    the reason (`unmanaged_prompt`, `no_prompt`)."""
     named = False
-    for path in options.prompt_paths(preset):
-        for name, version in _prompt_names(lookup(span.attributes, path)):
+    for (path, sub), value in zip(paths.paths, values, strict=True):
+        for name, version in _prompt_names(_field(value, sub)):
             named = True
             own = options.attributes.get(name, NO_OWN_ATTRIBUTES).prompt
             if (own == path if own else path in preset.prompt) and (
                 options.managed is None or name in options.managed
             ):
                 return name, version
-    raise Unmappable("unmanaged_prompt" if named else "no_prompt")
+    return "unmanaged_prompt" if named else "no_prompt"
 
 
 def _version(span: Span, paths: tuple[str, ...], named: int | None) -> int | None:
     value = _first(span.attributes, paths)
     if value is None:
         return named
-    text = str(value).strip().lower().removeprefix("v")
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "²" is a digit int() refuses
+    version = _parse_version(value if isinstance(value, str) else str(value))
+    if version is None:
         raise Unmappable("bad_version")
+    return version
+
+
+@lru_cache(maxsize=MEMO_ENTRIES)
+def _parse_version(text: str) -> int | None:
+    """`3`, `v3`, ` V3 ` -> 3; None for anything else ("²" is a digit that int() refuses)."""
+    text = text.strip().lower().removeprefix("v")
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        return None
     return int(text)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from handlers.otel_mapping import (
     EVALUATION_EVENT,
+    MEMO_ENTRIES,
     Mapped,
     OtelOptions,
     PromptAttributes,
@@ -200,6 +201,25 @@ def test_unmappable_spans_are_counted_by_reason(change: dict[str, Any], reason: 
     attributes = {k: v for k, v in {**GENAI, **change}.items() if v is not None}
     events, counts = one(attributes)
     assert (events, dict(counts.unmapped), counts.mapped) == ([], {reason: 1}, 0)
+
+
+def test_the_prompt_memo_answers_as_a_fresh_read_and_stays_bounded() -> None:
+    """Prompt names are remembered per distinct value: a remembered answer (managed, unmanaged) is
+    the first one, a list value (unhashable) still maps, and unique names never grow the memo past
+    its bound."""
+    options = OtelOptions("t", managed=frozenset({PROMPT}))
+    for _ in range(2):
+        assert one(GENAI, options)[1].mapped == 1
+        assert dict(one({**GENAI, "gen_ai.prompt.name": "someone_else"}, options)[1].unmapped) == {
+            "unmanaged_prompt": 1
+        }
+    listed = {**GENAI, "gepa.prompt": [{"name": PROMPT, "version": "4"}]}  # a list: read, not remembered
+    assert [e.data.prompt_version for e in one(listed, options)[0]] == [4]
+    counts = SpanCounts()
+    for i in range(MEMO_ENTRIES + 100):
+        span_records(span({**GENAI, "gen_ai.prompt.name": f"stranger_{i}"}), options, counts)
+    assert dict(counts.unmapped) == {"unmanaged_prompt": MEMO_ENTRIES + 100}
+    assert 0 < len(options.named_prompts) <= MEMO_ENTRIES
 
 
 def test_a_name_that_is_no_prompt_name_is_invalid_data_when_every_prompt_is_published() -> None:
