@@ -1,7 +1,7 @@
 """The compose deployment's OTel bridge as its own process: the service's command behind the
 Dockerfile's entrypoint, with the service's settings and policy file, its addresses swapped for
 the test broker. Its healthcheck passes, a span exported over OTLP/HTTP becomes a trace event on
-gepa.traces, and /metrics counts it."""
+gepa.traces, and /metrics counts it and exports every bridge metric the dashboard queries."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from optimization.offline.provider import FakeProvider
 from schemas import Topics
 from tests.daemon_harness import metric_value, read_topic
 from tests.deploy.deployment import bridge_services, command, container_env, instructions, mounted_from
+from tests.deploy.metric_names import dashboard_metric_names, exported_metric_names, load_dashboard
 from tests.otel_app import BridgeProcess, OtelApp, traces_data
 
 pytestmark = pytest.mark.integration
@@ -71,4 +72,8 @@ def test_the_compose_bridge_answers_its_healthcheck_and_turns_an_otlp_http_expor
         (app.prompt, call.ticket, call.answer)
     ]
     assert metric_value(metrics, "gepa_stream_otel_published_total", type="gepa.trace.v1") == 1
+    panels = {n for n in dashboard_metric_names(load_dashboard()) if n.startswith("gepa_stream_otel_")}
+    assert len(panels) == 4 and panels <= exported_metric_names(metrics), panels - exported_metric_names(
+        metrics
+    )
     assert "in all: 1 span(s): 1 mapped" in out, out[-2000:]
