@@ -1,5 +1,6 @@
 """An OpenTelemetry-instrumented "production app" for the OTel bridge tests: the `openai` client,
-instrumented by OpenInference or OpenLLMetry, routes support tickets through the fake provider with
+instrumented by OpenInference, OpenLLMetry or the OpenTelemetry project's own GenAI instrumentation
+(`opentelemetry-instrumentation-openai-v2`), routes support tickets through the fake provider with
 the registry prompt's template; the spans the SDK records are exported as the Collector's Kafka
 exporter writes them (`TracesData`, `otlp_proto` or `otlp_json`) or with the SDK's own OTLP/HTTP
 exporter."""
@@ -28,12 +29,21 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import GEN_AI_PROMPT_NAME
 
 from daemon.broker import free_port
 from optimization.offline.datasets import SEED_ROUTER_PROMPT, support_tickets
 from optimization.offline.provider import FakeProvider
 
-Library = Literal["openinference", "openllmetry"]
+Library = Literal["openinference", "openllmetry", "genai"]
+LIBRARIES: tuple[Library, ...] = ("openinference", "openllmetry", "genai")
+GENAI_ENV = {
+    # what opentelemetry-instrumentation-openai-v2 2.4b0's docs ask for to put the messages on the
+    # span; util-genai 1.1b0 no longer reads the first (it always writes the latest experimental
+    # conventions) and reads the second per call
+    "OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental",
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY",
+}
 MODEL = "support-router"  # the fake provider answers it as offline/support-router
 
 
@@ -47,6 +57,57 @@ class TraceloopPromptContext(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
         span.set_attributes(self.attributes)
+
+
+_PROMPT_KEY = otel_context.create_key("gepa.prompt")
+
+
+@contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """`env` set in this process's environment inside, the previous values restored after."""
+    before = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def using_prompt(name: str, version: int, variables: dict[str, Any]) -> Iterator[None]:
+    """The app states which registry prompt the code inside renders, in the OpenTelemetry context
+    (an in-process value: unlike baggage it is not propagated to the services the app calls, so the
+    template variables stay in the process)."""
+    token = otel_context.attach(
+        otel_context.set_value(
+            _PROMPT_KEY,
+            {
+                GEN_AI_PROMPT_NAME: name,  # the GenAI conventions' attribute for the prompt's name
+                "gepa.prompt.version": version,
+                "gepa.prompt.variables": json.dumps(variables),
+            },
+        )
+    )
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+class GenAIPromptContext(SpanProcessor):
+    """The app's span processor for the official GenAI instrumentation, which names no prompt:
+    it stamps the prompt `using_prompt` put in the OpenTelemetry context (a context value, not
+    baggage) as `gen_ai.prompt.name`, `gepa.prompt.version` and `gepa.prompt.variables` on each
+    span started inside it, the LLM span among them."""
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        prompt = otel_context.get_value(_PROMPT_KEY, parent_context)
+        if isinstance(prompt, dict):
+            span.set_attributes(prompt)
 
 
 @dataclass
@@ -69,6 +130,7 @@ class OtelApp:
     exporters: Sequence[SpanExporter] = ()
     memory: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
     calls: list[Call] = field(default_factory=list)
+    capture_content: bool = True  # genai: the messages on the span (the library's default is none)
 
     @contextmanager
     def instrumented(self) -> Iterator[OtelApp]:
@@ -78,22 +140,31 @@ class OtelApp:
         self._traceloop = TraceloopPromptContext()
         if self.library == "openllmetry":
             tracer_provider.add_span_processor(self._traceloop)
+        elif self.library == "genai":
+            tracer_provider.add_span_processor(GenAIPromptContext())
         for exporter in (self.memory, *self.exporters):
             tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        env: dict[str, str] = {}
         if self.library == "openinference":
             from openinference.instrumentation.openai import OpenAIInstrumentor as OpenInference
 
             instrumentor: Any = OpenInference()
-        else:
+        elif self.library == "openllmetry":
             from opentelemetry.instrumentation.openai import OpenAIInstrumentor as OpenLLMetry
 
             instrumentor = OpenLLMetry()
-        instrumentor.instrument(tracer_provider=tracer_provider)
-        try:
-            yield self
-        finally:
-            instrumentor.uninstrument()
-            tracer_provider.shutdown()
+        else:
+            from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as GenAI
+
+            instrumentor = GenAI()
+            env = GENAI_ENV if self.capture_content else {}
+        with _environ(env):  # the process's environment while the app runs: read per call too
+            instrumentor.instrument(tracer_provider=tracer_provider)
+            try:
+                yield self
+            finally:
+                instrumentor.uninstrument()
+                tracer_provider.shutdown()
 
     def _context(self, ticket: str) -> ExitStack:
         """The prompt of this call, as each library's users state it."""
@@ -108,6 +179,8 @@ class OtelApp:
                     template=SEED_ROUTER_PROMPT, variables=variables, version=str(self.version)
                 )
             )
+        elif self.library == "genai":
+            stack.enter_context(using_prompt(self.prompt, self.version, variables))
         else:
             self._traceloop.attributes = {
                 "traceloop.prompt.key": self.prompt,
@@ -140,13 +213,13 @@ class OtelApp:
         return list(self.memory.get_finished_spans())
 
 
-def record_calls(n: int, version: int) -> dict[str, OtelApp]:
-    """`n` calls through each instrumentation library (OpenInference, OpenLLMetry) with version
-    `version` of the prompt, against a fake provider of their own."""
+def record_calls(n: int, version: int, libraries: Sequence[Library] = LIBRARIES) -> dict[str, OtelApp]:
+    """`n` calls through each instrumentation library (OpenInference, OpenLLMetry, the official
+    GenAI one) with version `version` of the prompt, against a fake provider of their own."""
     apps = {}
     with FakeProvider() as provider:
-        for library in ("openinference", "openllmetry"):
-            app = OtelApp(library, provider, version=version)  # type: ignore[arg-type]
+        for library in libraries:
+            app = OtelApp(library, provider, version=version)
             with app.instrumented():
                 app.serve(n)
             apps[library] = app

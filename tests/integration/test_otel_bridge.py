@@ -1,7 +1,7 @@
 """`gepa-stream bridge otel` as its own process on a real broker: spans recorded by the real
-OpenInference and OpenLLMetry instrumentation of the `openai` client (against the fake provider)
-arrive (a) as the Collector's Kafka exporter writes them, in both encodings, and (b) from the SDK's
-own OTLP/HTTP exporter; each LLM call becomes exactly one trace event, a redelivered batch the
+OpenInference, OpenLLMetry and official OpenTelemetry GenAI instrumentation of the `openai` client
+(against the fake provider) arrive (a) as the Collector's Kafka exporter writes them, in both
+encodings, and (b) from the SDK's own OTLP/HTTP exporter (OpenInference, OpenLLMetry); each LLM call becomes exactly one trace event, a redelivered batch the
 same events, and the HTTP receiver answers per the OTLP/HTTP spec."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ TOKEN = "ingest-token-0123456789"
 
 @pytest.fixture(scope="module")
 def recorded() -> dict[str, OtelApp]:
-    """Four calls through each instrumentation library."""
+    """Four calls through each instrumentation library (OpenInference, OpenLLMetry, GenAI)."""
     return record_calls(4, version=2)
 
 
@@ -84,21 +84,21 @@ def test_collector_kafka_export_to_one_trace_event_per_call(
     bridge = BridgeProcess(env, tmp_path / "bridge.log", "--topic", topic, "--encoding", encoding).start()
     try:
         traces_topic = f"{env['GEPA_STREAM_TOPIC_PREFIX']}traces"
-        events = wait_for_traces(kafka_bootstrap, traces_topic, 12)
+        events = wait_for_traces(kafka_bootstrap, traces_topic, 16)
         metrics = bridge.get("/metrics") or ""
     finally:
         out = bridge.stop()
     calls = [call for app in recorded.values() for call in app.calls]
-    assert len(events) == 12  # 8 calls, 4 of them delivered twice
+    assert len(events) == 16  # 12 calls, 4 of them delivered twice
     unique = {e.id: e for e in events}
-    assert len(unique) == 8
+    assert len(unique) == 12
     assert sorted(
         (e.data.prompt, e.data.prompt_version, e.data.inputs["ticket"], e.data.outputs)
         for e in unique.values()
     ) == sorted((PROMPT, 2, call.ticket, call.answer) for call in calls)
     assert all(e.key == PROMPT.encode() for e in events)
-    assert "in all: 12 span(s): 12 mapped, 0 unmapped; published: gepa.trace.v1 12" in out
-    assert metric_value(metrics, "gepa_stream_otel_spans_total", outcome="mapped") == 12
+    assert "in all: 16 span(s): 16 mapped, 0 unmapped; published: gepa.trace.v1 16" in out
+    assert metric_value(metrics, "gepa_stream_otel_spans_total", outcome="mapped") == 16
 
 
 def test_sdk_otlp_http_exporter_and_the_receivers_answers(

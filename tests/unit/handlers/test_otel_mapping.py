@@ -1,7 +1,8 @@
-"""OpenTelemetry spans -> events: spans recorded by the real OpenInference and OpenLLMetry
-instrumentation of the `openai` client (against the fake provider), decoded from both Kafka
-encodings; the GenAI and MLflow presets, per-prompt attributes, feedback and unmappable spans on
-spans built by hand (pure logic)."""
+"""OpenTelemetry spans -> events: spans recorded by the real OpenInference, OpenLLMetry and
+official OpenTelemetry GenAI (`opentelemetry-instrumentation-openai-v2`) instrumentation of the
+`openai` client (against the fake provider), decoded from both Kafka encodings; the MLflow preset,
+per-prompt attributes, feedback (no library at hand emits evaluation events) and unmappable spans
+on spans built by hand (pure logic)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from handlers.otel_mapping import (
     OtelOptions,
     PromptAttributes,
     SpanCounts,
+    detect,
     payload_records,
     span_records,
 )
 from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, read_spans
+from optimization.offline.provider import FakeProvider
 from schemas.config import ConfigError, PolicyFile, load_policy_file
 from schemas.parse import parse_event
 from tests.otel_app import OtelApp, deep_span_payload, record_calls, traces_data
@@ -34,7 +37,8 @@ T0 = 1_795_000_000_000_000_000  # ns
 
 @pytest.fixture(scope="module")
 def recorded() -> dict[str, OtelApp]:
-    """Four calls through each instrumentation library, version 3 of the prompt."""
+    """Four calls through each instrumentation library (OpenInference, OpenLLMetry, the official
+    GenAI one), version 3 of the prompt."""
     return record_calls(4, version=3)
 
 
@@ -64,7 +68,7 @@ def mapped(payload: bytes, encoding: str, options: OtelOptions = OPTIONS) -> tup
     return validated([r for s in spans for r in span_records(s, options, counts)]), counts
 
 
-@pytest.mark.parametrize("library", ["openinference", "openllmetry"])
+@pytest.mark.parametrize("library", ["openinference", "openllmetry", "genai"])
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
 def test_one_trace_event_per_llm_call_with_prompt_version_inputs_and_answer(
     recorded: dict[str, OtelApp], library: str, encoding: str
@@ -81,6 +85,65 @@ def test_one_trace_event_per_llm_call_with_prompt_version_inputs_and_answer(
         assert event.data.model == "support-router"
         assert event.data.latency_ms == (span.end_time - span.start_time) / 1e6
         assert parse_event(event.to_json()) == event  # a valid contract event
+
+
+GENAI_LIBRARY_KEYS = {
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.response.id",
+    "gen_ai.response.finish_reasons",
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+}
+"""What opentelemetry-instrumentation-openai-v2 2.4b0 (util-genai 1.1b0) writes on a chat span with
+the messages captured on the span; the app's span processor adds the prompt's three."""
+
+
+@pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
+def test_the_official_genai_instrumentations_spans_take_the_genai_preset(
+    recorded: dict[str, OtelApp], encoding: str
+) -> None:
+    """Its chat spans come from util-genai's scope, outside OpenLLMetry's `opentelemetry.instrumentation.*`,
+    carry the GenAI attributes and no OpenLLMetry ones, and map as the GenAI preset maps them."""
+    app = recorded["genai"]
+    payload = traces_data(app.spans(), encoding)
+    spans = decode_spans(payload, encoding)  # type: ignore[arg-type]
+    assert len(spans) == 4
+    for decoded, call in zip(spans, app.calls):
+        assert decoded.scope == "opentelemetry.util.genai.handler"
+        assert set(decoded.attributes) == GENAI_LIBRARY_KEYS | {
+            "gen_ai.prompt.name",
+            "gepa.prompt.version",
+            "gepa.prompt.variables",
+        }
+        assert (decoded.attributes["gen_ai.operation.name"], decoded.attributes["gen_ai.request.model"]) == (
+            "chat",
+            "support-router",
+        )
+        (message,) = json.loads(decoded.attributes["gen_ai.input.messages"])
+        assert message["role"] == "user" and call.ticket in message["parts"][0]["content"]
+        preset = detect(decoded)
+        assert preset is not None and preset.name == "genai"
+    auto, _ = mapped(payload, encoding)
+    forced, _ = mapped(payload, encoding, OtelOptions("test/otel", "genai", frozenset({PROMPT})))
+    assert [e.to_json() for e in auto] == [e.to_json() for e in forced] and len(auto) == 4
+
+
+def test_the_official_genai_instrumentations_spans_without_captured_content_have_no_outputs() -> None:
+    """By default the library keeps the messages off the span: the call is counted `no_outputs`."""
+    with FakeProvider() as provider:
+        app = OtelApp("genai", provider, version=3, capture_content=False)
+        with app.instrumented():
+            app.serve(1)
+    (recorded_span,) = app.spans()
+    assert "gen_ai.output.messages" not in recorded_span.attributes
+    assert recorded_span.attributes["gen_ai.prompt.name"] == PROMPT  # the app's processor still names it
+    events, counts = mapped(traces_data(app.spans(), "otlp_proto"), "otlp_proto")
+    assert (events, dict(counts.unmapped)) == ([], {"no_outputs": 1})
 
 
 def test_a_redelivered_batch_maps_to_identical_events(recorded: dict[str, OtelApp]) -> None:
