@@ -8,6 +8,10 @@ SME's rating drawn from the version's hidden quality, then exits.
 Request i is user `user-<i>` and trace `<prompt>-req-<i>`: a burst sent again is the same
 facts, and its rating is drawn from a generator seeded by the trace id, so a redelivered burst
 carries the same ratings. Prints one JSON line: requests served per version.
+
+With `--bursts` instead of `--requests` it serves one burst per line of stdin (`START REQUESTS`),
+each with a router made for it (as a fresh process would: the registry's share as it is now),
+printing each burst's JSON line, until stdin closes: one process's start-up for many bursts.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from collections import Counter
 
 from kafka import KafkaProducer
@@ -30,15 +35,34 @@ def main() -> None:
     parser.add_argument("prompt")
     parser.add_argument("--quality", required=True, help="version=P(excellent), comma-separated")
     parser.add_argument("--start", type=int, default=0)
-    parser.add_argument("--requests", type=int, required=True)
+    how_many = parser.add_mutually_exclusive_group(required=True)
+    how_many.add_argument("--requests", type=int)
+    how_many.add_argument("--bursts", action="store_true", help="bursts from stdin: START REQUESTS a line")
     parser.add_argument("--topic-prefix", default="gepa.")
     args = parser.parse_args()
     quality = {int(v): float(q) for v, q in (pair.split("=") for pair in args.quality.split(","))}
+    producer = KafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=5)
+    try:
+        bursts = (
+            ((int(a), int(b)) for a, b in (line.split() for line in sys.stdin if line.strip()))
+            if args.bursts
+            else iter([(args.start, args.requests)])
+        )
+        for start, requests in bursts:
+            served = burst(producer, args, quality, start, requests)
+            print(json.dumps({str(v): n for v, n in sorted(served.items())}), flush=True)
+    finally:
+        producer.close()
+
+
+def burst(
+    producer: KafkaProducer, args: argparse.Namespace, quality: dict[int, float], start: int, requests: int
+) -> Counter[int]:
+    """Requests `start` .. `start + requests - 1`, routed by a new router, sent and flushed."""
     topics = Topics(args.topic_prefix)
     router = PromptRouter(args.prompt, tracking_uri=args.tracking_uri, ttl_s=0.5)
-    producer = KafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=5)
     served: Counter[int] = Counter()
-    for i in range(args.start, args.start + args.requests):
+    for i in range(start, start + requests):
         route = router.choose(f"user-{i}")
         trace_id = f"{args.prompt}-req-{i}"
         good = random.Random(trace_id).random() < quality[route.version]
@@ -60,8 +84,7 @@ def main() -> None:
         producer.send(topics.ratings, key=rating.key, value=rating.to_json())
         served[route.version] += 1
     producer.flush()
-    producer.close()
-    print(json.dumps({str(v): n for v, n in sorted(served.items())}))
+    return served
 
 
 if __name__ == "__main__":

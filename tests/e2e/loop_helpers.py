@@ -176,7 +176,7 @@ def wait_for_events(
             )
         if daemon.process is not None and daemon.process.poll() is not None:
             raise AssertionError(f"daemon exited:\n{daemon.log.read_text()[-5000:]}")
-        time.sleep(1.0)
+        time.sleep(0.5)
 
 
 def validate_against_schemas(events: list[Any]) -> None:

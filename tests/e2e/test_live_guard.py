@@ -20,7 +20,7 @@ from schemas import (
     PromotionData,
     PromotionEvent,
 )
-from tests.daemon_harness import Daemon, metric_value, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, metric_value, produce, read_topic
 from tests.e2e.loop_helpers import (
     live_feed,
     register_seed,
@@ -59,7 +59,7 @@ def test_the_guard_rolls_back_a_worse_version_confirms_a_better_one_and_survives
         tmp_path / "policy.yaml",
         {worse: {}, better: {"n": 400, "guard": "{min_live_examples: 20, margin: 0.2}"}},
     )
-    daemon = Daemon(kafka_bootstrap, policy, tmp_path)
+    daemon = Daemon(kafka_bootstrap, policy, tmp_path, env=QUICK_JOIN_ENV)
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     for name in (worse, better):
         register_seed(tracking, name)

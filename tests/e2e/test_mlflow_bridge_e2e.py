@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from daemon.cli import app as cli
-from tests.daemon_harness import Daemon, metric_value, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, metric_value, read_topic
 from tests.e2e.loop_helpers import wait_for_events, write_policy
 from tests.mlflow_app import PROMPT, ProductionApp
 
@@ -25,7 +25,7 @@ def _setup(
     """The daemon (not started) and the app on one sqlite MLflow, its trigger at `n` labeled traces;
     the bridge CLI's env points at both."""
     policy = write_policy(tmp_path / "policy.yaml", PROMPT, n=n)
-    daemon = Daemon(kafka_bootstrap, policy, tmp_path)
+    daemon = Daemon(kafka_bootstrap, policy, tmp_path, env=QUICK_JOIN_ENV)
     app = ProductionApp(tmp_path)
     assert app.tracking_uri == daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     for name in ("BOOTSTRAP_SERVERS", "TOPIC_PREFIX", "MLFLOW_TRACKING_URI"):
@@ -56,11 +56,12 @@ def test_bridge_restart_and_rerun_count_every_example_once(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     daemon, app = _setup(kafka_bootstrap, tmp_path, monkeypatch)
-    daemon.start(role="ingest")
+    daemon.launch(role="ingest")  # starts while the app serves and its SME reviews
     try:
         first = app.serve(40)
         app.serve_unlinked()
         app.review(first[::2])
+        daemon.wait_ready()
         out = _bridge(app)
         assert (
             "41 new trace(s): 40 mapped, 1 unmapped (no_prompt 1); published: gepa.rating.v1 20, gepa.trace.v1 40"
@@ -107,9 +108,10 @@ def test_bridged_production_data_is_optimized_and_promoted(
     # 60 reviewed traces: MLflow's trace ids are random, and so is the held-out share of a split by
     # their hash; with 40, fewer than min_eval_examples (10) were held out in ~7 % of runs
     daemon, app = _setup(kafka_bootstrap, tmp_path, monkeypatch, n=60)
-    daemon.start()
+    daemon.launch()  # starts while the app serves and its SME reviews
     try:
         app.review(app.serve(120)[::2])
+        daemon.wait_ready()
         _bridge(app)
         optimizations = wait_for_events(
             daemon,

@@ -25,7 +25,7 @@ from daemon.demo import register_sample_prompt, sample_feed
 from handlers.promotion import Outcome, promotion_event
 from schemas import Topics, TraceData, TraceEvent
 from schemas.events import TRAFFIC_SHARE_TAG, PromotionData, PromotionEvent
-from tests.daemon_harness import Daemon, metric_value, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, metric_value, produce, read_topic
 from tests.e2e.loop_helpers import live_feed, register_seed, write_policies
 
 pytestmark = pytest.mark.e2e
@@ -144,7 +144,7 @@ def test_ops_page_shows_the_loop_and_acts_with_the_admin_token(
         kafka_bootstrap,
         config,
         tmp_path,
-        env={"GEPA_STREAM_ADMIN_TOKEN": TOKEN, "GEPA_STREAM_MAX_CONCURRENT_JOBS": "2"},
+        env={**QUICK_JOIN_ENV, "GEPA_STREAM_ADMIN_TOKEN": TOKEN, "GEPA_STREAM_MAX_CONCURRENT_JOBS": "2"},
     )
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     versions = {name: register_sample_prompt(tracking_uri, name) for name in (AUTO, MANUAL)}
@@ -340,7 +340,9 @@ def test_ops_page_shows_a_staged_rollout_and_aborts_the_canary_by_its_button(
             }
         },
     )
-    daemon = Daemon(kafka_bootstrap, policy, tmp_path, env={"GEPA_STREAM_ADMIN_TOKEN": TOKEN})
+    daemon = Daemon(
+        kafka_bootstrap, policy, tmp_path, env={**QUICK_JOIN_ENV, "GEPA_STREAM_ADMIN_TOKEN": TOKEN}
+    )
     register_seed(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"], CANARY)
     assert prompt_versions.ensure_production(CANARY).version == 1
     mlflow.genai.register_prompt(
@@ -503,7 +505,7 @@ def test_ops_page_finds_a_prompt_among_a_thousand_by_search_and_opens_its_decisi
     count, the search narrows it to one, and a click opens that prompt's decisions."""
     config = tmp_path / "policy.yaml"
     config.write_text("defaults: {input_keys: [q]}\npatterns:\n  - {match: 'tenant_*'}\n")
-    daemon = Daemon(kafka_bootstrap, config, tmp_path)
+    daemon = Daemon(kafka_bootstrap, config, tmp_path, env=QUICK_JOIN_ENV)
     names = [f"tenant_{i:04d}" for i in range(1000)]
     daemon.start("ingest")
     try:

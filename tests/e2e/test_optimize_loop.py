@@ -9,7 +9,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tests.daemon_harness import Daemon, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, produce, read_topic
 from tests.e2e.loop_helpers import (
     register_seed,
     sme_feed,
@@ -25,7 +25,10 @@ def _run_loop(
     kafka_bootstrap: str, tmp_path: Path, name: str, env: dict[str, str] | None = None, **policy
 ) -> tuple[Daemon, list, list, list]:
     daemon = Daemon(
-        kafka_bootstrap, write_policy(tmp_path / "policy.yaml", name, **policy), tmp_path, env=env
+        kafka_bootstrap,
+        write_policy(tmp_path / "policy.yaml", name, **policy),
+        tmp_path,
+        env={**QUICK_JOIN_ENV, **(env or {})},
     )
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     register_seed(tracking, name)
@@ -85,7 +88,7 @@ def test_dspy_backend_optimizes_registers_per_predictor_and_promotes(
             tmp_path / "policy.yaml", name, backend="dspy", program="examples.router_program:make_program"
         ),
         tmp_path,
-        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        env={**QUICK_JOIN_ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     try:
         daemon.start()

@@ -23,7 +23,7 @@ from optimization.offline.datasets import SEED_ROUTER_PROMPT
 from optimization.offline.skills import SupportRouter
 from schemas import RatingData, RatingEvent, Topics, TraceData, TraceEvent
 from schemas.events import Example
-from tests.daemon_harness import Daemon, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, produce, read_topic
 from tests.e2e.loop_helpers import register_seed, validate_against_schemas, wait_for_events, write_policies
 from tests.e2e.segment_world import (
     SEGMENTED,
@@ -136,7 +136,11 @@ def test_a_candidate_that_breaks_a_segment_is_rejected_only_with_the_segment_rul
         kafka_bootstrap,
         policy,
         tmp_path,
-        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "GEPA_STREAM_MAX_CONCURRENT_JOBS": "2"},
+        env={
+            **QUICK_JOIN_ENV,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            "GEPA_STREAM_MAX_CONCURRENT_JOBS": "2",
+        },
     )
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     for name in (SEGMENTED, UNSEGMENTED):

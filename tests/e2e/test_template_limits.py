@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 
 from optimization.model_calls import template_tokens
 from optimization.offline.datasets import SEED_ROUTER_PROMPT
-from tests.daemon_harness import Daemon, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, produce, read_topic
 from tests.e2e.loop_helpers import (
     register_seed,
     router_policy,
@@ -53,7 +53,7 @@ def test_the_longest_candidate_is_not_chosen_and_one_beyond_the_limits_is_reject
         + _policy(REJECT, "max_template_tokens: 100, max_cost_increase: 0.5")
     )
     daemon = Daemon(  # the two prompts' jobs side by side: the suite's time
-        kafka_bootstrap, policy, tmp_path, env={"GEPA_STREAM_MAX_CONCURRENT_JOBS": "2"}
+        kafka_bootstrap, policy, tmp_path, env={**QUICK_JOIN_ENV, "GEPA_STREAM_MAX_CONCURRENT_JOBS": "2"}
     )
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     for name in (CHOOSE, REJECT):

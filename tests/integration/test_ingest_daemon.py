@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_harness import (
+    QUICK_JOIN_ENV,
     Daemon,
     assert_recovered,
     changelogs,
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 def _daemon(kafka_bootstrap: str, tmp_path: Path) -> Daemon:
     config = tmp_path / "gepa-stream.yaml"
     config.write_text(CONFIG)
-    return Daemon(kafka_bootstrap, config, tmp_path)
+    return Daemon(kafka_bootstrap, config, tmp_path, env=QUICK_JOIN_ENV)
 
 
 def _settled(daemon: Daemon, feed: Feed) -> bool:
