@@ -26,6 +26,13 @@ from kafka.producer.future import RecordMetadata
 from daemon.broker import free_port
 from schemas import Topics, parse_event
 
+QUICK_JOIN_ENV = {"GEPA_STREAM_SESSION_TIMEOUT_S": "4"}
+"""Settings for a test's daemon (`Daemon(..., env=QUICK_JOIN_ENV)`) that is its consumer groups'
+only member or shares them with few: the embedded broker (Tansu 0.6) holds every JoinGroup for
+half the session timeout, so the default 10 s costs 5 s a join and a start joins two groups
+(ingest, then the optimizer) one after the other. 4 s (heartbeats stay at 1 s) saves ~6 s a
+start, and a SIGKILLed member leaves its group sooner."""
+
 
 class Daemon:
     """`python -m daemon run` with its own topic prefix, app id, state dir and web port."""

@@ -22,7 +22,7 @@ import yaml
 from mlflow import MlflowClient
 
 from optimization.offline.provider import FakeProvider
-from tests.daemon_harness import Daemon, job_processes, metric_value, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, job_processes, metric_value, produce, read_topic
 from tests.e2e.loop_helpers import register_seed, sme_feed, validate_against_schemas
 
 pytestmark = pytest.mark.e2e
@@ -87,6 +87,7 @@ def daemon(
         yaml.safe_dump({"prompts": [{"name": name, **COMMON, **policy} for name, policy in PROMPTS.items()]})
     )
     env = {
+        **QUICK_JOIN_ENV,
         "OPENAI_BASE_URL": provider.base_url,
         "OPENAI_API_KEY": provider.api_key,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
