@@ -31,7 +31,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from daemon.jobs.run_dir import RunDir
-from tests.daemon_harness import Daemon, job_processes, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, job_processes, produce, read_topic
 from tests.e2e.loop_helpers import register_seed, sme_feed, wait_for_events, write_policies
 
 POLL_S = 0.01
@@ -96,7 +96,7 @@ def run_sweep(
         bootstrap,
         write_policies(workdir / "policy.yaml", {name: SWEEP_POLICY for name in [*REFERENCES, *names]}),
         workdir,
-        env={"GEPA_STREAM_MAX_CONCURRENT_JOBS": str(concurrency)},
+        env={**QUICK_JOIN_ENV, "GEPA_STREAM_MAX_CONCURRENT_JOBS": str(concurrency)},
     )
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     for name in [*REFERENCES, *names]:
@@ -143,6 +143,23 @@ def _run_dirs(state: Path) -> dict[str, Path]:
     return found
 
 
+class _RunDirFinder:
+    """`_run_dirs` for a loop polling every `POLL_S`: each `job.json` is read once (a run
+    directory's prompt never changes), so the poll leaves the CPU to the job it times."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.found: dict[str, Path] = {}
+        self._read: set[Path] = set()
+
+    def __call__(self) -> dict[str, Path]:
+        for spec in (self.state / "jobs").glob("*/job.json"):
+            if spec.parent not in self._read:
+                self.found[json.loads(spec.read_text())["prompt"]] = spec.parent
+                self._read.add(spec.parent)
+        return self.found
+
+
 def _ledger(run_dir: Path) -> list[dict[str, Any]]:
     try:
         return list(json.loads((run_dir / "attempts.json").read_text())["attempts"])
@@ -155,8 +172,9 @@ def _reference_life(daemon: Daemon, state: Path, reference: str) -> Life:
     deadline = time.monotonic() + 300
     spawned: float | None = None
     working: float | None = None
+    run_dirs = _RunDirFinder(state)
     while time.monotonic() < deadline:
-        run_dir = _run_dirs(state).get(reference)
+        run_dir = run_dirs().get(reference)
         if run_dir is not None:
             ledger = _ledger(run_dir)
             if spawned is None and ledger and ledger[0].get("pid"):
@@ -178,10 +196,11 @@ def _kill_each(
     spawned: dict[str, float] = {}
     working: dict[str, float] = {}
     deadline = time.monotonic() + 300 + sum(k.offset_s for k in kills) * 4
+    run_dirs = _RunDirFinder(state)
     while pending:
         assert time.monotonic() < deadline, f"jobs never spawned: {sorted(pending)}"
         assert daemon.process is not None and daemon.process.poll() is None, daemon.log.read_text()[-4000:]
-        dirs = _run_dirs(state)
+        dirs = run_dirs()
         for prompt, kill in list(pending.items()):
             run_dir = dirs.get(prompt)
             ledger = _ledger(run_dir) if run_dir is not None else []

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from daemon.jobs.attempts import DAEMON_DIED
 from schemas import CommandData, CommandEvent
-from tests.daemon_harness import Daemon, assert_recovered, changelogs, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, assert_recovered, changelogs, produce, read_topic
 from tests.e2e.loop_helpers import register_seed, sme_feed, wait_for_events, write_policy
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ def test_sigkill_during_gepa_resumes_and_announces_once(kafka_bootstrap: str, tm
     policy = write_policy(
         tmp_path / "policy.yaml", name, task_model="offline/support-router?latency_ms=40", calls=120
     )
-    daemon = Daemon(kafka_bootstrap, policy, tmp_path)
+    daemon = Daemon(kafka_bootstrap, policy, tmp_path, env=QUICK_JOIN_ENV)
     register_seed(daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"], name)
     daemon.start()
     try:
@@ -73,7 +73,12 @@ def test_sigkill_during_gepa_resumes_and_announces_once(kafka_bootstrap: str, tm
 
 def test_manual_approval_then_rollback(kafka_bootstrap: str, tmp_path: Path) -> None:
     name = "router_manual"
-    daemon = Daemon(kafka_bootstrap, write_policy(tmp_path / "policy.yaml", name, mode="manual"), tmp_path)
+    daemon = Daemon(
+        kafka_bootstrap,
+        write_policy(tmp_path / "policy.yaml", name, mode="manual"),
+        tmp_path,
+        env=QUICK_JOIN_ENV,
+    )
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     register_seed(tracking, name)
     daemon.start()

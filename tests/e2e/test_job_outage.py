@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tests.daemon_harness import Daemon, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, produce, read_topic
 from tests.e2e.loop_helpers import register_seed, sme_feed, wait_for_events, write_policy
 from tests.mlflow_server import MlflowServer
 
@@ -40,7 +40,7 @@ def test_a_job_failed_by_an_mlflow_outage_completes_once_mlflow_returns(
         kafka_bootstrap,
         policy,
         tmp_path,
-        env={"GEPA_STREAM_MLFLOW_TRACKING_URI": server.uri, **SHORT_CLIENT_RETRIES},
+        env={"GEPA_STREAM_MLFLOW_TRACKING_URI": server.uri, **SHORT_CLIENT_RETRIES, **QUICK_JOIN_ENV},
     )
     try:
         daemon.start()

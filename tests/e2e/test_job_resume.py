@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from daemon.jobs.execute import HOLD_AT_VAR
-from tests.daemon_harness import Daemon, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, produce, read_topic
 from tests.e2e.loop_helpers import register_seed, sme_feed, wait_for_events, write_policies
 
 pytestmark = pytest.mark.e2e
@@ -73,7 +73,7 @@ def test_job_processes_killed_at_each_stage_resume_and_announce_once(
         kafka_bootstrap,
         write_policies(tmp_path / "policy.yaml", settings),
         tmp_path,
-        env={"GEPA_STREAM_MAX_CONCURRENT_JOBS": str(len(KILLED_AT)), HOLD_AT_VAR: holds},
+        env={**QUICK_JOIN_ENV, "GEPA_STREAM_MAX_CONCURRENT_JOBS": str(len(KILLED_AT)), HOLD_AT_VAR: holds},
     )
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     for name in KILLED_AT:

@@ -22,7 +22,7 @@ import yaml
 from mlflow import MlflowClient
 
 from optimization.offline.provider import FakeProvider
-from tests.daemon_harness import Daemon, job_processes, metric_value, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, job_processes, metric_value, produce, read_topic
 from tests.e2e.loop_helpers import register_seed, sme_feed, validate_against_schemas
 
 pytestmark = pytest.mark.e2e
@@ -87,6 +87,7 @@ def daemon(
         yaml.safe_dump({"prompts": [{"name": name, **COMMON, **policy} for name, policy in PROMPTS.items()]})
     )
     env = {
+        **QUICK_JOIN_ENV,
         "OPENAI_BASE_URL": provider.base_url,
         "OPENAI_API_KEY": provider.api_key,
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
@@ -165,7 +166,9 @@ def _registered(daemon: Daemon, name: str) -> list[Any]:
     ]
 
 
-def test_tokens_and_dollars_in_the_events_are_what_the_provider_served(outcome: Outcome) -> None:
+def check_tokens_and_dollars_in_the_events_are_what_the_provider_served(
+    outcome: Outcome, daemon: Daemon
+) -> None:
     for model in PRICED:
         counted = [
             (name, role, usage)
@@ -201,7 +204,9 @@ def test_tokens_and_dollars_in_the_events_are_what_the_provider_served(outcome: 
     assert sorted(_usage(outcome, "fp_cost").roles) == ["judge", "reflection", "task"]
 
 
-def test_429s_with_retry_after_are_ridden_out_and_the_jobs_complete(outcome: Outcome) -> None:
+def check_429s_with_retry_after_are_ridden_out_and_the_jobs_complete(
+    outcome: Outcome, daemon: Daemon
+) -> None:
     assert outcome.served["support-router"]["faults"] == 2
     assert (
         sum(
@@ -215,7 +220,7 @@ def test_429s_with_retry_after_are_ridden_out_and_the_jobs_complete(outcome: Out
         assert outcome.events[name].data.status == "completed", outcome.events[name].data.error
 
 
-def test_mlflow_backend_through_the_provider_registers_promotes_and_reports_usage(
+def check_mlflow_backend_through_the_provider_registers_promotes_and_reports_usage(
     outcome: Outcome, daemon: Daemon
 ) -> None:
     event = outcome.events["fp_mlflow"]
@@ -251,7 +256,7 @@ def test_mlflow_backend_through_the_provider_registers_promotes_and_reports_usag
     assert run.data.metrics["model_cost_usd"] == pytest.approx(event.data.usage.cost_usd)
 
 
-def test_dspy_backend_through_the_provider_registers_and_promotes(outcome: Outcome, daemon: Daemon) -> None:
+def check_dspy_backend_through_the_provider_registers_and_promotes(outcome: Outcome, daemon: Daemon) -> None:
     event = outcome.events["fp_dspy"]
     [registered] = _registered(daemon, "fp_dspy")
     assert registered.data.prompt == "fp_dspy_route" and registered.data.usage == event.data.usage
@@ -259,7 +264,7 @@ def test_dspy_backend_through_the_provider_registers_and_promotes(outcome: Outco
     assert promotion.data.decision == "promoted", promotion.data.reason
 
 
-def test_max_cost_usd_stops_gepa_and_the_best_candidate_so_far_is_still_gated(
+def check_max_cost_usd_stops_gepa_and_the_best_candidate_so_far_is_still_gated(
     outcome: Outcome, daemon: Daemon
 ) -> None:
     data = outcome.events["fp_cost"].data
@@ -273,7 +278,7 @@ def test_max_cost_usd_stops_gepa_and_the_best_candidate_so_far_is_still_gated(
         assert outcome.events[name].data.stopped_by is None
 
 
-def test_a_provider_that_stays_down_fails_the_job_naming_role_model_and_error(
+def check_a_provider_that_stays_down_fails_the_job_naming_role_model_and_error(
     outcome: Outcome, daemon: Daemon
 ) -> None:
     data = outcome.events["fp_down"].data
@@ -289,7 +294,7 @@ def test_a_provider_that_stays_down_fails_the_job_naming_role_model_and_error(
     assert job_processes(daemon.workdir / "state" / "jobs" / data.request_id) == []
 
 
-def test_a_provider_that_never_answers_fails_the_job_within_its_wall_time(
+def check_a_provider_that_never_answers_fails_the_job_within_its_wall_time(
     outcome: Outcome, daemon: Daemon
 ) -> None:
     data = outcome.events["fp_hang"].data
@@ -299,3 +304,23 @@ def test_a_provider_that_never_answers_fails_the_job_within_its_wall_time(
     assert outcome.seconds["fp_hang"] < 240, f"the job took {outcome.seconds['fp_hang']:.0f}s to fail"
     assert _registered(daemon, "fp_hang") == []
     assert job_processes(daemon.workdir / "state" / "jobs" / data.request_id) == []
+
+
+CHECKS = [
+    check_tokens_and_dollars_in_the_events_are_what_the_provider_served,
+    check_429s_with_retry_after_are_ridden_out_and_the_jobs_complete,
+    check_mlflow_backend_through_the_provider_registers_promotes_and_reports_usage,
+    check_dspy_backend_through_the_provider_registers_and_promotes,
+    check_max_cost_usd_stops_gepa_and_the_best_candidate_so_far_is_still_gated,
+    check_a_provider_that_stays_down_fails_the_job_naming_role_model_and_error,
+    check_a_provider_that_never_answers_fails_the_job_within_its_wall_time,
+]
+
+
+def test_five_jobs_through_the_provider(subtests: pytest.Subtests, outcome: Outcome, daemon: Daemon) -> None:
+    """Each claim about the five jobs a subtest (named by its check) of one test: as separate tests,
+    the suite's work-stealing workers split them, and every worker that ran some of them (again after
+    running another module in between) set the five jobs up anew, a minute or more each time."""
+    for check in CHECKS:
+        with subtests.test(check.__name__.removeprefix("check_")):
+            check(outcome, daemon)

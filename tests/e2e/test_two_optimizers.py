@@ -23,7 +23,7 @@ from daemon.jobs.attempts import DAEMON_DIED
 from daemon.jobs.execute import HOLD_AT_VAR
 from daemon.jobs.run_dir import RunDir
 from daemon.jobs.runner import REVOKED
-from tests.daemon_harness import Daemon, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, read_topic
 from tests.e2e.loop_helpers import (
     announce_request,
     first_request,
@@ -71,8 +71,9 @@ def test_a_job_moves_once_on_a_rebalance_and_once_from_a_killed_worker(
     shared = {
         "GEPA_STREAM_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "GEPA_STREAM_STATE_DIR": str(tmp_path / "state"),
-        # a dead member leaves the group after 6 s (the default 10 s suits production)
-        "GEPA_STREAM_SESSION_TIMEOUT_S": "6",
+        # a dead member leaves the group after 4 s (the default 10 s suits production), and each
+        # join is held 2 s instead of 5 (see QUICK_JOIN_ENV)
+        **QUICK_JOIN_ENV,
         "GEPA_STREAM_HEARTBEAT_INTERVAL_S": "1",
         "GEPA_STREAM_REBALANCE_TIMEOUT_S": "5",
         HOLD_AT_VAR: f"{PROMPT}={HELD_AT}",

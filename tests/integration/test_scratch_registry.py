@@ -16,35 +16,63 @@ from daemon.jobs.run_dir import RunDir
 
 pytestmark = pytest.mark.integration
 
-# open the scratch store (building it if it is not there) and print what it holds
+# Once imported (it prints "ready"), for each store path read on stdin: open the store (building it
+# if it is not there) and print what it holds. The imports come before any path is given, so every
+# process starts at once and a build is timed (and killed) alone, on an otherwise idle process.
 OPEN_SCRATCH = """
 import json, sys
 from pathlib import Path
 import mlflow
 from daemon import prompt_versions
 baseline = prompt_versions.Version("router", 3, "Route {{ticket}}", {})
-with prompt_versions.scratch_registry(Path(sys.argv[1]), baseline):
-    production = prompt_versions.production("router")
-    print(json.dumps([[v.version for v in prompt_versions.versions("router")], production.version, production.template]))
+print("ready", flush=True)
+for line in sys.stdin:
+    with prompt_versions.scratch_registry(Path(line.strip()), baseline):
+        production = prompt_versions.production("router")
+        print(json.dumps([[v.version for v in prompt_versions.versions("router")], production.version, production.template]), flush=True)
 """
 KILLS = 6
+OPENERS = 3
+HOLDS = [[1, 2, 3], 3, "Route {{ticket}}"]
 
 
-def _open_scratch(db: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", OPEN_SCRATCH, str(db)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).parents[2],
-    )
+def _scratch_process(log: Path) -> subprocess.Popen[str]:
+    """A process running `OPEN_SCRATCH`, its stderr to `log` (not yet waited ready: see `_ready`)."""
+    with log.open("w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-c", OPEN_SCRATCH, str(log)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=Path(__file__).parents[2],
+        )
 
 
-def _into_build(db: Path, kill_after_s: float | None) -> float:
-    """Open the store in a process; SIGKILL it `kill_after_s` after the store's first file appears
-    (None: let it finish). Returns the seconds from that file to the process's end."""
+def _stderr(process: subprocess.Popen[str]) -> str:
+    """What the process wrote on stderr (its log is its last argument), the end of it."""
+    return Path(str(process.args[-1])).read_text()[-3000:]
+
+
+def _ready(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.strip() == "ready", (line, _stderr(process))
+
+
+def _open(process: subprocess.Popen[str], db: Path) -> None:
+    """Have the process open (or build) the store `db`."""
+    assert process.stdin is not None
+    process.stdin.write(f"{db}\n")
+    process.stdin.flush()
+
+
+def _into_build(process: subprocess.Popen[str], db: Path, kill_after_s: float | None) -> float:
+    """Have an idle `OPEN_SCRATCH` process build the store `db`; SIGKILL it `kill_after_s` after the
+    store's first file appears (None: let it finish, and check what it opened). Returns the seconds
+    from that file to the build's end (what it opened printed, or the kill)."""
     db.parent.mkdir()
-    process = _open_scratch(db)
+    _open(process, db)
     files = (db, db.with_name(db.name + ".partial"))
     while process.poll() is None and not any(f.exists() for f in files):
         time.sleep(0.002)
@@ -52,23 +80,48 @@ def _into_build(db: Path, kill_after_s: float | None) -> float:
     if kill_after_s is not None:
         time.sleep(kill_after_s)
         process.kill()
-    process.communicate(timeout=120)
+        process.communicate(timeout=120)
+        return time.monotonic() - appeared
+    _opened(process, db)
     return time.monotonic() - appeared
+
+
+def _opened(process: subprocess.Popen[str], db: Path) -> None:
+    """The process's answer for `db`: the baseline's versions and `production` on it."""
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line, f"opening {db} failed: {_stderr(process)}"
+    assert json.loads(line) == HOLDS, line
 
 
 def test_a_kill_anywhere_in_the_scratch_store_build_leaves_a_store_the_next_attempt_opens(
     tmp_path: Path,
 ) -> None:
     """A reference build measures the build (~2 s here: MLflow's migration, then the seeded
-    baseline); `KILLS` kills spread evenly over it, each followed by a clean opening."""
-    build_s = _into_build(RunDir(tmp_path / "reference").scratch_db, None)
-    for i in range(1, KILLS + 1):
-        at = build_s * i / (KILLS + 1)
-        db = RunDir(tmp_path / f"kill-{i}").scratch_db
-        _into_build(db, at)
-        reopened = _open_scratch(db)
-        out, err = reopened.communicate(timeout=120)
-        assert reopened.returncode == 0, (
-            f"killed {at:.2f} s into a {build_s:.2f} s build, then: {err[-3000:]}"
-        )
-        assert json.loads(out.splitlines()[-1]) == [[1, 2, 3], 3, "Route {{ticket}}"], out
+    baseline); `KILLS` kills spread evenly over it, each in its own process; then other processes
+    (`OPENERS`, one of them the reference's builder) open each killed store, as a job's next attempt
+    would: a build again, if the kill left none complete."""
+    victims = [_scratch_process(tmp_path / f"victim-{i}.log") for i in range(KILLS)]
+    openers = [_scratch_process(tmp_path / f"opener-{i}.log") for i in range(OPENERS)]
+    try:
+        for process in [*openers, *victims]:
+            _ready(process)
+        build_s = _into_build(openers[0], RunDir(tmp_path / "reference").scratch_db, None)
+        killed = []
+        for i, victim in enumerate(victims, 1):
+            at = build_s * i / (KILLS + 1)
+            db = RunDir(tmp_path / f"kill-{i}").scratch_db
+            _into_build(victim, db, at)
+            killed.append((at, db, openers[i % OPENERS]))
+        for _, db, opener in killed:  # each opener takes its stores in turn; the openers at once
+            _open(opener, db)
+        for at, db, opener in killed:
+            try:
+                _opened(opener, db)
+            except AssertionError as exc:
+                raise AssertionError(f"killed {at:.2f} s into a {build_s:.2f} s build, then: {exc}") from None
+    finally:
+        for process in [*openers, *victims]:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=120)
