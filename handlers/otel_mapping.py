@@ -73,7 +73,7 @@ def _field(value: Any, sub: str) -> Any:
 
 def _first(attributes: Mapping[str, Any], paths: tuple[str, ...]) -> Any:
     for path in paths:
-        value = lookup(attributes, path) if "#" in path else attributes.get(path)
+        value = lookup(attributes, path)
         if value not in (None, ""):
             return value
     return None
@@ -239,13 +239,6 @@ class _Memo(dict[Any, Any]):
         return value
 
 
-class _PromptPaths(NamedTuple):
-    """Prompt paths as (path, JSON field or ""), and the attribute key each reads."""
-
-    paths: tuple[tuple[str, str], ...]
-    keys: tuple[str, ...]
-
-
 @dataclass(frozen=True)
 class PromptAttributes:
     """A prompt's own attribute names (policy file `otel:`); None keeps the preset's."""
@@ -269,7 +262,7 @@ class OtelOptions:
     max_event_bytes: int = 512 * 1024
 
     @cached_property
-    def _prompt_paths(self) -> dict[str, _PromptPaths]:
+    def _prompt_paths(self) -> dict[str, tuple[tuple[str, str, str], ...]]:
         return {}
 
     @cached_property
@@ -277,17 +270,15 @@ class OtelOptions:
         """(preset, the span's values at its prompt paths) -> (prompt, version) or the reason none is."""
         return _Memo()
 
-    def prompt_paths(self, preset: Preset) -> _PromptPaths:
+    def prompt_paths(self, preset: Preset) -> tuple[tuple[str, str, str], ...]:
         """Where a span of `preset` may name its prompt, in order: the prompts' own attributes,
-        then the preset's (computed once per preset)."""
+        then the preset's, each as (path, attribute key, JSON field or ""), computed once per preset."""
         paths = self._prompt_paths.get(preset.name)
         if paths is None:
             own = tuple(a.prompt for a in self.attributes.values() if a.prompt)
-            ordered = tuple(dict.fromkeys(own + preset.prompt))
-            split = tuple(path.partition("#") for path in ordered)
-            paths = self._prompt_paths[preset.name] = _PromptPaths(
-                tuple(zip(ordered, (sub for _, _, sub in split), strict=True)),
-                tuple(key for key, _, _ in split),
+            ordered = dict.fromkeys(own + preset.prompt)
+            paths = self._prompt_paths[preset.name] = tuple(
+                (path, key, sub) for path in ordered for key, _, sub in [path.partition("#")]
             )
         return paths
 
@@ -347,7 +338,7 @@ def _prompt(span: Span, preset: Preset, options: OtelOptions) -> tuple[str, int 
     remembered per distinct value: an app's spans name a handful of prompts."""
     paths = options.prompt_paths(preset)
     get = span.attributes.get
-    values = (preset.name, *[get(key) for key in paths.keys])
+    values = (preset.name, *[get(key) for _, key, _ in paths])
     try:
         found = options.named_prompts.get(values)
     except TypeError:  # a list or map value: read, not remembered
@@ -361,13 +352,13 @@ def _prompt(span: Span, preset: Preset, options: OtelOptions) -> tuple[str, int 
 
 
 def _named_prompt(
-    values: tuple[Any, ...], paths: _PromptPaths, preset: Preset, options: OtelOptions
+    values: tuple[Any, ...], paths: tuple[tuple[str, str, str], ...], preset: Preset, options: OtelOptions
 ) -> tuple[str, int | None] | str:
     """The first managed prompt named at the prompt paths (`values`, one per path): a prompt with
     its own `prompt_attribute` is named only there, any other by the preset's attributes; else
     the reason (`unmanaged_prompt`, `no_prompt`)."""
     named = False
-    for (path, sub), value in zip(paths.paths, values, strict=True):
+    for (path, _, sub), value in zip(paths, values, strict=True):
         for name, version in _prompt_names(_field(value, sub)):
             named = True
             own = options.attributes.get(name, NO_OWN_ATTRIBUTES).prompt
