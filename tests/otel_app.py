@@ -21,6 +21,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from unittest import mock
 
 import openai
 from google.protobuf import json_format
@@ -60,21 +61,6 @@ class TraceloopPromptContext(SpanProcessor):
 
 
 _PROMPT_KEY = otel_context.create_key("gepa.prompt")
-
-
-@contextmanager
-def _environ(env: dict[str, str]) -> Iterator[None]:
-    """`env` set in this process's environment inside, the previous values restored after."""
-    before = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextmanager
@@ -158,7 +144,7 @@ class OtelApp:
 
             instrumentor = GenAI()
             env = GENAI_ENV if self.capture_content else {}
-        with _environ(env):  # the process's environment while the app runs: read per call too
+        with mock.patch.dict(os.environ, env):  # while the app runs: the library reads it per call too
             instrumentor.instrument(tracer_provider=tracer_provider)
             try:
                 yield self

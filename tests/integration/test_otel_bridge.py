@@ -1,8 +1,9 @@
 """`gepa-stream bridge otel` as its own process on a real broker: spans recorded by the real
 OpenInference, OpenLLMetry and official OpenTelemetry GenAI instrumentation of the `openai` client
 (against the fake provider) arrive (a) as the Collector's Kafka exporter writes them, in both
-encodings, and (b) from the SDK's own OTLP/HTTP exporter (OpenInference, OpenLLMetry); each LLM call becomes exactly one trace event, a redelivered batch the
-same events, and the HTTP receiver answers per the OTLP/HTTP spec."""
+encodings, and (b) from the SDK's own OTLP/HTTP exporter (OpenInference, OpenLLMetry); each LLM
+call becomes exactly one trace event, a redelivered batch the same events, and the HTTP receiver
+answers per the OTLP/HTTP spec."""
 
 from __future__ import annotations
 

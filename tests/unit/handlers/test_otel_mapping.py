@@ -28,7 +28,7 @@ from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, read_spans
 from optimization.offline.provider import FakeProvider
 from schemas.config import ConfigError, PolicyFile, load_policy_file
 from schemas.parse import parse_event
-from tests.otel_app import OtelApp, deep_span_payload, record_calls, traces_data
+from tests.otel_app import LIBRARIES, OtelApp, deep_span_payload, record_calls, traces_data
 
 PROMPT = "support_router"
 OPTIONS = OtelOptions("test/otel", managed=frozenset({PROMPT}))
@@ -68,7 +68,7 @@ def mapped(payload: bytes, encoding: str, options: OtelOptions = OPTIONS) -> tup
     return validated([r for s in spans for r in span_records(s, options, counts)]), counts
 
 
-@pytest.mark.parametrize("library", ["openinference", "openllmetry", "genai"])
+@pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
 def test_one_trace_event_per_llm_call_with_prompt_version_inputs_and_answer(
     recorded: dict[str, OtelApp], library: str, encoding: str
