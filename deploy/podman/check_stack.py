@@ -68,8 +68,9 @@ def container(service: str) -> str:
     return f"{PROJECT}_{service}_1"
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` s."""
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, every_s: float = 1.0) -> Any:
+    """Poll `condition` every `every_s` until it returns something truthy; fail naming `what`
+    after `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -78,7 +79,7 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
             value = None
         if value:
             return value
-        time.sleep(1)
+        time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
@@ -241,12 +242,9 @@ def main() -> int:
         # wants 20 of them held out (min_eval_examples in deploy/gepa-stream.yaml)
         produce(BOOTSTRAP, sme_feed(TOPICS, PROMPT, n=140))
     with step("ingest fires; the optimizer container stopped mid-job, then started again"):
-        volume = state_volume()
-        deadline = time.monotonic() + 300
-        while (found_job := running_job(volume)) is None:
-            assert time.monotonic() < deadline, "no job started on the optimizer-state volume within 300s"
-            time.sleep(0.05)
-        run_dir, stage = found_job
+        run_dir, stage = wait_until(
+            partial(running_job, state_volume()), 300, "a job started on the optimizer-state volume", 0.05
+        )
         sh("podman", "stop", "-t", "30", container("optimizer"))
         assert not (run_dir / "result.json").exists() and not promotions(), "the job ended before the stop"
         print(f"    stopped {container('optimizer')} with job {run_dir.name} at stage {stage!r}")

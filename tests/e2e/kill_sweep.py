@@ -136,16 +136,10 @@ def run_sweep(
         daemon.stop()
 
 
-def _run_dirs(state: Path) -> dict[str, Path]:
-    found = {}
-    for spec in (state / "jobs").glob("*/job.json"):
-        found[json.loads(spec.read_text())["prompt"]] = spec.parent
-    return found
-
-
 class _RunDirFinder:
-    """`_run_dirs` for a loop polling every `POLL_S`: each `job.json` is read once (a run
-    directory's prompt never changes), so the poll leaves the CPU to the job it times."""
+    """Each call: the run directories under `state`, by prompt. A loop polling every `POLL_S` calls
+    it; each `job.json` is read once (a run directory's prompt never changes), so the poll leaves
+    the CPU to the job it times."""
 
     def __init__(self, state: Path) -> None:
         self.state = state
@@ -252,7 +246,7 @@ def problems(sweep: Sweep) -> list[str]:
     mlflow.set_tracking_uri(sweep.tracking_uri)
     client = MlflowClient()
     found = []
-    dirs = _run_dirs(sweep.state_dir)
+    dirs = _RunDirFinder(sweep.state_dir)()
     for kill in sweep.kills:
         prompt = kill.prompt
         where = f"{prompt} (killed at {kill.offset_s:.2f} s, stage {kill.stage or '-'}, scratch {kill.scratch or '-'})"

@@ -77,12 +77,12 @@ def _into_build(process: subprocess.Popen[str], db: Path, kill_after_s: float | 
     while process.poll() is None and not any(f.exists() for f in files):
         time.sleep(0.002)
     appeared = time.monotonic()
-    if kill_after_s is not None:
+    if kill_after_s is None:
+        _opened(process, db)
+    else:
         time.sleep(kill_after_s)
         process.kill()
         process.communicate(timeout=120)
-        return time.monotonic() - appeared
-    _opened(process, db)
     return time.monotonic() - appeared
 
 
