@@ -2,7 +2,8 @@
 Collector's Kafka exporter, one instrumented with OpenLLMetry exports them over OTLP/HTTP; both
 reach the daemon (ingest role, subprocess) through `gepa-stream bridge otel`, an SME rates the
 calls, and the window fills and fires an optimization request. A redelivered batch changes no
-window, and a bridge SIGKILLed mid-stream loses and duplicates nothing once restarted."""
+window, a bridge SIGKILLed mid-stream loses and duplicates nothing once restarted, and two bridges
+share the topic's partitions, the survivor taking over from one SIGKILLed."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 
 from optimization.offline.provider import FakeProvider
 from schemas import RatingData, RatingEvent
-from tests.daemon_harness import Daemon, metric_value, produce, read_topic
+from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, metric_value, produce, read_topic
 from tests.e2e.loop_helpers import write_policy
 from tests.integration.test_otel_bridge import create_topic
 from tests.otel_app import BridgeProcess, OtelApp, traces_data
@@ -119,6 +120,13 @@ def test_spans_from_kafka_and_otlp_http_fill_the_window_and_trigger(
     assert "in all: 18 span(s): 18 mapped, 0 unmapped; published: gepa.trace.v1 18" in out
 
 
+def published(bridge: BridgeProcess) -> float:
+    """Trace events the bridge has had acknowledged (its `/metrics`)."""
+    return metric_value(
+        bridge.get("/metrics") or "", "gepa_stream_otel_published_total", type="gepa.trace.v1"
+    )
+
+
 def test_a_bridge_killed_mid_stream_loses_and_duplicates_nothing(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -134,22 +142,17 @@ def test_a_bridge_killed_mid_stream_loses_and_duplicates_nothing(
             produce(kafka_bootstrap, records[i : i + 4])
             time.sleep(0.1)
 
-    def published() -> float:
-        return metric_value(
-            bridge.get("/metrics") or "", "gepa_stream_otel_published_total", type="gepa.trace.v1"
-        )
-
     env = bridge_env(daemon)
     bridge = BridgeProcess(env, tmp_path / "bridge.log", "--topic", topic).start()
     feeding = threading.Thread(target=collector)
     try:
         produce(kafka_bootstrap, records[:1])
         deadline = time.monotonic() + 90
-        while published() < 1:  # the bridge has joined its group and reads
+        while published(bridge) < 1:  # the bridge has joined its group and reads
             assert time.monotonic() < deadline, bridge.log.read_text()[-3000:]
             time.sleep(0.05)
         feeding.start()
-        while published() < 30:
+        while published(bridge) < 30:
             assert time.monotonic() < deadline, bridge.log.read_text()[-3000:]
             time.sleep(0.05)
         bridge.kill()
@@ -168,6 +171,51 @@ def test_a_bridge_killed_mid_stream_loses_and_duplicates_nothing(
         bridge.stop()
         daemon.stop()
     assert 30 <= published_before < 120  # killed mid-stream
+    assert len({e.id for e in events}) == 120
+    assert sorted(e.data.inputs["ticket"] for e in {e.id: e for e in events}.values()) == sorted(
+        call.ticket for call in app.calls
+    )
+
+
+def test_two_bridges_share_the_partitions_and_the_survivor_takes_over(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Replicas in one consumer group (README, Scale out): each maps the spans of its partitions;
+    SIGKILL one, and the other takes its partitions over: every call is one event in the window."""
+    daemon, topic = ingest_and_topic(kafka_bootstrap, tmp_path, 500)  # 3 partitions
+    with FakeProvider() as provider:
+        app = OtelApp("openinference", provider)
+        with app.instrumented():
+            app.serve(120)
+    records = [(topic, None, traces_data([span], "otlp_proto")) for span in app.spans()]  # random partitions
+    env = bridge_env(daemon) | QUICK_JOIN_ENV
+    bridges = [BridgeProcess(env, tmp_path / f"bridge-{name}.log", "--topic", topic).start() for name in "ab"]
+    try:
+        fed, deadline = 0, time.monotonic() + 90
+        while min(map(published, bridges)) < 1:  # the group has both, each with partitions
+            assert time.monotonic() < deadline and fed < 60, [b.log.read_text()[-2000:] for b in bridges]
+            produce(kafka_bootstrap, records[fed : fed + 1])
+            fed += 1
+            time.sleep(0.1)
+        produce(kafka_bootstrap, records[fed:60])
+        daemon.wait_until(
+            lambda: prompt_status(daemon).get("waiting_traces") == 60, 90, "60 traces from both bridges"
+        )
+        shares = [published(b) for b in bridges]
+        bridges[0].kill()
+        produce(kafka_bootstrap, records[60:])
+        daemon.wait_until(
+            lambda: prompt_status(daemon).get("waiting_traces") == 120,
+            120,
+            lambda: f"120 traces once the survivor took over (status {prompt_status(daemon)})",
+        )
+        events = read_topic(kafka_bootstrap, daemon.topics.traces, idle_s=1.0)
+    finally:
+        for bridge in bridges:
+            if bridge.process is not None:
+                bridge.stop()
+        daemon.stop()
+    assert all(share >= 1 for share in shares) and sum(shares) >= 60
     assert len({e.id for e in events}) == 120
     assert sorted(e.data.inputs["ticket"] for e in {e.id: e for e in events}.values()) == sorted(
         call.ticket for call in app.calls
