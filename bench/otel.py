@@ -14,6 +14,9 @@ Then, per stream, best of `--repeat` rounds:
   bridge the bridge's consumer loop (`daemon/otel_bridge.py`): fetch, decode, map, produce the
         trace events to `gepa.traces`, wait for the acks, commit (its own consumer group; the
         group join is excluded: spans/s from the first batch handled to the last one's commit)
+  ceiling the same loop with each record's events and counts computed beforehand (its value
+        swapped for a token naming it): what the bridge would reach if decoding and mapping cost
+        nothing, so the gap between it and the bridge is theirs
 
 and without Kafka: decoding the bytes, decoding them into Python values (protobuf's own
 `json_format.MessageToDict`, for scale), and the bridge's decoding and mapping (payload by payload,
@@ -28,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import random
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,11 +53,12 @@ from kafka import KafkaAdminClient, KafkaProducer  # noqa: E402
 from kafka.admin import NewTopic  # noqa: E402
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData  # noqa: E402
 
+from daemon import otel_bridge  # noqa: E402
 from daemon.admin import ensure_topics  # noqa: E402
 from daemon.broker import EmbeddedBroker  # noqa: E402
 from daemon.otel_bridge import BridgeOptions, OtelBridge  # noqa: E402
 from daemon.settings import Settings, load_settings  # noqa: E402
-from handlers.otel_mapping import OtelOptions, payload_records  # noqa: E402
+from handlers.otel_mapping import Mapped, OtelOptions, SpanCounts, payload_records  # noqa: E402
 from optimization.offline.provider import FakeProvider  # noqa: E402
 from tests.otel_app import OtelApp, traces_data  # noqa: E402
 
@@ -178,9 +184,52 @@ async def raw(bootstrap: str, topic: str, n_records: int) -> tuple[float, float]
     return spans / elapsed, spans / cpu_s
 
 
-async def bridge(settings: Settings, topic: str, n_records: int) -> tuple[float, float]:
+Premapped = dict[bytes, tuple[list[Mapped], SpanCounts]]
+"""A record's token (`partition:offset`) -> the events and counts the bridge's mapping gives it."""
+
+
+def token(partition: int, offset: int) -> bytes:
+    return f"{partition}:{offset}".encode()
+
+
+async def premap(bootstrap: str, topic: str, n_records: int) -> Premapped:
+    """Every record of the topic mapped as the bridge maps it, by token."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    options = OtelOptions("bench", managed=frozenset({PROMPT}))
+    mapped: Premapped = {}
+    while len(mapped) < n_records:
+        for tp, batch in (await consumer.getmany(timeout_ms=500, max_records=1000)).items():
+            for record in batch:
+                mapped[token(tp.partition, record.offset)] = payload_records(
+                    [record.value or b""], "otlp_proto", options
+                )
+    await consumer.stop()
+    return mapped
+
+
+def looked_up(premapped: Premapped) -> Any:
+    """A stand-in for `payload_records` that answers a record's token from `premapped`."""
+
+    def answer(
+        payloads: list[bytes], encoding: str, options: OtelOptions, counts: SpanCounts
+    ) -> tuple[list[Mapped], SpanCounts]:
+        events, their_counts = premapped[payloads[0]]
+        counts.add(their_counts)
+        return events, counts
+
+    return answer
+
+
+async def bridge(
+    settings: Settings, topic: str, n_records: int, premapped: Premapped | None = None
+) -> tuple[float, float]:
     """Spans/s of the bridge's loop (fetch, decode, map, produce, acks, commit), group join excluded:
-    per second of wall clock and per second of this process's CPU."""
+    per second of wall clock and per second of this process's CPU. With `premapped`, each record's
+    value is swapped for its token and its mapping looked up (the ceiling)."""
     the_bridge = OtelBridge(
         settings, OtelOptions("bench", managed=frozenset({PROMPT})), BridgeOptions(topic, "otlp_proto")
     )
@@ -191,6 +240,11 @@ async def bridge(settings: Settings, topic: str, n_records: int) -> tuple[float,
     async def timed(consumer: Any, fetched: dict[Any, list[Any]]) -> None:
         handled["first"] = handled["first"] or time.perf_counter()
         handled["cpu_first"] = handled["cpu_first"] or time.process_time()
+        if premapped is not None:
+            fetched = {
+                tp: [dataclasses.replace(r, value=token(tp.partition, r.offset)) for r in records]
+                for tp, records in fetched.items()
+            }
         await handle(consumer, fetched)
         handled["records"] += sum(len(records) for records in fetched.values())
         if handled["records"] >= n_records:
@@ -201,7 +255,11 @@ async def bridge(settings: Settings, topic: str, n_records: int) -> tuple[float,
             stop.set()
 
     the_bridge._handle_fetch = timed  # type: ignore[method-assign]
-    await the_bridge.run(stop)
+    if premapped is None:
+        await the_bridge.run(stop)
+    else:
+        with mock.patch.object(otel_bridge, "payload_records", looked_up(premapped)):
+            await the_bridge.run(stop)
     counts = the_bridge.counts
     spans = counts.mapped + sum(counts.unmapped.values())
     return (
@@ -235,26 +293,35 @@ def in_memory(payloads: list[bytes]) -> tuple[float, float, float]:
     )
 
 
+def fresh_settings(broker: EmbeddedBroker) -> Settings:
+    """Settings of a bridge with topics and a consumer group of its own."""
+    settings = load_settings(
+        bootstrap_servers=broker.bootstrap_servers,
+        topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
+        app_id=f"bench-{uuid.uuid4().hex[:6]}",
+        config=Path("absent.yaml"),
+    )
+    ensure_topics(settings)
+    return settings
+
+
 def scenario(broker: EmbeddedBroker, payloads: list[bytes], repeat: int) -> dict[str, float]:
-    """Best of `repeat` rounds of raw and bridge through Kafka, and of the two in memory (spans/s)."""
+    """Best of `repeat` rounds of raw, bridge and ceiling through Kafka, and of the in-memory
+    rates (spans/s)."""
     topic = f"otlp_spans-{uuid.uuid4().hex[:6]}"
     produce(broker.bootstrap_servers, topic, payloads)
-    raws, bridges = [], []
+    premapped = asyncio.run(premap(broker.bootstrap_servers, topic, len(payloads)))
+    raws, bridges, ceilings = [], [], []
     for _ in range(repeat):
         raws.append(asyncio.run(raw(broker.bootstrap_servers, topic, len(payloads))))
-        settings = load_settings(
-            bootstrap_servers=broker.bootstrap_servers,
-            topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
-            app_id=f"bench-{uuid.uuid4().hex[:6]}",
-            config=Path("absent.yaml"),
-        )
-        ensure_topics(settings)
-        bridges.append(asyncio.run(bridge(settings, topic, len(payloads))))
+        bridges.append(asyncio.run(bridge(fresh_settings(broker), topic, len(payloads))))
+        ceilings.append(asyncio.run(bridge(fresh_settings(broker), topic, len(payloads), premapped)))
     rounds = [in_memory(payloads) for _ in range(repeat)]
     decode, to_dicts, mapped = (max(r[i] for r in rounds) for i in range(3))
     return {
         "raw": max(r[0] for r in raws),
         "bridge": max(b[0] for b in bridges),
+        "ceiling": max(c[0] for c in ceilings),
         "raw_cpu": max(r[1] for r in raws),
         "bridge_cpu": max(b[1] for b in bridges),
         "decode": decode,
@@ -294,6 +361,10 @@ def main() -> None:
         print(f"\n{name}")
         print(f"  Kafka path, raw fetch + decode:          {r['raw']:>10,.0f} spans/s")
         print(f"  Kafka path, the bridge (+ map, produce): {r['bridge']:>10,.0f} spans/s")
+        print(
+            f"  Kafka path, the bridge's loop, mapped beforehand (ceiling): {r['ceiling']:>10,.0f} spans/s,"
+            f" {r['ceiling'] / r['raw']:.2f} of raw"
+        )
         print(f"  in memory, decode only:                  {r['decode']:>10,.0f} spans/s")
         print(f"  in memory, decode to dicts (MessageToDict): {r['to_dicts']:>7,.0f} spans/s")
         print(f"  in memory, decode + map + event JSON:    {r['mapped']:>10,.0f} spans/s")
