@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from optimization.offline.engine import OFFLINE_MODELS, OfflineModelError, chat_answer
+from optimization.offline.engine import OFFLINE_MODELS, REFLECTOR, OfflineModelError, chat_answer
 
 DEFAULT_API_KEY = "sk-fake-gepa"
 FAULT_KINDS = ("latency", "status", "reset", "hang", "malformed")
@@ -101,10 +101,18 @@ class FakeProvider:
        (latency faults add up and let the request continue; the first other fault decides the answer).
     3. `stats()` reports requests, tokens served and faults applied per model; `stop()` ends it and
        releases hung requests.
+
+    `reflector_notes`: model `reflector` answers as `offline/reflector?notes=N`, a verbose reflector
+    whose prompts grow (a real model string cannot carry the offline options).
     """
 
-    def __init__(self, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1", port: int = 0, reflector_notes: int = 0
+    ) -> None:
+        if not isinstance(reflector_notes, int) or reflector_notes < 0:
+            raise ValueError(f"reflector_notes: a whole number of words >= 0, got {reflector_notes!r}")
         self.api_key = api_key
+        self.reflector_notes = reflector_notes
         self._address = (host, port)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -244,7 +252,14 @@ class FakeProvider:
         if latency > 0:
             time.sleep(latency / 1000)
         try:
-            text = chat_answer(name, system, user, conversation, body.get("response_format") is not None)
+            text = chat_answer(
+                name,
+                system,
+                user,
+                conversation,
+                body.get("response_format") is not None,
+                self.reflector_notes if name == REFLECTOR else 0,
+            )
         except OfflineModelError as error:
             raise _HTTPError(500, str(error), "server_error") from None
         except ValueError as error:
@@ -427,8 +442,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    parser.add_argument(
+        "--reflector-notes", type=int, default=0, help="words of note after each rule model `reflector` adds"
+    )
     args = parser.parse_args(argv)
-    provider = FakeProvider(api_key=args.api_key, host=args.host, port=args.port).start()
+    try:
+        provider = FakeProvider(
+            api_key=args.api_key, host=args.host, port=args.port, reflector_notes=args.reflector_notes
+        ).start()
+    except ValueError as error:
+        parser.error(str(error))
     print(f"fake provider at {provider.base_url} (OPENAI_API_KEY={args.api_key})", flush=True)
     try:
         threading.Event().wait()

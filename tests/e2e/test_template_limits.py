@@ -1,5 +1,8 @@
 """End to end, the gate's limits (issue 24): a verbose reflection model (`offline/reflector?notes=60`:
 every rule it adds comes with a 60-word note) makes GEPA's candidates grow with every reflection.
+`limits_choose` takes the path real users take: litellm model strings (`openai/support-router`,
+`openai/reflector`) to the fake OpenAI-compatible provider, whose reflector is as verbose, so the
+tokens behind its limits are the usage the provider reports; `limits_reject` runs the offline models.
 
 - `limits_choose`, `max_template_tokens: 385`: GEPA's best (all four category rules and notes, ~430 tokens)
   is beyond the limit; the job registers the best candidate within it (fewer rules, shorter), which
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -22,6 +26,7 @@ from mlflow import MlflowClient
 
 from optimization.model_calls import template_tokens
 from optimization.offline.datasets import SEED_ROUTER_PROMPT
+from optimization.offline.provider import FakeProvider
 from tests.daemon_harness import QUICK_JOIN_ENV, Daemon, produce, read_topic
 from tests.e2e.loop_helpers import (
     register_seed,
@@ -33,28 +38,45 @@ from tests.e2e.loop_helpers import (
 
 pytestmark = pytest.mark.e2e
 
-VERBOSE = "offline/reflector?notes=60"
+NOTES = 60
+VERBOSE = f"offline/reflector?notes={NOTES}"
 CHOOSE, REJECT = "limits_choose", "limits_reject"
 
 
-def _policy(name: str, limits: str) -> str:
-    entry = router_policy(name, reflector=f'"{VERBOSE}"', calls=120)
+def _policy(name: str, limits: str, **models: str) -> str:
+    entry = router_policy(name, calls=120, **models)
     assert "holdout_fraction: 0.35" in entry
     return entry.replace("holdout_fraction: 0.35", f"holdout_fraction: 0.35, {limits}")
 
 
+@pytest.fixture
+def verbose_provider() -> Iterator[FakeProvider]:
+    with FakeProvider(reflector_notes=NOTES) as provider:
+        yield provider
+
+
 def test_the_longest_candidate_is_not_chosen_and_one_beyond_the_limits_is_rejected(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, verbose_provider: FakeProvider
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "prompts:"
-        + _policy(CHOOSE, "max_template_tokens: 385")
-        + _policy(REJECT, "max_template_tokens: 100, max_cost_increase: 0.5")
+        + _policy(
+            CHOOSE,
+            "max_template_tokens: 385",
+            task_model="openai/support-router",
+            reflector="openai/reflector",
+        )
+        + _policy(REJECT, "max_template_tokens: 100, max_cost_increase: 0.5", reflector=f'"{VERBOSE}"')
     )
-    daemon = Daemon(  # the two prompts' jobs side by side: the suite's time
-        kafka_bootstrap, policy, tmp_path, env={**QUICK_JOIN_ENV, "GEPA_STREAM_MAX_CONCURRENT_JOBS": "2"}
-    )
+    env = {
+        **QUICK_JOIN_ENV,
+        "GEPA_STREAM_MAX_CONCURRENT_JOBS": "2",  # the two prompts' jobs side by side: the suite's time
+        "OPENAI_BASE_URL": verbose_provider.base_url,
+        "OPENAI_API_KEY": verbose_provider.api_key,
+        "DSPY_CACHEDIR": str(tmp_path / "dspy-cache"),  # a shared disk cache would answer calls itself
+    }
+    daemon = Daemon(kafka_bootstrap, policy, tmp_path, env=env)
     tracking = daemon.env["GEPA_STREAM_MLFLOW_TRACKING_URI"]
     for name in (CHOOSE, REJECT):
         register_seed(tracking, name)
@@ -121,5 +143,9 @@ def test_the_longest_candidate_is_not_chosen_and_one_beyond_the_limits_is_reject
         status = daemon.status()["prompts"][CHOOSE]["trigger"]["last_gate"]
         assert status["candidate"]["template_tokens"] == chosen.candidate_cost.template_tokens
         assert status["baseline"]["template_tokens"] == seed_tokens
+        served = verbose_provider.stats()["by_model"]  # limits_choose's calls went through litellm
+        assert served["reflector"]["requests"] > 0 and served["support-router"]["requests"] >= (
+            chosen.candidate_cost.calls + chosen.baseline_cost.calls
+        )
     finally:
         daemon.stop()

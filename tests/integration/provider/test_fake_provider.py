@@ -73,24 +73,33 @@ def test_dspy_program_gets_the_same_answers_as_through_the_offline_engine(fake_p
     assert answers(remote) == offline and offline[0] == "billing"
 
 
+REFUND_FEEDBACK = [
+    {
+        "inputs": {"ticket": "I want a refund"},
+        "outputs": "general",
+        "score": 0.0,
+        "rationales": {"exact_match": "Got 'general'. Expected answer: \"billing\""},
+    }
+]
+
+
+def reflection_prompt() -> str:
+    """GEPA's own reflection prompt for the router instruction and one piece of feedback."""
+    from gepa.strategies.instruction_proposal import InstructionProposalSignature
+
+    return InstructionProposalSignature.prompt_renderer(
+        {
+            "current_instruction_doc": "Route the ticket.\nTicket: {{ticket}}",
+            "dataset_with_feedback": REFUND_FEEDBACK,
+        }
+    )
+
+
 def test_reflector_answers_dspy_json_adapter_and_gepa_reflection_prompt(fake_provider) -> None:
     from gepa.lm import LM
     from gepa.strategies.instruction_proposal import InstructionProposalSignature
 
-    examples = [
-        {
-            "inputs": {"ticket": "I want a refund"},
-            "outputs": "general",
-            "score": 0.0,
-            "rationales": {"exact_match": "Got 'general'. Expected answer: \"billing\""},
-        }
-    ]
-    prompt = InstructionProposalSignature.prompt_renderer(
-        {
-            "current_instruction_doc": "Route the ticket.\nTicket: {{ticket}}",
-            "dataset_with_feedback": examples,
-        }
-    )
+    prompt = reflection_prompt()
     new = InstructionProposalSignature.output_extractor(LM("openai/reflector")(prompt))["new_instruction"]
     assert (
         new.startswith("Route the ticket.\nRule: if the ticket mentions")
@@ -108,13 +117,35 @@ def test_reflector_answers_dspy_json_adapter_and_gepa_reflection_prompt(fake_pro
     lm = dspy.LM("openai/reflector", cache=False)
     with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
         proposed = dspy.Predict(Improve)(
-            current_instruction="Route the ticket.", examples_with_feedback=json.dumps(examples)
+            current_instruction="Route the ticket.", examples_with_feedback=json.dumps(REFUND_FEEDBACK)
         ).new_instruction
     assert proposed == new.replace("\nTicket: {{ticket}}", "")
     raw = litellm.completion(
         model="openai/reflector", messages=lm.history[-1]["messages"], response_format={"type": "json_object"}
     )
     assert json.loads(raw.choices[0].message.content) == {"new_instruction": proposed}
+
+
+def test_a_verbose_reflector_answers_as_the_offline_one_with_notes() -> None:
+    """`reflector_notes`: model `reflector` answers as `offline/reflector?notes=N` (its prompts grow);
+    other models are unchanged."""
+    messages = [{"role": "user", "content": reflection_prompt()}]
+    answers = {}
+    for notes in (0, 20):
+        with FakeProvider(reflector_notes=notes) as provider:
+            answers[notes] = [
+                client(provider)
+                .chat.completions.create(model=model, messages=messages)
+                .choices[0]
+                .message.content
+                for model in ("reflector", "support-router")
+            ]
+    offline = make_lm("offline/reflector?notes=20")(messages=messages)[0]
+    assert answers[20][0] == offline and "Note: " in offline
+    assert "Note: " not in answers[0][0] and len(answers[20][0]) > len(answers[0][0])
+    assert answers[20][1] == answers[0][1]
+    with pytest.raises(ValueError, match="^reflector_notes:"):
+        FakeProvider(reflector_notes=-1)
 
 
 def test_judge_answers_mlflow_builtin_judges_like_the_offline_scorers(fake_provider) -> None:
