@@ -120,6 +120,32 @@ def test_spans_from_kafka_and_otlp_http_fill_the_window_and_trigger(
     assert "in all: 18 span(s): 18 mapped, 0 unmapped; published: gepa.trace.v1 18" in out
 
 
+def one_record_per_call(topic: str, calls: int = 120) -> tuple[OtelApp, list[tuple[str, None, bytes]]]:
+    """An OpenInference app's `calls` calls, each span in a Collector record of its own (no key:
+    the records spread over the topic's partitions)."""
+    with FakeProvider() as provider:
+        app = OtelApp("openinference", provider)
+        with app.instrumented():
+            app.serve(calls)
+    return app, [(topic, None, traces_data([span], "otlp_proto")) for span in app.spans()]
+
+
+def wait_for_traces(daemon: Daemon, n: int, why: str) -> None:
+    daemon.wait_until(
+        lambda: prompt_status(daemon).get("waiting_traces") == n,
+        120,
+        lambda: f"{n} traces in the window's join buffer {why} (status {prompt_status(daemon)})",
+    )
+
+
+def assert_one_event_per_call(events: list, app: OtelApp) -> None:
+    """Each call is one trace event id (redeliveries repeat an id), carrying its own inputs."""
+    assert len({e.id for e in events}) == len(app.calls)
+    assert sorted(e.data.inputs["ticket"] for e in {e.id: e for e in events}.values()) == sorted(
+        call.ticket for call in app.calls
+    )
+
+
 def published(bridge: BridgeProcess) -> float:
     """Trace events the bridge has had acknowledged (its `/metrics`)."""
     return metric_value(
@@ -131,11 +157,7 @@ def test_a_bridge_killed_mid_stream_loses_and_duplicates_nothing(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     daemon, topic = ingest_and_topic(kafka_bootstrap, tmp_path, 500)
-    with FakeProvider() as provider:
-        app = OtelApp("openinference", provider)
-        with app.instrumented():
-            app.serve(120)
-    records = [(topic, None, traces_data([span], "otlp_proto")) for span in app.spans()]
+    app, records = one_record_per_call(topic)
 
     def collector() -> None:  # the Collector exports as the calls happen, ~40 batches a second
         for i in range(1, len(records), 4):
@@ -159,11 +181,7 @@ def test_a_bridge_killed_mid_stream_loses_and_duplicates_nothing(
         published_before = len(read_topic(kafka_bootstrap, daemon.topics.traces, idle_s=0.3))
         bridge = BridgeProcess(env, tmp_path / "bridge-2.log", "--topic", topic).start()
         feeding.join()
-        daemon.wait_until(
-            lambda: prompt_status(daemon).get("waiting_traces") == 120,
-            120,
-            lambda: f"120 traces in the window's join buffer (status {prompt_status(daemon)})",
-        )
+        wait_for_traces(daemon, 120, "after the restart")
         events = read_topic(kafka_bootstrap, daemon.topics.traces, idle_s=1.0)
     finally:
         if feeding.is_alive():
@@ -171,10 +189,7 @@ def test_a_bridge_killed_mid_stream_loses_and_duplicates_nothing(
         bridge.stop()
         daemon.stop()
     assert 30 <= published_before < 120  # killed mid-stream
-    assert len({e.id for e in events}) == 120
-    assert sorted(e.data.inputs["ticket"] for e in {e.id: e for e in events}.values()) == sorted(
-        call.ticket for call in app.calls
-    )
+    assert_one_event_per_call(events, app)
 
 
 def test_two_bridges_share_the_partitions_and_the_survivor_takes_over(
@@ -183,11 +198,7 @@ def test_two_bridges_share_the_partitions_and_the_survivor_takes_over(
     """Replicas in one consumer group (README, Scale out): each maps the spans of its partitions;
     SIGKILL one, and the other takes its partitions over: every call is one event in the window."""
     daemon, topic = ingest_and_topic(kafka_bootstrap, tmp_path, 500)  # 3 partitions
-    with FakeProvider() as provider:
-        app = OtelApp("openinference", provider)
-        with app.instrumented():
-            app.serve(120)
-    records = [(topic, None, traces_data([span], "otlp_proto")) for span in app.spans()]  # random partitions
+    app, records = one_record_per_call(topic)
     env = bridge_env(daemon) | QUICK_JOIN_ENV
     bridges = [BridgeProcess(env, tmp_path / f"bridge-{name}.log", "--topic", topic).start() for name in "ab"]
     try:
@@ -198,17 +209,11 @@ def test_two_bridges_share_the_partitions_and_the_survivor_takes_over(
             fed += 1
             time.sleep(0.1)
         produce(kafka_bootstrap, records[fed:60])
-        daemon.wait_until(
-            lambda: prompt_status(daemon).get("waiting_traces") == 60, 90, "60 traces from both bridges"
-        )
+        wait_for_traces(daemon, 60, "from both bridges")
         shares = [published(b) for b in bridges]
         bridges[0].kill()
         produce(kafka_bootstrap, records[60:])
-        daemon.wait_until(
-            lambda: prompt_status(daemon).get("waiting_traces") == 120,
-            120,
-            lambda: f"120 traces once the survivor took over (status {prompt_status(daemon)})",
-        )
+        wait_for_traces(daemon, 120, "once the survivor took over")
         events = read_topic(kafka_bootstrap, daemon.topics.traces, idle_s=1.0)
     finally:
         for bridge in bridges:
@@ -216,7 +221,4 @@ def test_two_bridges_share_the_partitions_and_the_survivor_takes_over(
                 bridge.stop()
         daemon.stop()
     assert all(share >= 1 for share in shares) and sum(shares) >= 60
-    assert len({e.id for e in events}) == 120
-    assert sorted(e.data.inputs["ticket"] for e in {e.id: e for e in events}.values()) == sorted(
-        call.ticket for call in app.calls
-    )
+    assert_one_event_per_call(events, app)
