@@ -146,6 +146,15 @@ def test_a_verbose_reflector_answers_as_the_offline_one_with_notes() -> None:
     assert answers[20][1] == answers[0][1]
     with pytest.raises(ValueError, match="^reflector_notes:"):
         FakeProvider(reflector_notes=-1)
+    standalone = subprocess.run(
+        [sys.executable, "-m", "optimization.offline.provider", "--reflector-notes", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert standalone.returncode == 2 and standalone.stderr.strip().endswith(
+        "error: reflector_notes: a whole number of words >= 0, got -1"
+    )
 
 
 def test_judge_answers_mlflow_builtin_judges_like_the_offline_scorers(fake_provider) -> None:
