@@ -203,14 +203,13 @@ def test_two_bridges_share_the_partitions_and_the_survivor_takes_over(
     bridges = [BridgeProcess(env, tmp_path / f"bridge-{name}.log", "--topic", topic).start() for name in "ab"]
     try:
         fed, deadline = 0, time.monotonic() + 90
-        while min(map(published, bridges)) < 1:  # the group has both, each with partitions
+        while min(map(published, bridges)) < 1:  # the group has both, each mapping its partitions
             assert time.monotonic() < deadline and fed < 60, [b.log.read_text()[-2000:] for b in bridges]
             produce(kafka_bootstrap, records[fed : fed + 1])
             fed += 1
             time.sleep(0.1)
         produce(kafka_bootstrap, records[fed:60])
         wait_for_traces(daemon, 60, "from both bridges")
-        shares = [published(b) for b in bridges]
         bridges[0].kill()
         produce(kafka_bootstrap, records[60:])
         wait_for_traces(daemon, 120, "once the survivor took over")
@@ -220,5 +219,4 @@ def test_two_bridges_share_the_partitions_and_the_survivor_takes_over(
             if bridge.process is not None:
                 bridge.stop()
         daemon.stop()
-    assert all(share >= 1 for share in shares) and sum(shares) >= 60
     assert_one_event_per_call(events, app)
