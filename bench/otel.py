@@ -160,14 +160,20 @@ def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
     producer.close()
 
 
-async def raw(bootstrap: str, topic: str, n_records: int) -> tuple[float, float]:
-    """Spans/s of an aiokafka consumer fetching and decoding every record: per second of wall
-    clock and per second of this process's CPU."""
+async def from_the_beginning(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A started consumer (no group) assigned every partition of `topic`, at its first record."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
+    return consumer
+
+
+async def raw(bootstrap: str, topic: str, n_records: int) -> tuple[float, float]:
+    """Spans/s of an aiokafka consumer fetching and decoding every record: per second of wall
+    clock and per second of this process's CPU."""
+    consumer = await from_the_beginning(bootstrap, topic)
     seen = spans = 0
     start = cpu = None
     while seen < n_records:
@@ -194,11 +200,7 @@ def token(partition: int, offset: int) -> bytes:
 
 async def premap(bootstrap: str, topic: str, n_records: int) -> Premapped:
     """Every record of the topic mapped as the bridge maps it, by token."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-    consumer.assign(partitions)
-    await consumer.seek_to_beginning(*partitions)
+    consumer = await from_the_beginning(bootstrap, topic)
     options = OtelOptions("bench", managed=frozenset({PROMPT}))
     mapped: Premapped = {}
     while len(mapped) < n_records:
