@@ -199,12 +199,12 @@ class OtelApp:
         return list(self.memory.get_finished_spans())
 
 
-def record_calls(n: int, version: int, libraries: Sequence[Library] = LIBRARIES) -> dict[str, OtelApp]:
+def record_calls(n: int, version: int) -> dict[str, OtelApp]:
     """`n` calls through each instrumentation library (OpenInference, OpenLLMetry, the official
     GenAI one) with version `version` of the prompt, against a fake provider of their own."""
     apps = {}
     with FakeProvider() as provider:
-        for library in libraries:
+        for library in LIBRARIES:
             app = OtelApp(library, provider, version=version)
             with app.instrumented():
                 app.serve(n)
