@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,49 +37,58 @@ OPENERS = 3
 HOLDS = [[1, 2, 3], 3, "Route {{ticket}}"]
 
 
-def _scratch_process(log: Path) -> subprocess.Popen[str]:
+@dataclass(frozen=True)
+class Scratch:
+    """A process running `OPEN_SCRATCH`, and the log its stderr goes to."""
+
+    process: subprocess.Popen[str]
+    log: Path
+
+    def stderr(self) -> str:
+        """The end of what it wrote on stderr."""
+        return self.log.read_text()[-3000:]
+
+
+def _scratch_process(log: Path) -> Scratch:
     """A process running `OPEN_SCRATCH`, its stderr to `log` (not yet waited ready: see `_ready`)."""
     with log.open("w") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-c", OPEN_SCRATCH, str(log)],
+        process = subprocess.Popen(
+            [sys.executable, "-c", OPEN_SCRATCH],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
             cwd=Path(__file__).parents[2],
         )
+    return Scratch(process, log)
 
 
-def _stderr(process: subprocess.Popen[str]) -> str:
-    """What the process wrote on stderr (its log is its last argument), the end of it."""
-    return Path(str(process.args[-1])).read_text()[-3000:]
+def _ready(scratch: Scratch) -> None:
+    assert scratch.process.stdout is not None
+    line = scratch.process.stdout.readline()
+    assert line.strip() == "ready", (line, scratch.stderr())
 
 
-def _ready(process: subprocess.Popen[str]) -> None:
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.strip() == "ready", (line, _stderr(process))
-
-
-def _open(process: subprocess.Popen[str], db: Path) -> None:
+def _open(scratch: Scratch, db: Path) -> None:
     """Have the process open (or build) the store `db`."""
-    assert process.stdin is not None
-    process.stdin.write(f"{db}\n")
-    process.stdin.flush()
+    assert scratch.process.stdin is not None
+    scratch.process.stdin.write(f"{db}\n")
+    scratch.process.stdin.flush()
 
 
-def _into_build(process: subprocess.Popen[str], db: Path, kill_after_s: float | None) -> float:
+def _into_build(scratch: Scratch, db: Path, kill_after_s: float | None) -> float:
     """Have an idle `OPEN_SCRATCH` process build the store `db`; SIGKILL it `kill_after_s` after the
     store's first file appears (None: let it finish, and check what it opened). Returns the seconds
     from that file to the build's end (what it opened printed, or the kill)."""
     db.parent.mkdir()
-    _open(process, db)
+    _open(scratch, db)
+    process = scratch.process
     files = (db, db.with_name(db.name + ".partial"))
     while process.poll() is None and not any(f.exists() for f in files):
         time.sleep(0.002)
     appeared = time.monotonic()
     if kill_after_s is None:
-        _opened(process, db)
+        _opened(scratch, db)
     else:
         time.sleep(kill_after_s)
         process.kill()
@@ -86,11 +96,11 @@ def _into_build(process: subprocess.Popen[str], db: Path, kill_after_s: float | 
     return time.monotonic() - appeared
 
 
-def _opened(process: subprocess.Popen[str], db: Path) -> None:
+def _opened(scratch: Scratch, db: Path) -> None:
     """The process's answer for `db`: the baseline's versions and `production` on it."""
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line, f"opening {db} failed: {_stderr(process)}"
+    assert scratch.process.stdout is not None
+    line = scratch.process.stdout.readline()
+    assert line, f"opening {db} failed: {scratch.stderr()}"
     assert json.loads(line) == HOLDS, line
 
 
@@ -104,8 +114,8 @@ def test_a_kill_anywhere_in_the_scratch_store_build_leaves_a_store_the_next_atte
     victims = [_scratch_process(tmp_path / f"victim-{i}.log") for i in range(KILLS)]
     openers = [_scratch_process(tmp_path / f"opener-{i}.log") for i in range(OPENERS)]
     try:
-        for process in [*openers, *victims]:
-            _ready(process)
+        for scratch in [*openers, *victims]:
+            _ready(scratch)
         build_s = _into_build(openers[0], RunDir(tmp_path / "reference").scratch_db, None)
         killed = []
         for i, victim in enumerate(victims, 1):
@@ -121,7 +131,7 @@ def test_a_kill_anywhere_in_the_scratch_store_build_leaves_a_store_the_next_atte
             except AssertionError as exc:
                 raise AssertionError(f"killed {at:.2f} s into a {build_s:.2f} s build, then: {exc}") from None
     finally:
-        for process in [*openers, *victims]:
-            if process.poll() is None:
-                process.kill()
-            process.communicate(timeout=120)
+        for scratch in [*openers, *victims]:
+            if scratch.process.poll() is None:
+                scratch.process.kill()
+            scratch.process.communicate(timeout=120)
