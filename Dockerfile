@@ -23,7 +23,8 @@ COPY schemas ./schemas
 COPY handlers ./handlers
 COPY daemon ./daemon
 COPY optimization ./optimization
-RUN pip install --upgrade pip setuptools wheel && pip install .
+RUN pip install --upgrade pip setuptools wheel && pip install . \
+    && cd / && python -c "import handlers._otlp_wire"  # the C OTLP reader was built (optional in pyproject)
 
 FROM ${PYTHON_IMAGE}
 ARG APP_UID=10001

@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, read_spans
+from handlers.otlp import BadPayload, Encoding, Reads, Span, SpanEvent, read_spans
 from handlers.trace_json import trace_event_json
 from handlers.trace_mapping import (
     Unmappable,
@@ -46,6 +46,14 @@ LLM_MARKERS = (
     "mlflow.linkedPrompts",
 )
 """Every preset's LLM test reads one of these attributes: a span with none of them is no LLM span."""
+OPENLLMETRY_PREFIX = "traceloop."
+EVALUATION_KEYS = (
+    "gen_ai.evaluation.score.value",
+    "gen_ai.evaluation.score.label",
+    "gen_ai.evaluation.name",
+    "gen_ai.evaluation.explanation",
+)
+"""The attributes of an evaluation event that a rating reads."""
 _GENAI_LLM_OPERATIONS = {"chat", "text_completion", "generate_content"}
 _MLFLOW_LLM_TYPES = {"LLM", "CHAT_MODEL", '"LLM"', '"CHAT_MODEL"'}  # MLflow JSON-encodes its values
 
@@ -143,7 +151,8 @@ def _is_genai_llm(span: Span) -> bool:
 
 @dataclass(frozen=True)
 class Preset:
-    """Where one convention keeps what an event needs, first match wins in each tuple."""
+    """Where one convention keeps what an event needs, first match wins in each tuple; `reads`:
+    the attributes `is_llm` and `output` read (a span read off the wire holds only those named)."""
 
     name: Convention
     is_llm: Callable[[Span], bool]
@@ -152,6 +161,7 @@ class Preset:
     variables: tuple[str, ...]
     model: tuple[str, ...]
     output: Callable[[Mapping[str, Any]], str | dict[str, Any] | None]
+    reads: tuple[str, ...]
 
 
 PRESETS: dict[str, Preset] = {
@@ -165,6 +175,7 @@ PRESETS: dict[str, Preset] = {
             ("llm.prompt_template.variables", GEPA_VARIABLES),
             ("llm.model_name",),
             _openinference_output,
+            ("llm.output_messages.0.message.content", "output.value", "output.mime_type"),
         ),
         Preset(
             "openllmetry",
@@ -179,6 +190,7 @@ PRESETS: dict[str, Preset] = {
             ("traceloop.prompt.template_variables", GEPA_VARIABLES),
             ("gen_ai.response.model", "gen_ai.request.model"),
             _genai_output,
+            ("gen_ai.completion.0.content", "gen_ai.output.messages"),
         ),
         Preset(
             "genai",
@@ -188,6 +200,7 @@ PRESETS: dict[str, Preset] = {
             (GEPA_VARIABLES,),
             ("gen_ai.response.model", "gen_ai.request.model"),
             _genai_output,
+            ("gen_ai.completion.0.content", "gen_ai.output.messages"),
         ),
         Preset(
             "mlflow",
@@ -200,6 +213,7 @@ PRESETS: dict[str, Preset] = {
             ("mlflow.spanInputs", GEPA_VARIABLES),
             ("mlflow.llm.model",),
             _mlflow_output,
+            ("mlflow.spanOutputs",),
         ),
     )
 }
@@ -215,7 +229,7 @@ def detect(span: Span) -> Preset | None:
     if (
         span.scope.startswith("opentelemetry.instrumentation.")
         or "llm.request.type" in attributes
-        or any(key.startswith("traceloop.") for key in attributes)
+        or any(key.startswith(OPENLLMETRY_PREFIX) for key in attributes)
     ):
         return PRESETS["openllmetry"]
     if "gen_ai.operation.name" in attributes:
@@ -264,6 +278,22 @@ class OtelOptions:
     @cached_property
     def _prompt_paths(self) -> dict[str, tuple[tuple[str, str, str], ...]]:
         return {}
+
+    @cached_property
+    def reads(self) -> Reads:
+        """What the presets and the prompts' own attribute names read of a span (`read_spans`)."""
+        own = [path for a in self.attributes.values() for path in (a.prompt, a.version, a.variables) if path]
+        paths = [
+            *own,
+            *(path for p in PRESETS.values() for path in (*p.prompt, *p.version, *p.variables, *p.model)),
+        ]
+        keys = [path.partition("#")[0] for path in paths]
+        return Reads(
+            LLM_MARKERS,
+            tuple(dict.fromkeys([*keys, *(key for p in PRESETS.values() for key in p.reads)])),
+            (OPENLLMETRY_PREFIX,),
+            EVALUATION_KEYS,
+        )
 
     @cached_property
     def named_prompts(self) -> _Memo:
@@ -534,7 +564,7 @@ def payload_records(
     records: list[Mapped] = []
     for payload in payloads:
         try:
-            spans, skipped = read_spans(payload, encoding, LLM_MARKERS)
+            spans, skipped = read_spans(payload, encoding, options.reads)
         except BadPayload as reason:
             counts.bad_payloads[str(reason)] += 1
             continue

@@ -7,17 +7,22 @@ A payload that cannot be decoded raises `BadPayload` naming the reason, which ca
 Spans are read through `_READ`, the same messages with span (and span event) attributes declared
 `map<string, AnyValue>`: a map entry's wire form is a `KeyValue`'s, so the bytes parse alike (the last
 of a repeated key wins), and an attribute is then found by key in C instead of by a Python loop.
+Protobuf payloads are first read by `_otlp_wire` (C, when built), which builds only the attributes the
+caller `Reads`, and leaves any payload it does not read exactly as protobuf would to this path.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -58,6 +63,47 @@ def _read_schema() -> Any:
 
 
 _READ = _read_schema()
+log = logging.getLogger(__name__)
+
+
+_F = descriptor.FieldDescriptor
+_KINDS = {
+    _F.TYPE_STRING: "string",
+    _F.TYPE_BYTES: "bytes",
+    _F.TYPE_MESSAGE: "message",
+    _F.TYPE_GROUP: "group",
+    **dict.fromkeys((_F.TYPE_FIXED64, _F.TYPE_SFIXED64, _F.TYPE_DOUBLE), "fixed64"),
+    **dict.fromkeys((_F.TYPE_FIXED32, _F.TYPE_SFIXED32, _F.TYPE_FLOAT), "fixed32"),
+}
+
+
+def _schema(message: Any, into: dict[str, dict[int, tuple[str, str, int]]]) -> dict[str, Any]:
+    """{message: {field number: (wire kind, message type, repeated)}} of `message` and those it holds,
+    as `_otlp_wire.schema()` gives its own."""
+    fields = into[message.full_name] = {}
+    for f in message.fields:
+        kind = _KINDS.get(f.type, "varint")
+        fields[f.number] = (kind, f.message_type.full_name if f.message_type else "", int(f.is_repeated))
+        if f.message_type and f.message_type.full_name not in into:
+            _schema(f.message_type, into)
+    return into
+
+
+def _wire_reader() -> Any:
+    """`_otlp_wire` if it was built and reads the installed opentelemetry-proto's schema (a field it
+    did not know would go unchecked), else None: protobuf then reads every payload."""
+    try:
+        import handlers._otlp_wire as _otlp_wire
+    except ImportError:
+        log.info("handlers._otlp_wire is not built: OTLP protobuf payloads are read by protobuf alone")
+        return None
+    if sys.byteorder != "little" or _otlp_wire.schema() != _schema(TracesData.DESCRIPTOR, {}):
+        log.warning("handlers._otlp_wire reads another OTLP schema than the installed one: not used")
+        return None
+    return _otlp_wire
+
+
+WIRE = _wire_reader()
 
 
 class BadPayload(GepaStreamError, ValueError):
@@ -103,6 +149,27 @@ class SpanAttributes(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._map)
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a caller reads of spans: a span with none of the `markers` attribute keys is only
+    counted; of the others, the attributes named in `keys` or starting with a `prefixes` entry, and
+    the span events' `event_keys` (`_otlp_wire` builds only those; protobuf's path has them all)."""
+
+    markers: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    event_keys: tuple[str, ...] = ()
+
+    @cached_property
+    def wire_keys(self) -> tuple[str, ...]:
+        """The markers first, then the other keys (as `_otlp_wire.scan` takes them)."""
+        return self.markers + tuple(k for k in dict.fromkeys(self.keys) if k not in self.markers)
+
+
+EVERYTHING = Reads(markers=())
+"""Every span, with every attribute: no `_otlp_wire` (it builds only what is named)."""
 
 
 @dataclass(slots=True)
@@ -188,10 +255,18 @@ def parse_traces(payload: bytes, encoding: Encoding, reading: bool = False) -> A
     return _READ.FromString(message.SerializeToString()) if reading else message
 
 
-def read_spans(payload: bytes, encoding: Encoding, markers: tuple[str, ...]) -> tuple[list[Span], int]:
-    """The spans of an OTLP payload, flattened, and how many were skipped unread: with `markers`,
-    a span with none of them among its attribute keys (an HTTP or database span, say) is only
-    counted, a few hash lookups in C (every LLM preset's test reads one of those attributes)."""
+def read_spans(payload: bytes, encoding: Encoding, reads: Reads) -> tuple[list[Span], int]:
+    """The spans of an OTLP payload, flattened, and how many were skipped unread: a span with none of
+    the `reads.markers` among its attribute keys (an HTTP or database span, say) is only counted.
+    A protobuf payload goes to `_otlp_wire` first, whose spans hold only the attributes `reads` names;
+    what it leaves (None) protobuf reads, and its verdict on a bad payload stands."""
+    if WIRE is not None and encoding == "otlp_proto" and reads is not EVERYTHING:
+        read: tuple[list[Span], int] | None = WIRE.scan(
+            payload, Span, SpanEvent, reads.wire_keys, len(reads.markers), reads.prefixes, reads.event_keys
+        )
+        if read is not None:
+            return read
+    markers = reads.markers
     spans = []
     skipped = 0
     for resource_spans in parse_traces(payload, encoding, reading=True).resource_spans:

@@ -24,7 +24,7 @@ from handlers.otel_mapping import (
     payload_records,
     span_records,
 )
-from handlers.otlp import BadPayload, Encoding, Span, SpanEvent, read_spans
+from handlers.otlp import EVERYTHING, BadPayload, Encoding, Span, SpanEvent, read_spans
 from optimization.offline.provider import FakeProvider
 from schemas.config import ConfigError, PolicyFile, load_policy_file
 from schemas.parse import parse_event
@@ -44,7 +44,7 @@ def recorded() -> dict[str, OtelApp]:
 
 def decode_spans(payload: bytes, encoding: Encoding) -> list[Span]:
     """Every span of an OTLP payload, none skipped (raises BadPayload when unreadable)."""
-    return read_spans(payload, encoding, ())[0]
+    return read_spans(payload, encoding, EVERYTHING)[0]
 
 
 def payload_events(
