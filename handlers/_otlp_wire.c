@@ -167,10 +167,11 @@ static const schema_t SCHEMA[MESSAGES] = {
 };
 #undef S
 
+#define MAX_FIELD 16 /* the highest field number of the schema */
+static const schema_field_t *FIELDS[MESSAGES][MAX_FIELD + 1]; /* by field number, filled at import */
+
 static const schema_field_t *schema_field(enum message m, uint32_t number) {
-    for (int i = 0; i < SCHEMA[m].count; i++)
-        if (SCHEMA[m].fields[i].number == number) return &SCHEMA[m].fields[i];
-    return NULL;
+    return number <= MAX_FIELD ? FIELDS[m][number] : NULL;
 }
 
 static const uint32_t WIRE_OF[] = {[VARINT] = 0, [FIXED64] = 1, [FIXED32] = 5, [BYTES] = 2, [STRING] = 2,
@@ -209,13 +210,20 @@ static int valid(enum message m, buf_t b, int depth) {
     return r == 0;
 }
 
-/* What to build: the wanted attribute keys, as UTF-8, with the str to use in the dicts. */
+/* What to build: the wanted attribute keys, as UTF-8, with the str to use in the dicts, found by
+   a small hash of length and end bytes (`bucket`: the first key of each bucket, `next`: the chain). */
+#define BUCKETS 128
 typedef struct {
     const char *utf8[MAX_KEYS];
     Py_ssize_t size[MAX_KEYS];
     PyObject *name[MAX_KEYS];
     int count;
+    int bucket[BUCKETS], next[MAX_KEYS];
 } keys_t;
+
+static unsigned bucket_of(const uint8_t *key, Py_ssize_t n) {
+    return n ? ((unsigned)n * 31u + key[0] * 7u + key[n - 1]) % BUCKETS : 0;
+}
 
 static int keys_from(PyObject *tuple, keys_t *keys) {
     Py_ssize_t n = PyTuple_GET_SIZE(tuple);
@@ -223,7 +231,8 @@ static int keys_from(PyObject *tuple, keys_t *keys) {
         PyErr_SetString(PyExc_ValueError, "too many keys");
         return -1;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (int b = 0; b < BUCKETS; b++) keys->bucket[b] = -1;
+    for (Py_ssize_t i = n - 1; i >= 0; i--) { /* chains in tuple order: the first of equal keys wins */
         PyObject *key = PyTuple_GET_ITEM(tuple, i);
         if (!PyUnicode_Check(key)) {
             PyErr_SetString(PyExc_TypeError, "keys must be str");
@@ -232,6 +241,9 @@ static int keys_from(PyObject *tuple, keys_t *keys) {
         keys->utf8[i] = PyUnicode_AsUTF8AndSize(key, &keys->size[i]);
         if (keys->utf8[i] == NULL) return -1;
         keys->name[i] = key;
+        unsigned b = bucket_of((const uint8_t *)keys->utf8[i], keys->size[i]);
+        keys->next[i] = keys->bucket[b];
+        keys->bucket[b] = (int)i;
     }
     keys->count = (int)n;
     return 0;
@@ -240,7 +252,7 @@ static int keys_from(PyObject *tuple, keys_t *keys) {
 /* index of the key in `keys`, -1 if absent */
 static int key_index(const keys_t *keys, buf_t key) {
     Py_ssize_t n = key.end - key.p;
-    for (int i = 0; i < keys->count; i++)
+    for (int i = keys->bucket[bucket_of(key.p, n)]; i >= 0; i = keys->next[i])
         if (keys->size[i] == n && memcmp(keys->utf8[i], key.p, (size_t)n) == 0) return i;
     return -1;
 }
@@ -589,5 +601,13 @@ static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "handlers._otlp_wire"
                                     "OTLP TracesData read off the wire (see handlers/otlp.py).", -1, METHODS};
 
 PyMODINIT_FUNC PyInit__otlp_wire(void) {
+    for (int m = 0; m < MESSAGES; m++)
+        for (int i = 0; i < SCHEMA[m].count; i++) {
+            if (SCHEMA[m].fields[i].number > MAX_FIELD) {
+                PyErr_SetString(PyExc_ImportError, "a field number past MAX_FIELD");
+                return NULL;
+            }
+            FIELDS[m][SCHEMA[m].fields[i].number] = &SCHEMA[m].fields[i];
+        }
     return PyModule_Create(&MODULE);
 }

@@ -58,15 +58,6 @@ _GENAI_LLM_OPERATIONS = {"chat", "text_completion", "generate_content"}
 _MLFLOW_LLM_TYPES = {"LLM", "CHAT_MODEL", '"LLM"', '"CHAT_MODEL"'}  # MLflow JSON-encodes its values
 
 
-def lookup(attributes: Mapping[str, Any], path: str) -> Any:
-    """An attribute's value; `key#field` reads `field` of an attribute holding a JSON object
-    (OpenInference's `metadata`, MLflow's JSON-encoded values). None when absent."""
-    if "#" not in path:
-        return attributes.get(path)
-    key, _, sub = path.partition("#")
-    return _field(attributes.get(key), sub)
-
-
 def _field(value: Any, sub: str) -> Any:
     """`sub` of a JSON object (or its text); the value itself for an empty `sub`."""
     if not sub or value is None:
@@ -79,10 +70,22 @@ def _field(value: Any, sub: str) -> Any:
     return value.get(sub) if isinstance(value, dict) else None
 
 
-def _first(attributes: Mapping[str, Any], paths: tuple[str, ...]) -> Any:
-    for path in paths:
-        value = lookup(attributes, path)
-        if value not in (None, ""):
+Paths = tuple[tuple[str, str], ...]
+"""Attribute paths split once into (attribute key, JSON field or "")."""
+
+
+def split_paths(paths: tuple[str, ...]) -> Paths:
+    """`key#field` paths as (key, field) pairs (field "" for a plain attribute)."""
+    return tuple((key, sub) for key, _, sub in (path.partition("#") for path in paths))
+
+
+def _first(attributes: Mapping[str, Any], paths: Paths) -> Any:
+    """The first value found at `paths` that is neither absent nor empty text."""
+    for key, sub in paths:
+        value = attributes.get(key)
+        if sub:
+            value = _field(value, sub)
+        if value is not None and value != "":
             return value
     return None
 
@@ -205,7 +208,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "mlflow",
             lambda span: (
-                lookup(span.attributes, "mlflow.spanType") in _MLFLOW_LLM_TYPES
+                span.attributes.get("mlflow.spanType") in _MLFLOW_LLM_TYPES
                 or "mlflow.linkedPrompts" in span.attributes
             ),
             (GEPA_PROMPT, "mlflow.linkedPrompts"),
@@ -253,6 +256,33 @@ class _Memo(dict[Any, Any]):
         return value
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How a span naming a managed prompt maps: the prompt (and its Kafka key), the version its name
+    carries, and where its version, template variables and model are read."""
+
+    prompt: str
+    key: bytes
+    named_version: int | None
+    version: Paths
+    variables: Paths
+    model: Paths
+
+
+@dataclass
+class _Routes:
+    """A preset's prompt paths, in order, and per distinct tuple of the values a span holds there,
+    its Route or the reason it has none (remembered: an app's spans name a handful of prompts)."""
+
+    paths: tuple[str, ...]
+    found: _Memo = field(default_factory=_Memo)
+
+    @cached_property
+    def keys(self) -> tuple[str, ...]:
+        """The attribute key of each path."""
+        return tuple(path.partition("#")[0] for path in self.paths)
+
+
 @dataclass(frozen=True)
 class PromptAttributes:
     """A prompt's own attribute names (policy file `otel:`); None keeps the preset's."""
@@ -276,8 +306,16 @@ class OtelOptions:
     max_event_bytes: int = 512 * 1024
 
     @cached_property
-    def _prompt_paths(self) -> dict[str, tuple[tuple[str, str, str], ...]]:
-        return {}
+    def preset(self) -> Preset | None:
+        """The convention's preset; None for `auto` (each span's own, `detect`)."""
+        return PRESETS.get(self.convention)
+
+    @cached_property
+    def routes(self) -> dict[str, _Routes]:
+        """Per preset, where a span may name its prompt, in order (the prompts' own attributes, then
+        the preset's), and what each distinct naming resolved to."""
+        own = tuple(a.prompt for a in self.attributes.values() if a.prompt)
+        return {name: _Routes(tuple(dict.fromkeys(own + preset.prompt))) for name, preset in PRESETS.items()}
 
     @cached_property
     def reads(self) -> Reads:
@@ -294,23 +332,6 @@ class OtelOptions:
             (OPENLLMETRY_PREFIX,),
             EVALUATION_KEYS,
         )
-
-    @cached_property
-    def named_prompts(self) -> _Memo:
-        """(preset, the span's values at its prompt paths) -> (prompt, version) or the reason none is."""
-        return _Memo()
-
-    def prompt_paths(self, preset: Preset) -> tuple[tuple[str, str, str], ...]:
-        """Where a span of `preset` may name its prompt, in order: the prompts' own attributes,
-        then the preset's, each as (path, attribute key, JSON field or ""), computed once per preset."""
-        paths = self._prompt_paths.get(preset.name)
-        if paths is None:
-            own = tuple(a.prompt for a in self.attributes.values() if a.prompt)
-            ordered = dict.fromkeys(own + preset.prompt)
-            paths = self._prompt_paths[preset.name] = tuple(
-                (path, key, sub) for path in ordered for key, _, sub in [path.partition("#")]
-            )
-        return paths
 
     @classmethod
     def from_policy(
@@ -363,46 +384,51 @@ def _prompt_names(value: Any) -> list[tuple[str, int | None]]:
     return []
 
 
-def _prompt(span: Span, preset: Preset, options: OtelOptions) -> tuple[str, int | None]:
-    """The managed prompt a span names, and the version its name carries (see `_named_prompt`),
-    remembered per distinct value: an app's spans name a handful of prompts."""
-    paths = options.prompt_paths(preset)
-    get = span.attributes.get
-    values = (preset.name, *[get(key) for _, key, _ in paths])
+def _route(span: Span, preset: Preset, options: OtelOptions) -> Route:
+    """The Route of the managed prompt a span names (see `_named_prompt`), or Unmappable."""
+    routes = options.routes[preset.name]
+    values = tuple(map(span.attributes.get, routes.keys))
     try:
-        found = options.named_prompts.get(values)
+        found = routes.found.get(values)
     except TypeError:  # a list or map value: read, not remembered
-        found = _named_prompt(values[1:], paths, preset, options)
+        found = _named_prompt(values, routes.paths, preset, options)
     else:
         if found is None:
-            found = options.named_prompts.remember(values, _named_prompt(values[1:], paths, preset, options))
+            found = routes.found.remember(values, _named_prompt(values, routes.paths, preset, options))
     if isinstance(found, str):
         raise Unmappable(found)
     return found
 
 
 def _named_prompt(
-    values: tuple[Any, ...], paths: tuple[tuple[str, str, str], ...], preset: Preset, options: OtelOptions
-) -> tuple[str, int | None] | str:
-    """The first managed prompt named at the prompt paths (`values`, one per path): a prompt with
-    its own `prompt_attribute` is named only there, any other by the preset's attributes; else
-    the reason (`unmanaged_prompt`, `no_prompt`)."""
+    values: tuple[Any, ...], paths: tuple[str, ...], preset: Preset, options: OtelOptions
+) -> Route | str:
+    """The Route of the first managed prompt named at the prompt paths (`values`, one per path): a
+    prompt with its own `prompt_attribute` is named only there, any other by the preset's
+    attributes; else the reason (`unmanaged_prompt`, `no_prompt`)."""
     named = False
-    for (path, _, sub), value in zip(paths, values, strict=True):
-        for name, version in _prompt_names(_field(value, sub)):
+    for path, value in zip(paths, values, strict=True):
+        for name, version in _prompt_names(_field(value, path.partition("#")[2])):
             named = True
-            own = options.attributes.get(name, NO_OWN_ATTRIBUTES).prompt
-            if (own == path if own else path in preset.prompt) and (
+            own = options.attributes.get(name, NO_OWN_ATTRIBUTES)
+            if (own.prompt == path if own.prompt else path in preset.prompt) and (
                 options.managed is None or name in options.managed
             ):
-                return name, version
+                return Route(
+                    name,
+                    name.encode(),
+                    version,
+                    split_paths((own.version,) if own.version else preset.version),
+                    split_paths((own.variables,) if own.variables else preset.variables),
+                    split_paths(preset.model),
+                )
     return "unmanaged_prompt" if named else "no_prompt"
 
 
-def _version(span: Span, paths: tuple[str, ...], named: int | None) -> int | None:
-    value = _first(span.attributes, paths)
+def _version(attributes: Mapping[str, Any], route: Route) -> int | None:
+    value = _first(attributes, route.version)
     if value is None:
-        return named
+        return route.named_version
     version = _parse_version(value if isinstance(value, str) else str(value))
     if version is None:
         raise Unmappable("bad_version")
@@ -418,8 +444,8 @@ def _parse_version(text: str) -> int | None:
     return int(text)
 
 
-def _variables(span: Span, paths: tuple[str, ...]) -> dict[str, Any]:
-    value = _first(span.attributes, paths)
+def _variables(attributes: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+    value = _first(attributes, paths)
     if value is None:
         raise Unmappable("no_inputs")
     if isinstance(value, str):
@@ -483,7 +509,7 @@ class Mapped(NamedTuple):
     value: bytes
 
 
-def _rating(event: SpanEvent, span: Span, prompt: str, options: OtelOptions) -> Mapped:
+def _rating(event: SpanEvent, span: Span, route: Route, options: OtelOptions) -> Mapped:
     """A GenAI `gen_ai.evaluation.result` span event -> `gepa.rating.v1` (score value, else label)."""
     attributes = event.attributes
     value = attributes.get("gen_ai.evaluation.score.value")
@@ -495,7 +521,7 @@ def _rating(event: SpanEvent, span: Span, prompt: str, options: OtelOptions) -> 
         event_ids.otel_evaluation(span.trace_id, span.span_id, str(name or ""), event.time_ns),
         event_data(
             RatingData,
-            prompt=prompt,
+            prompt=route.prompt,
             trace_id=span_trace_id(span),
             rating=rating,
             scale=scale,
@@ -506,22 +532,22 @@ def _rating(event: SpanEvent, span: Span, prompt: str, options: OtelOptions) -> 
         options.source,
         options.max_event_bytes,
     )
-    return Mapped(RatingEvent.TYPE, prompt.encode(), value)
+    return Mapped(RatingEvent.TYPE, route.key, value)
 
 
 def span_records(span: Span, options: OtelOptions, counts: SpanCounts) -> list[Mapped]:
     """The events one span yields: its `gepa.trace.v1` and one `gepa.rating.v1` per evaluation
     event on it; a span that cannot be mapped yields none and is counted by reason."""
-    preset = PRESETS.get(options.convention) if options.convention != "auto" else detect(span)
+    preset = options.preset or detect(span)
+    attributes = span.attributes
     try:
         if preset is None or not preset.is_llm(span):
             raise Unmappable("not_llm")
-        prompt, named_version = _prompt(span, preset, options)
-        own = options.attributes.get(prompt, NO_OWN_ATTRIBUTES)
-        outputs = preset.output(span.attributes)
+        route = _route(span, preset, options)
+        outputs = preset.output(attributes)
         if outputs is None:
             raise Unmappable("no_outputs")
-        model = _first(span.attributes, preset.model)
+        model = _first(attributes, route.model)
         if isinstance(model, str) and model.startswith('"'):  # MLflow JSON-encodes its values
             model = _json_output(model)
         trace = trace_event_json(
@@ -529,28 +555,29 @@ def span_records(span: Span, options: OtelOptions, counts: SpanCounts) -> list[M
             span.end_ns // 1_000_000,
             options.source,
             options.max_event_bytes,
-            prompt=prompt,
-            prompt_version=_version(span, (own.version,) if own.version else preset.version, named_version),
+            prompt=route.prompt,
+            prompt_version=_version(attributes, route),
             trace_id=span_trace_id(span),
-            inputs=_variables(span, (own.variables,) if own.variables else preset.variables),
+            inputs=_variables(attributes, route.variables),
             outputs=outputs,
             model=model if isinstance(model, str) else None,
-            latency_ms=max(0, span.end_ns - span.start_ns) / 1e6,
+            latency_ms=(span.end_ns - span.start_ns) / 1e6 if span.end_ns > span.start_ns else 0.0,
         )
     except Unmappable as reason:
         counts.unmapped[str(reason)] += 1
         return []
     counts.mapped += 1
-    records = [Mapped(TraceEvent.TYPE, prompt.encode(), trace)]
+    counts.published[TraceEvent.TYPE] += 1
+    records = [Mapped(TraceEvent.TYPE, route.key, trace)]
     for event in span.events:
         if event.name != EVALUATION_EVENT:
             continue
         try:
-            records.append(_rating(event, span, prompt, options))
+            records.append(_rating(event, span, route, options))
         except Unmappable as reason:
             counts.feedback_unmapped[str(reason)] += 1
-    for record in records:
-        counts.published[record.type] += 1
+        else:
+            counts.published[RatingEvent.TYPE] += 1
     return records
 
 

@@ -282,7 +282,7 @@ def test_the_prompt_memo_answers_as_a_fresh_read_and_stays_bounded() -> None:
     for i in range(MEMO_ENTRIES + 100):
         span_records(span({**GENAI, "gen_ai.prompt.name": f"stranger_{i}"}), options, counts)
     assert dict(counts.unmapped) == {"unmanaged_prompt": MEMO_ENTRIES + 100}
-    assert 0 < len(options.named_prompts) <= MEMO_ENTRIES
+    assert 0 < len(options.routes["genai"].found) <= MEMO_ENTRIES
 
 
 def test_a_name_that_is_no_prompt_name_is_invalid_data_when_every_prompt_is_published() -> None:
