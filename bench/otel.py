@@ -14,6 +14,8 @@ Then, per stream, best of `--repeat` rounds:
   bridge the bridge's consumer loop (`daemon/otel_bridge.py`): fetch, decode, map, produce the
         trace events to `gepa.traces`, wait for the acks, commit (its own consumer group; the
         group join is excluded: spans/s from the first batch handled to the last one's commit)
+  protobuf the bridge reading every payload with protobuf (`_otlp_wire` set aside, as where the C
+        reader is not built): what the C reader buys
   ceiling the same loop with each record's events and counts computed beforehand (its value
         swapped for a token naming it): what the bridge would reach if decoding and mapping cost
         nothing, so the gap between it and the bridge is theirs
@@ -58,6 +60,7 @@ from daemon.admin import ensure_topics  # noqa: E402
 from daemon.broker import EmbeddedBroker  # noqa: E402
 from daemon.otel_bridge import BridgeOptions, OtelBridge  # noqa: E402
 from daemon.settings import Settings, load_settings  # noqa: E402
+from handlers import otlp  # noqa: E402
 from handlers.otel_mapping import Mapped, OtelOptions, SpanCounts, payload_records  # noqa: E402
 from optimization.offline.provider import FakeProvider  # noqa: E402
 from tests.otel_app import OtelApp, traces_data  # noqa: E402
@@ -313,16 +316,19 @@ def scenario(broker: EmbeddedBroker, payloads: list[bytes], repeat: int) -> dict
     topic = f"otlp_spans-{uuid.uuid4().hex[:6]}"
     produce(broker.bootstrap_servers, topic, payloads)
     premapped = asyncio.run(premap(broker.bootstrap_servers, topic, len(payloads)))
-    raws, bridges, ceilings = [], [], []
+    raws, bridges, protobufs, ceilings = [], [], [], []
     for _ in range(repeat):
         raws.append(asyncio.run(raw(broker.bootstrap_servers, topic, len(payloads))))
         bridges.append(asyncio.run(bridge(fresh_settings(broker), topic, len(payloads))))
+        with mock.patch.object(otlp, "WIRE", None):
+            protobufs.append(asyncio.run(bridge(fresh_settings(broker), topic, len(payloads))))
         ceilings.append(asyncio.run(bridge(fresh_settings(broker), topic, len(payloads), premapped)))
     rounds = [in_memory(payloads) for _ in range(repeat)]
     decode, to_dicts, mapped = (max(r[i] for r in rounds) for i in range(3))
     return {
         "raw": max(r[0] for r in raws),
         "bridge": max(b[0] for b in bridges),
+        "protobuf": max(b[0] for b in protobufs),
         "ceiling": max(c[0] for c in ceilings),
         "raw_cpu": max(r[1] for r in raws),
         "bridge_cpu": max(b[1] for b in bridges),
@@ -363,6 +369,10 @@ def main() -> None:
         print(f"\n{name}")
         print(f"  Kafka path, raw fetch + decode:          {r['raw']:>10,.0f} spans/s")
         print(f"  Kafka path, the bridge (+ map, produce): {r['bridge']:>10,.0f} spans/s")
+        print(
+            f"  Kafka path, the bridge with protobuf's reader: {r['protobuf']:>10,.0f} spans/s,"
+            f" {r['protobuf'] / r['raw']:.2f} of raw"
+        )
         print(
             f"  Kafka path, the bridge's loop, mapped beforehand (ceiling): {r['ceiling']:>10,.0f} spans/s,"
             f" {r['ceiling'] / r['raw']:.2f} of raw"
