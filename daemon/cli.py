@@ -427,12 +427,12 @@ def bridge_otel(
 
     from daemon.admin import KafkaUnavailable, ensure_topics
     from daemon.otel_bridge import BridgeOptions, OtelBridge
+    from handlers import otlp
     from handlers.otel_mapping import CONVENTIONS, OtelOptions
-    from handlers.otlp import ENCODINGS
     from schemas.config import load_policy_file
 
     settings = _settings()
-    if encoding not in ENCODINGS:
+    if encoding not in otlp.ENCODINGS:
         raise ConfigError(f"--encoding: use otlp_proto or otlp_json, not {encoding!r}")
     if convention not in CONVENTIONS:
         raise ConfigError(f"--convention: use one of {', '.join(CONVENTIONS)}, not {convention!r}")
@@ -465,7 +465,11 @@ def bridge_otel(
             await asyncio.sleep(0.05)
         sources = [f"topic {topic} ({encoding})"] if topic else []
         sources += [f"OTLP/HTTP on {settings.web_host}:{bridge.http_port}"] if http_port is not None else []
-        console.print(f"bridge otel: reading {' and '.join(sources)} (Ctrl-C stops)", highlight=False)
+        reader = "the C reader" if otlp.WIRE is not None else "protobuf (handlers._otlp_wire is not built)"
+        console.print(
+            f"bridge otel: reading {' and '.join(sources)}, OTLP protobuf by {reader} (Ctrl-C stops)",
+            highlight=False,
+        )
         await task
 
     try:

@@ -225,12 +225,10 @@ static unsigned bucket_of(const uint8_t *key, Py_ssize_t n) {
     return n ? ((unsigned)n * 31u + key[0] * 7u + key[n - 1]) % BUCKETS : 0;
 }
 
+/* 0, -1 with an exception, or 1: more keys than MAX_KEYS (the payload is left to protobuf) */
 static int keys_from(PyObject *tuple, keys_t *keys) {
     Py_ssize_t n = PyTuple_GET_SIZE(tuple);
-    if (n > MAX_KEYS) {
-        PyErr_SetString(PyExc_ValueError, "too many keys");
-        return -1;
-    }
+    if (n > MAX_KEYS) return 1;
     for (int b = 0; b < BUCKETS; b++) keys->bucket[b] = -1;
     for (Py_ssize_t i = n - 1; i >= 0; i--) { /* chains in tuple order: the first of equal keys wins */
         PyObject *key = PyTuple_GET_ITEM(tuple, i);
@@ -530,13 +528,17 @@ static PyObject *scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    scan_t s = {.span_type = args[1], .event_type = args[2], .markers = (int)PyLong_AsLong(args[4])};
+    long markers = PyLong_AsLong(args[4]);
+    scan_t s = {.span_type = args[1], .event_type = args[2], .markers = (int)markers};
     PyObject *out = NULL;
-    if (keys_from(args[3], &s.keys) < 0 || keys_from(args[5], &s.prefixes) < 0 ||
-        keys_from(args[6], &s.event_keys) < 0)
-        goto end;
+    if (markers < 0 && PyErr_Occurred()) goto end;
+    PyObject *const tuples[3] = {args[3], args[5], args[6]};
+    keys_t *const into[3] = {&s.keys, &s.prefixes, &s.event_keys};
+    int keyed = 0; /* 1: more keys than MAX_KEYS */
+    for (int i = 0; i < 3 && !keyed; i++)
+        if ((keyed = keys_from(tuples[i], into[i])) < 0) goto end;
     buf_t top = {view.buf, (const uint8_t *)view.buf + view.len};
-    if (!valid(TRACES_DATA, top, 1)) {
+    if (keyed || markers > MAX_KEYS || !valid(TRACES_DATA, top, 1)) {
         out = Py_NewRef(Py_None);
         goto end;
     }

@@ -155,21 +155,22 @@ class SpanAttributes(Mapping[str, Any]):
 class Reads:
     """What a caller reads of spans: a span with none of the `markers` attribute keys is only
     counted; of the others, the attributes named in `keys` or starting with a `prefixes` entry, and
-    the span events' `event_keys` (`_otlp_wire` builds only those; protobuf's path has them all)."""
+    the span events' `event_keys` (`_otlp_wire` builds only those; protobuf's path has them all).
+    `keys` None: every attribute, which only protobuf's path gives."""
 
     markers: tuple[str, ...]
-    keys: tuple[str, ...] = ()
+    keys: tuple[str, ...] | None = None
     prefixes: tuple[str, ...] = ()
     event_keys: tuple[str, ...] = ()
 
     @cached_property
     def wire_keys(self) -> tuple[str, ...]:
         """The markers first, then the other keys (as `_otlp_wire.scan` takes them)."""
-        return self.markers + tuple(k for k in dict.fromkeys(self.keys) if k not in self.markers)
+        return self.markers + tuple(k for k in dict.fromkeys(self.keys or ()) if k not in self.markers)
 
 
 EVERYTHING = Reads(markers=())
-"""Every span, with every attribute: no `_otlp_wire` (it builds only what is named)."""
+"""Every span, with every attribute."""
 
 
 @dataclass(slots=True)
@@ -260,7 +261,7 @@ def read_spans(payload: bytes, encoding: Encoding, reads: Reads) -> tuple[list[S
     the `reads.markers` among its attribute keys (an HTTP or database span, say) is only counted.
     A protobuf payload goes to `_otlp_wire` first, whose spans hold only the attributes `reads` names;
     what it leaves (None) protobuf reads, and its verdict on a bad payload stands."""
-    if WIRE is not None and encoding == "otlp_proto" and reads is not EVERYTHING:
+    if WIRE is not None and encoding == "otlp_proto" and reads.keys is not None:
         read: tuple[list[Span], int] | None = WIRE.scan(
             payload, Span, SpanEvent, reads.wire_keys, len(reads.markers), reads.prefixes, reads.event_keys
         )

@@ -11,7 +11,7 @@ ROOT=$PWD
 # Project-owned podman settings (no ulimits, cgroupfs, runc), never the machine's containers.conf.
 export CONTAINERS_CONF=$ROOT/deploy/podman/containers.conf
 export PROJECT=gepa-stream-deploy-test
-BASE_IMAGE=localhost/gepa-stream-base:bookworm
+BASE_IMAGE=localhost/gepa-stream-base:bookworm-dev
 TOOLS=$ROOT/build/deploy-tools           # podman-compose's own venv (build/ is git-ignored)
 SOCKET=/run/gepa-stream-deploy-test.sock # podman's Docker API, for testcontainers
 
@@ -62,8 +62,9 @@ fi
 step "base image: Debian bookworm + python3.11 (stand-in for python:3.11-slim, cached in podman's store)"
 if ! podman image exists "$BASE_IMAGE"; then
   rootfs=$(mktemp -d /var/tmp/gepa-stream-base.XXXXXX)
-  # python-is-python3: `python` as in the python image; python3-venv: the Dockerfile's `python -m venv`
-  debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+  # python-is-python3: `python` as in the python image; python3-venv: the Dockerfile's `python -m venv`;
+  # python3-dev: the headers the python image ships (the C OTLP reader, handlers/_otlp_wire.c, builds on them)
+  debootstrap --variant=minbase --include=python3,python3-venv,python3-dev,python-is-python3,ca-certificates \
     bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -c . | podman import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$BASE_IMAGE" >/dev/null

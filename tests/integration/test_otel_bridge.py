@@ -100,6 +100,7 @@ def test_collector_kafka_export_to_one_trace_event_per_call(
     assert all(e.key == PROMPT.encode() for e in events)
     assert "in all: 16 span(s): 16 mapped, 0 unmapped; published: gepa.trace.v1 16" in out
     assert metric_value(metrics, "gepa_stream_otel_spans_total", outcome="mapped") == 16
+    assert "OTLP protobuf by the C reader" in out  # the process as users run it reads with the extension
 
 
 def test_sdk_otlp_http_exporter_and_the_receivers_answers(

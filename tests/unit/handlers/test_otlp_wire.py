@@ -259,6 +259,16 @@ def test_what_the_wire_reader_leaves_to_protobuf(case: str, payload: bytes) -> N
     assert not assert_reads_alike(payload), case
 
 
+def test_more_keys_than_the_wire_reader_holds_are_left_to_protobuf(recorded_payloads: list[bytes]) -> None:
+    """A policy naming hundreds of attributes of its own: protobuf reads, and every span still maps."""
+    many = Reads(
+        READS.markers, (*READS.wire_keys, *(f"own.{i}" for i in range(300))), READS.prefixes, READS.event_keys
+    )
+    assert not assert_reads_alike(recorded_payloads[0], many)
+    spans, skipped = read_spans(recorded_payloads[0], "otlp_proto", many)
+    assert (len(spans), skipped) == (3, 0)
+
+
 def test_nesting_is_read_alike_up_to_the_wire_readers_depth_and_left_to_protobuf_past_it() -> None:
     """An array level is two messages (AnyValue, ArrayValue): 25 levels are within the wire reader's
     64 messages, 40 past them but within protobuf's 100."""
