@@ -7,8 +7,9 @@
    Spans with none of the first `markers` keys are only counted.
 
    It never decides that a payload is bad: on anything it does not read exactly as protobuf would
-   (bad wire format, invalid UTF-8, a message field given twice, which protobuf merges, a group,
-   deep nesting) it returns None and the caller parses the payload with protobuf, whose verdict
+   (bad wire format, invalid UTF-8, a message field given twice, which protobuf merges, a group, an
+   attribute entry with fields beside its key and value, nesting past MAX_DEPTH, more than MAX_KEYS
+   keys asked for) it returns None and the caller parses the payload with protobuf, whose verdict
    stands. So where it answers, it answers as `read_spans`' protobuf path does
    (tests/unit/handlers/test_otlp_wire.py compares them on real and hostile payloads). */
 
