@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, TracesData
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status, TracesData
 
 import handlers.otlp as otlp
 from handlers.otel_mapping import OPENLLMETRY_PREFIX, OtelOptions, payload_records
@@ -174,7 +175,7 @@ def key_values() -> st.SearchStrategy[list[KeyValue]]:
 
 
 spans = st.builds(
-    lambda trace_id, span_id, name, times, attributes, events: Span(
+    lambda trace_id, span_id, name, times, attributes, events, link, status: Span(
         trace_id=trace_id,
         span_id=span_id,
         name=name,
@@ -185,6 +186,8 @@ spans = st.builds(
             Span.Event(name=event_name, time_unix_nano=t, attributes=event_attributes)
             for event_name, t, event_attributes in events
         ],
+        links=[Span.Link(trace_id=link[0], trace_state=link[1], attributes=link[2], flags=link[3])],
+        status=Status(message=status[0], code=status[1]),
     ),
     st.binary(max_size=17),
     st.binary(max_size=9),
@@ -204,14 +207,26 @@ spans = st.builds(
         ),
         max_size=2,
     ),
+    st.tuples(st.binary(max_size=16), TEXT, key_values(), st.integers(0, 2**32 - 1)),
+    st.tuples(TEXT, st.integers(0, 2)),
 )
+"""Spans with every field of the schema: attributes, events, a link and a status."""
 
-traces = st.lists(
-    st.tuples(TEXT, st.lists(spans, max_size=3)).map(
-        lambda scoped: ScopeSpans(scope=InstrumentationScope(name=scoped[0]), spans=scoped[1])
+traces = st.builds(
+    lambda resource, scopes: TracesData(
+        resource_spans=[ResourceSpans(resource=Resource(attributes=resource), scope_spans=scopes)]
+    ).SerializeToString(),
+    key_values(),
+    st.lists(
+        st.tuples(TEXT, key_values(), st.lists(spans, max_size=3)).map(
+            lambda scoped: ScopeSpans(
+                scope=InstrumentationScope(name=scoped[0], version="1.0", attributes=scoped[1]),
+                spans=scoped[2],
+            )
+        ),
+        max_size=3,
     ),
-    max_size=3,
-).map(lambda scopes: TracesData(resource_spans=[ResourceSpans(scope_spans=scopes)]).SerializeToString())
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
