@@ -256,17 +256,24 @@ def parse_traces(payload: bytes, encoding: Encoding, reading: bool = False) -> A
     return _READ.FromString(message.SerializeToString()) if reading else message
 
 
+def wire_spans(payload: bytes, reads: Reads) -> tuple[list[Span], int] | None:
+    """`_otlp_wire`'s reading of a protobuf payload, as `read_spans` returns it, its spans holding
+    only the attributes `reads` names; None where protobuf reads: the reader is not built, every
+    attribute is asked for, or it left the payload to protobuf."""
+    if WIRE is None or reads.keys is None:
+        return None
+    return WIRE.scan(
+        payload, Span, SpanEvent, reads.wire_keys, len(reads.markers), reads.prefixes, reads.event_keys
+    )
+
+
 def read_spans(payload: bytes, encoding: Encoding, reads: Reads) -> tuple[list[Span], int]:
     """The spans of an OTLP payload, flattened, and how many were skipped unread: a span with none of
     the `reads.markers` among its attribute keys (an HTTP or database span, say) is only counted.
-    A protobuf payload goes to `_otlp_wire` first, whose spans hold only the attributes `reads` names;
-    what it leaves (None) protobuf reads, and its verdict on a bad payload stands."""
-    if WIRE is not None and encoding == "otlp_proto" and reads.keys is not None:
-        read: tuple[list[Span], int] | None = WIRE.scan(
-            payload, Span, SpanEvent, reads.wire_keys, len(reads.markers), reads.prefixes, reads.event_keys
-        )
-        if read is not None:
-            return read
+    A protobuf payload goes to `wire_spans` first; what it leaves protobuf reads, and its verdict on a
+    bad payload stands."""
+    if encoding == "otlp_proto" and (read := wire_spans(payload, reads)) is not None:
+        return read
     markers = reads.markers
     spans = []
     skipped = 0

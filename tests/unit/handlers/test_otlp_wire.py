@@ -6,9 +6,8 @@ the payload to it (None); it never answers for a payload protobuf refuses."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,14 +25,9 @@ READS = OtelOptions("test/otel", managed=frozenset({"support_router"})).reads
 WIRE = otlp.WIRE
 
 
-@contextmanager
-def protobuf_only() -> Iterator[None]:
+def protobuf_only() -> Any:
     """`read_spans` without the wire reader, as where it is not built."""
-    saved, otlp.WIRE = otlp.WIRE, None
-    try:
-        yield
-    finally:
-        otlp.WIRE = saved
+    return mock.patch.object(otlp, "WIRE", None)
 
 
 def by_protobuf(payload: bytes, reads: Reads = READS) -> tuple[list[otlp.Span], int] | str:
@@ -58,15 +52,7 @@ def assert_reads_alike(payload: bytes, reads: Reads = READS) -> bool:
     """The wire reader's answer is protobuf's on every attribute `reads` names (True), or it left
     the payload to protobuf (False)."""
     assert WIRE is not None
-    answer = WIRE.scan(
-        payload,
-        otlp.Span,
-        otlp.SpanEvent,
-        reads.wire_keys,
-        len(reads.markers),
-        reads.prefixes,
-        reads.event_keys,
-    )
+    answer = otlp.wire_spans(payload, reads)
     reference = by_protobuf(payload, reads)
     if answer is None:
         return False
