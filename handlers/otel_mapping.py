@@ -278,9 +278,14 @@ class _Routes:
     found: _Memo = field(default_factory=_Memo)
 
     @cached_property
+    def split(self) -> Paths:
+        """The paths as (attribute key, JSON field) pairs."""
+        return split_paths(self.paths)
+
+    @cached_property
     def keys(self) -> tuple[str, ...]:
         """The attribute key of each path."""
-        return tuple(path.partition("#")[0] for path in self.paths)
+        return tuple(key for key, _ in self.split)
 
 
 @dataclass(frozen=True)
@@ -325,7 +330,7 @@ class OtelOptions:
             *own,
             *(path for p in PRESETS.values() for path in (*p.prompt, *p.version, *p.variables, *p.model)),
         ]
-        keys = [path.partition("#")[0] for path in paths]
+        keys = [key for key, _ in split_paths(tuple(paths))]
         return Reads(
             LLM_MARKERS,
             tuple(dict.fromkeys([*keys, *(key for p in PRESETS.values() for key in p.reads)])),
@@ -391,24 +396,24 @@ def _route(span: Span, preset: Preset, options: OtelOptions) -> Route:
     try:
         found = routes.found.get(values)
     except TypeError:  # a list or map value: read, not remembered
-        found = _named_prompt(values, routes.paths, preset, options)
+        found = _named_prompt(values, routes, preset, options)
     else:
         if found is None:
-            found = routes.found.remember(values, _named_prompt(values, routes.paths, preset, options))
+            found = routes.found.remember(values, _named_prompt(values, routes, preset, options))
     if isinstance(found, str):
         raise Unmappable(found)
     return found
 
 
 def _named_prompt(
-    values: tuple[Any, ...], paths: tuple[str, ...], preset: Preset, options: OtelOptions
+    values: tuple[Any, ...], routes: _Routes, preset: Preset, options: OtelOptions
 ) -> Route | str:
     """The Route of the first managed prompt named at the prompt paths (`values`, one per path): a
     prompt with its own `prompt_attribute` is named only there, any other by the preset's
     attributes; else the reason (`unmanaged_prompt`, `no_prompt`)."""
     named = False
-    for path, value in zip(paths, values, strict=True):
-        for name, version in _prompt_names(_field(value, path.partition("#")[2])):
+    for path, (_, sub), value in zip(routes.paths, routes.split, values, strict=True):
+        for name, version in _prompt_names(_field(value, sub)):
             named = True
             own = options.attributes.get(name, NO_OWN_ATTRIBUTES)
             if (own.prompt == path if own.prompt else path in preset.prompt) and (
