@@ -275,31 +275,28 @@ static PyObject *key_values(buf_t b);
 
 /* A (validated) AnyValue as `handlers.otlp.any_value` returns it; NULL with an exception, or FALLBACK. */
 static PyObject *any_value_of(buf_t b) {
-    field_t f = {0};
-    const field_t *only = NULL;
-    field_t kept = {0};
+    field_t f = {0}, only = {0};
     int known = 0;
-    while (next_field(&b, &f) == 1) {
-        if (schema_field(ANY_VALUE, f.number) == NULL) continue;
-        known++;
-        kept = f;
-        only = &kept;
-    }
+    while (next_field(&b, &f) == 1)
+        if (schema_field(ANY_VALUE, f.number) != NULL) {
+            known++;
+            only = f;
+        }
     if (known > 1) return FALLBACK; /* a oneof set twice: protobuf keeps the last, or merges */
-    if (only == NULL) Py_RETURN_NONE;
-    switch (only->number) {
-    case 1: return text(only->data);
-    case 2: return PyBool_FromLong(only->value != 0);
-    case 3: return PyLong_FromLongLong((long long)only->value);
+    if (known == 0) Py_RETURN_NONE;
+    switch (only.number) {
+    case 1: return text(only.data);
+    case 2: return PyBool_FromLong(only.value != 0);
+    case 3: return PyLong_FromLongLong((long long)only.value);
     case 4: {
         double d;
-        memcpy(&d, &only->value, sizeof d);
+        memcpy(&d, &only.value, sizeof d);
         return PyFloat_FromDouble(d);
     }
     case 5: {
         PyObject *list = PyList_New(0);
         if (list == NULL) return NULL;
-        buf_t items = only->data;
+        buf_t items = only.data;
         field_t item = {0};
         while (next_field(&items, &item) == 1) {
             if (item.number != 1) continue;
@@ -313,8 +310,8 @@ static PyObject *any_value_of(buf_t b) {
         }
         return list;
     }
-    case 6: return key_values(only->data);
-    case 7: return PyBytes_FromStringAndSize((const char *)only->data.p, only->data.end - only->data.p);
+    case 6: return key_values(only.data);
+    case 7: return PyBytes_FromStringAndSize((const char *)only.data.p, only.data.end - only.data.p);
     default: Py_RETURN_NONE; /* string_value_strindex: any_value knows no such kind */
     }
 }
@@ -423,7 +420,7 @@ static PyObject *span_event(scan_t *s, buf_t b) {
     if (attributes == NULL) return NULL;
     field_t f = {0};
     while (next_field(&b, &f) == 1) {
-        if (f.number == 1 && f.wire == 1) time_ns = f.value;
+        if (f.number == 1) time_ns = f.value;
         else if (f.number == 2) name = f.data;
         else if (f.number == 3) {
             int r = wanted_attributes(f.data, attributes, &s->event_keys, NULL, 0, &marked);
